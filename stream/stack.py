@@ -1,0 +1,1032 @@
+"""The local stack: Kafka (KRaft), Redis, Prometheus and Alertmanager as local processes.
+
+One module runs the services for the README, the tests and CI, without Docker. Each
+service is a plain child process started in its own session, tracked by a pid file
+under the stack root, so :meth:`Stack.down` stops exactly the processes that
+:meth:`Stack.up` started and nothing else. Kafka runs from jars resolved once with
+Maven into a cache outside the repository (:func:`ensure_kafka_jars`); the other
+services are Debian binaries (:func:`install_system_packages`).
+
+Layout of the root folder (``.stack/`` by default)::
+
+    stack.json                  effective StackConfig of the last ``up``
+    run/<service>.json          pid, start time and command of each started process
+    kafka/                      server.properties, log4j2.yaml, cluster_id, data/, logs/
+    redis/                      redis.log, data files
+    prometheus/                 prometheus.yml, targets/*.json (file_sd), data/, prometheus.log
+    alertmanager/               alertmanager.yml (when generated), data/, alertmanager.log
+
+Examples
+--------
+>>> config = StackConfig(root="/tmp/demo-stack", kafka_port=29092)
+>>> config.kafka_bootstrap
+'127.0.0.1:29092'
+>>> config.redis_url
+'redis://127.0.0.1:6390/0'
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import psutil
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ALL_SERVICES",
+    "CORE_SERVICES",
+    "KAFKA_POM",
+    "REPO_ROOT",
+    "SYSTEM_PACKAGES",
+    "ServiceStatus",
+    "Stack",
+    "StackConfig",
+    "StackError",
+    "alertmanager_default_config",
+    "create_topics",
+    "default_jar_cache",
+    "default_root",
+    "ensure_kafka_jars",
+    "install_system_packages",
+    "kafka_log4j2_config",
+    "kafka_server_properties",
+    "kafka_version",
+    "missing_system_packages",
+    "prometheus_config",
+]
+
+ServiceName = Literal["kafka", "redis", "prometheus", "alertmanager"]
+
+#: Repository checkout this module belongs to (when installed editable or run from source).
+REPO_ROOT: Path = Path(__file__).resolve().parents[1]
+#: Maven project that resolves the Kafka broker and its runtime dependencies.
+KAFKA_POM: Path = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+#: Services started by a plain ``up``, in start order.
+CORE_SERVICES: tuple[ServiceName, ...] = ("kafka", "redis", "prometheus")
+#: Every service the stack knows, in start order.
+ALL_SERVICES: tuple[ServiceName, ...] = (*CORE_SERVICES, "alertmanager")
+#: Binary on PATH -> Debian package that provides it.
+SYSTEM_PACKAGES: dict[str, str] = {
+    "redis-server": "redis-server",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "kcat": "kcat",
+    "java": "default-jre-headless",
+    "mvn": "maven",
+}
+_MARKER = ".complete"
+_POLL = 0.2
+
+
+class StackError(RuntimeError):
+    """A service of the local stack could not be prepared, started or stopped."""
+
+
+def default_root() -> Path:
+    """Return the default stack root: ``.stack/`` in the repository checkout, else in the cwd.
+
+    Returns
+    -------
+    Path
+        Absolute path of the root folder (not created).
+    """
+    base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+    return (base / ".stack").resolve()
+
+
+class StackConfig(BaseModel):
+    """Where the local stack lives and how its services listen.
+
+    Parameters
+    ----------
+    root
+        Folder holding configs, data, logs and pid files.
+    host
+        Address every service binds to.
+    kafka_port, kafka_controller_port
+        Broker (PLAINTEXT) and KRaft controller listener ports.
+    redis_port, prometheus_port, alertmanager_port
+        Listener ports of the other services.
+    redis_appendonly
+        Redis AOF persistence (on for the demo, off for tests).
+    scrape_interval, evaluation_interval
+        Prometheus global intervals, as Prometheus durations (``"5s"``).
+    scrape_targets
+        Static ``host:port`` worker targets of the ``streamlearn`` scrape job.
+    kafka_heap
+        JVM maximum heap of the broker (``-Xmx``).
+    kafka_jars
+        Folder of Kafka jars; ``None`` resolves them into :func:`default_jar_cache`.
+    rules_dir
+        Folder of Prometheus alert rule files (``*.yml``), loaded when present.
+    alertmanager_config
+        Alertmanager config file; a minimal one is generated when it does not exist.
+    startup_timeout, stop_timeout
+        Seconds to wait for a service to become ready, and to exit after SIGTERM.
+
+    Examples
+    --------
+    >>> StackConfig(root="/tmp/s").prometheus_url
+    'http://127.0.0.1:9090'
+    >>> StackConfig(root="/tmp/s").alertmanager_url
+    'http://127.0.0.1:9094'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    root: Path = Field(default_factory=default_root)
+    host: str = "127.0.0.1"
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    redis_port: int = Field(6390, ge=1, le=65535)
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    alertmanager_port: int = Field(9094, ge=1, le=65535)
+    redis_appendonly: bool = True
+    scrape_interval: str = Field("5s", pattern=r"^\d+(ms|s|m|h)$")
+    evaluation_interval: str = Field("5s", pattern=r"^\d+(ms|s|m|h)$")
+    scrape_targets: tuple[str, ...] = ()
+    kafka_heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$")
+    kafka_jars: Path | None = None
+    rules_dir: Path = REPO_ROOT / "deploy" / "prometheus" / "rules"
+    alertmanager_config: Path = REPO_ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    startup_timeout: float = Field(120.0, gt=0)
+    stop_timeout: float = Field(20.0, gt=0)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Bootstrap servers string of the broker."""
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        """Redis URL (database 0)."""
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Base URL of the Prometheus HTTP API and UI."""
+        return f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        """Base URL of the Alertmanager HTTP API and UI."""
+        return f"http://{self.host}:{self.alertmanager_port}"
+
+    @property
+    def targets_dir(self) -> Path:
+        """Folder of Prometheus ``file_sd`` target files."""
+        return self.root / "prometheus" / "targets"
+
+    def ports(self, service: ServiceName) -> tuple[int, ...]:
+        """Return the ports a service listens on (the first is the client port)."""
+        return {
+            "kafka": (self.kafka_port, self.kafka_controller_port),
+            "redis": (self.redis_port,),
+            "prometheus": (self.prometheus_port,),
+            "alertmanager": (self.alertmanager_port,),
+        }[service]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One row of :meth:`Stack.status`.
+
+    ``state`` is ``"up"`` (our process, answering), ``"starting"`` (our process, not
+    answering yet) or ``"down"`` (no process of ours).
+    """
+
+    service: str
+    pid: int | None
+    port: int
+    state: Literal["up", "starting", "down"]
+    url: str
+    log: Path
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def kafka_server_properties(config: StackConfig) -> str:
+    """Render ``server.properties`` of a single combined KRaft node.
+
+    Parameters
+    ----------
+    config
+        Stack configuration (ports, host, root).
+
+    Returns
+    -------
+    str
+        The properties file content.
+
+    Examples
+    --------
+    >>> text = kafka_server_properties(StackConfig(root="/tmp/s", kafka_port=29092))
+    >>> "listeners=PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:9093" in text
+    True
+    """
+    h, p, c = config.host, config.kafka_port, config.kafka_controller_port
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{h}:{c}",
+        "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+        "advertised.listeners": f"PLAINTEXT://{h}:{p}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "log.dirs": str(config.root / "kafka" / "data"),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        # Fewer internal partitions than the default 50: faster first group/transaction.
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "8",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def kafka_log4j2_config(log_file: Path) -> str:
+    """Render a log4j2 YAML config writing the broker log to ``log_file`` (truncated on start).
+
+    Examples
+    --------
+    >>> "fileName: /tmp/server.log" in kafka_log4j2_config(Path("/tmp/server.log"))
+    True
+    """
+    doc = {
+        "Configuration": {
+            "Appenders": {
+                "File": {
+                    "name": "FILE",
+                    "fileName": str(log_file),
+                    "append": False,
+                    "PatternLayout": {"pattern": "[%d] %p %m (%c)%n"},
+                }
+            },
+            "Loggers": {
+                "Root": {"level": "INFO", "AppenderRef": [{"ref": "FILE"}]},
+                "Logger": [
+                    {"name": "kafka", "level": "INFO"},
+                    {"name": "org.apache.kafka", "level": "WARN"},
+                    {"name": "state.change.logger", "level": "WARN"},
+                ],
+            },
+        }
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def prometheus_config(config: StackConfig, *, alertmanager: bool) -> str:
+    """Render ``prometheus.yml`` for the stack.
+
+    The ``streamlearn`` job discovers worker targets from ``targets/*.json`` (``file_sd``),
+    rule files come from ``config.rules_dir`` and alerts go to the stack's Alertmanager
+    when ``alertmanager`` is true.
+
+    Examples
+    --------
+    >>> doc = yaml.safe_load(prometheus_config(StackConfig(root="/r"), alertmanager=False))
+    >>> doc["scrape_configs"][1]["file_sd_configs"][0]["files"]
+    ['/r/prometheus/targets/*.json']
+    """
+    doc: dict[str, object] = {
+        "global": {
+            "scrape_interval": config.scrape_interval,
+            "evaluation_interval": config.evaluation_interval,
+        },
+        "rule_files": [str(config.rules_dir / "*.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"{config.host}:{config.prometheus_port}"]}],
+            },
+            {
+                "job_name": "streamlearn",
+                "file_sd_configs": [
+                    {
+                        "files": [str(config.targets_dir / "*.json")],
+                        "refresh_interval": config.scrape_interval,
+                    }
+                ],
+            },
+        ],
+    }
+    if alertmanager:
+        doc["alerting"] = {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [f"{config.host}:{config.alertmanager_port}"]}]}
+            ]
+        }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def alertmanager_default_config() -> str:
+    """Render a minimal Alertmanager config: every alert to one receiver that sends nothing.
+
+    Examples
+    --------
+    >>> yaml.safe_load(alertmanager_default_config())["route"]["receiver"]
+    'default'
+    """
+    doc = {
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname"],
+            "group_wait": "1s",
+            "group_interval": "5s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [{"name": "default"}],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+# ----------------------------------------------------------------------- kafka jars
+
+
+def kafka_version(pom: Path = KAFKA_POM) -> str:
+    """Read the ``kafka.version`` property of the runtime pom.
+
+    Raises
+    ------
+    StackError
+        When the pom is missing (the stack needs a repository checkout) or has no version.
+    """
+    if not pom.is_file():
+        raise StackError(
+            f"Kafka runtime pom not found at {pom}: the local stack runs from a checkout of "
+            "the streamlearn repository (pip install -e .), not from an installed wheel."
+        )
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314
+    if node is None or not (node.text or "").strip():
+        raise StackError(f"{pom} defines no <kafka.version> property")
+    return (node.text or "").strip()
+
+
+def default_jar_cache(version: str) -> Path:
+    """Return ``$XDG_CACHE_HOME/streamlearn/kafka-<version>`` (``~/.cache`` by default)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "streamlearn" / f"kafka-{version}"
+
+
+def ensure_kafka_jars(
+    cache_dir: Path | None = None,
+    *,
+    pom: Path = KAFKA_POM,
+    maven_repo: Path | None = None,
+) -> Path:
+    """Resolve the Kafka broker jars with Maven once; later calls reuse them offline.
+
+    Jars are copied into a temporary sibling folder which is renamed into place, and a
+    marker file is written only after Maven succeeded, so an interrupted run is retried.
+
+    Parameters
+    ----------
+    cache_dir
+        Destination folder; default :func:`default_jar_cache` of the pom's Kafka version.
+    pom
+        Maven project listing the runtime dependencies.
+    maven_repo
+        Maven local repository (``-Dmaven.repo.local``); default Maven's own (``~/.m2``).
+
+    Returns
+    -------
+    Path
+        The folder holding the jars (use it as ``-cp 'DIR/*'``).
+
+    Raises
+    ------
+    StackError
+        When Maven is missing or fails; the message carries the command and its output.
+    """
+    cache = cache_dir or default_jar_cache(kafka_version(pom))
+    if (cache / _MARKER).is_file():
+        return cache
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) is not installed: run scripts/bootstrap first.")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    cmd = [
+        "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}", "-DincludeScope=runtime",
+    ]
+    if maven_repo is not None:
+        cmd.append(f"-Dmaven.repo.local={maven_repo}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    jars = sorted(p.name for p in partial.glob("*.jar"))
+    if proc.returncode != 0 or not jars:
+        shutil.rmtree(partial, ignore_errors=True)
+        out = (proc.stdout + proc.stderr).strip().splitlines()[-30:]
+        raise StackError(
+            f"kafka jars: Maven failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(out)
+        )
+    (partial / _MARKER).write_text("\n".join(jars) + "\n")
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
+        partial.rename(cache)
+    except OSError:  # a concurrent run finished first
+        shutil.rmtree(partial, ignore_errors=True)
+        if not (cache / _MARKER).is_file():
+            raise
+    return cache
+
+
+# ------------------------------------------------------------------ system packages
+
+
+def missing_system_packages() -> list[str]:
+    """Return the Debian packages whose binaries (:data:`SYSTEM_PACKAGES`) are not on PATH."""
+    return sorted({pkg for binary, pkg in SYSTEM_PACKAGES.items() if shutil.which(binary) is None})
+
+
+def install_system_packages() -> list[str]:
+    """Install the missing Debian packages with apt (``apt-get update`` once, then install).
+
+    Returns
+    -------
+    list of str
+        The packages installed (empty when nothing was missing).
+
+    Raises
+    ------
+    StackError
+        When not root, or when apt fails.
+    """
+    missing = missing_system_packages()
+    if not missing:
+        return []
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
+    if os.geteuid() != 0:
+        raise StackError(f"missing packages {missing}: run as root: apt-get update && {install}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-q"], install):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+            raise StackError(f"apt failed: {' '.join(cmd)}\n{tail}")
+    return missing
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float = 30.0) -> list[str]:
+    """Create topics (name -> partitions, replication 1) if missing; wait until they have leaders.
+
+    Existing topics are left as they are (their partition count is not changed).
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    topics
+        Partition count per topic name.
+    timeout
+        Seconds to wait for the broker and for leaders of every partition.
+
+    Returns
+    -------
+    list of str
+        The topic names, in the given order.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError, for_code
+
+    names = list(topics)
+    if not names:
+        return []
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="streamlearn-stack",
+        request_timeout_ms=int(timeout * 1000),
+        bootstrap_timeout_ms=int(timeout * 1000),
+    )
+    try:
+        spec = {n: {"num_partitions": int(p), "replication_factor": 1} for n, p in topics.items()}
+        result = admin.create_topics(spec, timeout_ms=int(timeout * 1000), raise_errors=False)
+        for topic in result["topics"]:
+            error = for_code(topic["error_code"])
+            if topic["error_code"] and error is not TopicAlreadyExistsError:
+                raise StackError(f"creating topic {topic['name']!r} failed: {error.__name__}")
+        admin.wait_for_topics(names, timeout_ms=int(timeout * 1000))
+    finally:
+        admin.close()
+    return names
+
+
+# ------------------------------------------------------------------------ processes
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(host: str, port: int, path: str, method: str = "GET", timeout: float = 2.0) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass(frozen=True)
+class _Record:
+    """Content of ``run/<service>.json``: enough to recognise our process later."""
+
+    pid: int
+    create_time: float
+    marker: str
+    ports: tuple[int, ...]
+    argv: tuple[str, ...]
+
+    def process(self) -> psutil.Process | None:
+        """Return the live process if it is still the one we started, else None."""
+        try:
+            proc = psutil.Process(self.pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            if abs(proc.create_time() - self.create_time) > 1.0:
+                return None
+            if self.marker not in " ".join(proc.cmdline()):
+                return None
+            return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How to run and probe one service."""
+
+    name: ServiceName
+    argv: tuple[str, ...]
+    marker: str
+    log: Path
+    console: Path
+    ready: Callable[[], bool]
+
+
+class Stack:
+    """Start, reuse, inspect and stop the local stack described by a :class:`StackConfig`.
+
+    Parameters
+    ----------
+    config
+        The stack configuration; default :class:`StackConfig` with its defaults.
+    reporter
+        Called with short progress messages (``"kafka: starting"``), e.g. for a spinner.
+
+    Examples
+    --------
+    >>> stack = Stack(StackConfig(root="/tmp/streamlearn-doc-stack"))
+    >>> [s.state for s in stack.status()]
+    ['down', 'down', 'down', 'down']
+    """
+
+    def __init__(
+        self, config: StackConfig | None = None, *, reporter: Callable[[str], None] | None = None
+    ) -> None:
+        self.config = config or StackConfig()
+        self._report = reporter or (lambda _msg: None)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_root(
+        cls, root: Path | None = None, *, reporter: Callable[[str], None] | None = None
+    ) -> Stack:
+        """Build a Stack from the ``stack.json`` saved by the last ``up`` under ``root``."""
+        root = (root or default_root()).resolve()
+        saved = root / "stack.json"
+        if saved.is_file():
+            config = StackConfig.model_validate_json(saved.read_text())
+        else:
+            config = StackConfig(root=root)
+        return cls(config, reporter=reporter)
+
+    # ------------------------------------------------------------------ public API
+
+    def up(
+        self, *, alertmanager: bool = False, services: Collection[ServiceName] | None = None
+    ) -> None:
+        """Start the services that are not running yet and wait until all are ready.
+
+        A service already started from this root and answering is reused as it is.
+
+        Parameters
+        ----------
+        alertmanager
+            Also start Alertmanager (and point Prometheus at it).
+        services
+            Subset of :data:`ALL_SERVICES`; default :data:`CORE_SERVICES`.
+
+        Raises
+        ------
+        StackError
+            Naming the service that failed, its command, its log and the log's last lines.
+        """
+        wanted = set(services or CORE_SERVICES) | ({"alertmanager"} if alertmanager else set())
+        unknown = wanted - set(ALL_SERVICES)
+        if unknown:
+            raise StackError(f"unknown services {sorted(unknown)}; known: {list(ALL_SERVICES)}")
+        order = [s for s in ALL_SERVICES if s in wanted]
+        self._check_binaries(order)
+        cfg = self.config
+        (cfg.root / "run").mkdir(parents=True, exist_ok=True)
+        (cfg.root / "stack.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+        if "kafka" in wanted:
+            self._ensure_jars()
+        specs: list[tuple[_Spec, bool]] = []
+        # Quick services first, so they start while Kafka formats its storage.
+        for name in sorted(order, key=lambda s: s == "kafka"):
+            spec = self._prepare(name, alertmanager_on="alertmanager" in wanted)
+            started = self._launch(spec)
+            specs.append((spec, started))
+        for spec, started in sorted(specs, key=lambda item: ALL_SERVICES.index(item[0].name)):
+            self._wait_ready(spec, started)
+
+    def down(self) -> list[str]:
+        """Stop the processes this root's pid files name: SIGTERM, then SIGKILL after a timeout.
+
+        A pid whose process is gone or is no longer the command we started is only forgotten.
+
+        Returns
+        -------
+        list of str
+            Names of the services that were stopped.
+        """
+        victims: list[tuple[str, psutil.Process]] = []
+        for name in reversed(ALL_SERVICES):
+            record = self._record(name)
+            proc = record.process() if record else None
+            if proc is not None:
+                self._report(f"{name}: stopping pid {proc.pid}")
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                    victims.append((name, proc))
+                except psutil.NoSuchProcess:
+                    pass
+            self._pidfile(name).unlink(missing_ok=True)
+        deadline = time.monotonic() + self.config.stop_timeout
+        for name, proc in victims:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except psutil.TimeoutExpired:
+                self._report(f"{name}: did not exit after SIGTERM, killing")
+                proc.kill()
+                proc.wait(timeout=10)
+            except psutil.NoSuchProcess:
+                pass
+            child = self._children.pop(proc.pid, None)
+            if child is not None:
+                child.poll()
+        return [name for name, _ in victims]
+
+    def status(self) -> list[ServiceStatus]:
+        """Return one :class:`ServiceStatus` per known service."""
+        rows = []
+        for name in ALL_SERVICES:
+            record = self._record(name)
+            proc = record.process() if record else None
+            state: Literal["up", "starting", "down"] = "down"
+            if proc is not None:
+                state = "up" if self._probe(name)() else "starting"
+            rows.append(
+                ServiceStatus(
+                    service=name,
+                    pid=proc.pid if proc else None,
+                    port=self.config.ports(name)[0],
+                    state=state,
+                    url=self._url(name),
+                    log=self._log_path(name),
+                )
+            )
+        return rows
+
+    def pids(self) -> dict[str, int]:
+        """Return the pid of each running service of ours."""
+        return {s.service: s.pid for s in self.status() if s.pid is not None}
+
+    def add_scrape_target(
+        self, name: str, address: str, labels: Mapping[str, str] | None = None
+    ) -> Path:
+        """Register ``host:port`` with the ``streamlearn`` scrape job (``file_sd``).
+
+        Prometheus watches the targets folder and picks the file up within seconds.
+
+        Parameters
+        ----------
+        name
+            File stem, ``[A-Za-z0-9_.-]+``; also the ``target`` label of the series.
+        address
+            ``host:port`` serving ``/metrics``.
+        labels
+            Extra target labels.
+
+        Returns
+        -------
+        Path
+            The target file written.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"target name must match [A-Za-z0-9_.-]+, got {name!r}")
+        if not re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
+            raise ValueError(f"target address must be host:port, got {address!r}")
+        folder = self.config.targets_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = [{"targets": [address], "labels": {"target": name, **(labels or {})}}]
+        path = folder / f"{name}.json"
+        tmp = folder / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    def remove_scrape_target(self, name: str) -> None:
+        """Forget a target registered with :meth:`add_scrape_target`."""
+        (self.config.targets_dir / f"{name}.json").unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- internals
+
+    def _pidfile(self, name: str) -> Path:
+        return self.config.root / "run" / f"{name}.json"
+
+    def _record(self, name: str) -> _Record | None:
+        try:
+            raw = json.loads(self._pidfile(name).read_text())
+            return _Record(
+                pid=int(raw["pid"]),
+                create_time=float(raw["create_time"]),
+                marker=str(raw["marker"]),
+                ports=tuple(raw["ports"]),
+                argv=tuple(raw["argv"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _log_path(self, name: ServiceName) -> Path:
+        root = self.config.root
+        return {
+            "kafka": root / "kafka" / "logs" / "server.log",
+            "redis": root / "redis" / "redis.log",
+            "prometheus": root / "prometheus" / "prometheus.log",
+            "alertmanager": root / "alertmanager" / "alertmanager.log",
+        }[name]
+
+    def _url(self, name: ServiceName) -> str:
+        cfg = self.config
+        return {
+            "kafka": cfg.kafka_bootstrap,
+            "redis": cfg.redis_url,
+            "prometheus": cfg.prometheus_url,
+            "alertmanager": cfg.alertmanager_url,
+        }[name]
+
+    def _check_binaries(self, services: Iterable[ServiceName]) -> None:
+        need = {"kafka": "java", "redis": "redis-server", "prometheus": "prometheus",
+                "alertmanager": "prometheus-alertmanager"}
+        missing = [need[s] for s in services if shutil.which(need[s]) is None]
+        if missing:
+            raise StackError(f"not installed: {', '.join(missing)}; run scripts/bootstrap first")
+
+    def _ensure_jars(self) -> Path:
+        if self.config.kafka_jars is not None:
+            return self.config.kafka_jars
+        cache = default_jar_cache(kafka_version())
+        if not (cache / _MARKER).is_file():
+            self._report("kafka: resolving jars with Maven (first run only)")
+        return ensure_kafka_jars(cache)
+
+    def _probe(self, name: ServiceName) -> Callable[[], bool]:
+        cfg = self.config
+        if name == "kafka":
+            return self._kafka_ready
+        if name == "redis":
+            return self._redis_ready
+        port = cfg.prometheus_port if name == "prometheus" else cfg.alertmanager_port
+        return lambda: _http_ok(cfg.host, port, "/-/ready")
+
+    def _redis_ready(self) -> bool:
+        import redis
+
+        client = redis.Redis(host=self.config.host, port=self.config.redis_port,
+                             socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def _kafka_ready(self) -> bool:
+        if not _port_open(self.config.host, self.config.kafka_port):
+            return False
+        try:
+            if "Kafka Server started" not in self._log_path("kafka").read_text(errors="replace"):
+                return False
+        except OSError:
+            return False
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.config.kafka_bootstrap,
+                                     client_id="streamlearn-stack-probe",
+                                     request_timeout_ms=5000, bootstrap_timeout_ms=5000)
+        except KafkaError:
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except KafkaError:
+            return False
+        finally:
+            admin.close()
+
+    def _prepare(self, name: ServiceName, *, alertmanager_on: bool) -> _Spec:
+        """Write the service's config files and return how to run it (no process started)."""
+        cfg, log = self.config, self._log_path(name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        folder = cfg.root / name
+        console = folder / "console.log"
+        if name == "kafka":
+            props = folder / "server.properties"
+            props.write_text(kafka_server_properties(cfg))
+            log4j = folder / "log4j2.yaml"
+            log4j.write_text(kafka_log4j2_config(log))
+            jars = cfg.kafka_jars or default_jar_cache(kafka_version())
+            argv = (
+                "java", f"-Xmx{cfg.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
+                "-cp", f"{jars}/*", "kafka.Kafka", str(props),
+            )
+            return _Spec(name, argv, "kafka.Kafka", log, console, self._probe(name))
+        if name == "redis":
+            argv = (
+                "redis-server", "--bind", cfg.host, "--port", str(cfg.redis_port),
+                "--appendonly", "yes" if cfg.redis_appendonly else "no", "--save", "",
+                "--dir", str(folder), "--daemonize", "no", "--logfile", str(log),
+            )
+            return _Spec(name, argv, "redis-server", log, console, self._probe(name))
+        if name == "prometheus":
+            cfg.targets_dir.mkdir(parents=True, exist_ok=True)
+            for i, address in enumerate(cfg.scrape_targets):
+                self.add_scrape_target(f"config-{i}", address)
+            running = self._record("alertmanager")
+            am = alertmanager_on or bool(running and running.process())
+            text = prometheus_config(cfg, alertmanager=am)
+            changed = self._write(folder / "prometheus.yml", text)
+            if changed and self._is_ours(name):
+                self._report("prometheus: reloading changed config")
+                _http_ok(cfg.host, cfg.prometheus_port, "/-/reload", method="POST")
+            argv = (
+                "prometheus", f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address={cfg.host}:{cfg.prometheus_port}",
+                "--web.enable-lifecycle",
+            )
+            return _Spec(name, argv, "prometheus", log, log, self._probe(name))
+        config_file = cfg.alertmanager_config
+        if not config_file.is_file():
+            config_file = folder / "alertmanager.yml"
+            self._write(config_file, alertmanager_default_config())
+        argv = (
+            "prometheus-alertmanager", f"--config.file={config_file}",
+            f"--storage.path={folder / 'data'}",
+            f"--web.listen-address={cfg.host}:{cfg.alertmanager_port}",
+            "--cluster.listen-address=",
+        )
+        return _Spec(name, argv, "alertmanager", log, log, self._probe(name))
+
+    @staticmethod
+    def _write(path: Path, text: str) -> bool:
+        """Write ``text`` unless the file already holds it; return whether it changed."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.read_text() == text:
+            return False
+        path.write_text(text)
+        return True
+
+    def _is_ours(self, name: ServiceName) -> bool:
+        record = self._record(name)
+        return bool(record and record.process())
+
+    def _launch(self, spec: _Spec) -> bool:
+        """Start the service unless our process already runs; return True when started."""
+        ports = self.config.ports(spec.name)
+        record = self._record(spec.name)
+        if record is not None and record.process() is not None:
+            if record.ports != ports:
+                raise StackError(
+                    f"{spec.name} already runs from {self.config.root} on ports {record.ports}, "
+                    f"not {ports}: run `stack down` first"
+                )
+            self._report(f"{spec.name}: reusing pid {record.pid}")
+            return False
+        self._pidfile(spec.name).unlink(missing_ok=True)
+        for port in ports:
+            if _port_open(self.config.host, port):
+                raise StackError(
+                    f"{spec.name}: port {self.config.host}:{port} is already in use by a process "
+                    f"not started from {self.config.root}; stop it or choose another port"
+                )
+        if spec.name == "kafka":
+            self._format_kafka()
+        self._report(f"{spec.name}: starting")
+        spec.console.parent.mkdir(parents=True, exist_ok=True)
+        with open(spec.console, "ab") as out:
+            child = subprocess.Popen(  # noqa: S603
+                spec.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cwd=self.config.root / spec.name, start_new_session=True,
+            )
+        self._children[child.pid] = child
+        try:
+            create_time = psutil.Process(child.pid).create_time()
+        except psutil.NoSuchProcess:
+            create_time = time.time()
+        self._pidfile(spec.name).write_text(json.dumps({
+            "pid": child.pid, "create_time": create_time, "marker": spec.marker,
+            "ports": list(ports), "argv": list(spec.argv),
+        }, indent=2) + "\n")
+        return True
+
+    def _format_kafka(self) -> None:
+        """Format the KRaft storage once; the cluster id is kept in ``kafka/cluster_id``."""
+        folder = self.config.root / "kafka"
+        if (folder / "data" / "meta.properties").is_file():
+            return
+        jars = self.config.kafka_jars or default_jar_cache(kafka_version())
+        base = ["java", "-cp", f"{jars}/*", "kafka.tools.StorageTool"]
+        id_file = folder / "cluster_id"
+        if not id_file.is_file():
+            out = self._run_checked("kafka", [*base, "random-uuid"])
+            id_file.write_text(out.strip().splitlines()[-1].strip() + "\n")
+        self._report("kafka: formatting storage")
+        self._run_checked("kafka", [*base, "format", "-t", id_file.read_text().strip(),
+                                    "-c", str(folder / "server.properties")])
+
+    @staticmethod
+    def _run_checked(name: str, cmd: list[str]) -> str:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+            raise StackError(f"{name} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+        return proc.stdout
+
+    def _wait_ready(self, spec: _Spec, started: bool) -> None:
+        self._report(f"{spec.name}: waiting until ready")
+        deadline = time.monotonic() + self.config.startup_timeout
+        record = self._record(spec.name)
+        while time.monotonic() < deadline:
+            if spec.ready():
+                self._report(f"{spec.name}: ready")
+                return
+            if record is None or record.process() is None:
+                self._pidfile(spec.name).unlink(missing_ok=True)
+                self._fail(spec, "exited before it was ready")
+            time.sleep(_POLL)
+        if started and record is not None and (proc := record.process()) is not None:
+            proc.kill()
+            self._pidfile(spec.name).unlink(missing_ok=True)
+        self._fail(spec, f"not ready after {self.config.startup_timeout:.0f}s")
+
+    def _fail(self, spec: _Spec, why: str) -> None:
+        logs = dict.fromkeys([spec.log, spec.console])
+        parts = [f"{spec.name} {why}", f"command: {' '.join(spec.argv)}"]
+        for log in logs:
+            parts.append(f"log: {log}\n{_tail(log)}")
+        raise StackError("\n".join(parts))
