@@ -1,0 +1,200 @@
+-- Applies one batch of events and labels to the interaction state, atomically.
+-- It is the Redis twin of features.store.MemoryStore; the arithmetic is the one of
+-- features.interactions (observe, observe_label) and the tests check that both agree.
+--
+-- ARGV[1] key prefix
+-- ARGV[2] operations, JSON array, in record order:
+--           ["E", event_id, source, partition, offset, timestamp_ms, [entity keys], payload, label|null, weight]
+--           ["L", event_id, source, label, weight, timestamp_ms]
+-- ARGV[3] scores of earlier events to store in their snapshots, JSON object {event_id: "score"}
+-- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, watermark_ms,
+--           pending_max, pending_ttl_ms, implicit_ms (0: off), sweep_max
+--
+-- Returns one reply per operation, then the swept records:
+--   E: {"new"|"replay"|"duplicate", states, label}   label: "" or "value|weight|source|timestamp|at"
+--   L: {"learn"|"relearn"|"pending"|"duplicate"|"late"|"noop", payload, states, score}
+--   then {"X", event_id, label} per pending label evicted, {"I", event_id, payload, states, score}
+--   per implicit negative label.
+
+local prefix = ARGV[1]
+local ops = cjson.decode(ARGV[2])
+local scores = cjson.decode(ARGV[3])
+local params = cjson.decode(ARGV[4])
+local half_lives = params.half_lives_ms
+local fields = {'n', 'p', 'l', 't', 'r'}
+for k = 1, #half_lives do fields[#fields + 1] = 'd' .. k end
+local pending_hash = prefix .. ':pl'
+local pending_zset = prefix .. ':plz'
+local deadlines = prefix .. ':dl'
+
+local function fmt(x) return string.format('%.17g', x) end
+
+local function int(x) return string.format('%d', x) end
+
+local function snapshot_key(event_id) return prefix .. ':s:' .. event_id end
+
+-- The stored fields of one entity, as the strings Redis holds ("" when absent).
+local function read_state(key)
+  local raw = redis.call('HMGET', key, unpack(fields))
+  local out = {}
+  for i = 1, #fields do out[i] = raw[i] or '' end
+  return out
+end
+
+local function observe(key, raw, partition, offset, ts)
+  local mark = 'w' .. partition
+  local applied = tonumber(redis.call('HGET', key, mark) or '-1')
+  if offset <= applied then return end
+  local n = tonumber(raw[1]) or 0
+  local t = tonumber(raw[4]) or -1
+  local r = tonumber(raw[5]) or 0
+  local update = {'n', int(n + 1), 't', int(math.max(t, ts)), mark, int(offset)}
+  if ts >= r then
+    for k = 1, #half_lives do
+      local d = tonumber(raw[5 + k]) or 0
+      update[#update + 1] = 'd' .. k
+      update[#update + 1] = fmt(d * 2 ^ (-(ts - r) / half_lives[k]) + 1.0)
+    end
+    update[#update + 1] = 'r'
+    update[#update + 1] = int(ts)
+  else
+    for k = 1, #half_lives do
+      local d = tonumber(raw[5 + k]) or 0
+      update[#update + 1] = 'd' .. k
+      update[#update + 1] = fmt(d + 2 ^ (-(r - ts) / half_lives[k]))
+    end
+  end
+  redis.call('HSET', key, unpack(update))
+end
+
+local function observe_label(keys, value)
+  for _, key in ipairs(keys) do
+    local raw = redis.call('HMGET', key, 'p', 'l')
+    local p = tonumber(raw[1]) or 0
+    local l = tonumber(raw[2]) or 0
+    redis.call('HSET', key, 'p', fmt(p + value), 'l', fmt(l + 1.0))
+  end
+end
+
+local function apply_label(snap, value, weight, source, ts, at)
+  local keys = cjson.decode(redis.call('HGET', snap, 'k'))
+  observe_label(keys, value)
+  redis.call('HSET', snap, 'lab', source, 'ly', fmt(value), 'lw', fmt(weight), 'lt', int(ts), 'lat', at)
+  return fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts) .. '|' .. at
+end
+
+local function stored_label(snap)
+  local v = redis.call('HMGET', snap, 'lab', 'ly', 'lw', 'lt', 'lat')
+  if not v[1] or v[5] ~= 'event' then return '' end
+  return v[2] .. '|' .. v[3] .. '|' .. v[1] .. '|' .. v[4] .. '|' .. v[5]
+end
+
+local function pending_expire(event_id)
+  redis.call('HDEL', pending_hash, event_id)
+  redis.call('ZREM', pending_zset, event_id)
+end
+
+for event_id, score in pairs(scores) do
+  local snap = snapshot_key(event_id)
+  if redis.call('EXISTS', snap) == 1 then redis.call('HSET', snap, 'sc', score) end
+end
+
+local replies = {}
+for _, op in ipairs(ops) do
+  if op[1] == 'E' then
+    local event_id, source, partition, offset, ts = op[2], op[3], op[4], op[5], op[6]
+    local keys, payload, label, weight = op[7], op[8], op[9], op[10]
+    local snap = snapshot_key(event_id)
+    local existing = redis.call('HMGET', snap, 'src', 'st')
+    if existing[1] then
+      if existing[1] == source then
+        replies[#replies + 1] = {'replay', existing[2], stored_label(snap)}
+      else
+        replies[#replies + 1] = {'duplicate', '', ''}
+      end
+    else
+      local states = {}
+      for i, key in ipairs(keys) do
+        local raw = read_state(key)
+        states[i] = table.concat(raw, ',')
+        observe(key, raw, partition, offset, ts)
+      end
+      local st = table.concat(states, ';')
+      redis.call('HSET', snap, 'src', source, 'ev', payload, 'st', st, 'k', cjson.encode(keys))
+      redis.call('PEXPIRE', snap, params.snapshot_ttl_ms)
+      local applied = ''
+      if label ~= cjson.null then
+        applied = apply_label(snap, label, weight, source, ts, 'event')
+      else
+        local waiting = redis.call('HGET', pending_hash, event_id)
+        if waiting then
+          local value, w, lsrc, lts = string.match(waiting, '^([^|]*)|([^|]*)|(.*)|([^|]*)$')
+          applied = apply_label(snap, tonumber(value), tonumber(w), lsrc, tonumber(lts), 'event')
+          pending_expire(event_id)
+        elseif params.implicit_ms > 0 then
+          redis.call('ZADD', deadlines, ts + params.implicit_ms, event_id)
+        end
+      end
+      replies[#replies + 1] = {'new', st, applied}
+    end
+  else
+    local event_id, source, value, weight, ts = op[2], op[3], op[4], op[5], op[6]
+    local snap = snapshot_key(event_id)
+    local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab', 'lat')
+    if not s[1] then
+      local waiting = redis.call('HGET', pending_hash, event_id)
+      if waiting and string.match(waiting, '^[^|]*|[^|]*|(.*)|[^|]*$') ~= source then
+        replies[#replies + 1] = {'duplicate', '', '', ''}
+      else
+        redis.call('HSET', pending_hash, event_id, fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts))
+        redis.call('ZADD', pending_zset, ts, event_id)
+        replies[#replies + 1] = {'pending', '', '', ''}
+      end
+    elseif s[5] == source then
+      local status = 'relearn'
+      if s[6] == 'event' then status = 'noop' end
+      replies[#replies + 1] = {status, s[2], s[3], s[4] or ''}
+    elseif s[5] == 'implicit' then
+      if value > 0 then
+        for _, key in ipairs(cjson.decode(redis.call('HGET', snap, 'k'))) do
+          local p = tonumber(redis.call('HGET', key, 'p') or '0')
+          redis.call('HSET', key, 'p', fmt(p + value))
+        end
+      end
+      redis.call('HSET', snap, 'lab', 'late:' .. source)
+      replies[#replies + 1] = {'late', '', '', ''}
+    elseif s[5] then
+      replies[#replies + 1] = {'duplicate', '', '', ''}
+    else
+      apply_label(snap, value, weight, source, ts, 'label')
+      redis.call('ZREM', deadlines, event_id)
+      replies[#replies + 1] = {'learn', s[2], s[3], s[4] or ''}
+    end
+  end
+end
+
+local stale = redis.call('ZRANGEBYSCORE', pending_zset, '-inf', params.watermark_ms - params.pending_ttl_ms)
+local overflow = redis.call('ZCARD', pending_zset) - #stale - params.pending_max
+if overflow > 0 then
+  local oldest = redis.call('ZRANGE', pending_zset, #stale, #stale + overflow - 1)
+  for _, event_id in ipairs(oldest) do stale[#stale + 1] = event_id end
+end
+for _, event_id in ipairs(stale) do
+  replies[#replies + 1] = {'X', event_id, redis.call('HGET', pending_hash, event_id) or ''}
+  pending_expire(event_id)
+end
+
+if params.implicit_ms > 0 then
+  local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', params.watermark_ms, 'LIMIT', 0, params.sweep_max)
+  for _, event_id in ipairs(due) do
+    redis.call('ZREM', deadlines, event_id)
+    local snap = snapshot_key(event_id)
+    local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab')
+    if s[1] and not s[5] then
+      apply_label(snap, 0.0, 1.0, 'implicit', params.watermark_ms, 'implicit')
+      replies[#replies + 1] = {'I', event_id, s[2], s[3], s[4] or ''}
+    end
+  end
+end
+
+return replies

@@ -1,0 +1,432 @@
+"""Interaction state stores: one batch of events and labels in, their outcomes out.
+
+Two stores share one contract, :meth:`apply`:
+
+* :class:`RedisStore` sends the whole batch to Redis in one Lua script call
+  (one round trip, atomic, so several workers touching the same item stay exact);
+* :class:`MemoryStore` does the same in process, for backtests and unit tests.
+
+Per event, in record order: if the event id already has a snapshot from the
+same source record it is a *replay* (the stored pre-event state is returned, so
+a re-processed event gets the features it had); from another record it is a
+*duplicate*. Otherwise the entities' state is read, then updated (guarded by a
+per-entity, per-partition offset watermark), and a snapshot of the event and
+the state it saw is kept for the label join. Labels update positive counters
+at label time, once per event id; a label ahead of its event waits in a
+bounded pending set.
+
+Examples
+--------
+>>> from features.interactions import InteractionConfig
+>>> store = MemoryStore(StoreConfig(), InteractionConfig(half_lives_s=(3600.0,)))
+>>> ops = [
+...     EventOp("e1", "events:0:0", 0, 0, 1000, [("user", "u"), ("item", "i")], b"{}", None, 1.0),
+...     LabelOp("e1", "labels:0:0", 1.0, 1.0, 2000),
+...     EventOp("e2", "events:0:1", 0, 1, 3000, [("user", "u"), ("item", "j")], b"{}", None, 1.0),
+... ]
+>>> first, label, second = store.apply(ops, {}, watermark_ms=3000).outcomes
+>>> first.status, first.states[0][1].count, label.status, second.states[0][1].positives
+('new', 0, 'learn', 1.0)
+>>> store.apply(ops[:1], {}, watermark_ms=3000).outcomes[0].status
+'replay'
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Literal, Protocol
+
+import orjson
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.interactions import EntityState, InteractionConfig, observe, observe_label
+
+__all__ = [
+    "AppliedLabel",
+    "BatchOutcome",
+    "EventOp",
+    "EventOutcome",
+    "ExpiredLabel",
+    "InteractionStore",
+    "LabelOp",
+    "LabelOutcome",
+    "MemoryStore",
+    "RedisStore",
+    "StoreConfig",
+]
+
+
+class StoreConfig(BaseModel):
+    """Retention of snapshots and pending labels, and implicit labelling."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_prefix: str = Field(default="sl", min_length=1, max_length=64)
+    snapshot_ttl_s: float = Field(
+        default=172_800.0, gt=0, description="How long a scored event waits for its label."
+    )
+    max_snapshots: int = Field(
+        default=2_000_000, gt=0, description="Snapshots kept by the in-process store."
+    )
+    pending_max: int = Field(default=100_000, gt=0, description="Most labels waiting for their event.")
+    pending_ttl_s: float = Field(
+        default=3600.0, gt=0, description="Event time a label waits for its event."
+    )
+    implicit_negative_after_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Learn an event as negative when no label came this long after it (0: off).",
+    )
+    sweep_max: int = Field(default=10_000, gt=0, description="Most implicit labels per batch.")
+
+
+@dataclass(slots=True, frozen=True)
+class EventOp:
+    """An event to score: read its entities' state, then count it."""
+
+    event_id: str
+    source: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    entities: list[tuple[str, str]]
+    payload: bytes
+    label: float | None
+    weight: float
+
+
+@dataclass(slots=True, frozen=True)
+class LabelOp:
+    """A label for an event, from the labels topic."""
+
+    event_id: str
+    source: str
+    label: float
+    weight: float
+    timestamp_ms: int
+
+
+@dataclass(slots=True, frozen=True)
+class AppliedLabel:
+    """A label that became known, with where it came from."""
+
+    value: float
+    weight: float
+    source: str
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class EventOutcome:
+    status: Literal["new", "replay", "duplicate"]
+    states: list[tuple[str, EntityState]] = field(default_factory=list)
+    label: AppliedLabel | None = None
+
+
+@dataclass(slots=True)
+class LabelOutcome:
+    status: Literal["learn", "relearn", "pending", "duplicate", "late", "noop", "implicit"]
+    event_id: str = ""
+    payload: bytes = b""
+    states: list[tuple[str, EntityState]] = field(default_factory=list)
+    score: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ExpiredLabel:
+    """A label whose event never came within the pending window."""
+
+    event_id: str
+    label: AppliedLabel | None
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    outcomes: list[EventOutcome | LabelOutcome]
+    expired: list[ExpiredLabel]
+    implicit: list[LabelOutcome]
+
+
+class InteractionStore(Protocol):
+    def apply(
+        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
+    ) -> BatchOutcome: ...
+
+
+def _kinds_of(payload: bytes) -> list[str]:
+    return orjson.loads(payload)["kinds"] if payload else []
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    source: str
+    payload: bytes
+    states: list[tuple[str, EntityState]]
+    keys: list[str]
+    score: float | None = None
+    label: AppliedLabel | None = None
+    label_at: str = ""
+    label_source: str = ""
+
+
+class MemoryStore:
+    """The in-process store: same semantics as :class:`RedisStore`, bounded by count."""
+
+    def __init__(self, config: StoreConfig, features: InteractionConfig) -> None:
+        self.config = config
+        self.features = features
+        self.entities: dict[str, EntityState] = {}
+        self.watermarks: dict[tuple[str, int], int] = {}
+        self.snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
+        self.pending: dict[str, AppliedLabel] = {}
+        self.deadlines: list[tuple[int, str]] = []
+
+    def _state(self, key: str) -> EntityState:
+        state = self.entities.get(key)
+        return state if state is not None else EntityState.empty(self.features)
+
+    def _apply_label(self, snap: _Snapshot, label: AppliedLabel, at: str) -> None:
+        for key in snap.keys:
+            self.entities[key] = observe_label(self._state(key), label.value)
+        snap.label, snap.label_at, snap.label_source = label, at, label.source
+
+    def _event(self, op: EventOp) -> EventOutcome:
+        snap = self.snapshots.get(op.event_id)
+        if snap is not None:
+            if snap.source != op.source:
+                return EventOutcome("duplicate")
+            relearn = snap.label if snap.label_at == "event" else None
+            return EventOutcome("replay", snap.states, relearn)
+        keys = [f"{kind}:{entity}" for kind, entity in op.entities]
+        states = []
+        for (kind, _), key in zip(op.entities, keys, strict=True):
+            state = self._state(key)
+            states.append((kind, state))
+            if op.offset > self.watermarks.get((key, op.partition), -1):
+                self.entities[key] = observe(state, op.timestamp_ms, self.features)
+                self.watermarks[key, op.partition] = op.offset
+        snap = _Snapshot(op.source, op.payload, states, keys)
+        self.snapshots[op.event_id] = snap
+        if len(self.snapshots) > self.config.max_snapshots:
+            self.snapshots.popitem(last=False)
+        applied = None
+        if op.label is not None:
+            applied = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
+        elif op.event_id in self.pending:
+            applied = self.pending.pop(op.event_id)
+        elif self.config.implicit_negative_after_s > 0:
+            deadline = op.timestamp_ms + int(self.config.implicit_negative_after_s * 1000)
+            heapq.heappush(self.deadlines, (deadline, op.event_id))
+        if applied is not None:
+            self._apply_label(snap, applied, "event")
+        return EventOutcome("new", states, applied)
+
+    def _label(self, op: LabelOp) -> LabelOutcome:
+        snap = self.snapshots.get(op.event_id)
+        if snap is None:
+            waiting = self.pending.get(op.event_id)
+            if waiting is not None and waiting.source != op.source:
+                return LabelOutcome("duplicate", op.event_id)
+            self.pending[op.event_id] = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
+            return LabelOutcome("pending", op.event_id)
+        if snap.label_source == op.source:
+            status = "noop" if snap.label_at == "event" else "relearn"
+            return LabelOutcome(status, op.event_id, snap.payload, snap.states, snap.score)
+        if snap.label_source == "implicit":
+            if op.label > 0:
+                for key in snap.keys:
+                    state = self._state(key)
+                    self.entities[key] = replace(state, positives=state.positives + op.label)
+            snap.label_source = "late:" + op.source
+            return LabelOutcome("late", op.event_id)
+        if snap.label_source:
+            return LabelOutcome("duplicate", op.event_id)
+        self._apply_label(
+            snap, AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms), "label"
+        )
+        return LabelOutcome("learn", op.event_id, snap.payload, snap.states, snap.score)
+
+    def _expire_pending(self, watermark_ms: int) -> list[ExpiredLabel]:
+        cutoff = watermark_ms - int(self.config.pending_ttl_s * 1000)
+        by_age = sorted(self.pending.items(), key=lambda item: (item[1].timestamp_ms, item[0]))
+        stale = [event_id for event_id, label in by_age if label.timestamp_ms <= cutoff]
+        overflow = len(by_age) - len(stale) - self.config.pending_max
+        if overflow > 0:
+            stale += [event_id for event_id, _ in by_age[len(stale) : len(stale) + overflow]]
+        return [ExpiredLabel(event_id, self.pending.pop(event_id)) for event_id in stale]
+
+    def _sweep_implicit(self, watermark_ms: int) -> list[LabelOutcome]:
+        swept = []
+        for _ in range(self.config.sweep_max):
+            if not self.deadlines or self.deadlines[0][0] > watermark_ms:
+                break
+            _, event_id = heapq.heappop(self.deadlines)
+            snap = self.snapshots.get(event_id)
+            if snap is None or snap.label_source:
+                continue
+            self._apply_label(snap, AppliedLabel(0.0, 1.0, "implicit", watermark_ms), "implicit")
+            swept.append(LabelOutcome("implicit", event_id, snap.payload, snap.states, snap.score))
+        return swept
+
+    def apply(
+        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
+    ) -> BatchOutcome:
+        for event_id, score in scores.items():
+            snap = self.snapshots.get(event_id)
+            if snap is not None:
+                snap.score = score
+        outcomes: list[EventOutcome | LabelOutcome] = []
+        for op in ops:
+            if isinstance(op, EventOp):
+                outcomes.append(self._event(op))
+            else:
+                outcomes.append(self._label(op))
+        expired = self._expire_pending(watermark_ms)
+        implicit = self._sweep_implicit(watermark_ms) if self.config.implicit_negative_after_s else []
+        return BatchOutcome(outcomes, expired, implicit)
+
+
+# ---------------------------------------------------------------------------- redis
+
+_SCRIPT = resources.files("features").joinpath("apply_batch.lua").read_text(encoding="utf-8")
+
+
+def _parse_states(kinds: Sequence[str], text: str, n_decays: int) -> list[tuple[str, EntityState]]:
+    if not text:
+        return []
+    states = []
+    for kind, entity in zip(kinds, text.split(";"), strict=True):
+        v = entity.split(",")
+        states.append(
+            (
+                kind,
+                EntityState(
+                    count=int(v[0]) if v[0] else 0,
+                    positives=float(v[1]) if v[1] else 0.0,
+                    labelled=float(v[2]) if v[2] else 0.0,
+                    last_ms=int(v[3]) if v[3] else -1,
+                    decay_ref_ms=int(v[4]) if v[4] else 0,
+                    decayed=[float(d) if d else 0.0 for d in v[5 : 5 + n_decays]],
+                ),
+            )
+        )
+    return states
+
+
+def _parse_label(text: str) -> AppliedLabel | None:
+    if not text:
+        return None
+    value, weight, rest = text.split("|", 2)
+    source, timestamp = rest.rsplit("|", 2)[:2]
+    return AppliedLabel(float(value), float(weight), source, int(timestamp))
+
+
+def _parse_pending(text: str) -> AppliedLabel | None:
+    if not text:
+        return None
+    value, weight, rest = text.split("|", 2)
+    source, timestamp = rest.rsplit("|", 1)
+    return AppliedLabel(float(value), float(weight), source, int(timestamp))
+
+
+def _score(text: bytes | str) -> float | None:
+    return float(text) if text else None
+
+
+class RedisStore:
+    """The Redis store: one atomic Lua script call per batch.
+
+    ``kinds_of`` maps a snapshot's payload to the entity kinds it was stored
+    with; the worker's payloads carry them under ``"kinds"``.
+    """
+
+    def __init__(
+        self, client: redis.Redis, config: StoreConfig, features: InteractionConfig
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.features = features
+        self._script = client.register_script(_SCRIPT)
+        self._params = {
+            "half_lives_ms": list(features.half_lives_ms),
+            "snapshot_ttl_ms": int(config.snapshot_ttl_s * 1000),
+            "pending_max": config.pending_max,
+            "pending_ttl_ms": int(config.pending_ttl_s * 1000),
+            "implicit_ms": int(config.implicit_negative_after_s * 1000),
+            "sweep_max": config.sweep_max,
+        }
+
+    def key(self, kind: str, entity: str) -> str:
+        return f"{self.config.key_prefix}:e:{kind}:{entity}"
+
+    def apply(
+        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
+    ) -> BatchOutcome:
+        encoded = []
+        for op in ops:
+            if isinstance(op, EventOp):
+                keys = [self.key(kind, entity) for kind, entity in op.entities]
+                encoded.append(
+                    ["E", op.event_id, op.source, op.partition, op.offset, op.timestamp_ms,
+                     keys, op.payload.decode(), op.label, op.weight]
+                )
+            else:
+                encoded.append(["L", op.event_id, op.source, op.label, op.weight, op.timestamp_ms])
+        params = orjson.dumps({**self._params, "watermark_ms": watermark_ms})
+        replies = self._script(
+            args=[
+                self.config.key_prefix,
+                orjson.dumps(encoded),
+                orjson.dumps({k: repr(v) for k, v in scores.items()}) if scores else b"{}",
+                params,
+            ]
+        )
+        n_decays = len(self.features.half_lives_s)
+        outcomes: list[EventOutcome | LabelOutcome] = []
+        for op, reply in zip(ops, replies, strict=False):
+            status = reply[0].decode()
+            if isinstance(op, EventOp):
+                kinds = [kind for kind, _ in op.entities]
+                outcomes.append(
+                    EventOutcome(
+                        status,  # type: ignore[arg-type]
+                        _parse_states(kinds, reply[1].decode(), n_decays),
+                        _parse_label(reply[2].decode()),
+                    )
+                )
+            else:
+                payload = reply[1]
+                outcomes.append(
+                    LabelOutcome(
+                        status,  # type: ignore[arg-type]
+                        op.event_id,
+                        payload,
+                        _parse_states(_kinds_of(payload), reply[2].decode(), n_decays),
+                        _score(reply[3]),
+                    )
+                )
+        expired, implicit = [], []
+        for reply in replies[len(ops) :]:
+            event_id = reply[1].decode()
+            if reply[0] == b"X":
+                expired.append(ExpiredLabel(event_id, _parse_pending(reply[2].decode())))
+            else:
+                payload = reply[2]
+                implicit.append(
+                    LabelOutcome(
+                        "implicit",
+                        event_id,
+                        payload,
+                        _parse_states(_kinds_of(payload), reply[3].decode(), n_decays),
+                        _score(reply[4]),
+                    )
+                )
+        return BatchOutcome(outcomes, expired, implicit)

@@ -1,0 +1,159 @@
+"""Prometheus instruments of the stream worker: throughput, latency, errors.
+
+Every metric is created once, here, on a registry given by the caller, so tests
+build a fresh :class:`prometheus_client.CollectorRegistry` and read values back
+with ``get_sample_value``. Label values come from small fixed sets (stage,
+reason, topic kind, partition number); never an id.
+
+Examples
+--------
+>>> from prometheus_client import CollectorRegistry
+>>> registry = CollectorRegistry()
+>>> m = WorkerMetrics(registry)
+>>> m.events.inc(3)
+>>> registry.get_sample_value("streamlearn_events_total")
+3.0
+>>> m.dead_letters.labels(reason="invalid_json").inc()
+>>> registry.get_sample_value("streamlearn_dead_letters_total", {"reason": "invalid_json"})
+1.0
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+__all__ = ["LATENCY_BUCKETS", "STAGES", "WorkerMetrics"]
+
+#: Seconds; resolves single milliseconds up to 100 ms, then coarser up to 10 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+#: The stages of a batch, in processing order; the only values of the ``stage`` label.
+STAGES: tuple[str, ...] = ("poll", "decode", "features", "redis", "score", "learn", "produce", "commit")
+
+
+class WorkerMetrics:
+    """The worker's own metrics, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "streamlearn_events",
+            "Valid events decoded from the events topic.",
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "streamlearn_predictions",
+            "Predictions published.",
+            registry=registry,
+        )
+        self.labels_received = Counter(
+            "streamlearn_labels_received",
+            "Label records decoded from the labels topic or carried inline by an event.",
+            registry=registry,
+        )
+        self.labels_learned = Counter(
+            "streamlearn_labels_learned",
+            "Labels the model learned from, by how the label arrived.",
+            ["source"],
+            registry=registry,
+        )
+        self.labels_skipped = Counter(
+            "streamlearn_labels_skipped",
+            "Labels that were not learned, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "streamlearn_dead_letters",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.records = Counter(
+            "streamlearn_records_consumed",
+            "Records polled from Kafka, by topic kind (events or labels).",
+            ["kind"],
+            registry=registry,
+        )
+        self.batches = Counter(
+            "streamlearn_batches",
+            "Batches processed.",
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "streamlearn_stage_duration_seconds",
+            "Time spent per batch in each stage of the worker.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.event_to_prediction = Histogram(
+            "streamlearn_event_to_prediction_seconds",
+            "From the Kafka record's timestamp to the prediction being handed to the producer.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.processing = Histogram(
+            "streamlearn_processing_seconds",
+            "From the batch's poll returning to the prediction being handed to the producer.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.redis_round_trip = Histogram(
+            "streamlearn_redis_round_trip_seconds",
+            "Duration of one Redis round trip (a pipeline or script call).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "streamlearn_batch_records",
+            "Records per polled batch.",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "streamlearn_consumer_lag_records",
+            "Records between the consumer's position and the end of the partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.pending_labels = Gauge(
+            "streamlearn_pending_labels",
+            "Labels waiting for their event.",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "streamlearn_dependency_retries",
+            "Retries after a dependency failed, by dependency (kafka or redis).",
+            ["dependency"],
+            registry=registry,
+        )
+        self.dependency_up = Gauge(
+            "streamlearn_dependency_up",
+            "1 when the last call to the dependency succeeded, else 0.",
+            ["dependency"],
+            registry=registry,
+        )
+        self.model_info = Info(
+            "streamlearn_model",
+            "The model version being served.",
+            registry=registry,
+        )
+        self.last_event_timestamp = Gauge(
+            "streamlearn_last_event_timestamp_seconds",
+            "Event time of the newest event processed (the worker's event-time watermark).",
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "streamlearn_checkpoints",
+            "Checkpoints written (model snapshot plus the offsets it reflects).",
+            registry=registry,
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+        for dependency in ("kafka", "redis"):
+            self.retries.labels(dependency=dependency)
+            self.dependency_up.labels(dependency=dependency).set(1)
