@@ -1,0 +1,646 @@
+"""Drift statistics: population stability, two-sample KS, categorical shift, detectors.
+
+The functions are pure and work on counts or plain sequences. The classes keep
+bounded windows and compute their statistics only when asked (``report``), so
+the per-event cost of ``update`` is a deque append.
+
+Two ways to choose the reference window (``mode``):
+
+- ``"first_n"``: the first ``reference_size`` observations (after construction or
+  :meth:`reset`, e.g. when the model version changes), then frozen; the current
+  window holds the last ``window_size`` observations after them.
+- ``"trailing"``: the ``reference_size`` observations just before the current
+  window of the last ``window_size`` observations; both slide.
+
+Examples
+--------
+>>> round(psi([25, 25, 25, 25], [25, 25, 25, 25]), 6)
+0.0
+>>> ks_statistic([1, 2, 3, 4], [3, 4, 5, 6])
+0.5
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from river import drift as river_drift
+
+__all__ = [
+    "DETECTORS",
+    "OTHER",
+    "CategoricalShift",
+    "ConceptDrift",
+    "Detection",
+    "FeatureDrift",
+    "PredictionDrift",
+    "PredictionDriftReport",
+    "bin_counts",
+    "categorical_shift",
+    "ks_statistic",
+    "psi",
+    "quantile_edges",
+]
+
+#: Bucket for categories absent from the reference (or beyond its most frequent ones).
+OTHER = "__other__"
+
+#: River detectors available to :class:`ConceptDrift`, by configuration name.
+DETECTORS: dict[str, type] = {
+    "adwin": river_drift.ADWIN,
+    "page_hinkley": river_drift.PageHinkley,
+}
+
+Mode = Literal["first_n", "trailing"]
+
+
+def psi(
+    reference_counts: Sequence[float], current_counts: Sequence[float], eps: float = 1e-4
+) -> float:
+    """Population stability index of two histograms over the same bins.
+
+    ``sum((q - p) * ln(q / p))`` over bins, with ``p`` and ``q`` the reference and
+    current proportions, each floored at ``eps`` so that empty bins stay finite.
+    Common reading: below 0.1 stable, 0.1 to 0.25 moderate shift, above 0.25 major.
+
+    Parameters
+    ----------
+    reference_counts
+        Counts (or weights) per bin in the reference window.
+    current_counts
+        Counts per bin in the current window, aligned with ``reference_counts``.
+    eps
+        Floor applied to each proportion.
+
+    Returns
+    -------
+    float
+        The index, 0 for identical proportions, always >= 0.
+
+    Examples
+    --------
+    >>> psi([50, 50], [50, 50])
+    0.0
+    >>> round(psi([90, 10], [50, 50]), 4)
+    0.8789
+    """
+    if len(reference_counts) != len(current_counts):
+        raise ValueError(
+            f"bins differ: {len(reference_counts)} reference vs {len(current_counts)} current"
+        )
+    ref_total = float(sum(reference_counts))
+    cur_total = float(sum(current_counts))
+    if ref_total <= 0 or cur_total <= 0:
+        raise ValueError("both histograms need a positive total count")
+    total = 0.0
+    for r, c in zip(reference_counts, current_counts, strict=True):
+        p = max(r / ref_total, eps)
+        q = max(c / cur_total, eps)
+        total += (q - p) * math.log(q / p)
+    return total
+
+
+def quantile_edges(values: Iterable[float], n_bins: int = 10) -> list[float]:
+    """Inner bin edges at the quantiles of ``values`` (the reference sample).
+
+    Returns at most ``n_bins - 1`` increasing, distinct edges; repeated values
+    (ties, discrete scores) merge bins rather than create empty ones. Use them
+    with :func:`bin_counts`, which puts ``x`` in bin ``bisect_right(edges, x)``.
+
+    Examples
+    --------
+    >>> quantile_edges(range(10), n_bins=5)
+    [2, 4, 6, 8]
+    >>> quantile_edges([0, 0, 0, 1], n_bins=4)
+    [0, 1]
+    >>> quantile_edges([], n_bins=4)
+    []
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    ordered = sorted(values)
+    n = len(ordered)
+    edges: list[float] = []
+    if n == 0:
+        return edges
+    for i in range(1, n_bins):
+        edge = ordered[min(n - 1, (i * n) // n_bins)]
+        if not edges or edge > edges[-1]:
+            edges.append(edge)
+    return edges
+
+
+def bin_counts(values: Iterable[float], edges: Sequence[float]) -> list[int]:
+    """Counts of ``values`` in the ``len(edges) + 1`` bins cut at ``edges``.
+
+    Examples
+    --------
+    >>> bin_counts([0.1, 0.5, 0.5, 0.9, 2.0], [0.5, 1.0])
+    [1, 3, 1]
+    """
+    counts = [0] * (len(edges) + 1)
+    for x in values:
+        counts[bisect_right(edges, x)] += 1
+    return counts
+
+
+def ks_statistic(a: Iterable[float], b: Iterable[float], *, assume_sorted: bool = False) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: sup |F_a(x) - F_b(x)|.
+
+    Exact over the empirical distribution functions; tied values are stepped
+    over together, so ties within or across samples are handled.
+
+    Parameters
+    ----------
+    a, b
+        The two samples (non-empty).
+    assume_sorted
+        Skip sorting when both are already sorted ascending.
+
+    Examples
+    --------
+    >>> ks_statistic([1, 2, 3], [4, 5, 6])
+    1.0
+    >>> ks_statistic([1, 1, 2], [1, 2, 2])
+    0.3333333333333333
+    >>> ks_statistic([0.5, 0.5], [0.5])
+    0.0
+    """
+    xs = list(a) if assume_sorted else sorted(a)
+    ys = list(b) if assume_sorted else sorted(b)
+    na, nb = len(xs), len(ys)
+    if na == 0 or nb == 0:
+        raise ValueError("both samples must be non-empty")
+    i = j = 0
+    d = 0.0
+    while i < na and j < nb:
+        x = xs[i] if xs[i] <= ys[j] else ys[j]
+        while i < na and xs[i] <= x:
+            i += 1
+        while j < nb and ys[j] <= x:
+            j += 1
+        gap = abs(i / na - j / nb)
+        if gap > d:
+            d = gap
+    return d
+
+
+@dataclass(frozen=True)
+class CategoricalShift:
+    """Shift between two categorical distributions.
+
+    Attributes
+    ----------
+    psi
+        PSI over the reference's categories plus an :data:`OTHER` bucket for the rest.
+    tvd
+        Total variation distance, ``0.5 * sum |p - q|`` over the union of categories.
+    """
+
+    psi: float
+    tvd: float
+
+
+def categorical_shift(
+    ref_counts: Mapping[Any, float], cur_counts: Mapping[Any, float], eps: float = 1e-4
+) -> CategoricalShift:
+    """PSI and total variation distance between two category histograms.
+
+    Categories of the current window that the reference never saw are pooled
+    into one :data:`OTHER` bucket for the PSI (a reference key equal to
+    :data:`OTHER` pools with them).
+
+    Examples
+    --------
+    >>> categorical_shift({"a": 50, "b": 50}, {"b": 5, "a": 5})
+    CategoricalShift(psi=0.0, tvd=0.0)
+    >>> shift = categorical_shift({"a": 90, "b": 10}, {"a": 50, "c": 50})
+    >>> round(shift.psi, 3), shift.tvd
+    (5.183, 0.5)
+    """
+    ref_total = float(sum(ref_counts.values()))
+    cur_total = float(sum(cur_counts.values()))
+    if ref_total <= 0 or cur_total <= 0:
+        raise ValueError("both histograms need a positive total count")
+    tvd = 0.0
+    for key in set(ref_counts) | set(cur_counts):
+        tvd += abs(ref_counts.get(key, 0) / ref_total - cur_counts.get(key, 0) / cur_total)
+    pooled: dict[Any, float] = dict.fromkeys(ref_counts, 0.0)
+    pooled.setdefault(OTHER, 0.0)
+    for key, count in cur_counts.items():
+        pooled[key if key in ref_counts else OTHER] += count
+    keys = list(pooled)
+    ref = [float(ref_counts.get(k, 0)) for k in keys]
+    cur = [pooled[k] for k in keys]
+    return CategoricalShift(psi=psi(ref, cur, eps=eps), tvd=0.5 * tvd)
+
+
+class _Windows:
+    """A reference window and a current window over one stream of values."""
+
+    def __init__(self, reference_size: int, window_size: int, mode: Mode) -> None:
+        if reference_size < 1 or window_size < 1:
+            raise ValueError("reference_size and window_size must be >= 1")
+        if mode not in ("first_n", "trailing"):
+            raise ValueError(f"mode must be 'first_n' or 'trailing', got {mode!r}")
+        self.reference_size = reference_size
+        self.window_size = window_size
+        self.mode = mode
+        self.reference: deque = deque(maxlen=reference_size)
+        self.current: deque = deque(maxlen=window_size)
+        #: Bumped whenever the reference changes (for caches keyed on it).
+        self.reference_version = 0
+
+    def append(self, x: Any) -> None:
+        if self.mode == "first_n":
+            if len(self.reference) < self.reference_size:
+                self.reference.append(x)
+                self.reference_version += 1
+            else:
+                self.current.append(x)
+        else:
+            if len(self.current) == self.window_size:
+                self.reference.append(self.current[0])
+                self.reference_version += 1
+            self.current.append(x)
+
+    def ready(self, min_current: int) -> bool:
+        return len(self.reference) == self.reference_size and len(self.current) >= min_current
+
+    def clear(self) -> None:
+        self.reference.clear()
+        self.current.clear()
+        self.reference_version += 1
+
+
+def _check_windows(reference_size: int, window_size: int, min_current: int | None) -> int:
+    min_cur = window_size if min_current is None else min_current
+    if not 1 <= min_cur <= window_size:
+        raise ValueError(f"min_current must be in [1, window_size={window_size}], got {min_cur}")
+    return min_cur
+
+
+@dataclass(frozen=True)
+class PredictionDriftReport:
+    """Prediction drift between the reference and current windows.
+
+    Statistics are None until the reference is full and the current window
+    holds at least ``min_current`` predictions (rates: until their window has one).
+    """
+
+    n_reference: int
+    n_current: int
+    psi: float | None
+    ks: float | None
+    positive_rate: float | None
+    reference_positive_rate: float | None
+    positive_rate_ratio: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a plain dict."""
+        return asdict(self)
+
+
+class PredictionDrift:
+    """Drift of the score distribution and of the positive-decision rate.
+
+    ``psi`` bins the scores on the reference's quantile edges; ``ks`` is the
+    exact two-sample KS statistic; ``positive_rate_ratio`` is the current
+    positive rate over the reference one, each rate floored at half a count of
+    the smaller window (so an empty class does not divide by zero, and two
+    windows without positives give 1). A spam filter that predicted 5% spam and
+    now predicts 80% shows a ratio of 16: a broken pipeline, not a new world.
+
+    Parameters
+    ----------
+    reference_size
+        Predictions in the reference window.
+    window_size
+        Predictions in the current window.
+    mode
+        ``"first_n"`` or ``"trailing"`` (see the module docstring).
+    n_bins
+        Quantile bins for the PSI.
+    every
+        Recompute in :meth:`report` only when at least this many updates
+        happened since the last computation (1: on every call that follows an update).
+    min_current
+        Predictions the current window needs before statistics are reported;
+        defaults to ``window_size``.
+
+    Examples
+    --------
+    >>> drift = PredictionDrift(reference_size=100, window_size=100)
+    >>> for i in range(100):
+    ...     drift.update(score=(i % 10) / 10, decision=i % 20 == 0)
+    >>> drift.report().psi is None
+    True
+    >>> for i in range(100):
+    ...     drift.update(score=0.9, decision=i % 5 != 0)
+    >>> report = drift.report()
+    >>> report.positive_rate, report.reference_positive_rate, report.positive_rate_ratio
+    (0.8, 0.05, 16.0)
+    >>> report.psi > 0.25, report.ks
+    (True, 0.9)
+    """
+
+    def __init__(
+        self,
+        reference_size: int = 1000,
+        window_size: int = 1000,
+        mode: Mode = "first_n",
+        n_bins: int = 10,
+        every: int = 1,
+        min_current: int | None = None,
+    ) -> None:
+        self.min_current = _check_windows(reference_size, window_size, min_current)
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.mode = mode
+        self.n_bins = n_bins
+        self.every = every
+        self._scores = _Windows(reference_size, window_size, mode)
+        self._decisions = _Windows(reference_size, window_size, mode)
+        self.n = 0
+        self._computed_at = -1
+        self._report: PredictionDriftReport | None = None
+        self._ref_key = -1
+        self._ref_sorted: list[float] = []
+        self._ref_edges: list[float] = []
+        self._ref_bins: list[int] = []
+
+    def update(self, score: float, decision: bool) -> None:
+        """Add one prediction: the model's score and the decision taken."""
+        self._scores.append(float(score))
+        self._decisions.append(1 if decision else 0)
+        self.n += 1
+
+    def reset(self) -> None:
+        """Forget both windows (e.g. on a model version change)."""
+        self._scores.clear()
+        self._decisions.clear()
+        self._report = None
+        self._computed_at = -1
+
+    def report(self, refresh: bool = False) -> PredictionDriftReport:
+        """The drift statistics, recomputed at most every ``every`` updates."""
+        if (
+            refresh
+            or self._report is None
+            or (self.n != self._computed_at and self.n - self._computed_at >= self.every)
+        ):
+            self._report = self._compute()
+            self._computed_at = self.n
+        return self._report
+
+    @property
+    def psi(self) -> float | None:
+        """PSI of the current scores against the reference's quantile bins."""
+        return self.report().psi
+
+    @property
+    def ks(self) -> float | None:
+        """KS statistic between the reference and current scores."""
+        return self.report().ks
+
+    @property
+    def positive_rate(self) -> float | None:
+        """Share of positive decisions in the current window."""
+        return self.report().positive_rate
+
+    @property
+    def reference_positive_rate(self) -> float | None:
+        """Share of positive decisions in the reference window."""
+        return self.report().reference_positive_rate
+
+    @property
+    def positive_rate_ratio(self) -> float | None:
+        """Current over reference positive rate (both floored at half a count)."""
+        return self.report().positive_rate_ratio
+
+    def _reference_stats(self) -> None:
+        if self._ref_key != self._scores.reference_version:
+            self._ref_sorted = sorted(self._scores.reference)
+            self._ref_edges = quantile_edges(self._ref_sorted, self.n_bins)
+            self._ref_bins = bin_counts(self._ref_sorted, self._ref_edges)
+            self._ref_key = self._scores.reference_version
+
+    def _compute(self) -> PredictionDriftReport:
+        n_ref = len(self._decisions.reference)
+        n_cur = len(self._decisions.current)
+        pos_ref = sum(self._decisions.reference)
+        pos_cur = sum(self._decisions.current)
+        ref_rate = pos_ref / n_ref if n_ref else None
+        cur_rate = pos_cur / n_cur if n_cur else None
+        value_psi = value_ks = ratio = None
+        if self._scores.ready(self.min_current):
+            self._reference_stats()
+            cur_sorted = sorted(self._scores.current)
+            value_psi = psi(self._ref_bins, bin_counts(cur_sorted, self._ref_edges))
+            value_ks = ks_statistic(self._ref_sorted, cur_sorted, assume_sorted=True)
+            floor = 0.5 / min(n_ref, n_cur)
+            ratio = max(pos_cur / n_cur, floor) / max(pos_ref / n_ref, floor)
+        return PredictionDriftReport(
+            n_reference=n_ref,
+            n_current=n_cur,
+            psi=value_psi,
+            ks=value_ks,
+            positive_rate=cur_rate,
+            reference_positive_rate=ref_rate,
+            positive_rate_ratio=ratio,
+        )
+
+
+class _FeatureWindows:
+    def __init__(self, reference_size: int, window_size: int, mode: Mode) -> None:
+        self.kind: Literal["numeric", "categorical"] | None = None
+        self.values = _Windows(reference_size, window_size, mode)
+        self.skipped = 0
+
+
+class FeatureDrift:
+    """Input drift of a bounded, configured list of features.
+
+    A feature's kind is fixed by its first value: ``str`` is categorical (PSI
+    over categories and total variation distance, see :func:`categorical_shift`),
+    ``int``/``float``/``bool`` numeric (PSI on the reference's quantile bins).
+    Missing (None) values are ignored; a string sent to a numeric feature is
+    counted as ``skipped``. Categorical references keep their
+    ``max_categories`` most frequent categories, the rest pool into :data:`OTHER`.
+
+    Examples
+    --------
+    >>> fd = FeatureDrift(["amount", "country"], reference_size=50, window_size=50)
+    >>> for i in range(50):
+    ...     fd.update({"amount": float(i), "country": "fr" if i % 2 else "de"})
+    >>> for i in range(50):
+    ...     fd.update({"amount": float(i) + 100.0, "country": "fr" if i % 2 else "de"})
+    >>> report = fd.report()
+    >>> report["amount"]["kind"], report["amount"]["psi"] > 0.25
+    ('numeric', True)
+    >>> report["country"]["kind"], report["country"]["psi"], report["country"]["tvd"]
+    ('categorical', 0.0, 0.0)
+    """
+
+    def __init__(
+        self,
+        features: Sequence[str],
+        reference_size: int = 1000,
+        window_size: int = 1000,
+        mode: Mode = "first_n",
+        n_bins: int = 10,
+        max_categories: int = 50,
+        every: int = 1,
+        min_current: int | None = None,
+        max_features: int = 32,
+    ) -> None:
+        names = tuple(features)
+        if len(names) > max_features:
+            raise ValueError(f"at most {max_features} features are monitored, got {len(names)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names must be unique: {names}")
+        if max_categories < 1:
+            raise ValueError(f"max_categories must be >= 1, got {max_categories}")
+        self.min_current = _check_windows(reference_size, window_size, min_current)
+        self.features = names
+        self.n_bins = n_bins
+        self.max_categories = max_categories
+        self.every = every
+        self.n = 0
+        self._state = {name: _FeatureWindows(reference_size, window_size, mode) for name in names}
+        self._computed_at = -1
+        self._report: dict[str, dict[str, Any]] | None = None
+
+    def update(self, features: Mapping[str, Any]) -> None:
+        """Add one observation of the monitored features (others are ignored)."""
+        self.n += 1
+        for name, state in self._state.items():
+            value = features.get(name)
+            if value is None:
+                continue
+            if state.kind is None:
+                state.kind = "categorical" if isinstance(value, str) else "numeric"
+            if state.kind == "categorical":
+                state.values.append(value if isinstance(value, str) else str(value))
+            elif isinstance(value, int | float):
+                state.values.append(float(value))
+            else:
+                state.skipped += 1
+
+    def reset(self) -> None:
+        """Forget all windows (kinds are kept)."""
+        for state in self._state.values():
+            state.values.clear()
+        self._report = None
+        self._computed_at = -1
+
+    def report(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Per feature: kind, window sizes, psi (and tvd for categorical), skipped."""
+        if (
+            refresh
+            or self._report is None
+            or (self.n != self._computed_at and self.n - self._computed_at >= self.every)
+        ):
+            self._report = {name: self._compute(state) for name, state in self._state.items()}
+            self._computed_at = self.n
+        return self._report
+
+    def _compute(self, state: _FeatureWindows) -> dict[str, Any]:
+        windows = state.values
+        out: dict[str, Any] = {
+            "kind": state.kind,
+            "n_reference": len(windows.reference),
+            "n_current": len(windows.current),
+            "psi": None,
+            "skipped": state.skipped,
+        }
+        if state.kind == "categorical":
+            out["tvd"] = None
+        if not windows.ready(self.min_current):
+            return out
+        if state.kind == "numeric":
+            edges = quantile_edges(windows.reference, self.n_bins)
+            ref_bins = bin_counts(windows.reference, edges)
+            out["psi"] = psi(ref_bins, bin_counts(windows.current, edges))
+        else:
+            ref = Counter(windows.reference)
+            kept = dict(ref.most_common(self.max_categories))
+            rest = sum(ref.values()) - sum(kept.values())
+            if rest:
+                kept[OTHER] = kept.get(OTHER, 0) + rest
+            shift = categorical_shift(kept, Counter(windows.current))
+            out["psi"] = shift.psi
+            out["tvd"] = shift.tvd
+        return out
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A concept drift detection: the label's index and its event time."""
+
+    index: int
+    event_time: float | None
+
+
+class ConceptDrift:
+    """A River drift detector fed the loss of each learned label.
+
+    Parameters
+    ----------
+    detector
+        ``"adwin"`` (:class:`river.drift.ADWIN`) or ``"page_hinkley"``
+        (:class:`river.drift.PageHinkley`).
+    params
+        Keyword arguments of the detector.
+    max_detections
+        Detections kept in :attr:`detections` (the oldest are dropped);
+        :attr:`n_detections` counts them all.
+
+    Examples
+    --------
+    >>> cd = ConceptDrift("adwin")
+    >>> hits = [cd.update(0.1 if i < 1000 else 2.0, event_time=i) for i in range(1200)]
+    >>> first = hits.index(True)
+    >>> 1000 <= first < 1100
+    True
+    >>> cd.detections[0] == Detection(index=first, event_time=first)
+    True
+    """
+
+    def __init__(
+        self,
+        detector: str = "adwin",
+        params: Mapping[str, Any] | None = None,
+        max_detections: int = 1000,
+    ) -> None:
+        if detector not in DETECTORS:
+            raise ValueError(f"unknown detector {detector!r}; choose one of {sorted(DETECTORS)}")
+        self.detector_name = detector
+        self.params = dict(params or {})
+        try:
+            self.detector = DETECTORS[detector](**self.params)
+        except TypeError as exc:
+            raise ValueError(f"bad parameters for {detector}: {exc}") from exc
+        self.detections: deque[Detection] = deque(maxlen=max_detections)
+        self.n = 0
+        self.n_detections = 0
+
+    def update(self, loss: float, event_time: float | None = None) -> bool:
+        """Feed one loss; True when the detector signals a drift at this label."""
+        index = self.n
+        self.n += 1
+        self.detector.update(loss)
+        if self.detector.drift_detected:
+            self.detections.append(Detection(index=index, event_time=event_time))
+            self.n_detections += 1
+            return True
+        return False
+
+    def reset(self) -> None:
+        """Start the detector afresh (the index and the detections are kept)."""
+        self.detector = DETECTORS[self.detector_name](**self.params)
