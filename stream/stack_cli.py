@@ -1,0 +1,168 @@
+"""``stack`` commands: start, stop and inspect the local stack (:mod:`stream.stack`).
+
+Mounted by the main CLI as ``streamlearn stack ...``; also runnable on its own with
+``python -m stream.stack_cli up``.
+
+Examples
+--------
+>>> parse_topics(["events:6,labels:6", "dead-letter"])
+{'events': 6, 'labels': 6, 'dead-letter': 1}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stream.stack import (
+    Stack,
+    StackConfig,
+    StackError,
+    create_topics,
+    default_root,
+)
+
+__all__ = ["parse_topics", "stack_app", "status_table"]
+
+stack_app = typer.Typer(
+    name="stack",
+    help="Run Kafka, Redis, Prometheus and Alertmanager as local processes (no Docker).",
+    no_args_is_help=True,
+)
+_console = Console()
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--root", help="Stack folder: configs, data, logs, pid files. (default .stack/)"),
+]
+
+
+def parse_topics(specs: list[str]) -> dict[str, int]:
+    """Parse ``NAME[:PARTITIONS]`` items, comma separated or repeated, into a mapping.
+
+    Raises
+    ------
+    typer.BadParameter
+        On an empty name or a partition count that is not a positive integer.
+    """
+    topics: dict[str, int] = {}
+    for spec in specs:
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, _, count = item.partition(":")
+            if not name or (count and not (count.isdigit() and int(count) > 0)):
+                raise typer.BadParameter(f"expected NAME[:PARTITIONS], got {item!r}")
+            topics[name] = int(count or 1)
+    return topics
+
+
+def status_table(stack: Stack) -> Table:
+    """Build the rich table of :meth:`Stack.status`."""
+    root = stack.config.root
+    table = Table(title="streamlearn stack", caption=f"logs and data under {root}")
+    for column in ("service", "pid", "port", "state", "address"):
+        table.add_column(column)
+    colour = {"up": "green", "starting": "yellow", "down": "red"}
+    for row in stack.status():
+        table.add_row(
+            row.service,
+            str(row.pid or "-"),
+            str(row.port),
+            f"[{colour[row.state]}]{row.state}[/]",
+            row.url,
+        )
+    return table
+
+
+def _load(root: Path | None, overrides: dict[str, Any]) -> StackConfig:
+    """Config saved by the last ``up`` under root (if any), with the given options on top."""
+    base = Stack.from_root(root or default_root()).config
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return StackConfig.model_validate({**base.model_dump(), **given})
+
+
+@stack_app.command()
+def up(
+    root: RootOption = None,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="Kafka broker port. (default 9092)")
+    ] = None,
+    controller_port: Annotated[
+        int | None, typer.Option(help="KRaft controller port. (default 9093)")
+    ] = None,
+    redis_port: Annotated[int | None, typer.Option(help="Redis port. (default 6390)")] = None,
+    prometheus_port: Annotated[
+        int | None, typer.Option(help="Prometheus port. (default 9090)")
+    ] = None,
+    alertmanager_port: Annotated[
+        int | None, typer.Option(help="Alertmanager port. (default 9094)")
+    ] = None,
+    appendonly: Annotated[
+        bool | None, typer.Option("--appendonly/--no-appendonly", help="Redis AOF persistence.")
+    ] = None,
+    alertmanager: Annotated[bool, typer.Option(help="Also start Alertmanager.")] = False,
+    topics: Annotated[
+        list[str] | None,
+        typer.Option("--topics", help="Topics to create, NAME[:PARTITIONS], comma separated."),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="Worker metrics endpoint host:port to scrape."),
+    ] = None,
+    scrape_interval: Annotated[
+        str | None, typer.Option(help="Prometheus scrape/evaluation interval. (default 5s)")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait for each service. (default 120)")
+    ] = None,
+) -> None:
+    """Start the stack (reusing services already running from the same root)."""
+    wanted_topics = parse_topics(topics or [])
+    try:
+        config = _load(root, {
+            "kafka_port": kafka_port, "kafka_controller_port": controller_port,
+            "redis_port": redis_port, "prometheus_port": prometheus_port,
+            "alertmanager_port": alertmanager_port, "redis_appendonly": appendonly,
+            "scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
+            "scrape_targets": tuple(target) if target else None, "startup_timeout": timeout,
+        })
+        with _console.status("starting the stack") as spinner:
+            stack = Stack(config, reporter=lambda msg: spinner.update(msg))
+            stack.up(alertmanager=alertmanager)
+            if wanted_topics:
+                spinner.update(f"creating topics {', '.join(wanted_topics)}")
+                create_topics(config.kafka_bootstrap, wanted_topics)
+    except (StackError, ValueError) as exc:
+        _console.print(f"[red]stack up failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    _console.print(status_table(stack))
+    if wanted_topics:
+        _console.print("topics: " + ", ".join(f"{n} ({p})" for n, p in wanted_topics.items()))
+
+
+@stack_app.command()
+def down(root: RootOption = None) -> None:
+    """Stop the processes started by "up" from this root (by their pid files)."""
+    stack = Stack.from_root(root, reporter=_console.print)
+    try:
+        stopped = stack.down()
+    except StackError as exc:
+        _console.print(f"[red]stack down failed:[/] {exc}")
+        raise typer.Exit(1) from exc
+    _console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command()
+def status(root: RootOption = None) -> None:
+    """Show each service's pid, port and state; exit 1 when a started service is not up."""
+    stack = Stack.from_root(root)
+    _console.print(status_table(stack))
+    if any(row.state == "starting" for row in stack.status()):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    stack_app()
