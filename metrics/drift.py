@@ -461,6 +461,36 @@ class _FeatureWindows:
         self.kind: Literal["numeric", "categorical"] | None = None
         self.values = _Windows(reference_size, window_size, mode)
         self.skipped = 0
+        self.reference_key = -1
+        self.edges: list[float] = []
+        self.reference_bins: list[int] = []
+        self.reference_counts: dict[str, int] = {}
+        #: Current-window bin counts kept up to date on append once a
+        #: ``first_n`` reference is frozen; None when they must be recounted.
+        self.current_bins: list[int] | None = None
+
+    def freeze(self, n_bins: int) -> None:
+        windows = self.values
+        self.edges = quantile_edges(windows.reference, n_bins)
+        self.reference_bins = bin_counts(windows.reference, self.edges)
+        self.reference_key = windows.reference_version
+        if windows.mode == "first_n" and len(windows.reference) == windows.reference_size:
+            self.current_bins = bin_counts(windows.current, self.edges)
+        else:
+            self.current_bins = None
+
+    def append_numeric(self, x: float, n_bins: int) -> None:
+        windows = self.values
+        if windows.mode == "first_n" and len(windows.reference) == windows.reference_size:
+            if self.reference_key != windows.reference_version or self.current_bins is None:
+                self.freeze(n_bins)
+            bins = self.current_bins
+            assert bins is not None
+            current = windows.current
+            if len(current) == windows.window_size:
+                bins[bisect_right(self.edges, current[0])] -= 1
+            bins[bisect_right(self.edges, x)] += 1
+        windows.append(x)
 
 
 class FeatureDrift:
@@ -528,7 +558,7 @@ class FeatureDrift:
             if state.kind == "categorical":
                 state.values.append(value if isinstance(value, str) else str(value))
             elif isinstance(value, int | float):
-                state.values.append(float(value))
+                state.append_numeric(float(value), self.n_bins)
             else:
                 state.skipped += 1
 
@@ -563,17 +593,24 @@ class FeatureDrift:
             out["tvd"] = None
         if not windows.ready(self.min_current):
             return out
+        fresh = state.reference_key != windows.reference_version
         if state.kind == "numeric":
-            edges = quantile_edges(windows.reference, self.n_bins)
-            ref_bins = bin_counts(windows.reference, edges)
-            out["psi"] = psi(ref_bins, bin_counts(windows.current, edges))
+            if fresh:
+                state.freeze(self.n_bins)
+            current = state.current_bins
+            if current is None:
+                current = bin_counts(windows.current, state.edges)
+            out["psi"] = psi(state.reference_bins, current)
         else:
-            ref = Counter(windows.reference)
-            kept = dict(ref.most_common(self.max_categories))
-            rest = sum(ref.values()) - sum(kept.values())
-            if rest:
-                kept[OTHER] = kept.get(OTHER, 0) + rest
-            shift = categorical_shift(kept, Counter(windows.current))
+            if fresh:
+                ref = Counter(windows.reference)
+                kept = dict(ref.most_common(self.max_categories))
+                rest = sum(ref.values()) - sum(kept.values())
+                if rest:
+                    kept[OTHER] = kept.get(OTHER, 0) + rest
+                state.reference_counts = kept
+                state.reference_key = windows.reference_version
+            shift = categorical_shift(state.reference_counts, Counter(windows.current))
             out["psi"] = shift.psi
             out["tvd"] = shift.tvd
         return out

@@ -1,0 +1,439 @@
+"""The drift and quality monitor, and its Prometheus gauges.
+
+:class:`Monitor` is the one object the worker and the backtest call: a deque
+append per prediction or label, the windowed statistics every
+``evaluate_every`` observations (counted in events, not batches, so a replay
+gives the same drift events as the live run), gauges set by :meth:`Monitor.publish`.
+
+Examples
+--------
+>>> from prometheus_client import CollectorRegistry
+>>> from metrics.thresholds import MonitoringConfig
+>>> registry = CollectorRegistry()
+>>> config = MonitoringConfig(reference_size=100, window_size=100, evaluate_every=10)
+>>> monitor = Monitor(config, MonitoringMetrics(registry))
+>>> for i in range(200):
+...     score = 0.9 if i >= 100 and i % 5 else (i % 10) / 20
+...     monitor.observe_prediction(score, score >= 0.5, {}, event_time_ms=i)
+>>> monitor.publish()
+>>> registry.get_sample_value("streamlearn_prediction_positive_rate", {"window": "current"})
+0.8
+>>> [(e["kind"], e["name"]) for e in monitor.drift_events]
+[('prediction', 'psi'), ('prediction', 'ks'), ('prediction', 'positive_rate_ratio')]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from metrics.drift import ConceptDrift, FeatureDrift, PredictionDrift, PredictionDriftReport
+from metrics.quality import QualityReport, RollingQuality, binary_log_loss, roc_auc
+from metrics.thresholds import AlertThresholds, MonitoringConfig
+
+__all__ = [
+    "CONCEPT_DRIFT_DETECTIONS",
+    "DRIFT_EVENTS",
+    "FEATURE_PSI",
+    "MONITOR_METRICS",
+    "ONLINE_ACCURACY",
+    "ONLINE_LOG_LOSS",
+    "ONLINE_PRECISION",
+    "ONLINE_RECALL",
+    "ONLINE_RECALL_AT_PRECISION",
+    "ONLINE_ROC_AUC",
+    "POSITIVE_RATE",
+    "POSITIVE_RATE_RATIO",
+    "PREDICTION_KS",
+    "PREDICTION_PSI",
+    "REFERENCE_ROC_AUC",
+    "THRESHOLD",
+    "Monitor",
+    "MonitoringMetrics",
+]
+
+PREDICTION_PSI = "streamlearn_prediction_psi"
+PREDICTION_KS = "streamlearn_prediction_ks"
+POSITIVE_RATE = "streamlearn_prediction_positive_rate"
+POSITIVE_RATE_RATIO = "streamlearn_prediction_positive_rate_ratio"
+FEATURE_PSI = "streamlearn_feature_psi"
+CONCEPT_DRIFT_DETECTIONS = "streamlearn_concept_drift_detections_total"
+DRIFT_EVENTS = "streamlearn_drift_events_total"
+ONLINE_ROC_AUC = "streamlearn_online_roc_auc"
+ONLINE_LOG_LOSS = "streamlearn_online_log_loss"
+ONLINE_ACCURACY = "streamlearn_online_accuracy"
+ONLINE_PRECISION = "streamlearn_online_precision"
+ONLINE_RECALL = "streamlearn_online_recall"
+ONLINE_RECALL_AT_PRECISION = "streamlearn_online_recall_at_precision"
+ONLINE_THRESHOLD_AT_PRECISION = "streamlearn_online_threshold_at_precision"
+REFERENCE_ROC_AUC = "streamlearn_reference_roc_auc"
+THRESHOLD = "streamlearn_alert_threshold"
+
+#: Every series name exported by :class:`MonitoringMetrics`.
+MONITOR_METRICS: tuple[str, ...] = (
+    PREDICTION_PSI, PREDICTION_KS, POSITIVE_RATE, POSITIVE_RATE_RATIO, FEATURE_PSI,
+    CONCEPT_DRIFT_DETECTIONS, DRIFT_EVENTS, ONLINE_ROC_AUC, ONLINE_LOG_LOSS, ONLINE_ACCURACY,
+    ONLINE_PRECISION, ONLINE_RECALL, ONLINE_RECALL_AT_PRECISION, ONLINE_THRESHOLD_AT_PRECISION,
+    REFERENCE_ROC_AUC, THRESHOLD,
+)
+
+_NAN = math.nan
+
+
+def _value(x: float | None) -> float:
+    return _NAN if x is None else float(x)
+
+
+class MonitoringMetrics:
+    """Gauges and counters of the monitor, registered once on ``registry``.
+
+    Gauges start at NaN (no data yet), which no alert condition matches.
+    Label values are bounded: ``window`` takes two values, ``feature`` only the
+    configured features, ``name`` the threshold names, ``kind`` three values.
+
+    Examples
+    --------
+    >>> registry = CollectorRegistry()
+    >>> m = MonitoringMetrics(registry)
+    >>> m.set_thresholds(AlertThresholds())
+    >>> registry.get_sample_value("streamlearn_alert_threshold", {"name": "psi_critical"})
+    0.25
+    >>> math.isnan(registry.get_sample_value("streamlearn_prediction_psi"))
+    True
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry)
+
+        self.prediction_psi = gauge(
+            PREDICTION_PSI, "PSI of the current scores against the reference window's bins."
+        )
+        self.prediction_ks = gauge(
+            PREDICTION_KS, "Two-sample KS statistic between reference and current scores."
+        )
+        self.positive_rate = gauge(
+            POSITIVE_RATE, "Share of positive decisions, by window (reference or current).",
+            ("window",),
+        )
+        self.positive_rate_ratio = gauge(
+            POSITIVE_RATE_RATIO, "Current over reference positive-decision rate."
+        )
+        self.feature_psi = gauge(
+            FEATURE_PSI, "PSI of a monitored feature against its reference window.", ("feature",)
+        )
+        self.concept_drift_detections = Counter(
+            CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"),
+            "Concept drift detections on the loss of learned labels.",
+            registry=registry,
+        )
+        self.drift_events = Counter(
+            DRIFT_EVENTS.removesuffix("_total"),
+            "Drift statistics crossing their critical threshold, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.online_roc_auc = gauge(ONLINE_ROC_AUC, "ROC AUC over the rolling quality window.")
+        self.online_log_loss = gauge(ONLINE_LOG_LOSS, "Log loss over the rolling quality window.")
+        self.online_accuracy = gauge(
+            ONLINE_ACCURACY, "Accuracy at the decision threshold over the rolling quality window."
+        )
+        self.online_precision = gauge(
+            ONLINE_PRECISION, "Precision at the decision threshold over the rolling quality window."
+        )
+        self.online_recall = gauge(
+            ONLINE_RECALL, "Recall at the decision threshold over the rolling quality window."
+        )
+        self.online_recall_at_precision = gauge(
+            ONLINE_RECALL_AT_PRECISION,
+            "Best recall over the rolling window among thresholds keeping the precision target.",
+        )
+        self.online_threshold_at_precision = gauge(
+            ONLINE_THRESHOLD_AT_PRECISION,
+            "Score threshold achieving streamlearn_online_recall_at_precision.",
+        )
+        self.reference_roc_auc = gauge(
+            REFERENCE_ROC_AUC, "ROC AUC of the reference quality window."
+        )
+        self.threshold = gauge(
+            THRESHOLD, "Alert threshold values, by name (for dashboards).", ("name",)
+        )
+        for g in (
+            self.prediction_psi, self.prediction_ks, self.positive_rate_ratio,
+            self.online_roc_auc, self.online_log_loss, self.online_accuracy,
+            self.online_precision, self.online_recall, self.online_recall_at_precision,
+            self.online_threshold_at_precision, self.reference_roc_auc,
+        ):
+            g.set(_NAN)
+        for window in ("reference", "current"):
+            self.positive_rate.labels(window=window).set(_NAN)
+        for kind in ("prediction", "feature", "concept"):
+            self.drift_events.labels(kind=kind)
+
+    def set_thresholds(self, thresholds: AlertThresholds) -> None:
+        """Export every numeric threshold as ``streamlearn_alert_threshold{name}``."""
+        for name, value in thresholds.levels().items():
+            self.threshold.labels(name=name).set(value)
+
+    def declare_features(self, features: tuple[str, ...]) -> None:
+        """Create the ``feature`` series of the monitored features, at NaN."""
+        for name in features:
+            self.feature_psi.labels(feature=name).set(_NAN)
+
+    def set_prediction(self, report: PredictionDriftReport) -> None:
+        """Set the prediction drift gauges (NaN where the report has no value)."""
+        self.prediction_psi.set(_value(report.psi))
+        self.prediction_ks.set(_value(report.ks))
+        self.positive_rate.labels(window="current").set(_value(report.positive_rate))
+        self.positive_rate.labels(window="reference").set(_value(report.reference_positive_rate))
+        self.positive_rate_ratio.set(_value(report.positive_rate_ratio))
+
+    def set_quality(self, report: QualityReport, reference_roc_auc: float | None) -> None:
+        """Set the online quality gauges."""
+        self.online_roc_auc.set(_value(report.roc_auc))
+        self.online_log_loss.set(_value(report.log_loss))
+        self.online_accuracy.set(_value(report.accuracy))
+        self.online_precision.set(_value(report.precision))
+        self.online_recall.set(_value(report.recall))
+        self.online_recall_at_precision.set(_value(report.recall_at_precision))
+        self.online_threshold_at_precision.set(_value(report.threshold_at_precision))
+        self.reference_roc_auc.set(_value(reference_roc_auc))
+
+
+class Monitor:
+    """Prediction drift, feature drift, concept drift and online quality of one worker.
+
+    Parameters
+    ----------
+    config
+        The monitoring settings and thresholds.
+    metrics
+        Where :meth:`publish` writes; None to only compute (backtests, tests).
+
+    Attributes
+    ----------
+    drift_events
+        Bounded list of dicts ``{"kind", "name", "event_index", "timestamp",
+        "value"}``, one each time a statistic crosses its critical threshold
+        (edge-triggered: it must fall back before it can fire again).
+        ``kind`` is ``"prediction"`` (name ``psi``, ``ks`` or
+        ``positive_rate_ratio``), ``"feature"`` (name: the feature) or
+        ``"concept"`` (name: the detector). ``event_index`` counts predictions
+        (labels for ``"concept"``) since the monitor was built; ``timestamp``
+        is the event time in milliseconds given with the observation.
+
+    Notes
+    -----
+    The reference ROC AUC is the AUC of the first full quality window after a
+    reset in ``"first_n"`` mode, and of the ``quality_window`` labels before
+    the current window in ``"trailing"`` mode.
+    """
+
+    def __init__(self, config: MonitoringConfig, metrics: MonitoringMetrics | None = None) -> None:
+        self.config = config
+        self.thresholds = config.thresholds
+        self.metrics = metrics
+        self.prediction = PredictionDrift(
+            reference_size=config.reference_size,
+            window_size=config.window_size,
+            mode=config.reference_mode,
+            n_bins=config.n_bins,
+        )
+        self.features = FeatureDrift(
+            config.features,
+            reference_size=config.reference_size,
+            window_size=config.window_size,
+            mode=config.reference_mode,
+            n_bins=config.n_bins,
+            max_categories=config.max_categories,
+        )
+        self.concept = ConceptDrift(
+            config.concept_detector, config.concept_params, max_detections=config.max_detections
+        )
+        self.quality = RollingQuality(
+            window=config.quality_window,
+            threshold=config.decision_threshold,
+            precision_target=config.precision_target,
+        )
+        self._reference_quality: deque[tuple[bool, float, float]] = deque(
+            maxlen=config.quality_window
+        )
+        self.reference_roc_auc: float | None = None
+        self.drift_events: deque[dict[str, Any]] = deque(maxlen=config.max_drift_events)
+        self.n_predictions = 0
+        self.n_labels = 0
+        self.last_event_time_ms: float | None = None
+        self._since_evaluation = 0
+        self._active: dict[tuple[str, str], bool] = {}
+        self._pred_report: PredictionDriftReport | None = None
+        self._feature_report: dict[str, dict[str, Any]] = {}
+        self._quality_report: QualityReport | None = None
+        self._published_detections = 0
+        if metrics is not None:
+            metrics.set_thresholds(self.thresholds)
+            metrics.declare_features(config.features)
+
+    def observe_prediction(
+        self,
+        score: float,
+        decision: bool,
+        features: Mapping[str, Any] | None = None,
+        event_time_ms: float | None = None,
+    ) -> None:
+        """Record one prediction: its score, decision and the features it used."""
+        self.prediction.update(score, decision)
+        if features is not None and self.features.features:
+            self.features.update(features)
+        self.n_predictions += 1
+        if event_time_ms is not None:
+            self.last_event_time_ms = event_time_ms
+        self._tick()
+
+    def observe_label(
+        self,
+        score: float,
+        y_true: bool,
+        weight: float = 1.0,
+        event_time_ms: float | None = None,
+    ) -> bool:
+        """Record a learned label with the score the model gave; True on a concept drift."""
+        if self.config.reference_mode == "trailing" and self.quality.full:
+            oldest = self.quality.oldest
+            if oldest is not None:
+                self._reference_quality.append(oldest)
+        self.quality.update(y_true, score, weight)
+        index = self.n_labels
+        self.n_labels += 1
+        detected = self.concept.update(binary_log_loss(y_true, score), event_time_ms)
+        if detected:
+            self.drift_events.append({
+                "kind": "concept",
+                "name": self.concept.detector_name,
+                "event_index": index,
+                "timestamp": event_time_ms,
+                "value": None,
+            })
+            if self.metrics is not None:
+                self.metrics.drift_events.labels(kind="concept").inc()
+        self._tick()
+        return detected
+
+    def _tick(self) -> None:
+        self._since_evaluation += 1
+        if self._since_evaluation >= self.config.evaluate_every:
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        """Compute every windowed statistic now and record threshold crossings."""
+        self._since_evaluation = 0
+        self._pred_report = self.prediction.report(refresh=True)
+        self._feature_report = self.features.report(refresh=True)
+        self._quality_report = self.quality.report()
+        self._update_reference_auc(self._quality_report)
+        t = self.thresholds
+        pred = self._pred_report
+        ratio = pred.positive_rate_ratio
+        checks: list[tuple[str, str, float | None, bool]] = [
+            ("prediction", "psi", pred.psi, pred.psi is not None and pred.psi > t.psi_critical),
+            ("prediction", "ks", pred.ks, pred.ks is not None and pred.ks > t.ks_critical),
+            (
+                "prediction",
+                "positive_rate_ratio",
+                ratio,
+                ratio is not None
+                and not t.positive_rate_ratio_low <= ratio <= t.positive_rate_ratio_high,
+            ),
+        ]
+        for name, report in self._feature_report.items():
+            value = report["psi"]
+            checks.append(("feature", name, value, value is not None and value > t.psi_critical))
+        for kind, name, value, crossed in checks:
+            key = (kind, name)
+            if crossed and not self._active.get(key, False):
+                self.drift_events.append({
+                    "kind": kind,
+                    "name": name,
+                    "event_index": self.n_predictions,
+                    "timestamp": self.last_event_time_ms,
+                    "value": value,
+                })
+                if self.metrics is not None:
+                    self.metrics.drift_events.labels(kind=kind).inc()
+            self._active[key] = crossed
+
+    def _update_reference_auc(self, report: QualityReport) -> None:
+        if self.config.reference_mode == "first_n":
+            if self.reference_roc_auc is None and self.quality.full:
+                self.reference_roc_auc = report.roc_auc
+        elif len(self._reference_quality) == self.config.quality_window:
+            items = list(self._reference_quality)
+            self.reference_roc_auc = roc_auc(
+                [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
+            )
+
+    def publish(self, refresh: bool = False) -> None:
+        """Set the gauges from the latest evaluation (computed first if ``refresh`` or none yet)."""
+        if refresh or self._pred_report is None:
+            self.evaluate()
+        if self.metrics is None:
+            return
+        assert self._pred_report is not None and self._quality_report is not None
+        self.metrics.set_prediction(self._pred_report)
+        for name, report in self._feature_report.items():
+            self.metrics.feature_psi.labels(feature=name).set(_value(report["psi"]))
+        self.metrics.set_quality(self._quality_report, self.reference_roc_auc)
+        new = self.concept.n_detections - self._published_detections
+        if new > 0:
+            self.metrics.concept_drift_detections.inc(new)
+            self._published_detections = self.concept.n_detections
+
+    def reset_reference(self) -> None:
+        """Start new reference windows (call when the served model version changes)."""
+        self.prediction.reset()
+        self.features.reset()
+        self.quality.reset()
+        self._reference_quality.clear()
+        self.reference_roc_auc = None
+        self.concept.reset()
+        self._active.clear()
+        self.evaluate()
+
+    def snapshot(self, refresh: bool = False) -> dict[str, Any]:
+        """Everything the monitor knows, as plain data (for backtest reports).
+
+        Examples
+        --------
+        >>> m = Monitor(MonitoringConfig())
+        >>> m.observe_label(0.9, True, event_time_ms=5)
+        False
+        >>> snap = m.snapshot(refresh=True)
+        >>> snap["n_labels"], snap["quality"]["accuracy"], snap["prediction"]["psi"]
+        (1, 1.0, None)
+        """
+        if refresh or self._pred_report is None:
+            self.evaluate()
+        assert self._pred_report is not None and self._quality_report is not None
+        return {
+            "n_predictions": self.n_predictions,
+            "n_labels": self.n_labels,
+            "last_event_time_ms": self.last_event_time_ms,
+            "prediction": self._pred_report.as_dict(),
+            "features": {name: dict(r) for name, r in self._feature_report.items()},
+            "quality": self._quality_report.as_dict(),
+            "reference_roc_auc": self.reference_roc_auc,
+            "concept": {
+                "detector": self.concept.detector_name,
+                "n_detections": self.concept.n_detections,
+                "detections": [
+                    {"index": d.index, "event_time": d.event_time}
+                    for d in self.concept.detections
+                ],
+            },
+            "drift_events": [dict(e) for e in self.drift_events],
+        }

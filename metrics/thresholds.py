@@ -1,0 +1,188 @@
+"""The single definition of alert thresholds and of the monitoring settings.
+
+:class:`AlertThresholds` feeds the generated Prometheus rules, the Grafana
+threshold lines, the ``streamlearn_alert_threshold{name}`` gauges and the
+in-process drift events of :class:`metrics.monitor.Monitor`.
+:class:`MonitoringConfig` is the ``monitoring`` section of the stream config.
+
+Examples
+--------
+>>> t = AlertThresholds()
+>>> t.psi_warning, t.psi_critical, t.p99_latency_seconds
+(0.1, 0.25, 0.05)
+>>> MonitoringConfig(features=("amount", "country")).features
+('amount', 'country')
+>>> AlertThresholds(psi_warning=0.3)
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for AlertThresholds
+...
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from metrics.drift import DETECTORS
+
+__all__ = ["AlertThresholds", "Duration", "MonitoringConfig"]
+
+#: A Prometheus duration such as ``30s``, ``5m`` or ``1h30m``.
+Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
+
+
+class AlertThresholds(BaseModel):
+    """Alert thresholds and how long a condition must hold before an alert fires.
+
+    Attributes
+    ----------
+    psi_warning, psi_critical
+        Prediction PSI levels (0.1 moderate shift, 0.25 major shift).
+    ks_critical
+        Prediction KS statistic level.
+    positive_rate_ratio_high, positive_rate_ratio_low
+        Allowed band of current over reference positive-decision rate; outside it
+        the pipeline is more likely broken than the world changed.
+    p99_latency_seconds
+        Event-to-prediction P99 guardrail.
+    auc_drop
+        Alert when the rolling ROC AUC falls this far below the reference AUC.
+    auc_min
+        Alert when the rolling ROC AUC falls below this value.
+    consumer_lag_records
+        Records behind the end of a topic, summed over its partitions.
+    dead_letter_ratio
+        Dead letters per consumed record.
+    concept_drift_window
+        Window of ``increase()`` over the concept-drift detections counter.
+    *_for
+        Durations a condition must hold before its alert fires.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    psi_warning: float = Field(0.1, gt=0)
+    psi_critical: float = Field(0.25, gt=0)
+    ks_critical: float = Field(0.2, gt=0, le=1)
+    positive_rate_ratio_high: float = Field(3.0, gt=1)
+    positive_rate_ratio_low: float = Field(1 / 3, gt=0, lt=1)
+    p99_latency_seconds: float = Field(0.05, gt=0)
+    auc_drop: float = Field(0.05, gt=0, lt=1)
+    auc_min: float = Field(0.55, ge=0, le=1)
+    consumer_lag_records: int = Field(10_000, gt=0)
+    dead_letter_ratio: float = Field(0.01, gt=0, le=1)
+
+    concept_drift_window: Duration = "15m"
+    prediction_drift_for: Duration = "10m"
+    positive_rate_for: Duration = "2m"
+    feature_drift_for: Duration = "15m"
+    quality_for: Duration = "10m"
+    latency_for: Duration = "5m"
+    consumer_lag_for: Duration = "5m"
+    dead_letter_for: Duration = "5m"
+    worker_down_for: Duration = "1m"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertThresholds:
+        if self.psi_warning >= self.psi_critical:
+            raise ValueError(
+                f"psi_warning ({self.psi_warning}) must be below psi_critical ({self.psi_critical})"
+            )
+        return self
+
+    def levels(self) -> dict[str, float]:
+        """The numeric thresholds by name (the ``name`` label of the threshold gauges).
+
+        Examples
+        --------
+        >>> AlertThresholds().levels()["consumer_lag_records"]
+        10000.0
+        """
+        return {
+            name: float(value)
+            for name, value in self.model_dump().items()
+            if isinstance(value, int | float)
+        }
+
+
+class MonitoringConfig(BaseModel):
+    """Settings of the drift and quality monitor (the ``monitoring`` config section).
+
+    Attributes
+    ----------
+    reference_mode
+        ``"first_n"``: the first ``reference_size`` predictions of a model
+        version; ``"trailing"``: the ``reference_size`` predictions before the
+        current window.
+    reference_size, window_size
+        Predictions in the reference and current drift windows.
+    n_bins
+        Quantile bins of the PSI.
+    evaluate_every
+        Observations (predictions plus labels) between two computations of the
+        windowed statistics; bounds their cost per event.
+    features
+        Features whose input drift is monitored (at most 32: each becomes a
+        ``feature`` label value).
+    max_categories
+        Categories kept per categorical feature's reference; the rest are pooled.
+    concept_detector, concept_params
+        River detector fed the log loss of each learned label, and its arguments.
+    concept_action
+        What the learner does on a concept drift detection: nothing, reset the
+        model, or start a challenger.
+    max_detections, max_drift_events
+        Detections and drift events kept in memory.
+    quality_window
+        Labels in the rolling quality window.
+    decision_threshold
+        Score at or above which the decision is positive, for accuracy,
+        precision and recall.
+    precision_target
+        Precision that ``recall_at_precision`` must keep.
+    thresholds
+        The alert thresholds.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference_mode: Literal["first_n", "trailing"] = "first_n"
+    reference_size: int = Field(1000, ge=10, le=1_000_000)
+    window_size: int = Field(1000, ge=10, le=1_000_000)
+    n_bins: int = Field(10, ge=2, le=100)
+    evaluate_every: int = Field(100, ge=1, le=1_000_000)
+    features: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(
+        (), max_length=32
+    )
+    max_categories: int = Field(50, ge=1, le=1000)
+    concept_detector: Literal["adwin", "page_hinkley"] = "adwin"
+    concept_params: dict[str, int | float | str] = Field(default_factory=dict)
+    concept_action: Literal["none", "reset", "challenger"] = "none"
+    max_detections: int = Field(1000, ge=1, le=100_000)
+    max_drift_events: int = Field(1000, ge=1, le=100_000)
+    quality_window: int = Field(1000, ge=10, le=1_000_000)
+    decision_threshold: float = Field(0.5, ge=0, le=1)
+    precision_target: float = Field(0.995, gt=0, le=1)
+    thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitoringConfig:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError(f"monitored features must be unique: {self.features}")
+        try:
+            DETECTORS[self.concept_detector](**self.concept_params)
+        except TypeError as exc:
+            raise ValueError(f"bad concept_params for {self.concept_detector}: {exc}") from exc
+        return self
+
+    def summary(self) -> dict[str, Any]:
+        """The settings as a plain dict (for reports).
+
+        Examples
+        --------
+        >>> MonitoringConfig().summary()["concept_detector"]
+        'adwin'
+        """
+        return self.model_dump(mode="json")
