@@ -38,7 +38,12 @@ def context_features(timestamp_ms: int, context: Mapping[str, float | int | str]
     weekday = ((timestamp_ms // _MS_PER_DAY) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     hour_sin, hour_cos = cyclic(hour, 24.0)
     dow_sin, dow_cos = cyclic(weekday, 7.0)
-    features: dict = {"hour_sin": hour_sin, "hour_cos": hour_cos, "dow_sin": dow_sin, "dow_cos": dow_cos}
+    features: dict = {
+        "hour_sin": hour_sin,
+        "hour_cos": hour_cos,
+        "dow_sin": dow_sin,
+        "dow_cos": dow_cos,
+    }
     for key, value in context.items():
         features["ctx_" + key] = value
     return features

@@ -8,7 +8,7 @@ Examples
 --------
 >>> limits = Limits()
 >>> event = decode_event(b'{"event_id": "e1", "timestamp": "2024-05-01T08:30:00Z",'
-...                      b' "user_id": "u1", "item_id": "i1", "context": {"device": "ios"}}', limits)
+...     b' "user_id": "u1", "item_id": "i1", "context": {"device": "ios"}}', limits)
 >>> event.timestamp
 1714552200000
 >>> decode_event(b'{"event_id": "e1"', limits)
@@ -205,7 +205,9 @@ def _load(raw: bytes, limits: Limits, fields: frozenset[str]) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise DecodeError("not_utf8", "the record is not UTF-8 text") from exc
         if "infinity" in str(exc) or b"NaN" in raw or b"Infinity" in raw:
-            raise DecodeError("not_finite", f"NaN and infinity are not numbers here: {exc}") from exc
+            raise DecodeError(
+                "not_finite", f"NaN and infinity are not numbers here: {exc}"
+            ) from exc
         raise DecodeError("invalid_json", str(exc)) from exc
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -234,7 +236,9 @@ def decode_event(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event
     obj = _load(raw, limits, _EVENT_FIELDS)
     context, features = obj.get("context"), obj.get("features")
     if isinstance(context, dict) and len(context) > limits.max_context:
-        raise DecodeError("too_large", f"context has {len(context)} entries, the limit is {limits.max_context}")
+        raise DecodeError(
+            "too_large", f"context has {len(context)} entries, the limit is {limits.max_context}"
+        )
     if isinstance(features, dict) and len(features) > limits.max_features:
         raise DecodeError(
             "too_large", f"features has {len(features)} entries, the limit is {limits.max_features}"

@@ -73,7 +73,9 @@ class StoreConfig(BaseModel):
     max_snapshots: int = Field(
         default=2_000_000, gt=0, description="Snapshots kept by the in-process store."
     )
-    pending_max: int = Field(default=100_000, gt=0, description="Most labels waiting for their event.")
+    pending_max: int = Field(
+        default=100_000, gt=0, description="Most labels waiting for their event."
+    )
     pending_ttl_s: float = Field(
         default=3600.0, gt=0, description="Event time a label waits for its event."
     )
@@ -235,7 +237,9 @@ class MemoryStore:
             waiting = self.pending.get(op.event_id)
             if waiting is not None and waiting.source != op.source:
                 return LabelOutcome("duplicate", op.event_id)
-            self.pending[op.event_id] = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
+            self.pending[op.event_id] = AppliedLabel(
+                op.label, op.weight, op.source, op.timestamp_ms
+            )
             return LabelOutcome("pending", op.event_id)
         if snap.label_source == op.source:
             status = "noop" if snap.label_at == "event" else "relearn"
@@ -290,7 +294,9 @@ class MemoryStore:
             else:
                 outcomes.append(self._label(op))
         expired = self._expire_pending(watermark_ms)
-        implicit = self._sweep_implicit(watermark_ms) if self.config.implicit_negative_after_s else []
+        implicit = (
+            self._sweep_implicit(watermark_ms) if self.config.implicit_negative_after_s else []
+        )
         return BatchOutcome(outcomes, expired, implicit)
 
 
@@ -375,8 +381,18 @@ class RedisStore:
             if isinstance(op, EventOp):
                 keys = [self.key(kind, entity) for kind, entity in op.entities]
                 encoded.append(
-                    ["E", op.event_id, op.source, op.partition, op.offset, op.timestamp_ms,
-                     keys, op.payload.decode(), op.label, op.weight]
+                    [
+                        "E",
+                        op.event_id,
+                        op.source,
+                        op.partition,
+                        op.offset,
+                        op.timestamp_ms,
+                        keys,
+                        op.payload.decode(),
+                        op.label,
+                        op.weight,
+                    ]
                 )
             else:
                 encoded.append(["L", op.event_id, op.source, op.label, op.weight, op.timestamp_ms])

@@ -1,0 +1,387 @@
+"""The batch processor: records in, predictions, dead letters and learning out.
+
+It does not know where records come from (Kafka, a file, a test) nor where
+its outputs go; the worker, the backtest and the tests all drive it with
+:meth:`Processor.process`. Records are handled strictly in the order given:
+each event is scored with the model as it is after everything before it, then
+learned from if its label is already known (test-then-train), so the result
+does not depend on how records are cut into batches.
+
+Examples
+--------
+>>> from features.interactions import InteractionConfig
+>>> from features.schema import Limits
+>>> from features.store import MemoryStore, StoreConfig
+>>> from features.vector import FeatureConfig
+>>> from learners.models import build_model
+>>> store = MemoryStore(StoreConfig(), InteractionConfig())
+>>> processor = Processor([ModelSlot("logistic", build_model("logistic"))], store,
+...                       FeatureConfig(), Limits(), threshold=0.5)
+>>> event = b'{"event_id": "e1", "timestamp": 1767225600000, "user_id": "u", "item_id": "i"}'
+>>> label = b'{"event_id": "e1", "timestamp": 1767225660000, "label": true}'
+>>> out = processor.process([Record("events", event, "events", 0, 0),
+...                          Record("labels", label, "labels", 0, 0),
+...                          Record("events", b"{oops", "events", 0, 1)])
+>>> [(p.event_id, p.score) for p in out.predictions], out.labels_learned
+([('e1', 0.5)], 1)
+>>> [(d.reason, d.offset) for d in out.dead_letters]
+[('invalid_json', 1)]
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+from river import base
+
+from features.interactions import entity_ids
+from features.schema import DecodeError, Event, Limits, decode_event, decode_label
+from features.store import (
+    AppliedLabel,
+    EventOp,
+    EventOutcome,
+    InteractionStore,
+    LabelOp,
+    LabelOutcome,
+)
+from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
+from learners.models import is_positive, learn, score
+from metrics.instruments import WorkerMetrics
+from metrics.monitor import Monitor
+
+__all__ = ["BatchOutput", "DeadLetter", "ModelSlot", "Prediction", "Processor", "Record"]
+
+
+@dataclass(slots=True, frozen=True)
+class Record:
+    """One raw record: from the ``events`` or the ``labels`` stream."""
+
+    kind: Literal["events", "labels"]
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+
+@dataclass(slots=True, frozen=True)
+class Prediction:
+    event_id: str
+    model: str
+    model_version: str
+    score: float
+    decision: bool
+    event_timestamp_ms: int
+    record_timestamp_ms: int | None
+
+    def to_json(self, latency_ms: float) -> bytes:
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "score": self.score,
+                "decision": self.decision,
+                "model": self.model,
+                "model_version": self.model_version,
+                "event_timestamp": self.event_timestamp_ms,
+                "latency_ms": round(latency_ms, 3),
+            }
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+    def to_json(self) -> bytes:
+        try:
+            raw: dict[str, str] = {"value": self.value.decode("utf-8")}
+        except UnicodeDecodeError:
+            raw = {"value_hex": self.value[:4096].hex()}
+        return orjson.dumps(
+            {
+                "reason": self.reason,
+                "detail": self.detail,
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                **raw,
+            }
+        )
+
+
+@dataclass
+class ModelSlot:
+    """A named model with its version, counters and monitor."""
+
+    name: str
+    model: base.Classifier
+    version: str = "0"
+    monitor: Monitor | None = None
+    events_scored: int = 0
+    labels_learned: int = 0
+
+
+@dataclass
+class BatchOutput:
+    predictions: list[Prediction] = field(default_factory=list)
+    shadow_predictions: list[Prediction] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    labels_learned: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Processor:
+    """Decodes, builds features, scores and learns, one batch at a time.
+
+    The first slot is the champion whose predictions are published; the
+    others score and learn in the shadow (challengers, or a side-by-side
+    comparison in a backtest).
+    """
+
+    def __init__(
+        self,
+        slots: Sequence[ModelSlot],
+        store: InteractionStore,
+        features: FeatureConfig,
+        limits: Limits,
+        threshold: float,
+        metrics: WorkerMetrics | None = None,
+        recent_scores: int = 100_000,
+    ) -> None:
+        if not slots:
+            raise ValueError("a processor needs at least one model")
+        self.slots = list(slots)
+        self.store = store
+        self.features = features
+        self.limits = limits
+        self.threshold = threshold
+        self.metrics = metrics
+        self.watermark_ms = 0
+        self._deferred_scores: dict[str, float] = {}
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()
+        self._recent_max = recent_scores
+        self.events_seen = 0
+
+    # ------------------------------------------------------------------ decode
+
+    def _decode(
+        self, records: Sequence[Record], out: BatchOutput
+    ) -> tuple[list[EventOp | LabelOp], list[Event | None], list[Record]]:
+        """The store operations of the valid records, with their events and records."""
+        ops: list[EventOp | LabelOp] = []
+        events: list[Event | None] = []
+        valid: list[Record] = []
+        for record in records:
+            try:
+                if record.kind == "events":
+                    event = decode_event(record.value, self.limits)
+                    ops.append(
+                        EventOp(
+                            event.event_id,
+                            record.source,
+                            record.partition,
+                            record.offset,
+                            event.timestamp,
+                            entity_ids(event.user_id, event.item_id, event.author_id),
+                            snapshot_payload(event),
+                            event.label,
+                            1.0,
+                        )
+                    )
+                    events.append(event)
+                else:
+                    label = decode_label(record.value, self.limits)
+                    ops.append(
+                        LabelOp(
+                            label.event_id,
+                            record.source,
+                            label.value,
+                            label.weight,
+                            label.timestamp,
+                        )
+                    )
+                    events.append(None)
+                valid.append(record)
+            except DecodeError as error:
+                self._dead_letter(out, error.reason, error.detail, record)
+        return ops, events, valid
+
+    def _dead_letter(self, out: BatchOutput, reason: str, detail: str, record: Record) -> None:
+        out.dead_letters.append(
+            DeadLetter(reason, detail, record.value, record.topic, record.partition, record.offset)
+        )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(reason=reason).inc()
+
+    # ------------------------------------------------------------------ learn
+
+    def _learn(
+        self,
+        x: dict,
+        event_id: str,
+        label: AppliedLabel,
+        stored: float | None,
+        event_time_ms: int,
+        kind: str,
+    ) -> None:
+        recent = self._recent.get(event_id)
+        for index, slot in enumerate(self.slots):
+            learn(slot.model, x, label.value, label.weight)
+            slot.labels_learned += 1
+            given = recent[index] if recent is not None else (stored if index == 0 else None)
+            if slot.monitor is not None and given is not None:
+                slot.monitor.observe_label(
+                    given, is_positive(label.value), label.weight, event_time_ms
+                )
+        if self.metrics is not None:
+            self.metrics.labels_learned.labels(source=kind).inc()
+
+    def _remember(self, event_id: str, scores: list[float]) -> None:
+        self._recent[event_id] = scores
+        if len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    # ------------------------------------------------------------------ process
+
+    def process(self, records: Sequence[Record]) -> BatchOutput:
+        """Handle one batch; the caller publishes the outputs."""
+        out = BatchOutput()
+        clock = time.perf_counter
+        t0 = clock()
+        ops, events, valid = self._decode(records, out)
+        t1 = clock()
+        for op in ops:
+            if isinstance(op, EventOp) and op.timestamp_ms > self.watermark_ms:
+                self.watermark_ms = op.timestamp_ms
+        result = self.store.apply(ops, self._deferred_scores, self.watermark_ms)
+        self._deferred_scores = {}
+        t2 = clock()
+        features_s = score_s = learn_s = 0.0
+        for op, event, outcome, record in zip(ops, events, result.outcomes, valid, strict=True):
+            if isinstance(outcome, EventOutcome):
+                assert event is not None
+                if outcome.status == "duplicate":
+                    self._dead_letter(
+                        out,
+                        "duplicate_event",
+                        f"event_id {event.event_id!r} was seen before",
+                        record,
+                    )
+                    continue
+                a = clock()
+                x = features_of(event, outcome.states, self.features)
+                b = clock()
+                scores = [score(slot.model, x) for slot in self.slots]
+                c = clock()
+                features_s += b - a
+                score_s += c - b
+                self.events_seen += 1
+                for index, (slot, p) in enumerate(zip(self.slots, scores, strict=True)):
+                    slot.events_scored += 1
+                    prediction = Prediction(
+                        event.event_id,
+                        slot.name,
+                        slot.version,
+                        p,
+                        p >= self.threshold,
+                        event.timestamp,
+                        record.timestamp_ms,
+                    )
+                    (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
+                    if slot.monitor is not None:
+                        slot.monitor.observe_prediction(p, p >= self.threshold, x, event.timestamp)
+                self._deferred_scores[event.event_id] = scores[0]
+                self._remember(event.event_id, scores)
+                if outcome.label is not None:
+                    kind = "inline" if outcome.label.source == record.source else "labels"
+                    self._learn(x, event.event_id, outcome.label, scores[0], event.timestamp, kind)
+                    out.labels_learned += 1
+                learn_s += clock() - c
+            else:
+                self._label_outcome(op, outcome, out, record)
+        c = clock()
+        for implicit in result.implicit:
+            x = features_from_snapshot(implicit.payload, implicit.states, self.features)
+            self._learn(
+                x,
+                implicit.event_id,
+                AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms),
+                implicit.score,
+                self.watermark_ms,
+                "implicit",
+            )
+            out.labels_learned += 1
+        for expired in result.expired:
+            value = orjson.dumps(
+                {
+                    "event_id": expired.event_id,
+                    "label": expired.label.value if expired.label else None,
+                }
+            )
+            topic, partition, offset = _split_source(
+                expired.label.source if expired.label else "labels:-1:-1"
+            )
+            out.dead_letters.append(
+                DeadLetter(
+                    "unknown_event",
+                    "no event with this event_id arrived within the pending window",
+                    value,
+                    topic,
+                    partition,
+                    offset,
+                )
+            )
+            if self.metrics is not None:
+                self.metrics.dead_letters.labels(reason="unknown_event").inc()
+        learn_s += clock() - c
+        out.stage_seconds = {
+            "decode": t1 - t0,
+            "redis": t2 - t1,
+            "features": features_s,
+            "score": score_s,
+            "learn": learn_s,
+        }
+        if self.metrics is not None:
+            for stage, seconds in out.stage_seconds.items():
+                self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+            self.metrics.redis_round_trip.observe(t2 - t1)
+            self.metrics.events.inc(sum(1 for e in events if e is not None))
+            self.metrics.labels_received.inc(sum(1 for e in events if e is None))
+            self.metrics.last_event_timestamp.set(self.watermark_ms / 1000.0)
+        for slot in self.slots:
+            if slot.monitor is not None:
+                slot.monitor.publish()
+        return out
+
+    def _label_outcome(
+        self, op: EventOp | LabelOp, outcome: LabelOutcome, out: BatchOutput, record: Record
+    ) -> None:
+        assert isinstance(op, LabelOp)
+        if outcome.status in ("learn", "relearn"):
+            x = features_from_snapshot(outcome.payload, outcome.states, self.features)
+            event_time = orjson.loads(outcome.payload)["ts"]
+            label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
+            self._learn(x, op.event_id, label, outcome.score, event_time, "labels")
+            out.labels_learned += 1
+        elif outcome.status in ("duplicate", "late") and self.metrics is not None:
+            self.metrics.labels_skipped.labels(reason=outcome.status).inc()
+
+
+def _split_source(source: str) -> tuple[str, int, int]:
+    topic, partition, offset = source.rsplit(":", 2)
+    return topic, int(partition), int(offset)
