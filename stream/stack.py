@@ -67,6 +67,7 @@ __all__ = [
     "kafka_version",
     "missing_system_packages",
     "prometheus_config",
+    "write_scrape_target",
 ]
 
 ServiceName = Literal["kafka", "redis", "prometheus", "alertmanager"]
@@ -536,6 +537,49 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float =
     return names
 
 
+def write_scrape_target(
+    targets_dir: Path, name: str, address: str, labels: Mapping[str, str] | None = None
+) -> Path:
+    """Write a Prometheus ``file_sd`` target file ``<targets_dir>/<name>.json`` atomically.
+
+    Prometheus watches the folder and starts scraping within seconds.
+
+    Parameters
+    ----------
+    targets_dir
+        The folder the ``streamlearn`` job's ``file_sd_configs`` glob points at.
+    name
+        File stem, ``[A-Za-z0-9_.-]+``; also the ``target`` label of the scraped series.
+    address
+        ``host:port`` serving ``/metrics``.
+    labels
+        Extra target labels.
+
+    Returns
+    -------
+    Path
+        The target file written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = write_scrape_target(Path(tempfile.mkdtemp()), "worker-1", "127.0.0.1:8000")
+    >>> json.loads(path.read_text())[0]["targets"]
+    ['127.0.0.1:8000']
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"target name must match [A-Za-z0-9_.-]+, got {name!r}")
+    if not re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
+        raise ValueError(f"target address must be host:port, got {address!r}")
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    doc = [{"targets": [address], "labels": {"target": name, **(labels or {})}}]
+    path = targets_dir / f"{name}.json"
+    tmp = targets_dir / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
 # ------------------------------------------------------------------------ processes
 
 
@@ -745,36 +789,8 @@ class Stack:
     def add_scrape_target(
         self, name: str, address: str, labels: Mapping[str, str] | None = None
     ) -> Path:
-        """Register ``host:port`` with the ``streamlearn`` scrape job (``file_sd``).
-
-        Prometheus watches the targets folder and picks the file up within seconds.
-
-        Parameters
-        ----------
-        name
-            File stem, ``[A-Za-z0-9_.-]+``; also the ``target`` label of the series.
-        address
-            ``host:port`` serving ``/metrics``.
-        labels
-            Extra target labels.
-
-        Returns
-        -------
-        Path
-            The target file written.
-        """
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ValueError(f"target name must match [A-Za-z0-9_.-]+, got {name!r}")
-        if not re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
-            raise ValueError(f"target address must be host:port, got {address!r}")
-        folder = self.config.targets_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        doc = [{"targets": [address], "labels": {"target": name, **(labels or {})}}]
-        path = folder / f"{name}.json"
-        tmp = folder / f".{name}.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        """Register ``host:port`` with the ``streamlearn`` job (:func:`write_scrape_target`)."""
+        return write_scrape_target(self.config.targets_dir, name, address, labels)
 
     def remove_scrape_target(self, name: str) -> None:
         """Forget a target registered with :meth:`add_scrape_target`."""
