@@ -368,6 +368,12 @@ class Processor:
                 slot.monitor.publish()
         return out
 
+    def flush(self) -> None:
+        """Store the scores still held back for the next batch's store call."""
+        if self._deferred_scores:
+            self.store.apply([], self._deferred_scores, self.watermark_ms)
+            self._deferred_scores = {}
+
     def _label_outcome(
         self, op: EventOp | LabelOp, outcome: LabelOutcome, out: BatchOutput, record: Record
     ) -> None:

@@ -1,0 +1,181 @@
+"""The ``streamlearn`` command: one entry point for every user task."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+import yaml
+from rich.table import Table
+
+from stream.config import ConfigError, Settings, load_settings
+from stream.stack_cli import stack_app
+from stream.ui import console, progress
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Real-time scoring and online learning: Kafka in, features in Redis, River models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_app, name="stack")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="STREAMLEARN_CONFIG", help="YAML config file."),
+]
+
+
+def settings_or_exit(path: Path | None, **overrides: object) -> Settings:
+    """The effective settings, or a message that says what to fix and exit code 2."""
+    try:
+        return load_settings(path, **overrides)
+    except ConfigError as error:
+        console.print(f"[red]configuration error[/red]\n{error}")
+        raise typer.Exit(2) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@app.command()
+def config(config: ConfigOption = None) -> None:
+    """Print the effective configuration (file + environment + defaults), secrets hidden."""
+    settings = settings_or_exit(config)
+    typer.echo(yaml.safe_dump(settings.redacted(), sort_keys=False))
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without records.")
+    ] = None,
+    max_records: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
+    name: Annotated[str, typer.Option(help="Worker name, unique within the group.")] = "worker-0",
+    verbose: bool = False,
+) -> None:
+    """Run a worker: consume events and labels, score, learn, publish predictions."""
+    from stream.worker import Worker
+
+    _logging(verbose)
+    worker = Worker(settings_or_exit(config), name=name)
+    if worker.settings.metrics.port:
+        worker.serve_metrics()
+    summary = worker.run(idle_timeout_s=idle_timeout, max_records=max_records)
+    console.print(summary_table(summary))
+
+
+def summary_table(summary: object) -> Table:
+    table = Table(title="worker summary", show_header=False)
+    for key, value in vars(summary).items():
+        table.add_row(
+            key.replace("_", " "), f"{value:.1f}" if isinstance(value, float) else str(value)
+        )
+    return table
+
+
+def read_json_lines(path: Path) -> list[bytes]:
+    """The non-empty lines of a JSON-lines file, as bytes."""
+    with path.open("rb") as handle:
+        return [line.rstrip(b"\r\n") for line in handle if line.strip()]
+
+
+def route(line: bytes) -> str:
+    """``labels`` for a label record, ``events`` for anything else (bad lines included)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "events"
+    if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
+        return "labels"
+    return "events"
+
+
+def _event_key(line: bytes) -> bytes | None:
+    try:
+        obj = orjson.loads(line)
+        return (
+            str(obj["event_id"]).encode() if isinstance(obj, dict) and "event_id" in obj else None
+        )
+    except orjson.JSONDecodeError:
+        return None
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines")],
+    config: ConfigOption = None,
+) -> None:
+    """Send a JSON-lines file of events and labels to Kafka, keyed by event_id."""
+    from stream.kafka_io import KafkaSink, ensure_topics, topic_plan
+
+    settings = settings_or_exit(config)
+    kafka = settings.kafka
+    if kafka.topics.create:
+        ensure_topics(kafka, topic_plan(kafka))
+    lines = read_json_lines(file)
+    sink = KafkaSink(kafka)
+    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
+    counts = {"events": 0, "labels": 0}
+    with progress() as bar:
+        task = bar.add_task(f"producing {file.name}", total=len(lines))
+        for line in lines:
+            kind = route(line)
+            sink.send(topics[kind], _event_key(line), line)
+            counts[kind] += 1
+            bar.advance(task)
+        sink.producer.flush()
+    sink.close()
+    console.print(
+        f"sent {counts['events']} records to {topics['events']!r} and "
+        f"{counts['labels']} to {topics['labels']!r} on {kafka.bootstrap_servers}"
+    )
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON lines.")],
+    events: Annotated[int, typer.Option(min=1)] = 10_000,
+    seed: int = 42,
+    users: Annotated[int, typer.Option(min=1)] = 300,
+    items: Annotated[int, typer.Option(min=1)] = 500,
+    inline_labels: Annotated[bool, typer.Option(help="Labels inside the events.")] = False,
+    explicit_negatives: Annotated[
+        bool, typer.Option(help="Send negative labels once the click window passed.")
+    ] = True,
+) -> None:
+    """Write a synthetic world (events, then clicks as delayed labels) as JSON lines."""
+    from stream.synthetic import WorldConfig, generate_world
+
+    world = WorldConfig(
+        events=events,
+        seed=seed,
+        users=users,
+        items=items,
+        inline_labels=inline_labels,
+        explicit_negatives=explicit_negatives,
+    )
+    n = 0
+    with out.open("wb") as handle:
+        for record in generate_world(world):
+            handle.write(orjson.dumps(record) + b"\n")
+            n += 1
+    console.print(f"wrote {n} records ({events} events) to {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Kafka at the edges: topics, the consumer source and the output sink.
+
+Examples
+--------
+>>> from stream.config import KafkaConfig
+>>> sorted(topic_plan(KafkaConfig()).items())
+[('dead-letter', 4), ('events', 4), ('labels', 4), ('predictions', 4)]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from stream.config import KafkaConfig
+from stream.processor import Record
+
+__all__ = ["KafkaSink", "KafkaSource", "ensure_topics", "topic_plan"]
+
+log = logging.getLogger(__name__)
+
+
+def topic_plan(config: KafkaConfig) -> dict[str, int]:
+    """Every topic streamlearn uses, with the partitions it is created with."""
+    t = config.topics
+    return {name: t.partitions for name in (t.events, t.labels, t.predictions, t.dead_letter)}
+
+
+def ensure_topics(config: KafkaConfig, topics: Mapping[str, int]) -> list[str]:
+    """Create the topics that are missing; returns the names created."""
+    admin = KafkaAdminClient(client_id=config.client_id + "-admin", **config.client_options())
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, 1)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+class KafkaSource:
+    """Polls batches of records from the events and labels topics of one consumer group.
+
+    Offsets are committed only when the caller says so (:meth:`commit` or a
+    transaction), never automatically.
+    """
+
+    def __init__(self, config: KafkaConfig, read_committed: bool = True) -> None:
+        self.config = config
+        self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
+        self.consumer = KafkaConsumer(
+            *self.kinds,
+            group_id=config.group_id,
+            client_id=config.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=config.auto_offset_reset,
+            max_poll_records=config.max_poll_records,
+            isolation_level="read_committed" if read_committed else "read_uncommitted",
+            **config.client_options(),
+        )
+
+    def next_batch(self) -> list[Record]:
+        """The next records, in (record time, topic, partition, offset) order; may be empty."""
+        polled = self.consumer.poll(
+            timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_poll_records
+        )
+        records = [
+            Record(
+                self.kinds[tp.topic],
+                r.value or b"",
+                tp.topic,
+                tp.partition,
+                r.offset,
+                r.timestamp,
+                r.key,
+            )  # type: ignore[arg-type]
+            for tp, batch in polled.items()
+            for r in batch
+        ]
+        records.sort(key=lambda r: (r.timestamp_ms or 0, r.topic, r.partition, r.offset))
+        return records
+
+    def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The offsets to commit once ``records`` are done (next offset per partition)."""
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
+        return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+
+    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        if offsets:
+            self.consumer.commit(dict(offsets))
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records between the consumer's position and the end, per assigned partition."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return {}
+        ends = self.consumer.end_offsets(list(assigned))
+        lags = {}
+        for tp in assigned:
+            try:
+                lags[tp] = max(0, ends[tp] - self.consumer.position(tp))
+            except (KafkaError, AssertionError) as exc:  # a partition being revoked
+                log.debug("no position for %s: %s", tp, exc)
+        return lags
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaSink:
+    """Publishes predictions and dead letters, optionally in transactions."""
+
+    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+        self.config = config
+        options: dict[str, Any] = {
+            "client_id": config.client_id,
+            "linger_ms": config.linger_ms,
+            "acks": "all",
+            **config.client_options(),
+        }
+        if transactional_id:
+            options["transactional_id"] = transactional_id
+            options["enable_idempotence"] = True
+        self.producer = KafkaProducer(**options)
+        self.transactional = transactional_id is not None
+        if self.transactional:
+            self.producer.init_transactions()
+
+    def begin(self) -> None:
+        if self.transactional:
+            self.producer.begin_transaction()
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        self.producer.send(topic, key=key, value=value, headers=headers)
+
+    def commit(
+        self,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_id: str,
+        source: KafkaSource,
+    ) -> None:
+        """Make the batch's outputs visible and its input offsets committed."""
+        if self.transactional:
+            if offsets:
+                self.producer.send_offsets_to_transaction(dict(offsets), group_id)
+            self.producer.commit_transaction()
+        else:
+            self.producer.flush()
+            source.commit(offsets)
+
+    def abort(self) -> None:
+        if self.transactional:
+            self.producer.abort_transaction()
+
+    def close(self) -> None:
+        self.producer.close()
