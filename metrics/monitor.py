@@ -269,7 +269,7 @@ class Monitor:
         self.n_predictions = 0
         self.n_labels = 0
         self.last_event_time_ms: float | None = None
-        self._since_evaluation = 0
+        self._observations = 0
         self._active: dict[tuple[str, str], bool] = {}
         self._pred_report: PredictionDriftReport | None = None
         self._feature_report: dict[str, dict[str, Any]] = {}
@@ -325,17 +325,27 @@ class Monitor:
         return detected
 
     def _tick(self) -> None:
-        self._since_evaluation += 1
-        if self._since_evaluation >= self.config.evaluate_every:
-            self.evaluate()
+        self._observations += 1
+        if self._observations % self.config.evaluate_every == 0:
+            self.evaluate(scheduled=True)
 
-    def evaluate(self) -> None:
-        """Compute every windowed statistic now and record threshold crossings."""
-        self._since_evaluation = 0
+    def evaluate(self, scheduled: bool = False) -> None:
+        """Compute every windowed statistic now.
+
+        The reference AUC is taken and threshold crossings are recorded only on
+        the scheduled evaluations (``scheduled=True``, every ``evaluate_every``
+        observations), so what the monitor records about a stream does not
+        depend on when or how often the caller publishes.
+        """
         self._pred_report = self.prediction.report(refresh=True)
         self._feature_report = self.features.report(refresh=True)
         self._quality_report = self.quality.report()
-        self._update_reference_auc(self._quality_report)
+        if scheduled:
+            self._update_reference_auc(self._quality_report)
+            self._record_crossings()
+
+    def _record_crossings(self) -> None:
+        assert self._pred_report is not None
         t = self.thresholds
         pred = self._pred_report
         ratio = pred.positive_rate_ratio
