@@ -112,6 +112,9 @@ class Scenario:
         The labels the firing alert carries besides its rule labels.
     also_firing
         Other severities of the same alert name that fire in this scenario.
+    fire_after
+        Seconds after ``start`` plus the rule's ``for`` at which the test
+        expects the alert firing.
     """
 
     series: tuple[tuple[str, str], ...]
@@ -121,6 +124,7 @@ class Scenario:
     labels: dict[str, str] = field(default_factory=dict)
     resolve_after: float = 120.0
     also_firing: tuple[Severity, ...] = ()
+    fire_after: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -356,6 +360,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
                     value=1.0,
                     labels=dict(_INSTANCE),
                     resolve_after=duration_seconds(t.concept_drift_window) + 300.0,
+                    fire_after=60.0,
                 ),
             ),
         ),
@@ -577,9 +582,7 @@ def _render(template: str, value: float, labels: dict[str, str]) -> str:
 
 def _test_group(rules: list[AlertRule], rule: AlertRule, scenario: Scenario) -> dict[str, Any]:
     for_s = duration_seconds(rule.for_)
-    firing_at = scenario.start + for_s + 300.0
-    if firing_at >= scenario.end + (scenario.resolve_after if for_s == 0 else 0):
-        firing_at = scenario.start + for_s + 120.0
+    firing_at = scenario.start + for_s + scenario.fire_after
     severities = (rule.severity, *scenario.also_firing)
     expected = []
     for other in rules:
