@@ -90,34 +90,13 @@ def read_json_lines(path: Path) -> list[bytes]:
         return [line.rstrip(b"\r\n") for line in handle if line.strip()]
 
 
-def route(line: bytes) -> str:
-    """``labels`` for a label record, ``events`` for anything else (bad lines included)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return "events"
-    if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
-        return "labels"
-    return "events"
-
-
-def _event_key(line: bytes) -> bytes | None:
-    try:
-        obj = orjson.loads(line)
-        return (
-            str(obj["event_id"]).encode() if isinstance(obj, dict) and "event_id" in obj else None
-        )
-    except orjson.JSONDecodeError:
-        return None
-
-
 @app.command()
 def produce(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines")],
     config: ConfigOption = None,
 ) -> None:
     """Send a JSON-lines file of events and labels to Kafka, keyed by event_id."""
-    from stream.kafka_io import KafkaSink, ensure_topics, topic_plan
+    from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
@@ -131,7 +110,7 @@ def produce(
         task = bar.add_task(f"producing {file.name}", total=len(lines))
         for line in lines:
             kind = route(line)
-            sink.send(topics[kind], _event_key(line), line)
+            sink.send(topics[kind], event_key(line), line)
             counts[kind] += 1
             bar.advance(task)
         sink.producer.flush()

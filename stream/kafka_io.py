@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -21,7 +22,7 @@ from kafka.structs import OffsetAndMetadata
 from stream.config import KafkaConfig
 from stream.processor import Record
 
-__all__ = ["KafkaSink", "KafkaSource", "ensure_topics", "topic_plan"]
+__all__ = ["KafkaSink", "KafkaSource", "ensure_topics", "event_key", "route", "topic_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,36 @@ def ensure_topics(config: KafkaConfig, topics: Mapping[str, int]) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def route(line: bytes) -> str:
+    """``labels`` for a label record, ``events`` for anything else (bad records included).
+
+    >>> route(b'{"event_id": "e", "timestamp": 1, "label": true}'), route(b"{oops")
+    ('labels', 'events')
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return "events"
+    if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
+        return "labels"
+    return "events"
+
+
+def event_key(line: bytes) -> bytes | None:
+    """The record key: the event id, so that a label and its event share a partition.
+
+    >>> event_key(b'{"event_id": "e7"}'), event_key(b"[]")
+    (b'e7', None)
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(obj, dict) and "event_id" in obj:
+        return str(obj["event_id"]).encode()
+    return None
 
 
 class KafkaSource:
@@ -103,6 +134,11 @@ class KafkaSource:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
         return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+
+    def event_partitions(self) -> set[tuple[str, int]]:
+        """The partitions of the events topic assigned to this consumer."""
+        events = self.config.topics.events
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment() if tp.topic == events}
 
     def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         if offsets:

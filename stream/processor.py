@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -172,6 +172,7 @@ class Processor:
         self.threshold = threshold
         self.metrics = metrics
         self.watermark_ms = 0
+        self._partition_time: dict[tuple[str, int], int] = {}
         self._deferred_scores: dict[str, float] = {}
         self._recent: OrderedDict[str, list[float]] = OrderedDict()
         self._recent_max = recent_scores
@@ -265,9 +266,7 @@ class Processor:
         t0 = clock()
         ops, events, valid = self._decode(records, out)
         t1 = clock()
-        for op in ops:
-            if isinstance(op, EventOp) and op.timestamp_ms > self.watermark_ms:
-                self.watermark_ms = op.timestamp_ms
+        self._advance_watermark(ops, valid)
         result = self.store.apply(ops, self._deferred_scores, self.watermark_ms)
         self._deferred_scores = {}
         t2 = clock()
@@ -367,6 +366,25 @@ class Processor:
             if slot.monitor is not None:
                 slot.monitor.publish()
         return out
+
+    def _advance_watermark(self, ops: Sequence[EventOp | LabelOp], valid: Sequence[Record]) -> None:
+        """Event time known to be complete: the lowest of the partitions' newest event times.
+
+        Taking the minimum keeps a fast partition from expiring labels that a
+        slower partition's events are still about to claim.
+        """
+        for op, record in zip(ops, valid, strict=True):
+            if isinstance(op, EventOp):
+                key = (record.topic, record.partition)
+                if op.timestamp_ms > self._partition_time.get(key, -1):
+                    self._partition_time[key] = op.timestamp_ms
+        if self._partition_time:
+            self.watermark_ms = max(self.watermark_ms, min(self._partition_time.values()))
+
+    def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """The event partitions this processor owns: the watermark waits for each of them."""
+        owned = set(partitions)
+        self._partition_time = {key: self._partition_time.get(key, -1) for key in owned}
 
     def flush(self) -> None:
         """Store the scores still held back for the next batch's store call."""

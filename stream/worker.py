@@ -144,6 +144,7 @@ class Worker:
         self.sink: KafkaSink | None = None
         self.summary = WorkerSummary()
         self._last_lag = 0.0
+        self._assignment: set[tuple[str, int]] = set()
         self._http: Any = None
 
     def stop(self) -> None:
@@ -210,6 +211,10 @@ class Worker:
         received_s = time.time()
         self.metrics.stage_seconds.labels(stage="poll").observe(time.perf_counter() - t0)
         self._update_lag()
+        assignment = self.source.event_partitions()
+        if assignment != self._assignment:
+            self._assignment = assignment
+            self.processor.assign(assignment)
         if not records:
             return 0
         self.metrics.batch_size.observe(len(records))

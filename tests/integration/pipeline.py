@@ -1,0 +1,120 @@
+"""Helpers for pipeline tests on the real stack: settings, producing, draining topics."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis
+from kafka import KafkaConsumer
+
+from features.interactions import entity_ids
+from stream.config import Settings
+from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+from stream.worker import Worker, WorkerSummary
+
+
+def settings_for(kafka: str, redis_url: str, prefix: str, partitions: int = 4, **overrides: Any) -> Settings:
+    """Settings whose topics, group and Redis keys all carry ``prefix``."""
+    sections: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": kafka,
+            "group_id": f"{prefix}-group",
+            "topics": {
+                "events": f"{prefix}.events",
+                "labels": f"{prefix}.labels",
+                "predictions": f"{prefix}.predictions",
+                "dead_letter": f"{prefix}.dead-letter",
+                "partitions": partitions,
+            },
+            "max_poll_records": 500,
+        },
+        "redis": {"url": redis_url},
+        "store": {"key_prefix": prefix},
+        "metrics": {"port": 0},
+    }
+    for section, values in overrides.items():
+        sections[section] = {**sections.get(section, {}), **values}
+    return Settings(**sections)
+
+
+def produce(settings: Settings, lines: Iterable[bytes]) -> Counter[str]:
+    """Send lines as the ``produce`` command does; returns counts per topic kind."""
+    kafka = settings.kafka
+    ensure_topics(kafka, topic_plan(kafka))
+    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
+    sink = KafkaSink(kafka)
+    counts: Counter[str] = Counter()
+    for line in lines:
+        kind = route(line)
+        sink.send(topics[kind], event_key(line), line)
+        counts[kind] += 1
+    sink.producer.flush()
+    sink.close()
+    return counts
+
+
+def drain(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
+    """Every committed record of ``topic``, read from the beginning."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        consumer_timeout_ms=idle_ms,
+    )
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def run_workers(settings: Settings, count: int, idle_timeout_s: float = 4.0) -> list[Worker]:
+    """Run ``count`` workers of one group in threads until the topics are idle."""
+    workers = [Worker(settings, name=f"worker-{n}") for n in range(count)]
+    summaries: list[WorkerSummary] = []
+    threads = [
+        threading.Thread(target=lambda w=w: summaries.append(w.run(idle_timeout_s=idle_timeout_s)))
+        for w in workers
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(summaries) == count, "a worker did not finish"
+    return workers
+
+
+def recount(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
+    """(events, positives, labels) per entity key, counted from the source records."""
+    events = {r["event_id"]: r for r in records if "user_id" in r}
+    counts: dict[str, list[float]] = {}
+    for event in events.values():
+        for kind, entity in entity_ids(event["user_id"], event["item_id"], event.get("author_id")):
+            counts.setdefault(f"{kind}:{entity}", [0, 0.0, 0.0])[0] += 1
+    for record in records:
+        if "user_id" in record or record["event_id"] not in events:
+            continue
+        event = events[record["event_id"]]
+        for kind, entity in entity_ids(event["user_id"], event["item_id"], event.get("author_id")):
+            entry = counts[f"{kind}:{entity}"]
+            entry[1] += float(record["label"])
+            entry[2] += 1.0
+    return {key: (int(v[0]), v[1], v[2]) for key, v in counts.items()}
+
+
+def stored_counters(client: redis.Redis, prefix: str) -> dict[str, tuple[int, float, float]]:
+    """(events, positives, labels) per entity key, as Redis holds them."""
+    out = {}
+    head = f"{prefix}:e:"
+    for key in client.scan_iter(match=head + "*", count=5000):
+        n, p, labelled = client.hmget(key, "n", "p", "l")
+        out[key.decode()[len(head) :]] = (int(n or 0), float(p or 0), float(labelled or 0))
+    return out
+
+
+def lines_of(records: Iterable[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(r) for r in records]

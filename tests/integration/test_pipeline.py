@@ -1,0 +1,83 @@
+"""The core pipeline end to end on the real Kafka and Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+import pytest
+
+from stream.synthetic import WorldConfig, generate_world
+
+from .pipeline import drain, lines_of, produce, recount, run_workers, settings_for, stored_counters
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_worker_scores_every_event_once_learns_every_label_and_counts_exactly(
+    kafka_bootstrap, redis_url, redis_client, unique_prefix
+):
+    records = list(generate_world(WorldConfig(events=10_000, seed=3)))
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix)
+    sent = produce(settings, lines_of(records))
+    assert sent == {"events": 10_000, "labels": 10_000}
+
+    (worker,) = run_workers(settings, 1)
+
+    predictions = drain(kafka_bootstrap, settings.kafka.topics.predictions)
+    per_event = Counter(r.key.decode() for r in predictions)
+    events = {r["event_id"] for r in records if "user_id" in r}
+    assert set(per_event) == events
+    assert set(per_event.values()) == {1}
+    first = orjson.loads(predictions[0].value)
+    assert 0.0 <= first["score"] <= 1.0 and first["model_version"] == "0"
+    assert worker.processor.slots[0].labels_learned == 10_000
+    assert stored_counters(redis_client, unique_prefix) == recount(records)
+
+
+def test_two_workers_in_one_group_give_the_same_counters_as_one(
+    kafka_bootstrap, redis_url, redis_client, unique_prefix
+):
+    records = list(generate_world(WorldConfig(events=4_000, seed=5)))
+    one = settings_for(kafka_bootstrap, redis_url, unique_prefix + "a", partitions=4)
+    two = settings_for(kafka_bootstrap, redis_url, unique_prefix + "b", partitions=4)
+    produce(one, lines_of(records))
+    produce(two, lines_of(records))
+
+    run_workers(one, 1)
+    workers = run_workers(two, 2)
+
+    assert all(w.summary.records > 0 for w in workers), "both workers got partitions"
+    single = stored_counters(redis_client, unique_prefix + "a")
+    double = stored_counters(redis_client, unique_prefix + "b")
+    assert single == double == recount(records)
+
+
+def test_invalid_records_go_to_dead_letter_with_a_reason_and_valid_ones_are_scored(
+    kafka_bootstrap, redis_url, unique_prefix
+):
+    valid = [
+        {"event_id": f"ok{n}", "timestamp": 1_767_225_600_000 + n, "user_id": "u", "item_id": "i"}
+        for n in range(20)
+    ]
+    bad = [
+        b'{"event_id": "x1", "timestamp": ',
+        b'{"event_id": "x2", "timestamp": "yesterday", "user_id": "u", "item_id": "i"}',
+        b'{"event_id": "x3", "timestamp": 1767225600000, "user_id": 7, "item_id": "i"}',
+        b'{"event_id": "x4", "timestamp": 1767225600000, "item_id": "i"}',
+        b"\xff\xfe not text",
+    ]
+    lines = lines_of(valid[:10]) + bad + lines_of(valid[10:])
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=1)
+    produce(settings, lines)
+
+    run_workers(settings, 1, idle_timeout_s=3)
+
+    scored = {r.key.decode() for r in drain(kafka_bootstrap, settings.kafka.topics.predictions)}
+    assert scored == {v["event_id"] for v in valid}
+    letters = [orjson.loads(r.value) for r in drain(kafka_bootstrap, settings.kafka.topics.dead_letter)]
+    assert [d["reason"] for d in letters] == [
+        "invalid_json", "wrong_type", "wrong_type", "missing_field", "not_utf8"
+    ]
+    assert all(d["topic"] == settings.kafka.topics.events for d in letters)
+    assert [d["offset"] for d in letters] == [10, 11, 12, 13, 14]
