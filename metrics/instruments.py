@@ -26,12 +26,38 @@ __all__ = ["LATENCY_BUCKETS", "STAGES", "WorkerMetrics"]
 
 #: Seconds; resolves single milliseconds up to 100 ms, then coarser up to 10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
-    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 #: The stages of a batch, in processing order; the only values of the ``stage`` label.
-STAGES: tuple[str, ...] = ("poll", "decode", "features", "redis", "score", "learn", "produce", "commit")
+STAGES: tuple[str, ...] = (
+    "poll",
+    "decode",
+    "features",
+    "redis",
+    "score",
+    "learn",
+    "produce",
+    "commit",
+)
 
 
 class WorkerMetrics:

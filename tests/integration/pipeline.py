@@ -17,7 +17,9 @@ from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_pl
 from stream.worker import Worker, WorkerSummary
 
 
-def settings_for(kafka: str, redis_url: str, prefix: str, partitions: int = 4, **overrides: Any) -> Settings:
+def settings_for(
+    kafka: str, redis_url: str, prefix: str, partitions: int = 4, **overrides: Any
+) -> Settings:
     """Settings whose topics, group and Redis keys all carry ``prefix``."""
     sections: dict[str, Any] = {
         "kafka": {

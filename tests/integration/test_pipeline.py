@@ -75,9 +75,15 @@ def test_invalid_records_go_to_dead_letter_with_a_reason_and_valid_ones_are_scor
 
     scored = {r.key.decode() for r in drain(kafka_bootstrap, settings.kafka.topics.predictions)}
     assert scored == {v["event_id"] for v in valid}
-    letters = [orjson.loads(r.value) for r in drain(kafka_bootstrap, settings.kafka.topics.dead_letter)]
+    letters = [
+        orjson.loads(r.value) for r in drain(kafka_bootstrap, settings.kafka.topics.dead_letter)
+    ]
     assert [d["reason"] for d in letters] == [
-        "invalid_json", "wrong_type", "wrong_type", "missing_field", "not_utf8"
+        "invalid_json",
+        "wrong_type",
+        "wrong_type",
+        "missing_field",
+        "not_utf8",
     ]
     assert all(d["topic"] == settings.kafka.topics.events for d in letters)
     assert [d["offset"] for d in letters] == [10, 11, 12, 13, 14]
