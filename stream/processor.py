@@ -53,6 +53,7 @@ from features.vector import FeatureConfig, features_from_snapshot, features_of, 
 from learners.models import is_positive, learn, score
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
+from metrics.scorecard import Scorecard
 
 __all__ = ["BatchOutput", "DeadLetter", "ModelSlot", "Prediction", "Processor", "Record"]
 
@@ -132,6 +133,7 @@ class ModelSlot:
     model: base.Classifier
     version: str = "0"
     monitor: Monitor | None = None
+    scorecard: Scorecard | None = None
     events_scored: int = 0
     labels_learned: int = 0
 
@@ -245,10 +247,13 @@ class Processor:
             learn(slot.model, x, label.value, label.weight)
             slot.labels_learned += 1
             given = recent[index] if recent is not None else (stored if index == 0 else None)
-            if slot.monitor is not None and given is not None:
-                slot.monitor.observe_label(
-                    given, is_positive(label.value), label.weight, event_time_ms
-                )
+            if given is None:
+                continue
+            y_true = is_positive(label.value)
+            if slot.monitor is not None:
+                slot.monitor.observe_label(given, y_true, label.weight, event_time_ms)
+            if slot.scorecard is not None:
+                slot.scorecard.update(y_true, given)
         if self.metrics is not None:
             self.metrics.labels_learned.labels(source=kind).inc()
 
@@ -297,13 +302,13 @@ class Processor:
                         slot.name,
                         slot.version,
                         p,
-                        p >= self.threshold,
+                        p > self.threshold,
                         event.timestamp,
                         record.timestamp_ms,
                     )
                     (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
                     if slot.monitor is not None:
-                        slot.monitor.observe_prediction(p, p >= self.threshold, x, event.timestamp)
+                        slot.monitor.observe_prediction(p, p > self.threshold, x, event.timestamp)
                 self._deferred_scores[event.event_id] = scores[0]
                 self._remember(event.event_id, scores)
                 if outcome.label is not None:

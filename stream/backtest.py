@@ -1,0 +1,252 @@
+"""In-process backtest: a historical file through the worker's own code, in event time.
+
+The file's records go through the same :class:`stream.processor.Processor`
+(decode, features, scoring, learning, monitoring) as in the worker, without
+Kafka, as fast as possible and deterministically. The interaction state lives
+in a :class:`features.store.MemoryStore` by default, or in Redis.
+
+With a label delay, an event's inline label is held back and released, as a
+label record, before the first event at or after ``event time + delay``: the
+order of ``river.stream.simulate_qa``, so a backtest matches
+``river.evaluate.progressive_val_score(..., delay=...)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import redis
+
+from features.schema import to_epoch_ms
+from features.store import InteractionStore, MemoryStore, RedisStore
+from learners.models import build_model
+from metrics.monitor import Monitor
+from metrics.scorecard import Scorecard
+from stream.config import Settings
+from stream.processor import BatchOutput, ModelSlot, Processor, Record
+from stream.sources import read_records
+
+__all__ = ["BacktestResult", "backtest", "delayed_labels", "file_records"]
+
+EVENTS_TOPIC = "file"
+LABELS_TOPIC = "delayed-labels"
+
+#: The alert a drift event stands for in a backtest report.
+DRIFT_ALERTS = {
+    ("prediction", "psi"): "StreamlearnPredictionDriftPSI",
+    ("prediction", "ks"): "StreamlearnPredictionKS",
+    ("prediction", "positive_rate_ratio"): "StreamlearnPositiveRateShift",
+    ("concept", None): "StreamlearnConceptDrift",
+    ("feature", None): "StreamlearnFeatureDriftPSI",
+}
+
+
+def file_records(raw: Iterable[bytes]) -> Iterator[Record]:
+    """Records of a file, in file order, each addressed by its line number."""
+    for offset, value in enumerate(raw):
+        kind = "events"
+        try:
+            obj = orjson.loads(value)
+            if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
+                kind = "labels"
+        except orjson.JSONDecodeError:
+            pass
+        yield Record(kind, value, EVENTS_TOPIC, 0, offset)  # type: ignore[arg-type]
+
+
+def delayed_labels(records: Iterable[Record], delay_ms: int) -> Iterator[Record]:
+    """Move each event's inline label to a label record ``delay_ms`` later in event time."""
+    waiting: deque[tuple[int, bytes]] = deque()
+    released = 0
+    for record in records:
+        obj = _event_with_label(record)
+        if obj is None:
+            yield record
+            continue
+        now = to_epoch_ms(obj["timestamp"])
+        while waiting and waiting[0][0] <= now:
+            yield Record("labels", waiting.popleft()[1], LABELS_TOPIC, 0, released)
+            released += 1
+        label = orjson.dumps(
+            {"event_id": obj["event_id"], "timestamp": now + delay_ms, "label": obj.pop("label")}
+        )
+        waiting.append((now + delay_ms, label))
+        yield Record("events", orjson.dumps(obj), record.topic, record.partition, record.offset)
+    for _, label in waiting:
+        yield Record("labels", label, LABELS_TOPIC, 0, released)
+        released += 1
+
+
+def _event_with_label(record: Record) -> dict[str, Any] | None:
+    if record.kind != "events":
+        return None
+    try:
+        obj = orjson.loads(record.value)
+        if not isinstance(obj, dict) or obj.get("label") is None:
+            return None
+        to_epoch_ms(obj.get("timestamp"))
+        if not isinstance(obj.get("event_id"), str):
+            return None
+    except (orjson.JSONDecodeError, ValueError):
+        return None
+    return obj
+
+
+@dataclass
+class BacktestResult:
+    events: int = 0
+    labels_learned: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    slots: list[ModelSlot] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    batch_seconds: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The report's ``summary.json``."""
+        models = {}
+        for slot in self.slots:
+            assert slot.scorecard is not None and slot.monitor is not None
+            drift = [
+                {k: e[k] for k in ("kind", "name", "event_index", "timestamp", "value")}
+                for e in slot.monitor.drift_events
+            ]
+            models[slot.name] = {
+                "metrics": slot.scorecard.result(),
+                "events_scored": slot.events_scored,
+                "labels_learned": slot.labels_learned,
+                "drift": drift,
+                "alerts": [
+                    {**event, "alert": alert_for(event["kind"], event["name"])} for event in drift
+                ],
+            }
+        return {
+            "events": self.events,
+            "labels_learned": self.labels_learned,
+            "dead_letters": dict(sorted(self.dead_letters.items())),
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events / self.seconds, 1) if self.seconds else None,
+            "models": models,
+        }
+
+
+def alert_for(kind: str, name: str) -> str:
+    return DRIFT_ALERTS.get((kind, name)) or DRIFT_ALERTS.get((kind, None), "StreamlearnDrift")
+
+
+def _store(settings: Settings, redis_url: str | None) -> InteractionStore:
+    if redis_url is None:
+        return MemoryStore(settings.store, settings.features.interactions)
+    client = redis.Redis.from_url(redis_url, **settings.redis.client_options())
+    return RedisStore(client, settings.store, settings.features.interactions)
+
+
+def _slot_names(specs: Iterable[str]) -> list[str]:
+    names: list[str] = []
+    for spec in specs:
+        name, n = spec, 2
+        while name in names:
+            name, n = f"{spec}#{n}", n + 1
+        names.append(name)
+    return names
+
+
+def backtest(
+    path: Path,
+    settings: Settings,
+    models: Iterable[str] = ("logistic",),
+    label_delay_s: float | None = None,
+    redis_url: str | None = None,
+    predictions: IO[bytes] | None = None,
+    dead_letters: IO[bytes] | None = None,
+    batch_size: int = 1000,
+    timeline_every: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+) -> BacktestResult:
+    """Run ``models`` side by side over the file at ``path``; write predictions as JSON lines."""
+    specs = list(models)
+    slots = [
+        ModelSlot(
+            name,
+            build_model(spec),
+            monitor=Monitor(settings.monitoring),
+            scorecard=Scorecard(settings.model.threshold, settings.monitoring.precision_target),
+        )
+        for name, spec in zip(_slot_names(specs), specs, strict=True)
+    ]
+    processor = Processor(
+        slots,
+        _store(settings, redis_url),
+        settings.features,
+        settings.limits,
+        settings.model.threshold,
+    )
+    records: Iterable[Record] = file_records(read_records(path))
+    if label_delay_s is not None:
+        records = delayed_labels(records, int(label_delay_s * 1000))
+    result = BacktestResult(slots=slots)
+    started = time.perf_counter()
+    next_point = timeline_every
+    for batch in _batches(records, batch_size):
+        t0 = time.perf_counter()
+        out = processor.process(batch)
+        result.batch_seconds.append((len(batch), time.perf_counter() - t0))
+        _write(out, predictions, dead_letters)
+        result.labels_learned += out.labels_learned
+        result.dead_letters.update(d.reason for d in out.dead_letters)
+        if processor.events_seen >= next_point:
+            result.timeline.append(_point(processor))
+            next_point = (processor.events_seen // timeline_every + 1) * timeline_every
+        if on_batch is not None:
+            on_batch(len(batch))
+    processor.flush()
+    result.seconds = time.perf_counter() - started
+    result.events = processor.events_seen
+    result.timeline.append(_point(processor))
+    return result
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _write(out: BatchOutput, predictions: IO[bytes] | None, dead_letters: IO[bytes] | None) -> None:
+    if predictions is not None:
+        for p in out.predictions + out.shadow_predictions:
+            predictions.write(
+                orjson.dumps({"event_id": p.event_id, "score": p.score, "model": p.model}) + b"\n"
+            )
+    if dead_letters is not None:
+        for letter in out.dead_letters:
+            dead_letters.write(letter.to_json() + b"\n")
+
+
+def _point(processor: Processor) -> dict[str, Any]:
+    point: dict[str, Any] = {
+        "event_index": processor.events_seen,
+        "timestamp": processor.watermark_ms,
+        "models": {},
+    }
+    for slot in processor.slots:
+        assert slot.monitor is not None
+        snap = slot.monitor.snapshot(refresh=True)
+        point["models"][slot.name] = {
+            "quality": snap["quality"],
+            "prediction": snap["prediction"],
+            "features": snap["features"],
+            "labels_learned": slot.labels_learned,
+        }
+    return point
