@@ -1,0 +1,276 @@
+"""Alerts and dashboard queries against the real Prometheus and Alertmanager.
+
+A worker-like ``/metrics`` endpoint (the real :class:`~metrics.monitor.Monitor`
+and :class:`~metrics.instruments.WorkerMetrics` on a fresh registry) is
+scraped by the session Prometheus, which loads the committed
+``deploy/prometheus/rules`` and sends alerts to the session Alertmanager,
+configured by the committed ``deploy/alertmanager/alertmanager.yml`` (webhook
+``http://127.0.0.1:9095/alerts``, served here).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+
+from metrics.alerts import DEFAULT_WEBHOOK_URL
+from metrics.dashboard import dashboard_queries
+from metrics.instruments import WorkerMetrics
+from metrics.monitor import Monitor, MonitoringMetrics
+from metrics.thresholds import MonitoringConfig
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def query(prometheus_url: str, expr: str) -> dict[str, Any]:
+    return get_json(f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Worker:
+    """A /metrics endpoint with the worker's and the monitor's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.worker = WorkerMetrics(self.registry)
+        self.config = MonitoringConfig(
+            reference_size=200, window_size=200, evaluate_every=50, quality_window=200,
+            features=("amount",),
+        )
+        self.monitor = Monitor(self.config, MonitoringMetrics(self.registry))
+        self.rng = random.Random(0)
+        self.index = 0
+        self.port = free_port()
+        self.server, self.thread = start_http_server(
+            self.port, addr="127.0.0.1", registry=self.registry
+        )
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def predictions(self, n: int, positive_rate: float) -> None:
+        for _ in range(n):
+            positive = self.rng.random() < positive_rate
+            score = 0.9 if positive else 0.1
+            self.monitor.observe_prediction(
+                score, positive, {"amount": self.rng.random()}, event_time_ms=self.index
+            )
+            self.worker.events.inc()
+            self.worker.predictions.inc()
+            self.worker.event_to_prediction.observe(0.004)
+            self.worker.stage_seconds.labels(stage="score").observe(0.001)
+            self.index += 1
+        self.monitor.publish(refresh=True)
+
+    def concept_shift(self) -> int:
+        detections = 0
+        for i in range(3000):
+            y = self.rng.random() < 0.5
+            score = 0.8 if y else 0.2
+            if i >= 1500:
+                score = 1 - score
+            detections += self.monitor.observe_label(score, y, event_time_ms=self.index)
+        self.monitor.publish()
+        return detections
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Webhook:
+    """Collects Alertmanager webhook notifications."""
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        received = self.notifications
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == path:
+                    received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def alerts(self, alertname: str, target: str, status: str) -> list[dict[str, Any]]:
+        return [
+            alert
+            for note in list(self.notifications)
+            for alert in note.get("alerts", [])
+            if alert["labels"].get("alertname") == alertname
+            and alert["labels"].get("target") == target
+            and alert["status"] == status
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def worker() -> Iterator[Worker]:
+    w = Worker()
+    yield w
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[Webhook]:
+    url = urllib.parse.urlparse(DEFAULT_WEBHOOK_URL)
+    try:
+        hook = Webhook(url.hostname or "127.0.0.1", url.port or 80, url.path)
+    except OSError as exc:
+        pytest.skip(f"cannot serve the Alertmanager webhook at {DEFAULT_WEBHOOK_URL}: {exc}")
+    yield hook
+    hook.close()
+
+
+def scraped(prometheus_url: str, target: str) -> bool:
+    result = query(prometheus_url, f'up{{target="{target}"}} == 1')["data"]["result"]
+    return bool(result)
+
+
+def test_every_dashboard_query_runs_on_prometheus(
+    prometheus_url: str, scrape_target: Callable[..., str], worker: Worker
+) -> None:
+    worker.predictions(600, 0.05)
+    target = scrape_target(worker.address)
+    wait_for(lambda: scraped(prometheus_url, target), 60, f"Prometheus to scrape {target}")
+    time.sleep(3)  # a few scrapes, so rate() has two samples
+    empty = []
+    for expr in dashboard_queries():
+        answer = query(prometheus_url, expr)
+        assert answer["status"] == "success", (expr, answer)
+        if not answer["data"]["result"]:
+            empty.append(expr)
+    for must_have_data in (
+        "streamlearn_prediction_psi",
+        'max(streamlearn_alert_threshold{name="psi_critical"})',
+        "sum(rate(streamlearn_predictions_total[1m]))",
+        "histogram_quantile(0.99, sum by (le) (rate(streamlearn_event_to_prediction_seconds_bucket[1m])))",  # noqa: E501
+        "max by (feature) (streamlearn_feature_psi)",
+    ):
+        assert must_have_data in dashboard_queries()
+        assert must_have_data not in empty, must_have_data
+
+
+def firing(prometheus_url: str, alertname: str, target: str) -> list[dict[str, Any]]:
+    alerts = get_json(f"{prometheus_url}/api/v1/alerts")["data"]["alerts"]
+    return [
+        a for a in alerts
+        if a["labels"].get("alertname") == alertname
+        and a["labels"].get("target") == target
+        and a["state"] == "firing"
+    ]
+
+
+def in_alertmanager(alertmanager_url: str, alertname: str, target: str) -> list[dict[str, Any]]:
+    params = urllib.parse.urlencode(
+        {"filter": [f'alertname="{alertname}"', f'target="{target}"']}, doseq=True
+    )
+    return get_json(f"{alertmanager_url}/api/v2/alerts?{params}")
+
+
+def test_concept_drift_alert_reaches_the_webhook(
+    prometheus_url: str,
+    alertmanager_url: str,
+    scrape_target: Callable[..., str],
+    worker: Worker,
+    webhook: Webhook,
+) -> None:
+    target = scrape_target(worker.address)
+    wait_for(lambda: scraped(prometheus_url, target), 60, f"Prometheus to scrape {target}")
+    time.sleep(2)  # the counter's zero is scraped before the detections
+    assert worker.concept_shift() > 0
+    alert = wait_for(
+        lambda: firing(prometheus_url, "StreamlearnConceptDrift", target), 60,
+        "StreamlearnConceptDrift firing in Prometheus",
+    )[0]
+    assert alert["labels"]["severity"] == "warning"
+    assert alert["annotations"]["summary"] == "Concept drift detected on the online loss"
+    wait_for(
+        lambda: in_alertmanager(alertmanager_url, "StreamlearnConceptDrift", target), 60,
+        "the alert in Alertmanager",
+    )
+    note = wait_for(
+        lambda: webhook.alerts("StreamlearnConceptDrift", target, "firing"), 60,
+        "the firing notification on the webhook",
+    )[0]
+    assert note["labels"]["job"] == "streamlearn"
+
+
+def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
+    prometheus_url: str,
+    scrape_target: Callable[..., str],
+    worker: Worker,
+    webhook: Webhook,
+) -> None:
+    worker.predictions(400, 0.05)  # reference 5% positive
+    worker.predictions(200, 0.80)  # the broken-pipeline jump
+    ratio = worker.registry.get_sample_value("streamlearn_prediction_positive_rate_ratio")
+    assert ratio is not None and ratio > 3
+    target = scrape_target(worker.address)
+    wait_for(lambda: scraped(prometheus_url, target), 60, f"Prometheus to scrape {target}")
+    for_seconds = 120  # AlertThresholds().positive_rate_for
+    wait_for(
+        lambda: firing(prometheus_url, "StreamlearnPositiveRateShift", target),
+        for_seconds + 60, "StreamlearnPositiveRateShift firing",
+    )
+    note = wait_for(
+        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "firing"), 60,
+        "the firing notification",
+    )[0]
+    assert note["labels"]["severity"] == "critical"
+    assert "times the reference rate" in note["annotations"]["description"]
+
+    worker.monitor.reset_reference()  # a new model version: new reference windows
+    worker.monitor.publish()
+    ratio = worker.registry.get_sample_value("streamlearn_prediction_positive_rate_ratio")
+    assert ratio is not None and math.isnan(ratio)
+    wait_for(
+        lambda: not firing(prometheus_url, "StreamlearnPositiveRateShift", target), 60,
+        "the alert to resolve in Prometheus",
+    )
+    wait_for(
+        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "resolved"), 90,
+        "the resolved notification",
+    )
