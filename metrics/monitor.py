@@ -215,6 +215,8 @@ class Monitor:
         The monitoring settings and thresholds.
     metrics
         Where :meth:`publish` writes; None to only compute (backtests, tests).
+    threshold
+        The model's decision threshold: a score above it is a positive decision.
 
     Attributes
     ----------
@@ -235,7 +237,12 @@ class Monitor:
     the current window in ``"trailing"`` mode.
     """
 
-    def __init__(self, config: MonitoringConfig, metrics: MonitoringMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: MonitoringConfig,
+        metrics: MonitoringMetrics | None = None,
+        threshold: float = 0.5,
+    ) -> None:
         self.config = config
         self.thresholds = config.thresholds
         self.metrics = metrics
@@ -258,7 +265,7 @@ class Monitor:
         )
         self.quality = RollingQuality(
             window=config.quality_window,
-            threshold=config.decision_threshold,
+            threshold=threshold,
             precision_target=config.precision_target,
         )
         self._reference_quality: deque[tuple[bool, float, float]] = deque(

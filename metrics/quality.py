@@ -172,7 +172,7 @@ class RollingQuality:
         Labelled predictions kept.
     threshold
         Decision threshold for accuracy, precision and recall
-        (positive when ``score >= threshold``).
+        (positive when ``score > threshold``, River's argmax at 0.5).
     precision_target
         Precision that :attr:`QualityReport.recall_at_precision` must keep.
 
@@ -231,7 +231,7 @@ class RollingQuality:
         loss = 0.0
         for y, s, w in self._items:
             loss += w * binary_log_loss(y, s)
-            if s >= self.threshold:
+            if s > self.threshold:
                 if y:
                     tp += w
                 else:

@@ -137,9 +137,6 @@ class MonitoringConfig(BaseModel):
         Detections and drift events kept in memory.
     quality_window
         Labels in the rolling quality window.
-    decision_threshold
-        Score at or above which the decision is positive, for accuracy,
-        precision and recall.
     precision_target
         Precision that ``recall_at_precision`` must keep.
     thresholds
@@ -163,7 +160,6 @@ class MonitoringConfig(BaseModel):
     max_detections: int = Field(1000, ge=1, le=100_000)
     max_drift_events: int = Field(1000, ge=1, le=100_000)
     quality_window: int = Field(1000, ge=10, le=1_000_000)
-    decision_threshold: float = Field(0.5, ge=0, le=1)
     precision_target: float = Field(0.995, gt=0, le=1)
     thresholds: AlertThresholds = Field(default_factory=AlertThresholds)
 

@@ -175,7 +175,7 @@ def backtest(
         ModelSlot(
             name,
             build_model(spec),
-            monitor=Monitor(settings.monitoring),
+            monitor=Monitor(settings.monitoring, threshold=settings.model.threshold),
             scorecard=Scorecard(settings.model.threshold, settings.monitoring.precision_target),
         )
         for name, spec in zip(_slot_names(specs), specs, strict=True)

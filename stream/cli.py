@@ -152,6 +152,93 @@ def generate(
     console.print(f"wrote {n} records ({events} events) to {out}")
 
 
+@app.command()
+def backtest(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
+    config: ConfigOption = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Preset or package.module:function; repeat to compare models."),
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="default, or raw: the event's own features only.")
+    ] = None,
+    label_delay: Annotated[
+        float | None, typer.Option(help="Seconds of event time before an inline label is known.")
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Keep interaction state in this Redis URL.")
+    ] = None,
+    report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("reports/backtest"),
+) -> None:
+    """Run models over a historical file in-process, in event time, and write a report."""
+    from stream.backtest import backtest as run_backtest
+    from stream.report import write_report
+
+    overrides: dict[str, object] = {}
+    if features is not None:
+        overrides["features"] = {"mode": features}
+    settings = settings_or_exit(config, **overrides)
+    specs = model or [settings.model.spec]
+    report.mkdir(parents=True, exist_ok=True)
+    with (
+        (report / "predictions.jsonl").open("wb") as predictions,
+        (report / "dead_letters.jsonl").open("wb") as dead_letters,
+        progress() as bar,
+    ):
+        task = bar.add_task(f"backtest {file.name}", total=None)
+        try:
+            result = run_backtest(
+                file,
+                settings,
+                specs,
+                label_delay_s=label_delay,
+                redis_url=redis,
+                predictions=predictions,
+                dead_letters=dead_letters,
+                on_batch=lambda n: bar.advance(task, n),
+            )
+        except ValueError as error:
+            console.print(f"[red]cannot run the backtest:[/red] {error}")
+            raise typer.Exit(2) from None
+    summary = write_report(result, report)
+    console.print(summary)
+
+
+@app.command("dataset")
+def dataset(
+    action: Annotated[str, typer.Argument(help="export, or list")],
+    name: Annotated[str | None, typer.Argument(help="Data set name (see `dataset list`).")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Where to write the JSON lines.")] = None,
+    seed: int = 42,
+    limit: Annotated[int | None, typer.Option(min=1, help="Samples to export.")] = None,
+) -> None:
+    """List River's bundled data sets and generators, or export one as an event file."""
+    from stream.datasets import DATASETS, dataset_events
+
+    if action == "list":
+        table = Table(title="data sets")
+        for column in ("name", "samples", "what"):
+            table.add_column(column)
+        for key, (_, size, description) in sorted(DATASETS.items()):
+            table.add_row(key, str(size), description)
+        console.print(table)
+        return
+    if action != "export" or name is None or file is None:
+        console.print(
+            "usage: streamlearn dataset export NAME FILE   (or: streamlearn dataset list)"
+        )
+        raise typer.Exit(2)
+    try:
+        events = dataset_events(name, seed=seed, limit=limit)
+        with file.open("wb") as handle:
+            n = sum(handle.write(orjson.dumps(event) + b"\n") > 0 for event in events)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {n} events of {name!r} to {file}")
+
+
 def main() -> None:
     app()
 

@@ -129,7 +129,9 @@ class Worker:
         self._stop = threading.Event()
         self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
         store = RedisStore(self.redis, settings.store, settings.features.interactions)
-        monitor = Monitor(settings.monitoring, MonitoringMetrics(self.registry))
+        monitor = Monitor(
+            settings.monitoring, MonitoringMetrics(self.registry), settings.model.threshold
+        )
         slot = ModelSlot(settings.model.spec, build_model(settings.model.spec), monitor=monitor)
         self.metrics.model_info.info({"name": slot.name, "version": slot.version})
         self.processor = Processor(
