@@ -133,7 +133,5 @@ def test_interaction_features_beat_the_producer_features_alone(tmp_path):
     for mode in ("default", "raw"):
         result = backtest(path, Settings(features={"mode": mode}), models=["logistic"])
         auc[mode] = result.summary()["models"]["logistic"]["metrics"]["roc_auc"]
-    print(
-        f"progressive ROC AUC, logistic: with interactions {auc['default']:.4f}, raw {auc['raw']:.4f}"
-    )
+    print(f"progressive ROC AUC: interactions {auc['default']:.4f}, raw {auc['raw']:.4f}")
     assert auc["default"] > auc["raw"] + 0.05
