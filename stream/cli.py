@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -65,10 +66,20 @@ def run(
     verbose: bool = False,
 ) -> None:
     """Run a worker: consume events and labels, score, learn, publish predictions."""
+    from learners.registry import KEY_ENV, SnapshotError, signing_key_from_env
     from stream.worker import Worker
 
     _logging(verbose)
-    worker = Worker(settings_or_exit(config), name=name)
+    settings = settings_or_exit(config)
+    try:
+        key = signing_key_from_env()
+    except SnapshotError as error:
+        if settings.checkpoint.enabled and KEY_ENV in os.environ:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(2) from None
+        key = None
+        console.print(f"[yellow]{KEY_ENV} is not set: no checkpoints, offsets committed per batch")
+    worker = Worker(settings, name=name, signing_key=key)
     if worker.settings.metrics.port:
         worker.serve_metrics()
     summary = worker.run(idle_timeout_s=idle_timeout, max_records=max_records)

@@ -39,6 +39,7 @@ from features.vector import FeatureConfig
 from metrics.thresholds import MonitoringConfig
 
 __all__ = [
+    "CheckpointConfig",
     "ConfigError",
     "KafkaConfig",
     "MetricsConfig",
@@ -137,6 +138,20 @@ class ModelConfig(BaseModel):
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Decision threshold.")
 
 
+class CheckpointConfig(BaseModel):
+    model_config = _FROZEN
+
+    enabled: bool = Field(
+        default=True,
+        description="Snapshot the model with its offsets (needs STREAMLEARN_MODEL_KEY).",
+    )
+    every_labels: int = Field(default=5000, gt=0, description="Checkpoint after this many labels.")
+    every_seconds: float = Field(default=30.0, gt=0, description="... or this many seconds.")
+    registry_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often to look for a promoted or rolled-back model."
+    )
+
+
 class MetricsConfig(BaseModel):
     model_config = _FROZEN
 
@@ -158,6 +173,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     limits: Limits = Field(default_factory=Limits)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @classmethod

@@ -135,6 +135,14 @@ class KafkaSource:
             offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
         return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
 
+    def committed(self, partitions: list[str]) -> dict[str, int | None]:
+        """The group's committed offsets of ``topic:partition`` names."""
+        out: dict[str, int | None] = {}
+        for name in partitions:
+            topic, partition = name.rsplit(":", 1)
+            out[name] = self.consumer.committed(TopicPartition(topic, int(partition)))
+        return out
+
     def event_partitions(self) -> set[tuple[str, int]]:
         """The partitions of the events topic assigned to this consumer."""
         events = self.config.topics.events
@@ -178,12 +186,15 @@ class KafkaSink:
             options["enable_idempotence"] = True
         self.producer = KafkaProducer(**options)
         self.transactional = transactional_id is not None
+        self.in_transaction = False
         if self.transactional:
             self.producer.init_transactions()
 
     def begin(self) -> None:
-        if self.transactional:
+        """Open a transaction unless one is open (a transaction may span many batches)."""
+        if self.transactional and not self.in_transaction:
             self.producer.begin_transaction()
+            self.in_transaction = True
 
     def send(
         self,
@@ -202,15 +213,18 @@ class KafkaSink:
     ) -> None:
         """Make the batch's outputs visible and its input offsets committed."""
         if self.transactional:
+            self.begin()
             if offsets:
                 self.producer.send_offsets_to_transaction(dict(offsets), group_id)
             self.producer.commit_transaction()
+            self.in_transaction = False
         else:
             self.producer.flush()
             source.commit(offsets)
 
     def abort(self) -> None:
-        if self.transactional:
+        if self.transactional and self.in_transaction:
+            self.in_transaction = False
             self.producer.abort_transaction()
 
     def close(self) -> None:

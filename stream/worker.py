@@ -1,8 +1,15 @@
-"""The stream worker: poll a batch, process it, publish, commit. Nothing else.
+"""The stream worker: poll a batch, process it, publish, checkpoint. Nothing else.
 
 The loop is thin on purpose: decoding, features, scoring and learning live in
 :class:`stream.processor.Processor`; Kafka in :mod:`stream.kafka_io`; Redis in
-:mod:`features.store`; metrics in :mod:`metrics`.
+:mod:`features.store`; model versions in :mod:`learners.registry` and
+:mod:`learners.checkpoint`; metrics in :mod:`metrics`.
+
+Offsets are committed to Kafka only with a checkpoint, the model snapshot
+that has learned everything before them. After a crash the worker resumes
+from its last checkpoint: the records after it are processed again, Redis
+recognises them (same source record) and hands back the state they saw, and
+the model, rewound to the checkpoint, learns their labels once more.
 """
 
 from __future__ import annotations
@@ -13,22 +20,28 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from features.store import BatchOutcome, EventOp, LabelOp, RedisStore
+from learners.checkpoint import Checkpoint, CheckpointStore
 from learners.models import build_model
+from learners.registry import ModelRegistry
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics, topic_plan
 from stream.processor import BatchOutput, ModelSlot, Processor
 
-__all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays"]
+__all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays", "retrying"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 def backoff_delays(base_s: float = 0.1, cap_s: float = 5.0) -> Callable[[int], float]:
@@ -41,6 +54,44 @@ def backoff_delays(base_s: float = 0.1, cap_s: float = 5.0) -> Callable[[int], f
     return lambda attempt: min(cap_s, base_s * 2**attempt)
 
 
+def retrying(
+    call: Callable[[], T],
+    dependency: str,
+    errors: tuple[type[BaseException], ...],
+    metrics: WorkerMetrics | None,
+    give_up: Callable[[], bool] = lambda: False,
+) -> T:
+    """``call()``, retried with backoff while it raises one of ``errors``.
+
+    ``give_up`` is asked after each failure; when it says yes the error is raised.
+    """
+    delay = backoff_delays()
+    attempt = 0
+    while True:
+        try:
+            result = call()
+        except errors as exc:
+            if metrics is not None:
+                metrics.dependency_up.labels(dependency=dependency).set(0)
+                metrics.retries.labels(dependency=dependency).inc()
+            if give_up():
+                raise
+            log.warning(
+                "%s unavailable (%s); retry %d in %.1fs",
+                dependency,
+                exc,
+                attempt + 1,
+                delay(attempt),
+            )
+            time.sleep(delay(attempt))
+            attempt += 1
+            continue
+        if metrics is not None and attempt:
+            metrics.dependency_up.labels(dependency=dependency).set(1)
+            log.info("%s is back after %d retries", dependency, attempt)
+        return result
+
+
 class RetryingStore:
     """A store whose batch call waits and retries while Redis is unavailable.
 
@@ -48,39 +99,16 @@ class RetryingStore:
     but whose reply was lost comes back as replays with the same states.
     """
 
-    def __init__(
-        self,
-        store: RedisStore,
-        metrics: WorkerMetrics | None,
-        should_stop: Callable[[], bool] = lambda: False,
-    ) -> None:
+    def __init__(self, store: RedisStore, metrics: WorkerMetrics | None) -> None:
         self.store = store
         self.metrics = metrics
-        self.should_stop = should_stop
-        self.delay = backoff_delays()
 
     def apply(
         self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
     ) -> BatchOutcome:
-        attempt = 0
-        while True:
-            try:
-                outcome = self.store.apply(ops, scores, watermark_ms)
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-                if self.metrics is not None:
-                    self.metrics.dependency_up.labels(dependency="redis").set(0)
-                    self.metrics.retries.labels(dependency="redis").inc()
-                delay = self.delay(attempt)
-                log.warning("redis unavailable (%s); retry %d in %.1fs", exc, attempt + 1, delay)
-                if self.should_stop() and attempt > 20:
-                    raise
-                time.sleep(delay)
-                attempt += 1
-                continue
-            if self.metrics is not None and attempt:
-                self.metrics.dependency_up.labels(dependency="redis").set(1)
-                log.info("redis is back after %d retries", attempt)
-            return outcome
+        return retrying(
+            lambda: self.store.apply(ops, scores, watermark_ms), "redis", REDIS_ERRORS, self.metrics
+        )
 
 
 @dataclass
@@ -91,6 +119,8 @@ class WorkerSummary:
     labels_learned: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    checkpoints: int = 0
+    recoveries: int = 0
     seconds: float = 0.0
 
     def add(self, records: int, out: BatchOutput) -> None:
@@ -112,7 +142,10 @@ class Worker:
     registry
         Where metrics are registered; a fresh one when None.
     name
-        Distinguishes workers of one group (client id, transactional id).
+        Distinguishes workers of one group (client id, transactional id, checkpoint).
+    signing_key
+        Signs and verifies model snapshots; without it there are no checkpoints
+        and offsets are committed after every batch (at-least-once learning).
     """
 
     def __init__(
@@ -120,6 +153,7 @@ class Worker:
         settings: Settings,
         registry: CollectorRegistry | None = None,
         name: str = "worker-0",
+        signing_key: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -128,15 +162,23 @@ class Worker:
         ProcessCollector(registry=self.registry)
         self._stop = threading.Event()
         self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
+        namespace = settings.store.key_prefix
+        self.models = ModelRegistry(self.redis, namespace, signing_key) if signing_key else None
+        self.checkpoints = (
+            CheckpointStore(self.redis, namespace, settings.kafka.group_id, name)
+            if self.models is not None and settings.checkpoint.enabled
+            else None
+        )
         store = RedisStore(self.redis, settings.store, settings.features.interactions)
         monitor = Monitor(
             settings.monitoring, MonitoringMetrics(self.registry), settings.model.threshold
         )
-        slot = ModelSlot(settings.model.spec, build_model(settings.model.spec), monitor=monitor)
-        self.metrics.model_info.info({"name": slot.name, "version": slot.version})
+        self.slot = ModelSlot(
+            settings.model.spec, build_model(settings.model.spec), monitor=monitor
+        )
         self.processor = Processor(
-            [slot],
-            RetryingStore(store, self.metrics, self._stop.is_set),
+            [self.slot],
+            RetryingStore(store, self.metrics),
             settings.features,
             settings.limits,
             settings.model.threshold,
@@ -145,21 +187,32 @@ class Worker:
         self.source: KafkaSource | None = None
         self.sink: KafkaSink | None = None
         self.summary = WorkerSummary()
+        self._generation = 0
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._labels_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._last_registry_poll = 0.0
         self._last_lag = 0.0
         self._assignment: set[tuple[str, int]] = set()
         self._http: Any = None
+        self._announce()
+
+    # ------------------------------------------------------------------ lifecycle
 
     def stop(self) -> None:
-        """Ask the loop to finish its current batch and return."""
+        """Ask the loop to finish its current batch, checkpoint and return."""
         self._stop.set()
 
     def serve_metrics(self) -> int:
         """Start the /metrics endpoint; returns the port it listens on."""
         config = self.settings.metrics
-        self._http, thread = start_http_server(config.port, config.host, registry=self.registry)
+        self._http, _ = start_http_server(config.port, config.host, registry=self.registry)
         port = self._http.server_address[1]
         log.info("metrics on http://%s:%d/metrics", config.host, port)
         return port
+
+    def _announce(self) -> None:
+        self.metrics.model_info.info({"name": self.slot.name, "version": self.slot.version})
 
     def _connect(self) -> None:
         kafka = self.settings.kafka
@@ -167,27 +220,141 @@ class Worker:
             ensure_topics(kafka, topic_plan(kafka))
         self.source = KafkaSource(kafka, read_committed=True)
         transactional_id = f"{kafka.group_id}-{self.name}" if kafka.transactions else None
-        self.sink = KafkaSink(
-            kafka.model_copy(update={"client_id": f"{kafka.client_id}-{self.name}"}),
-            transactional_id,
+        client = kafka.model_copy(update={"client_id": f"{kafka.client_id}-{self.name}"})
+        self.sink = KafkaSink(client, transactional_id)
+        self.metrics.dependency_up.labels(dependency="kafka").set(1)
+
+    def _disconnect(self) -> None:
+        for close in (self.sink, self.source):
+            if close is not None:
+                try:
+                    close.close()
+                except KafkaError as exc:
+                    log.warning("closing a Kafka client failed: %s", exc)
+        self.sink = self.source = None
+
+    # ------------------------------------------------------------------ models
+
+    def _use(self, version: str, reason: str) -> None:
+        assert self.models is not None
+        model, info = self.models.load(version)
+        self.slot.model = model
+        self.slot.version = info.version
+        self.slot.labels_learned = info.labels_learned
+        self.slot.events_scored = info.events_scored
+        self._announce()
+        log.info("serving model v%s (%s)", info.version, reason)
+
+    def _restore(self) -> None:
+        """Resume from the checkpoint that agrees with Kafka, or a newer promoted model."""
+        if self.models is None:
+            return
+        assert self.source is not None
+        checkpoint: Checkpoint | None = None
+        if self.checkpoints is not None:
+            store, source = self.checkpoints, self.source
+            checkpoint = retrying(
+                lambda: store.recover(source.committed), "redis", REDIS_ERRORS, self.metrics
+            )
+        current, generation = self.models.current_state()
+        if current is not None and generation > (checkpoint.generation if checkpoint else 0):
+            self._use(current, f"promoted, generation {generation}")
+        elif checkpoint is not None:
+            self._use(checkpoint.version, "checkpoint")
+        else:
+            self.slot.model = build_model(self.settings.model.spec)
+            self.slot.version, self.slot.labels_learned, self.slot.events_scored = "0", 0, 0
+            self._announce()
+        self._generation = generation
+        self._uncommitted.clear()
+        self._labels_since_checkpoint = 0
+
+    def _watch_registry(self) -> None:
+        """Swap in a model promoted or rolled back since we last looked."""
+        if self.models is None:
+            return
+        now = time.monotonic()
+        if now - self._last_registry_poll < self.settings.checkpoint.registry_poll_seconds:
+            return
+        self._last_registry_poll = now
+        current, generation = self.models.current_state()
+        if generation != self._generation and current is not None:
+            self._generation = generation
+            self._use(current, f"promoted, generation {generation}")
+            if self.slot.monitor is not None:
+                self.slot.monitor.reset_reference()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_due(self) -> bool:
+        config = self.settings.checkpoint
+        return (
+            self._labels_since_checkpoint >= config.every_labels
+            or time.monotonic() - self._last_checkpoint >= config.every_seconds
         )
+
+    def checkpoint(self) -> None:
+        """Snapshot the model, then commit the offsets it reflects (two phases)."""
+        assert self.source is not None and self.sink is not None
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._uncommitted.items()}
+        group = self.settings.kafka.group_id
+        if self.checkpoints is None or self.models is None:
+            self.sink.commit(offsets, group, self.source)
+            self._uncommitted.clear()
+            return
+        if not offsets:
+            self._last_checkpoint = time.monotonic()
+            return
+        self.processor.flush()
+        names = {f"{tp.topic}:{tp.partition}": o for tp, o in self._uncommitted.items()}
+        monitor = self.slot.monitor
+        quality = monitor.snapshot()["quality"] if monitor is not None else {}
+        models, checkpoints = self.models, self.checkpoints
+        info = retrying(
+            lambda: models.save(
+                self.slot.model,
+                name=self.slot.name,
+                parent=self.slot.version,
+                events_scored=self.slot.events_scored,
+                labels_learned=self.slot.labels_learned,
+                offsets=names,
+                metrics={k: v for k, v in quality.items() if isinstance(v, float | int | None)},
+                note=f"checkpoint of {self.name}",
+            ),
+            "redis",
+            REDIS_ERRORS,
+            self.metrics,
+        )
+        retrying(
+            lambda: checkpoints.prepare(Checkpoint(info.version, names, self._generation)),
+            "redis",
+            REDIS_ERRORS,
+            self.metrics,
+        )
+        self.sink.commit(offsets, group, self.source)
+        retrying(checkpoints.confirm, "redis", REDIS_ERRORS, self.metrics)
+        self.slot.version = info.version
+        self._announce()
+        self._uncommitted.clear()
+        self._labels_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.metrics.checkpoints.inc()
+        self.summary.checkpoints += 1
+
+    # ------------------------------------------------------------------ batches
 
     def _publish(self, out: BatchOutput, received_s: float) -> None:
         assert self.sink is not None
         topics = self.settings.kafka.topics
         now = time.time()
+        latency_s = now - received_s
         for prediction in out.predictions:
-            latency_s = now - received_s
-            self.sink.send(
-                topics.predictions,
-                prediction.event_id.encode(),
-                prediction.to_json(latency_s * 1000),
-            )
+            value = prediction.to_json(latency_s * 1000)
+            self.sink.send(topics.predictions, prediction.event_id.encode(), value)
             self.metrics.processing.observe(latency_s)
             if prediction.record_timestamp_ms is not None:
-                self.metrics.event_to_prediction.observe(
-                    max(0.0, now - prediction.record_timestamp_ms / 1000)
-                )
+                delay = max(0.0, now - prediction.record_timestamp_ms / 1000)
+                self.metrics.event_to_prediction.observe(delay)
         self.metrics.predictions.inc(len(out.predictions))
         for letter in out.dead_letters:
             self.sink.send(
@@ -208,6 +375,7 @@ class Worker:
     def run_once(self) -> int:
         """Poll and handle one batch; returns the number of records."""
         assert self.source is not None and self.sink is not None
+        self._watch_registry()
         t0 = time.perf_counter()
         records = self.source.next_batch()
         received_s = time.time()
@@ -217,23 +385,50 @@ class Worker:
         if assignment != self._assignment:
             self._assignment = assignment
             self.processor.assign(assignment)
-        if not records:
-            return 0
-        self.metrics.batch_size.observe(len(records))
-        for record in records:
-            self.metrics.records.labels(kind=record.kind).inc()
-        self.sink.begin()
-        out = self.processor.process(records)
-        t1 = time.perf_counter()
-        self._publish(out, received_s)
-        t2 = time.perf_counter()
-        self.sink.commit(self.source.position(records), self.settings.kafka.group_id, self.source)
-        t3 = time.perf_counter()
-        self.metrics.stage_seconds.labels(stage="produce").observe(t2 - t1)
-        self.metrics.stage_seconds.labels(stage="commit").observe(t3 - t2)
-        self.metrics.batches.inc()
-        self.summary.add(len(records), out)
+        if records:
+            self.metrics.batch_size.observe(len(records))
+            for record in records:
+                self.metrics.records.labels(kind=record.kind).inc()
+            self.sink.begin()
+            out = self.processor.process(records)
+            t1 = time.perf_counter()
+            self._publish(out, received_s)
+            self.metrics.stage_seconds.labels(stage="produce").observe(time.perf_counter() - t1)
+            for tp, offset in self.source.position(records).items():
+                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset.offset)
+            self._labels_since_checkpoint += out.labels_learned
+            self.metrics.batches.inc()
+            self.summary.add(len(records), out)
+        if self._uncommitted and (self.checkpoints is None or self._checkpoint_due()):
+            t2 = time.perf_counter()
+            self.checkpoint()
+            self.metrics.stage_seconds.labels(stage="commit").observe(time.perf_counter() - t2)
         return len(records)
+
+    def _recover(self, error: Exception) -> None:
+        """After a Kafka failure: drop the clients, reconnect, resume from the checkpoint."""
+        log.warning("kafka failed (%s): resuming from the last checkpoint", error)
+        self.metrics.dependency_up.labels(dependency="kafka").set(0)
+        self.metrics.retries.labels(dependency="kafka").inc()
+        self.summary.recoveries += 1
+        if self.sink is not None:
+            try:
+                self.sink.abort()
+            except KafkaError as exc:
+                log.warning("abort failed: %s", exc)
+        self._disconnect()
+        delay = backoff_delays(0.5, 10.0)
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._connect()
+                self._restore()
+                return
+            except KafkaError as exc:
+                log.warning("kafka still unavailable (%s); retry in %.1fs", exc, delay(attempt))
+                self._disconnect()
+                time.sleep(delay(attempt))
+                attempt += 1
 
     def run(
         self, idle_timeout_s: float | None = None, max_records: int | None = None
@@ -243,11 +438,16 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
         self._connect()
+        self._restore()
         started = time.monotonic()
         last_record = started
         try:
             while not self._stop.is_set():
-                n = self.run_once()
+                try:
+                    n = self.run_once()
+                except KafkaError as error:
+                    self._recover(error)
+                    continue
                 now = time.monotonic()
                 if n:
                     last_record = now
@@ -255,6 +455,8 @@ class Worker:
                     break
                 if max_records is not None and self.summary.records >= max_records:
                     break
+            if self.source is not None and self._uncommitted:
+                self.checkpoint()
         finally:
             self.summary.seconds = time.monotonic() - started
             self.summary.events = self.processor.events_seen
@@ -262,16 +464,13 @@ class Worker:
         return self.summary
 
     def close(self) -> None:
-        self.processor.flush()
-        for slot in self.processor.slots:
-            if slot.monitor is not None:
-                slot.monitor.publish(refresh=True)
-        if self.sink is not None:
-            self.sink.close()
-            self.sink = None
-        if self.source is not None:
-            self.source.close()
-            self.source = None
+        try:
+            self.processor.flush()
+        except REDIS_ERRORS as exc:
+            log.warning("could not store the last scores: %s", exc)
+        if self.slot.monitor is not None:
+            self.slot.monitor.publish(refresh=True)
+        self._disconnect()
         if self._http is not None:
             self._http.shutdown()
             self._http = None

@@ -1,0 +1,89 @@
+"""Worker checkpoints: which model version reflects which input offsets, kept in two phases.
+
+A checkpoint ties a model snapshot (a registry version) to the Kafka offsets it
+has learned up to. The worker first *prepares* it (Redis), then commits the
+offsets to Kafka (in a transaction, or plainly), then *confirms* it. A crash
+between the two leaves a prepared checkpoint whose fate the group's committed
+offsets tell: if Kafka holds its offsets the commit happened and it is used,
+otherwise the previous confirmed checkpoint is, with the offsets Kafka kept.
+Either way the model and the offsets it resumes from agree.
+
+Examples
+--------
+>>> prepared = Checkpoint("7", {"events:0": 120}, generation=2)
+>>> previous = Checkpoint("6", {"events:0": 80}, generation=2)
+>>> choose(prepared, previous, committed={"events:0": 120}).version
+'7'
+>>> choose(prepared, previous, committed={"events:0": 80}).version
+'6'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import orjson
+import redis
+
+__all__ = ["Checkpoint", "CheckpointStore", "choose"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model version and the next offset to read per ``topic:partition``."""
+
+    version: str
+    offsets: dict[str, int] = field(default_factory=dict)
+    generation: int = 0
+
+
+def choose(
+    prepared: Checkpoint | None, confirmed: Checkpoint | None, committed: Mapping[str, int | None]
+) -> Checkpoint | None:
+    """The checkpoint that agrees with the offsets Kafka has committed."""
+    if prepared is None:
+        return confirmed
+    if all(committed.get(tp) == offset for tp, offset in prepared.offsets.items()):
+        return prepared
+    return confirmed
+
+
+def _load(raw: bytes | None) -> Checkpoint | None:
+    return Checkpoint(**orjson.loads(raw)) if raw else None
+
+
+class CheckpointStore:
+    """The two-phase checkpoint record of one worker, in one Redis hash."""
+
+    def __init__(self, client: redis.Redis, namespace: str, group: str, worker: str) -> None:
+        self.client = client
+        self.key = f"{namespace}:checkpoint:{group}:{worker}"
+
+    def prepare(self, checkpoint: Checkpoint) -> None:
+        self.client.hset(self.key, "prepared", orjson.dumps(asdict(checkpoint)))
+
+    def confirm(self) -> None:
+        """The prepared checkpoint's offsets are committed: it becomes the confirmed one."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(self.key, "prepared")
+        (raw,) = pipe.execute()
+        if raw:
+            pipe.hset(self.key, "confirmed", raw)
+            pipe.hdel(self.key, "prepared")
+            pipe.execute()
+
+    def recover(
+        self, committed: Callable[[list[str]], Mapping[str, int | None]]
+    ) -> Checkpoint | None:
+        """The checkpoint to resume from; ``committed`` gives Kafka's offsets of partitions."""
+        prepared_raw, confirmed_raw = self.client.hmget(self.key, "prepared", "confirmed")
+        prepared, confirmed = _load(prepared_raw), _load(confirmed_raw)
+        if prepared is None:
+            return confirmed
+        chosen = choose(prepared, confirmed, committed(list(prepared.offsets)))
+        if chosen is prepared:
+            self.confirm()
+        else:
+            self.client.hdel(self.key, "prepared")
+        return chosen
