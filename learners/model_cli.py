@@ -23,6 +23,7 @@ from typing import Annotated
 
 import redis
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -50,7 +51,7 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", envvar="STREAMLEARN_CONFIG", help="YAML config file."),
 ]
 VersionArgument = Annotated[str, typer.Argument(help="A version number, e.g. 3 (or v3).")]
-TABLE_METRICS = ("roc_auc", "log_loss")
+TABLE_METRICS = {"roc_auc": "auc", "log_loss": "log loss"}
 
 
 def metric_cell(metrics: dict[str, float | None], name: str) -> str:
@@ -65,23 +66,26 @@ def registry_table(
     """The rich table of ``model list``."""
     table = Table(
         title=f"model registry {namespace!r}",
-        caption=f"current: v{current or '-'}, generation {generation}",
+        caption=f"* current: v{current or '-'}, generation {generation}; times in UTC",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
     )
-    for column in ("version", "name", "parent", "created (UTC)", "events", "labels"):
-        table.add_column(column, justify="right" if column in ("events", "labels") else "left")
-    for metric in TABLE_METRICS:
-        table.add_column(metric, justify="right")
-    table.add_column("current")
+    table.add_column("version", no_wrap=True)
+    table.add_column("model", overflow="fold")
+    for column in ("parent", "created"):
+        table.add_column(column)
+    for column in ("events", "labels", *TABLE_METRICS.values()):
+        table.add_column(column, justify="right")
     for info in infos:
         table.add_row(
-            f"v{info.version}",
-            info.name,
+            f"v{info.version} [green]*[/green]" if info.version == current else f"v{info.version}",
+            escape(info.name),
             f"v{info.parent}" if info.parent else "-",
-            info.created_at.replace("+00:00", ""),
+            info.created_at[:16].replace("T", " "),
             f"{info.events_scored:,}",
             f"{info.labels_learned:,}",
             *(metric_cell(info.metrics, metric) for metric in TABLE_METRICS),
-            "[green]*[/green]" if info.version == current else "",
         )
     return table
 
@@ -93,8 +97,12 @@ def _without_credentials(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def _say(message: str) -> None:
+    _out.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]{escape(message)}[/red]")
+    console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -104,7 +112,8 @@ def _registry(config: Path | None) -> Iterator[ModelRegistry]:
     try:
         settings = load_settings(config)
     except ConfigError as error:
-        console.print(f"[red]configuration error[/red]\n{escape(str(error))}")
+        console.print("configuration error", style="red")
+        console.print(str(error), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     try:
         key = signing_key_from_env()
@@ -140,9 +149,11 @@ def list_versions(config: ConfigOption = None) -> None:
         infos = registry.list()
         current, generation = registry.current_state()
     if not infos:
-        _out.print(f"no snapshots in registry {registry.namespace!r}")
+        _say(f"no snapshots in registry {registry.namespace!r}")
         return
-    _out.print(registry_table(infos, current, generation, registry.namespace))
+    table = registry_table(infos, current, generation, registry.namespace)
+    # In a terminal rich fits the table to it; redirected, rows stay whole (for grep).
+    (_out if _out.is_terminal else Console(width=10_000)).print(table)
 
 
 @model_app.command()
@@ -163,7 +174,7 @@ def promote(version: VersionArgument, config: ConfigOption = None) -> None:
         registry.promote(version)
         current, generation = registry.current_state()
     was = f" (was v{previous})" if previous and previous != current else ""
-    _out.print(f"v{current} is current{was}, generation {generation}")
+    _say(f"v{current} is current{was}, generation {generation}")
 
 
 @model_app.command()
@@ -173,7 +184,7 @@ def rollback(config: ConfigOption = None) -> None:
         previous = registry.current()
         version = registry.rollback()
         generation = registry.generation()
-    _out.print(f"rolled back from v{previous} to v{version}, generation {generation}")
+    _say(f"rolled back from v{previous} to v{version}, generation {generation}")
 
 
 @model_app.command("export")
@@ -185,7 +196,7 @@ def export_version(
     """Write a snapshot's signed envelope to a file (for another registry or a backup)."""
     with _registry(config) as registry:
         info = registry.export(version, file)
-    _out.print(f"wrote v{info.version} ({info.name}) to {file}")
+    _say(f"wrote v{info.version} ({info.name}) to {file}")
 
 
 @model_app.command("import")
@@ -198,7 +209,7 @@ def import_snapshot(
     """Store a signed snapshot file as a new version (not promoted)."""
     with _registry(config) as registry:
         info = registry.import_file(file)
-    _out.print(f"imported {file} as v{info.version} (parent v{info.parent}, {info.name})")
+    _say(f"imported {file} as v{info.version} (parent v{info.parent}, {info.name})")
 
 
 if __name__ == "__main__":

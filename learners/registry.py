@@ -477,13 +477,16 @@ class ModelRegistry:
         pipe.zadd(self._k("versions"), {info.version: int(info.version)})
         pipe.execute()
 
-    def _envelope(self, version: str) -> tuple[dict[str, Any], bytes]:
-        """The verified metadata and pickle of ``version``."""
-        version = _version(version)
+    def _raw(self, version: str) -> bytes:
         envelope = self.client.hget(self._k("snapshots"), version)
         if envelope is None:
             raise RegistryError(f"no snapshot v{version} in registry {self.namespace!r}")
-        return open_envelope(envelope, self.__key, version=version)
+        return envelope
+
+    def _envelope(self, version: str) -> tuple[dict[str, Any], bytes]:
+        """The verified metadata and pickle of ``version``."""
+        version = _version(version)
+        return open_envelope(self._raw(version), self.__key, version=version)
 
     def load(self, version: str) -> tuple[Any, SnapshotInfo]:
         """The model of ``version`` and its metadata; the signature is checked first.
@@ -608,9 +611,9 @@ class ModelRegistry:
     def export(self, version: str, path: Path) -> SnapshotInfo:
         """Write the signed envelope of ``version`` to ``path`` (verified, atomic write)."""
         version = _version(version)
-        metadata, _ = self._envelope(version)
+        envelope = self._raw(version)
+        metadata, _ = open_envelope(envelope, self.__key, version=version)
         info = _info(metadata, version)
-        envelope = self.client.hget(self._k("snapshots"), version)
         path = Path(path)
         partial = path.with_name(f".{path.name}.partial")
         partial.write_bytes(envelope)
