@@ -654,8 +654,10 @@ class ModelRegistry:
     # -- checkpoints -------------------------------------------------------------------
 
     def _checkpoint_key(self, worker: str) -> str:
-        if not worker or any(c.isspace() for c in worker):
-            raise ValueError(f"worker name must be non-empty without spaces, got {worker!r}")
+        if not worker or ":" in worker or any(c.isspace() for c in worker):
+            raise ValueError(
+                f"worker name must be non-empty, without spaces or ':', got {worker!r}"
+            )
         return f"{self.namespace}:checkpoint:{worker}"
 
     def save_checkpoint(self, worker: str, version: str, offsets: Mapping[str, int]) -> None:

@@ -269,6 +269,8 @@ def test_checkpoints(registry: ModelRegistry, redis_client: redis.Redis, two_ver
     with pytest.raises(RegistryError, match='offset keys are "topic:partition"'):
         registry.save_checkpoint("worker-0", "1", {"events": 3})
     assert registry.load_checkpoint("worker-0") == ("2", {"events:0": 25, "labels:1": 9})
+    with pytest.raises(ValueError, match="without spaces or ':'"):
+        registry.save_checkpoint("group:worker-0", "1", {})
     redis_client.set(f"{registry.namespace}:checkpoint:worker-0", b"not json")
     with pytest.raises(RegistryError, match="checkpoint of worker 'worker-0' is unreadable"):
         registry.load_checkpoint("worker-0")
