@@ -12,6 +12,7 @@ import typer
 import yaml
 from rich.table import Table
 
+from learners.model_cli import model_app
 from stream.config import ConfigError, Settings, load_settings
 from stream.stack_cli import stack_app
 from stream.ui import console, progress
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_app, name="stack")
+app.add_typer(model_app, name="model")
 
 ConfigOption = Annotated[
     Path | None,
