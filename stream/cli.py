@@ -252,6 +252,58 @@ def dataset(
     console.print(f"wrote {n} events of {name!r} to {file}")
 
 
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="A separate file of label records."),
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="Event-time seconds per wall second (1, 60, ...) or max.")
+    ] = "max",
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only from this event time (ISO-8601, UTC if no zone, or ms)."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only before this event time (ISO-8601 or epoch ms).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Replay a historical file into Kafka in event-time order, at a chosen speed."""
+    from kafka.errors import KafkaError
+
+    from stream.replay import parse_speed, parse_time, plan_replay
+    from stream.replay import replay as run_replay
+
+    settings = settings_or_exit(config)
+    try:
+        factor = parse_speed(speed)
+        since_ms = parse_time(since) if since is not None else None
+        until_ms = parse_time(until) if until is not None else None
+        with console.status(f"reading and ordering {file.name}"):
+            plan = plan_replay(file, labels, since_ms, until_ms)
+    except ValueError as error:
+        console.print(f"[red]cannot replay:[/red] {error}")
+        raise typer.Exit(2) from None
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"replay {file.name}", total=len(plan.lines))
+            summary = run_replay(
+                file,
+                settings,
+                labels,
+                speed=factor,
+                plan=plan,
+                on_send=lambda n: bar.advance(task, n),
+            )
+    except KafkaError as error:
+        console.print(f"[red]Kafka at {settings.kafka.bootstrap_servers}:[/red] {error!r}")
+        raise typer.Exit(1) from None
+    console.print(summary.table())
+
+
 def main() -> None:
     app()
 
