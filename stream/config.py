@@ -75,6 +75,9 @@ class KafkaConfig(BaseModel):
     max_poll_records: int = Field(default=500, gt=0, le=100_000)
     poll_timeout_ms: int = Field(default=100, ge=0, le=60_000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="How soon the group notices a dead worker."
+    )
     transactions: bool = Field(
         default=False,
         description="Publish predictions and commit offsets in one Kafka transaction.",
@@ -231,7 +234,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         for section, name in _SECRET_FIELDS:
-            if isinstance(data.get(section), dict) and name in data[section]:
+            if isinstance(data.get(section), dict) and data[section].get(name) is not None:
                 raise ConfigError(
                     f"{section}.{name} is a secret: set STREAMLEARN_{section.upper()}__"
                     f"{name.upper()} in the environment instead of the config file {path}"

@@ -102,6 +102,8 @@ class KafkaSource:
             enable_auto_commit=False,
             auto_offset_reset=config.auto_offset_reset,
             max_poll_records=config.max_poll_records,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),
             isolation_level="read_committed" if read_committed else "read_uncommitted",
             **config.client_options(),
         )

@@ -433,7 +433,11 @@ class Worker:
     def run(
         self, idle_timeout_s: float | None = None, max_records: int | None = None
     ) -> WorkerSummary:
-        """Process until stopped (SIGTERM, SIGINT, :meth:`stop`), idle, or enough records."""
+        """Process until stopped (SIGTERM, SIGINT, :meth:`stop`), idle, or enough records.
+
+        Idle time counts only while partitions are assigned, so a slow group join
+        does not look like the end of the stream.
+        """
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
@@ -449,7 +453,7 @@ class Worker:
                     self._recover(error)
                     continue
                 now = time.monotonic()
-                if n:
+                if n or not self._assignment:
                     last_record = now
                 elif idle_timeout_s is not None and now - last_record >= idle_timeout_s:
                     break

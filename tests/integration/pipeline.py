@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
+import yaml
 from kafka import KafkaConsumer
 
 from features.interactions import entity_ids
@@ -18,12 +23,12 @@ from stream.worker import Worker, WorkerSummary
 
 
 def settings_for(
-    kafka: str, redis_url: str, prefix: str, partitions: int = 4, **overrides: Any
+    bootstrap: str, redis_url: str, prefix: str, partitions: int = 4, **overrides: Any
 ) -> Settings:
     """Settings whose topics, group and Redis keys all carry ``prefix``."""
     sections: dict[str, Any] = {
         "kafka": {
-            "bootstrap_servers": kafka,
+            "bootstrap_servers": bootstrap,
             "group_id": f"{prefix}-group",
             "topics": {
                 "events": f"{prefix}.events",
@@ -120,3 +125,20 @@ def stored_counters(client: redis.Redis, prefix: str) -> dict[str, tuple[int, fl
 
 def lines_of(records: Iterable[dict[str, Any]]) -> list[bytes]:
     return [orjson.dumps(r) for r in records]
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """The settings as a YAML config file for a worker process."""
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``streamlearn run`` in its own process, logging to a file beside the config."""
+    log = config.with_suffix(".log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "run", "--config", str(config), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
