@@ -1,4 +1,4 @@
-"""The model registry: signed, versioned model snapshots in Redis, and worker checkpoints.
+"""The model registry: signed, versioned model snapshots in Redis.
 
 A snapshot is a pickle, and unpickling runs code, so every snapshot travels in a signed
 *envelope*: its metadata (JSON) and its pickle, with an HMAC-SHA256 over both. The
@@ -27,7 +27,6 @@ Redis layout, under the namespace ``ns`` (``settings.store.key_prefix``):
 ``ns:registry:history``    list: the versions current before each promotion, newest
                            first (bounded)
 ``ns:registry:generation`` integer: bumped by every promotion and rollback
-``ns:checkpoint:WORKER``   string: JSON of a worker's model version and offsets
 ========================== ==========================================================
 
 Workers read :meth:`ModelRegistry.generation` (one ``GET``) once per batch or every few
@@ -401,7 +400,7 @@ return {1, redis.call('INCR', KEYS[3])}
 
 
 class ModelRegistry:
-    """Versioned, signed model snapshots and worker checkpoints under one Redis namespace.
+    """Versioned, signed model snapshots under one Redis namespace.
 
     Parameters
     ----------
@@ -650,42 +649,6 @@ class ModelRegistry:
         info = SnapshotInfo.model_validate(info.model_dump())
         self._store(info, payload)
         return info
-
-    # -- checkpoints -------------------------------------------------------------------
-
-    def _checkpoint_key(self, worker: str) -> str:
-        if not worker or ":" in worker or any(c.isspace() for c in worker):
-            raise ValueError(
-                f"worker name must be non-empty, without spaces or ':', got {worker!r}"
-            )
-        return f"{self.namespace}:checkpoint:{worker}"
-
-    def save_checkpoint(self, worker: str, version: str, offsets: Mapping[str, int]) -> None:
-        """Record that ``worker`` runs ``version`` and has processed up to ``offsets``.
-
-        One ``SET``: a crash leaves either the previous checkpoint or this one. Save the
-        snapshot first (:meth:`save`), then the checkpoint that points to it.
-        """
-        version = _version(version)
-        if self.client.zscore(self._k("versions"), version) is None:
-            raise RegistryError(f"no snapshot v{version} in registry {self.namespace!r}")
-        try:
-            offsets = _check_offsets({k: int(v) for k, v in offsets.items()})
-        except ValueError as error:
-            raise RegistryError(f"checkpoint of worker {worker!r}: {error}") from None
-        record = {"version": version, "offsets": offsets, "saved_at": _now()}
-        self.client.set(self._checkpoint_key(worker), _canonical(record))
-
-    def load_checkpoint(self, worker: str) -> tuple[str, dict[str, int]] | None:
-        """The version and offsets last checkpointed by ``worker``; None when there is none."""
-        value = self.client.get(self._checkpoint_key(worker))
-        if value is None:
-            return None
-        try:
-            record = json.loads(value)
-            return str(record["version"]), {k: int(v) for k, v in record["offsets"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise RegistryError(f"checkpoint of worker {worker!r} is unreadable") from None
 
 
 def _version(version: str | int) -> str:

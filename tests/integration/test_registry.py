@@ -256,26 +256,6 @@ def test_import_refuses_tampered_or_foreign_files(
     assert [i.version for i in registry.list()] == ["1", "2"]
 
 
-def test_checkpoints(registry: ModelRegistry, redis_client: redis.Redis, two_versions) -> None:
-    assert registry.load_checkpoint("worker-0") is None
-    registry.save_checkpoint("worker-0", "1", {"events:0": 10, "labels:1": 4})
-    registry.save_checkpoint("worker-1", "2", {})
-    registry.save_checkpoint("worker-0", "2", {"events:0": 25, "labels:1": 9})
-    assert registry.load_checkpoint("worker-0") == ("2", {"events:0": 25, "labels:1": 9})
-    assert registry.load_checkpoint("worker-1") == ("2", {})
-    assert redis_client.exists(f"{registry.namespace}:checkpoint:worker-0")
-    with pytest.raises(RegistryError, match="no snapshot v7"):
-        registry.save_checkpoint("worker-0", "7", {})
-    with pytest.raises(RegistryError, match='offset keys are "topic:partition"'):
-        registry.save_checkpoint("worker-0", "1", {"events": 3})
-    assert registry.load_checkpoint("worker-0") == ("2", {"events:0": 25, "labels:1": 9})
-    with pytest.raises(ValueError, match="without spaces or ':'"):
-        registry.save_checkpoint("group:worker-0", "1", {})
-    redis_client.set(f"{registry.namespace}:checkpoint:worker-0", b"not json")
-    with pytest.raises(RegistryError, match="checkpoint of worker 'worker-0' is unreadable"):
-        registry.load_checkpoint("worker-0")
-
-
 def test_registry_needs_a_bytes_client_and_a_key(redis_url: str, unique_prefix: str) -> None:
     text_client = redis.Redis.from_url(redis_url, decode_responses=True)
     with pytest.raises(ValueError, match="returning bytes"):
