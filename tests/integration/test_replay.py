@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 import orjson
+import yaml
+from typer.testing import CliRunner
 
 from stream.backtest import backtest
+from stream.cli import app
 from stream.config import Settings
 from stream.replay import replay
 from stream.synthetic import WorldConfig, generate_world
@@ -91,3 +94,68 @@ def test_speed_60_replays_two_minutes_of_event_time_in_about_two_seconds(
     assert max(gaps) <= 0.25, gaps  # ~1/12 s each, not bunched up
     assert abs(sends[-1] - sends[1] - 23 / 12) <= 0.2  # after the first send's metadata fetch
     assert len(drain(kafka_bootstrap, settings.kafka.topics.events)) == 25
+
+
+def test_cli_replay_merges_a_labels_file_filters_by_time_and_keys_by_event_id(
+    tmp_path, kafka_bootstrap, redis_url, unique_prefix
+):
+    start = 1_767_225_600_000
+    events = [
+        {"event_id": f"e{n}", "timestamp": start + n * 1000, "user_id": "u", "item_id": "i"}
+        for n in (3, 1, 2, 0, 4)
+    ]
+    path = tmp_path / "events.jsonl"
+    lines = [orjson.dumps(e) for e in events]
+    lines.insert(2, b"{broken")  # after e1: sent right after it, in the range
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    labels = tmp_path / "labels.jsonl"
+    labels.write_bytes(
+        b"".join(
+            orjson.dumps({"event_id": f"e{n}", "timestamp": start + n * 1000 + 500, "label": 1})
+            + b"\n"
+            for n in range(5)
+        )
+    )
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=2)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "replay",
+            str(path),
+            "--labels",
+            str(labels),
+            "--since",
+            "2026-01-01T00:00:01Z",
+            "--until",
+            str(start + 4000),
+            "--config",
+            str(config),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "replay summary" in result.output and "achieved speed" in result.output
+    rows = {line.strip("│ ").split("│")[0].strip(): line for line in result.output.splitlines()}
+    assert rows["skipped (outside the time range)"].split("│")[-2].strip() == "4"
+    assert rows["unparseable (sent, to be dead-lettered)"].split("│")[-2].strip() == "1"
+
+    sent = drain(kafka_bootstrap, settings.kafka.topics.events)
+    by_partition: dict[int, list[bytes]] = {}
+    for record in sent:
+        by_partition.setdefault(record.partition, []).append(record.value)
+    values = [record.value for record in sent]
+    assert sorted(values) == sorted(
+        [orjson.dumps(e) for e in events if e["event_id"] in ("e1", "e2", "e3")] + [b"{broken"]
+    )
+    for record in sent:
+        if record.value != b"{broken":
+            assert record.key == orjson.loads(record.value)["event_id"].encode()
+    keyed = drain(kafka_bootstrap, settings.kafka.topics.labels)
+    assert sorted(r.key for r in keyed) == [b"e1", b"e2", b"e3"]
+    event_partition = {r.key: r.partition for r in sent if r.key}
+    assert all(event_partition[r.key] == r.partition for r in keyed)  # label beside its event
+    for records in by_partition.values():  # event-time order within each partition
+        times = [orjson.loads(v)["timestamp"] for v in records if v != b"{broken"]
+        assert times == sorted(times)
