@@ -1,0 +1,212 @@
+"""Recovery on the real stack: SIGTERM, Redis and Kafka restarts, promotion and rollback."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections import Counter
+
+import orjson
+import psutil
+import pytest
+import redis as redis_lib
+
+from learners.checkpoint import CheckpointStore
+from learners.models import score
+from learners.registry import ModelRegistry
+from stream.stack import Stack
+from stream.synthetic import WorldConfig, generate_world
+from stream.worker import Worker
+
+from .pipeline import (
+    drain,
+    lines_of,
+    produce,
+    recount,
+    settings_for,
+    stored_counters,
+    worker_process,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+KEY = "recovery-test-signing-key-0123456789"
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, tmp_path
+):
+    records = list(generate_world(WorldConfig(events=4000, seed=21)))
+    settings = settings_for(
+        kafka_bootstrap,
+        redis_url,
+        unique_prefix,
+        partitions=2,
+        kafka={"max_poll_records": 50, "transactions": True},
+        checkpoint={"every_labels": 100000, "every_seconds": 3600},
+    )
+    produce(settings, lines_of(records))
+    config = write_config(settings, tmp_path / "worker.yaml")
+    env = {"STREAMLEARN_MODEL_KEY": KEY}
+
+    process = worker_process(config, env=env)
+    predictions = settings.kafka.topics.predictions
+    wait_for(
+        lambda: redis_client.exists(f"{unique_prefix}:s:ev-21-300"), 60, "the worker to be busy"
+    )
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+    store = CheckpointStore(redis_client, unique_prefix, settings.kafka.group_id, "worker-0")
+    assert store.recover(lambda names: {}) is not None, "a confirmed checkpoint was written"
+    done_before = len(drain(kafka_bootstrap, predictions))
+    assert 0 < done_before < 4000, "SIGTERM stopped the worker mid-stream with its work committed"
+
+    final = worker_process(config, "--idle-timeout", "4", env=env)
+    assert final.wait(timeout=300) == 0
+    per_event = Counter(r.key.decode() for r in drain(kafka_bootstrap, predictions))
+    assert len(per_event) == 4000 and set(per_event.values()) == {1}
+    assert stored_counters(redis_client, unique_prefix) == recount(records)
+
+
+def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
+    fresh_stack_config, unique_prefix, tmp_path
+):
+    stack = Stack(fresh_stack_config.model_copy(update={"redis_appendonly": True}))
+    stack.up(services=["kafka", "redis"])
+    try:
+        cfg = stack.config
+        records = list(generate_world(WorldConfig(events=6000, seed=33)))
+        settings = settings_for(
+            cfg.kafka_bootstrap,
+            cfg.redis_url,
+            unique_prefix,
+            partitions=2,
+            kafka={"max_poll_records": 50, "transactions": True, "session_timeout_ms": 6000},
+            checkpoint={"every_labels": 200, "every_seconds": 1},
+        )
+        produce(settings, lines_of(records))
+        config = write_config(settings, tmp_path / "worker.yaml")
+        client = redis_lib.Redis.from_url(cfg.redis_url)
+        process = worker_process(config, "--idle-timeout", "10", env={"STREAMLEARN_MODEL_KEY": KEY})
+
+        for service, at_event in (("redis", 1500), ("kafka", 3500)):
+            wait_for(
+                lambda n=at_event: _exists(client, f"{unique_prefix}:s:ev-33-{n}"),
+                120,
+                f"event {at_event} before restarting {service}",
+            )
+            _restart(stack, service)
+            assert process.poll() is None, f"the worker survived the {service} restart"
+
+        assert process.wait(timeout=600) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        per_event = Counter(
+            r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
+        )
+        assert len(per_event) == 6000 and set(per_event.values()) == {1}
+        assert stored_counters(client, unique_prefix) == recount(records)
+        log = (tmp_path / "worker.log").read_text()
+        assert "redis unavailable" in log
+    finally:
+        stack.down()
+
+
+def _exists(client: redis_lib.Redis, key: str) -> bool:
+    try:
+        return bool(client.exists(key))
+    except redis_lib.ConnectionError:
+        return False
+
+
+def _restart(stack: Stack, service: str) -> None:
+    process = psutil.Process(stack.pids()[service])
+    process.terminate()
+    process.wait(timeout=60)
+    time.sleep(random.uniform(1.0, 2.0))
+    stack.up(services=[service])
+
+
+def test_promotion_and_rollback_change_the_scores_the_worker_publishes(
+    kafka_bootstrap, redis_url, redis_client, unique_prefix
+):
+    settings = settings_for(
+        kafka_bootstrap,
+        redis_url,
+        unique_prefix,
+        partitions=1,
+        features={"mode": "raw"},
+        checkpoint={"every_labels": 300, "every_seconds": 3600, "registry_poll_seconds": 0.2},
+    )
+    rng = random.Random(2)
+    training = []
+    for n in range(1200):
+        x = rng.gauss(0, 1)
+        training.append(
+            {
+                "event_id": f"train{n}",
+                "timestamp": 1_767_225_600_000 + n * 1000,
+                "user_id": "u",
+                "item_id": "i",
+                "features": {"x": x},
+                "label": x + rng.gauss(0, 0.5) > 0,
+            }
+        )
+    produce(settings, lines_of(training))
+    first = Worker(settings, name="trainer", signing_key=KEY.encode())
+    first.run(idle_timeout_s=3)
+    registry = ModelRegistry(redis_client, unique_prefix, KEY.encode())
+    versions = [info.version for info in registry.list()]
+    assert len(versions) >= 3
+    early, late = versions[0], versions[-1]
+    probe = {"x": 1.5}
+    early_score = score(registry.load(early)[0], probe)
+    late_score = score(registry.load(late)[0], probe)
+    assert early_score != late_score
+    registry.promote(early)
+    registry.promote(late)
+
+    server = Worker(settings, name="server", signing_key=KEY.encode())
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+
+        def publish_probe(tag: str) -> float:
+            event = {
+                "event_id": tag,
+                "timestamp": 1_767_230_000_000,
+                "user_id": "u",
+                "item_id": "i",
+                "features": probe,
+            }
+            produce(settings, lines_of([event]))
+            found: list[dict] = []
+
+            def published() -> bool:
+                found[:] = [
+                    orjson.loads(r.value)
+                    for r in drain(kafka_bootstrap, settings.kafka.topics.predictions, idle_ms=500)
+                    if r.key == tag.encode()
+                ]
+                return bool(found)
+
+            wait_for(published, 60, f"the prediction of {tag}")
+            return found[0]["score"]
+
+        assert publish_probe("probe-promoted") == late_score
+        assert registry.rollback() == early
+        time.sleep(1.0)
+        assert publish_probe("probe-rolled-back") == early_score
+    finally:
+        server.stop()
+        thread.join(timeout=60)
