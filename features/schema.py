@@ -17,11 +17,55 @@ Traceback (most recent call last):
 features.schema.DecodeError: invalid_json: unexpected end of data: line 1 column 18 (char 17)
 >>> decode_label(b'{"event_id": "e1", "timestamp": 1714552260000, "label": true}', limits).value
 1.0
+
+How each kind of bad record is classified (the first problem found wins):
+
+=============================================================  ==========================
+record                                                         ``reason``
+=============================================================  ==========================
+bigger than ``Limits.max_bytes``; ``context``/``features``     ``too_large``
+with too many entries; a string over its maximum length;
+JSON nested deeper than orjson's limit (1024 levels)
+bytes that are not UTF-8                                       ``not_utf8``
+not JSON                                                       ``invalid_json``
+JSON, but not an object (array, number, string, null)          ``not_an_object``
+a required field absent                                        ``missing_field``
+a value of the wrong JSON type (an id that is a number,        ``wrong_type``
+``context`` a list, a nested object in ``features``, a label
+given as a string); a timestamp that is not epoch
+milliseconds or ISO-8601, or ISO-8601 without a time zone
+a field the schema does not know, when                         ``unknown_field``
+``Limits.unknown_fields`` is ``"reject"`` (ignored otherwise)
+an empty ``event_id``, ``user_id``, ``item_id`` or             ``empty_key``
+``author_id``
+``NaN``, ``Infinity``, ``-Infinity``, or a number that         ``not_finite``
+overflows a double (``1e999``)
+event time before ``Limits.min_timestamp_ms`` or more than     ``timestamp_out_of_range``
+``Limits.max_future_ms`` past the clock (``now_ms``)
+a label outside [0, 1], a weight outside (0, 1e6]              ``invalid_value``
+=============================================================  ==========================
+
+An ISO-8601 timestamp without a zone is refused rather than guessed: the
+same string would mean different instants on machines in different zones.
+``duplicate_event`` and ``unknown_event`` are given later, by the processor, to
+records that decode but conflict with the stream's state (an event id seen from
+another record; a label whose event never came); ``duplicate_label`` is reserved
+for a second label of one event, which the processor skips and counts.
+
+>>> try:
+...     decode_event(b'{"event_id": "e2", "timestamp": "2024-05-01T08:30:00",'
+...                  b' "user_id": "u1", "item_id": "i1"}', limits)
+... except DecodeError as error:
+...     print(error.reason)
+...     print(error.detail)
+wrong_type
+timestamp: timestamp '2024-05-01T08:30:00' has no time zone; add Z or an offset such as +02:00
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -34,7 +78,6 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    field_validator,
 )
 
 __all__ = [
@@ -69,6 +112,14 @@ REASONS: tuple[str, ...] = (
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Scalar = float | int | str | bool
 SmallText = Annotated[str, StringConstraints(max_length=256)]
+
+
+def _bool_as_number(value: Any) -> Any:
+    return float(value) if isinstance(value, bool) else value
+
+
+#: A label: a number in [0, 1] (``true``/``false`` are 1 and 0); never a string.
+LabelValue = Annotated[float, BeforeValidator(_bool_as_number), Field(strict=True, ge=0.0, le=1.0)]
 
 
 class DecodeError(ValueError):
@@ -123,7 +174,9 @@ def to_epoch_ms(value: Any) -> int:
         except ValueError as exc:
             raise ValueError(f"timestamp {value[:40]!r} is not ISO-8601") from exc
         if parsed.tzinfo is None:
-            raise ValueError(f"timestamp {value[:40]!r} has no time zone")
+            raise ValueError(
+                f"timestamp {value[:40]!r} has no time zone; add Z or an offset such as +02:00"
+            )
         return int(parsed.timestamp() * 1000)
     raise ValueError("a timestamp is epoch milliseconds or an ISO-8601 string")
 
@@ -143,12 +196,7 @@ class Event(BaseModel):
     author_id: Id | None = None
     context: dict[SmallText, float | int | SmallText] = Field(default_factory=dict)
     features: dict[SmallText, Scalar] = Field(default_factory=dict)
-    label: float | None = None
-
-    @field_validator("label", mode="before")
-    @classmethod
-    def _label_as_number(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, bool) else value
+    label: LabelValue | None = None
 
 
 class Label(BaseModel):
@@ -158,13 +206,8 @@ class Label(BaseModel):
 
     event_id: Id
     timestamp: EpochMs
-    label: float
-    weight: float = Field(default=1.0, gt=0.0, le=1e6)
-
-    @field_validator("label", mode="before")
-    @classmethod
-    def _label_as_number(cls, value: Any) -> Any:
-        return float(value) if isinstance(value, bool) else value
+    label: LabelValue
+    weight: float = Field(default=1.0, gt=0.0, le=1e6, strict=True)
 
     @property
     def value(self) -> float:
@@ -180,18 +223,106 @@ _ERROR_REASONS = {
     "string_too_long": "too_large",
     "too_long": "too_large",
     "greater_than": "invalid_value",
+    "greater_than_equal": "invalid_value",
+    "less_than": "invalid_value",
     "less_than_equal": "invalid_value",
     "value_error": "invalid_value",
 }
 
+#: The last part of an error's location when pydantic tried one member of a union.
+_UNION_BRANCHES = {
+    "float": "a number",
+    "int": "a number",
+    "bool": "a boolean",
+    "str": "a string",
+    "constrained-str": "a string of at most 256 characters",
+}
+
+
+def _json_type(value: Any) -> str:
+    """How a decoded JSON value is named in messages: its JSON type, not Python's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return (
+            f"a string of {len(value)} characters" if len(value) > 40 else f"the string {value!r}"
+        )
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) if len(str(part)) <= 40 else str(part)[:37] + "..." for part in loc]
+    return ".".join(parts) or "record"
+
 
 def _reason_of(error: ValidationError) -> DecodeError:
-    first = error.errors(include_url=False)[0]
-    location = ".".join(str(part) for part in first["loc"]) or "record"
-    reason = _ERROR_REASONS.get(first["type"], "wrong_type")
-    if reason == "invalid_value" and "timestamp" in first["loc"]:
-        reason = "wrong_type"
-    return DecodeError(reason, f"{location}: {first['msg']}")
+    """The first problem of a failed validation, as a reason and a message naming the field."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    loc = first["loc"]
+    if len(loc) > 1 and loc[-1] in _UNION_BRANCHES:
+        # A value that fits no member of a union (a context or feature value): one
+        # error per member; say what was expected instead of the first member's complaint.
+        tried = [e for e in errors if e["loc"][:-1] == loc[:-1]]
+        types = {e["type"] for e in tried}
+        where = _location(loc[:-1])
+        if "string_too_long" in types:
+            return DecodeError(
+                "too_large", f"{where}: {_json_type(first['input'])}, the limit is 256"
+            )
+        if "finite_number" in types:
+            return DecodeError("not_finite", f"{where}: {first['msg']}")
+        kinds = list(dict.fromkeys(_UNION_BRANCHES[str(e["loc"][-1])] for e in tried))
+        expected = " or ".join([", ".join(kinds[:-1]), kinds[-1]] if len(kinds) > 1 else kinds)
+        return DecodeError(
+            "wrong_type", f"{where}: expected {expected}, got {_json_type(first['input'])}"
+        )
+    kind = first["type"]
+    reason = _ERROR_REASONS.get(kind, "wrong_type")
+    message = first["msg"]
+    if kind == "value_error":
+        message = str(first.get("ctx", {}).get("error", message))
+        if "timestamp" in loc:
+            reason = "wrong_type"
+    elif reason == "wrong_type":
+        message = f"{message}, got {_json_type(first['input'])}"
+    elif kind == "string_too_long":
+        message = f"{message}, got {len(first['input'])}"
+    return DecodeError(reason, f"{_location(loc)}: {message}")
+
+
+#: A JSON-ish spelling of a non-finite number (Python's ``json`` writes the first three).
+_NON_FINITE = re.compile(r"[-+]?(?:NaN|Infinity|nan|inf(?:inity)?)\b", re.IGNORECASE)
+
+
+def _not_json(raw: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
+    """Why orjson refused ``raw``: not UTF-8, a non-finite number, too deep, or not JSON."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return DecodeError("not_utf8", f"the record is not UTF-8 text: invalid byte at {bad.start}")
+    where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
+    if "infinity" in exc.msg:
+        return DecodeError(
+            "not_finite", f"a number too large for a double (it would be infinity) at {where}"
+        )
+    start = exc.pos - 1 if exc.pos > 0 and text[exc.pos - 1 : exc.pos] in "+-" else exc.pos
+    found = _NON_FINITE.match(text, start)
+    if found:
+        return DecodeError(
+            "not_finite", f"{found.group()} at {where}: NaN and infinity are not numbers in JSON"
+        )
+    if "depth limit" in exc.msg:
+        return DecodeError("too_large", f"JSON nested deeper than 1024 levels at {where}")
+    return DecodeError("invalid_json", str(exc))
 
 
 def _load(raw: bytes, limits: Limits, fields: frozenset[str]) -> dict[str, Any]:
@@ -200,21 +331,18 @@ def _load(raw: bytes, limits: Limits, fields: frozenset[str]) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DecodeError("not_utf8", "the record is not UTF-8 text") from exc
-        if "infinity" in str(exc) or b"NaN" in raw or b"Infinity" in raw:
-            raise DecodeError(
-                "not_finite", f"NaN and infinity are not numbers here: {exc}"
-            ) from exc
-        raise DecodeError("invalid_json", str(exc)) from exc
+        raise _not_json(raw, exc) from exc
     if not isinstance(obj, dict):
-        raise DecodeError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+        raise DecodeError("not_an_object", f"expected a JSON object, got {_json_type(obj)}")
     if limits.unknown_fields == "reject":
         unknown = obj.keys() - fields
         if unknown:
-            raise DecodeError("unknown_field", f"unknown fields: {sorted(unknown)[:5]}")
+            names = ", ".join(repr(name[:40]) for name in sorted(unknown)[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise DecodeError(
+                "unknown_field",
+                f"unknown fields {names}{more}; known: {', '.join(sorted(fields))}",
+            )
     return obj
 
 
