@@ -1,0 +1,377 @@
+"""``python -m bench``: every benchmark scenario in one run, on one stack and one world.
+
+Usage: ``.venv/bin/python -m bench [--events 20000] [--quick] [--out reports/bench]
+[--only ceiling,worker,...]``. Writes ``OUT/bench.md``, ``OUT/bench.json`` and
+``OUT/profile.txt`` (rewritten after each scenario, so an interrupted run keeps
+what it measured) and prints the table.
+
+Shape of ``results`` (the ``results`` key of ``bench.json``): one entry per
+scenario that ran: ``ceiling``, ``backtest``, ``monitoring``,
+``processor_redis``, ``profile``, ``worker`` (``off``, ``transactions``),
+``naive``, ``scaling`` (``one``, ``two``), ``latency`` (a list, one point per
+rate) and ``memory``; plus ``errors`` for scenarios that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from stream.config import Settings
+from stream.stack import Stack
+from stream.synthetic import WorldConfig, generate_world
+
+from . import inprocess, latency
+from .env import (
+    bench_stack,
+    machine_info,
+    produce_all,
+    read_topic,
+    settings_for,
+    world_lines,
+    write_config,
+)
+from .hotpath import profile_hot_path
+from .memory import MODE as MEMORY_MODE
+from .tables import goals_of, percentiles, rich_table, rows_of, write_reports
+from .workers import REPO, run_workers
+
+SCENARIOS = (
+    "ceiling",
+    "backtest",
+    "monitoring",
+    "profile",
+    "worker",
+    "naive",
+    "scaling",
+    "latency",
+    "memory",
+)
+#: Scenarios that need another one's figure (the single-worker maximum).
+REQUIRES = {"scaling": ("worker",), "latency": ("worker",)}
+LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
+
+NOTES = [
+    "All scenarios use the same synthetic world (`stream.synthetic.generate_world`, seed 42: "
+    "each event followed later by its label record) and the `logistic` preset; events/s counts "
+    "events, while the labels of those events are processed in the same time.",
+    "ceiling: the x dicts are first collected by running the Processor once over a MemoryStore "
+    "(not timed); then only `predict_proba_one` + `learn_one` per event with its joined label; "
+    "best of 3 runs.",
+    "backtest: `stream.backtest.backtest(path, Settings(), ['logistic'])`, its own timer "
+    "(MemoryStore, monitor and scorecard, batches of 1000).",
+    "monitor off/on: the worker's Processor (worker metrics) over a MemoryStore, with and "
+    "without its Monitor, alternated, best of each; the worker itself has no switch to turn "
+    "monitoring off.",
+    "Processor + RedisStore: the worker's Processor against the real Redis, no Kafka, batches "
+    "of 500 (the worker's max_poll_records); the unprofiled pass of the profile.",
+    "worker: `stream.worker.Worker` in its own process (`bench.worker_run`), all events and "
+    "labels produced beforehand to 4 partitions; timed from the release of a start barrier "
+    "(group joined, partitions assigned) to its last commit after the end offsets. "
+    "'checkpoints off': no STREAMLEARN_MODEL_KEY, offsets committed after every batch; "
+    "'checkpoints + transactions': kafka.transactions=true, a signing key, default checkpoint "
+    "cadence.",
+    "CPU: CPU seconds of each process (worker from getrusage, Kafka broker and redis-server "
+    "from psutil over the same window) as % of one core over the run's wall time; the machine "
+    "has the cores listed above, shared by all of them.",
+    "floor: `bench/naive.py`, one Redis round trip per record (a plain pipeline: the previous "
+    "record's writes, then this record's reads), one producer send + flush per prediction, "
+    "same schema, feature math and model; timed from its first record to its last.",
+    "2 workers: the same as 'checkpoints off' with two worker processes in one group sharing "
+    "the 4 partitions; events/s from the first release to the last commit of either.",
+    "latency: one worker ('checkpoints off'); an open-loop producer in the benchmark process "
+    "(the project's producer settings: linger 5 ms, acks all) sends events on a fixed schedule "
+    "at 25/50/75% of the measured single-worker events/s, labels following; latency = Kafka "
+    "timestamp of the prediction record - Kafka timestamp of the event record (CreateTime, one "
+    "clock); nearest-rank percentiles over every event.",
+    f"memory: {MEMORY_MODE}, the world generated on the fly; RSS at start, after the 10% "
+    "warm-up and at the end; growth = (end - warm-up) / warm-up.",
+    "Figures are single measurements on a shared machine: the load averages above say how "
+    "busy it was.",
+]
+
+
+class Bench:
+    """One benchmark run: the stack, the world, the results and the reports."""
+
+    def __init__(self, args: argparse.Namespace, console: Console) -> None:
+        self.args = args
+        self.console = console
+        self.out: Path = args.out
+        self.results: dict[str, Any] = {}
+        self.machine: dict[str, Any] = {}
+        self.stack: Stack | None = None
+        self.tmp = Path()
+        self.lines: list[bytes] = []
+        self.path = Path()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def prefix(self, name: str) -> str:
+        return f"bench-{name}-{uuid.uuid4().hex[:6]}"
+
+    def settings(self, name: str, **overrides: Any) -> Settings:
+        assert self.stack is not None
+        return settings_for(self.stack, self.prefix(name), **overrides)
+
+    def save(self) -> None:
+        self.results["config"] = {
+            "events": self.args.events,
+            "quick": self.args.quick,
+            "memory_events": self.args.memory_events,
+            "latency_seconds": self.args.latency_seconds,
+        }
+        write_reports(self.out, self.results, self.machine, NOTES)
+
+    def step(self, name: str, run: Callable[[], None]) -> None:
+        self.console.rule(f"[bold]{name}")
+        t0 = time.perf_counter()
+        try:
+            with self.console.status(f"{name} ..."):
+                run()
+        except Exception as error:  # a failed scenario is reported, the others still run
+            self.results.setdefault("errors", {})[name] = "".join(
+                traceback.format_exception_only(error)
+            ).strip()
+            self.console.print(f"[red]{name} failed:[/red] {error}")
+            (self.out / f"{name}.error.txt").write_text(traceback.format_exc())
+        self.console.print(f"{name}: {time.perf_counter() - t0:.1f} s")
+        self.save()
+
+    def show(self, text: str) -> None:
+        self.console.print(text)
+
+    # ------------------------------------------------------------------ scenarios
+
+    def ceiling(self) -> None:
+        examples = inprocess.collect_examples(self.lines, Settings())
+        self.results["ceiling"] = inprocess.ceiling(examples, repeats=3)
+        self.show(f"ceiling {self.results['ceiling']['events_per_s']:,.0f} events/s")
+
+    def backtest(self) -> None:
+        self.results["backtest"] = inprocess.run_backtest(self.path)
+        self.show(f"backtest {self.results['backtest']['events_per_s']:,.0f} events/s")
+
+    def monitoring(self) -> None:
+        repeats = 1 if self.args.quick else 2
+        mon = inprocess.monitoring_overhead(self.lines, Settings(), repeats=repeats)
+        self.results["monitoring"] = mon
+        self.show(f"monitoring overhead {mon['overhead_pct']:+.1f}%")
+
+    def profile(self) -> None:
+        assert self.stack is not None
+        settings = Settings(store={"key_prefix": self.prefix("profile")})
+        summary = profile_hot_path(
+            self.lines, settings, self.stack.config.redis_url, self.out / "profile.txt"
+        )
+        self.results["processor_redis"] = summary.pop("unprofiled")
+        self.results["profile"] = summary
+        rate = self.results["processor_redis"]["events_per_s"]
+        self.show(f"Processor + RedisStore {rate:,.0f} events/s; profile.txt written")
+
+    def _worker_run(self, name: str, count: int = 1, **overrides: Any) -> dict[str, Any]:
+        assert self.stack is not None
+        env = None
+        if overrides.pop("checkpoints", False):
+            env = {"STREAMLEARN_MODEL_KEY": secrets.token_hex(32)}
+        settings = self.settings(name, **overrides)
+        produce_all(settings, self.lines)
+        run = run_workers(self.stack, settings, self.tmp / settings.kafka.group_id, count, env=env)
+        self.show(
+            f"{name}: {run['events']:,} events in {run['seconds']:.2f} s = "
+            f"{run['events_per_s']:,.0f} events/s"
+        )
+        return run
+
+    def worker(self) -> None:
+        runs = self.results.setdefault("worker", {})
+        runs["off"] = self._worker_run("worker-off")
+        self.save()
+        runs["transactions"] = self._worker_run(
+            "worker-tx", kafka={"transactions": True}, checkpoints=True
+        )
+
+    def naive(self) -> None:
+        settings = self.settings("naive")
+        counts = produce_all(settings, self.lines)
+        folder = self.tmp / "naive"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = write_config(settings, folder / "naive.yaml")
+        result = folder / "naive.json"
+        with (folder / "naive.log").open("ab") as log:
+            subprocess.run(
+                [sys.executable, "-m", "bench.naive", "--config", str(config),
+                 "--records", str(sum(counts.values())), "--out", str(result)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, check=True, timeout=3600,
+            )  # fmt: skip
+        self.results["naive"] = json.loads(result.read_text())
+        self.show(f"floor {self.results['naive']['events_per_s']:,.0f} events/s")
+
+    def scaling(self) -> None:
+        one = self.results["worker"]["off"]
+        two = self._worker_run("scaling-two", count=2)
+        two["speedup"] = two["events_per_s"] / one["events_per_s"]
+        self.results["scaling"] = {"one": {k: v for k, v in one.items() if k != "reports"},
+                                   "two": two}  # fmt: skip
+        self.show(f"2 workers: {two['speedup']:.2f}x one")
+
+    def latency(self) -> None:
+        assert self.stack is not None
+        stack = self.stack
+        peak = self.results["worker"]["off"]["events_per_s"]
+        seconds = self.args.latency_seconds
+        most = math.ceil(max(LATENCY_FRACTIONS) * peak * seconds)
+        world = world_lines(generate_world(WorldConfig(events=most + 1)))
+        points = self.results["latency"] = []
+        for fraction in LATENCY_FRACTIONS:
+            rate = fraction * peak
+            lines = latency.cut_events(world, max(1, math.ceil(rate * seconds)))
+            settings = self.settings(f"latency-{round(fraction * 100)}")
+            run = run_workers(
+                stack,
+                settings,
+                self.tmp / settings.kafka.group_id,
+                until_end=False,
+                idle_s=3.0,
+                on_go=lambda s=settings, lines=lines, rate=rate: latency.open_loop(s, lines, rate),
+            )
+            bootstrap = stack.config.kafka_bootstrap
+            topics = settings.kafka.topics
+            values, missing = latency.latencies_ms(
+                read_topic(bootstrap, topics.events), read_topic(bootstrap, topics.predictions)
+            )
+            load = run["on_go"]
+            report = run["reports"]["worker-0"]
+            batches = max(1, report["batches"])
+            point = {
+                "fraction": fraction,
+                "target_rate": rate,
+                "achieved_rate": load["achieved_rate"],
+                "events": len(values),
+                "missing_predictions": missing,
+                **percentiles(values),
+                "producer": load,
+                "cpu": run["cpu"],
+                "worker_batches": report["batches"],
+                "worker_ms_per_batch": {
+                    stage: round(1000 * sec / batches, 3)
+                    for stage, sec in report["stage_s"].items()
+                },
+            }
+            points.append(point)
+            self.show(
+                f"latency @ {fraction:.0%} ({rate:,.0f} ev/s): p50 {point['p50']:.0f} ms, "
+                f"p99 {point['p99']:.0f} ms, max {point['max']:.0f} ms"
+            )
+            self.save()
+
+    def memory(self) -> None:
+        assert self.stack is not None
+        out = self.tmp / "memory.json"
+        with (self.tmp / "memory.log").open("ab") as log:
+            subprocess.run(
+                [sys.executable, "-m", "bench.memory", "--redis-url", self.stack.config.redis_url,
+                 "--prefix", self.prefix("memory"), "--events", str(self.args.memory_events),
+                 "--out", str(out)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, check=True, timeout=6 * 3600,
+            )  # fmt: skip
+        mem = self.results["memory"] = json.loads(out.read_text())
+        self.show(f"memory: RSS {mem['rss_mb']}, growth after warm-up {mem['growth_pct']:+.1f}%")
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, selected: list[str]) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="streamlearn-bench-") as tmp:
+            self.tmp = Path(tmp)
+            self.show(f"starting Kafka and Redis under {self.tmp / 'stack'}")
+            with bench_stack(self.tmp / "stack", report=self.show) as stack:
+                self.stack = stack
+                self.machine = machine_info(stack)
+                self.lines = world_lines(generate_world(WorldConfig(events=self.args.events)))
+                self.path = self.tmp / "world.jsonl"
+                self.path.write_bytes(b"\n".join(self.lines) + b"\n")
+                self.save()
+                for name in selected:
+                    missing = [r for r in REQUIRES.get(name, ()) if r not in self.results]
+                    if missing:
+                        self.results.setdefault("errors", {})[name] = f"needs {missing}"
+                        self.console.print(f"[yellow]{name} skipped: needs {missing}")
+                        continue
+                    self.step(name, getattr(self, name))
+                self.machine["load_end"] = [round(v, 2) for v in os.getloadavg()]
+                self.save()
+        self.console.print(rich_table(rows_of(self.results)))
+        for goal in goals_of(self.results):
+            verdict = {True: "[green]PASS", False: "[red]FAIL", None: "[yellow]n/a"}[goal.passed]
+            self.console.print(f"{verdict}[/] {goal.name}: {goal.measured}")
+        for name, error in self.results.get("errors", {}).items():
+            self.console.print(f"[red]{name} did not complete:[/red] {error}")
+        self.console.print(f"reports in {self.out}/ (bench.md, bench.json, profile.txt)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="streamlearn benchmarks against the ceiling and floor"
+    )
+    parser.add_argument("--events", type=int, default=None, help="events (default 20000)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~2 minutes)")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench"), help="report folder")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated scenarios out of {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--memory-events", type=int, default=None, help="default 1,000,000")
+    parser.add_argument("--latency-seconds", type=float, default=None, help="per rate, default 20")
+    args = parser.parse_args(argv)
+    if args.events is None:
+        args.events = 4000 if args.quick else 20_000
+    if args.memory_events is None:
+        args.memory_events = 100_000 if args.quick else 1_000_000
+    if args.latency_seconds is None:
+        args.latency_seconds = 8.0 if args.quick else 20.0
+    if args.events < 100:
+        parser.error("--events must be at least 100")
+    return args
+
+
+def selection(only: str) -> list[str]:
+    """The scenarios to run, in run order, with the ones they need.
+
+    >>> selection("latency")
+    ['worker', 'latency']
+    >>> selection("")[:2]
+    ['ceiling', 'backtest']
+    """
+    wanted = {name.strip() for name in only.split(",") if name.strip()} or set(SCENARIOS)
+    unknown = wanted - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    for name in list(wanted):
+        wanted.update(REQUIRES.get(name, ()))
+    return [name for name in SCENARIOS if name in wanted]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 200))
+    Bench(args, console).run(selection(args.only))
+
+
+if __name__ == "__main__":
+    main()

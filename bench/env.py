@@ -1,0 +1,260 @@
+"""The benchmark's environment: its own local stack, settings, topics and the machine.
+
+The stack is the project's :class:`stream.stack.Stack` (Kafka and Redis only)
+on a private root and free ports, with Redis persistence off, so a benchmark
+never touches the user's ``.stack/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import random
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import redis
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from stream.config import Settings
+from stream.kafka_io import ensure_topics, event_key, route, topic_plan
+from stream.stack import Stack, StackConfig, StackError, kafka_version
+
+__all__ = [
+    "CpuMeter",
+    "bench_stack",
+    "free_ports",
+    "machine_info",
+    "produce_all",
+    "read_topic",
+    "settings_for",
+    "world_lines",
+    "write_config",
+]
+
+SERVICES = ("kafka", "redis")
+
+
+def free_ports(count: int, *, low: int = 20000, high: int = 32000) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1, below the ephemeral range."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(low, high)
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+def _config(root: Path) -> StackConfig:
+    kafka, controller, redis_port, prometheus, alertmanager = free_ports(5)
+    return StackConfig(
+        root=root,
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        redis_port=redis_port,
+        prometheus_port=prometheus,
+        alertmanager_port=alertmanager,
+        redis_appendonly=False,
+        startup_timeout=180.0,
+    )
+
+
+def _stop_leftovers(root: Path) -> None:
+    """Stop processes started from ``root`` that a failed start left without a pid file."""
+    mark = str(root)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid == os.getpid() or mark not in " ".join(proc.info["cmdline"] or ()):
+            continue
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def bench_stack(root: Path, report: Any = print) -> Iterator[Stack]:
+    """Kafka and Redis on ``root`` and free ports; stopped on exit. One retry on a failed start."""
+    stack = Stack(_config(root), reporter=lambda message: None)
+    try:
+        for attempt in (1, 2):
+            try:
+                stack.up(services=SERVICES)  # type: ignore[arg-type]
+                break
+            except StackError as error:
+                stack.down()
+                _stop_leftovers(root)
+                if attempt == 2:
+                    raise
+                report(f"stack start failed, retrying on new ports: {str(error).splitlines()[0]}")
+                stack = Stack(_config(root / "retry"), reporter=lambda message: None)
+        yield stack
+    finally:
+        stack.down()
+        _stop_leftovers(root)
+
+
+def settings_for(stack: Stack, prefix: str, **overrides: Any) -> Settings:
+    """Settings whose topics (4 partitions), group and Redis keys all carry ``prefix``."""
+    sections: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": stack.config.kafka_bootstrap,
+            "group_id": f"{prefix}-group",
+            "topics": {
+                "events": f"{prefix}.events",
+                "labels": f"{prefix}.labels",
+                "predictions": f"{prefix}.predictions",
+                "dead_letter": f"{prefix}.dead-letter",
+                "partitions": 4,
+            },
+        },
+        "redis": {"url": stack.config.redis_url},
+        "store": {"key_prefix": prefix},
+        "metrics": {"port": 0},
+    }
+    for section, values in overrides.items():
+        sections[section] = {**sections.get(section, {}), **values}
+    return Settings(**sections)
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """The settings as a YAML config file for a worker process."""
+    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def world_lines(records: Iterable[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(record) for record in records]
+
+
+def producer(settings: Settings, **options: Any) -> KafkaProducer:
+    kafka = settings.kafka
+    return KafkaProducer(client_id=f"{kafka.client_id}-bench", **kafka.client_options(), **options)
+
+
+def produce_all(settings: Settings, lines: Iterable[bytes]) -> dict[str, int]:
+    """Create the topics and send every line, keyed by event id; returns counts per kind."""
+    kafka = settings.kafka
+    ensure_topics(kafka, topic_plan(kafka))
+    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
+    sink = producer(settings, linger_ms=20, acks="all")
+    counts = {"events": 0, "labels": 0}
+    for line in lines:
+        kind = route(line)
+        sink.send(topics[kind], key=event_key(line), value=line)
+        counts[kind] += 1
+    sink.flush()
+    sink.close()
+    return counts
+
+
+def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[tuple[bytes, int]]:
+    """(key, record timestamp ms) of every committed record of ``topic``."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        consumer_timeout_ms=idle_ms,
+        max_poll_records=5000,
+    )
+    out = [(record.key or b"", record.timestamp) for record in consumer]
+    consumer.close()
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used by a set of processes between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.before: dict[str, float] = {}
+        self.after: dict[str, float] = {}
+        self.started = self.stopped = 0.0
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        times = proc.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.before = {name: self._cpu(proc) for name, proc in self.procs.items()}
+
+    def stop(self) -> None:
+        self.stopped = time.monotonic()
+        self.after = {name: self._cpu(proc) for name, proc in self.procs.items()}
+
+    def seconds(self) -> dict[str, float]:
+        return {name: self.after[name] - self.before[name] for name in self.procs}
+
+
+def cpu_summary(cpu_s: dict[str, float], wall_s: float) -> dict[str, dict[str, float]]:
+    """Per process: CPU seconds, % of one core over ``wall_s``, and share of the total."""
+    total = sum(cpu_s.values()) or 1.0
+    return {
+        name: {
+            "cpu_s": round(seconds, 3),
+            "core_pct": round(100.0 * seconds / wall_s, 1) if wall_s > 0 else float("nan"),
+            "share_pct": round(100.0 * seconds / total, 1),
+        }
+        for name, seconds in cpu_s.items()
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(stack: Stack | None) -> dict[str, Any]:
+    """CPU, cores, memory, date and the versions of everything measured."""
+    versions = {
+        "python": platform.python_version(),
+        "river": _version("river"),
+        "kafka-python": _version("kafka-python"),
+        "redis-py": _version("redis"),
+        "kafka broker": kafka_version(),
+    }
+    if stack is not None:
+        client = redis.Redis.from_url(stack.config.redis_url)
+        versions["redis-server"] = client.info("server")["redis_version"]
+        client.close()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": {
+            "model": _cpu_model(),
+            "cores": os.cpu_count(),
+            "physical_cores": psutil.cpu_count(logical=False),
+        },
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "versions": versions,
+        "load_start": [round(v, 2) for v in os.getloadavg()],
+    }

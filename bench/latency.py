@@ -1,0 +1,93 @@
+"""Event-to-prediction latency under an open-loop load.
+
+The producer sends events on a fixed schedule (event ``i`` at ``start + i / rate``,
+whether or not the worker keeps up) with the labels that follow them in the
+world's order sent as they come. Latency is the prediction record's Kafka
+timestamp minus its event record's Kafka timestamp (both ``CreateTime``, the
+producer's clock when the record was handed to Kafka, one machine, one clock).
+
+Examples
+--------
+>>> lines = [b'{"event_id":"a","user_id":"u"}', b'{"event_id":"a","label":true}',
+...          b'{"event_id":"b","user_id":"u"}', b'{"event_id":"b","label":false}']
+>>> cut_events(lines, 1)
+[b'{"event_id":"a","user_id":"u"}', b'{"event_id":"a","label":true}']
+>>> latencies_ms([(b"a", 100), (b"b", 110)], [(b"a", 104), (b"a", 190)])
+([4.0], 1)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from stream.config import Settings
+from stream.kafka_io import event_key, route
+
+from .env import producer
+
+__all__ = ["cut_events", "latencies_ms", "open_loop"]
+
+
+def cut_events(lines: Sequence[bytes], events: int) -> list[bytes]:
+    """The lines up to (not including) the event after the first ``events`` events."""
+    seen = 0
+    for index, line in enumerate(lines):
+        if route(line) == "events":
+            if seen == events:
+                return list(lines[:index])
+            seen += 1
+    return list(lines)
+
+
+def open_loop(settings: Settings, lines: Sequence[bytes], rate: float) -> dict[str, Any]:
+    """Send ``lines`` with events at ``rate`` per second on a fixed schedule.
+
+    The producer batches as the project's own does (``kafka.linger_ms``).
+    """
+    kafka = settings.kafka
+    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
+    sink = producer(settings, linger_ms=kafka.linger_ms, acks="all")
+    events = labels = 0
+    late_max = 0.0
+    start = time.perf_counter()
+    last = start
+    for line in lines:
+        kind = route(line)
+        if kind == "events":
+            due = start + events / rate
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            else:
+                late_max = max(late_max, now - due)
+            events += 1
+            last = time.perf_counter()
+        else:
+            labels += 1
+        sink.send(topics[kind], key=event_key(line), value=line)
+    sink.flush()
+    sink.close()
+    span = last - start
+    return {
+        "target_rate": rate,
+        "events_sent": events,
+        "labels_sent": labels,
+        "seconds": round(span, 3),
+        "achieved_rate": (events - 1) / span if span > 0 else float("nan"),
+        "max_behind_schedule_ms": round(1000 * late_max, 1),
+    }
+
+
+def latencies_ms(
+    events: Iterable[tuple[bytes, int]], predictions: Iterable[tuple[bytes, int]]
+) -> tuple[list[float], int]:
+    """Per event, first prediction time minus event time (ms); and events without one."""
+    sent = dict(events)
+    first: dict[bytes, int] = {}
+    for key, timestamp in predictions:
+        if key in sent and key not in first:
+            first[key] = timestamp
+    out = [float(first[key] - ts) for key, ts in sent.items() if key in first]
+    return out, len(sent) - len(first)
