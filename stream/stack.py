@@ -1031,7 +1031,7 @@ class Stack:
             if spec.ready():
                 self._report(f"{spec.name}: ready")
                 return
-            if record is None or record.process() is None:
+            if record is None or not self._alive(record):
                 self._pidfile(spec.name).unlink(missing_ok=True)
                 self._fail(spec, "exited before it was ready")
             time.sleep(_POLL)
@@ -1039,6 +1039,13 @@ class Stack:
             proc.kill()
             self._pidfile(spec.name).unlink(missing_ok=True)
         self._fail(spec, f"not ready after {self.config.startup_timeout:.0f}s")
+
+    def _alive(self, record: _Record) -> bool:
+        """Whether the service process lives; a child we just forked may not have exec'd yet."""
+        child = self._children.get(record.pid)
+        if child is not None:
+            return child.poll() is None
+        return record.process() is not None
 
     def _fail(self, spec: _Spec, why: str) -> None:
         logs = dict.fromkeys([spec.log, spec.console])

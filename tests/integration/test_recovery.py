@@ -80,6 +80,7 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
     assert stored_counters(redis_client, unique_prefix) == recount(records)
 
 
+@pytest.mark.timeout(400)
 def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
     fresh_stack_config, unique_prefix, tmp_path
 ):
@@ -110,7 +111,7 @@ def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
             _restart(stack, service)
             assert process.poll() is None, f"the worker survived the {service} restart"
 
-        assert process.wait(timeout=600) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        assert process.wait(timeout=240) == 0, (tmp_path / "worker.log").read_text()[-3000:]
         per_event = Counter(
             r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
         )
@@ -135,6 +136,8 @@ def _restart(stack: Stack, service: str) -> None:
     process.wait(timeout=60)
     time.sleep(random.uniform(1.0, 2.0))
     stack.up(services=[service])
+    states = {s.service: s.state for s in stack.status()}
+    assert states[service] == "up", f"{service} is back: {states}"
 
 
 def test_promotion_and_rollback_change_the_scores_the_worker_publishes(
