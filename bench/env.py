@@ -27,8 +27,8 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
 from stream.config import Settings
-from stream.kafka_io import ensure_topics, event_key, route, topic_plan
-from stream.stack import Stack, StackConfig, StackError, kafka_version
+from stream.kafka_io import event_key, route, topic_plan
+from stream.stack import Stack, StackConfig, StackError, create_topics, kafka_version
 
 __all__ = [
     "CpuMeter",
@@ -149,7 +149,7 @@ def producer(settings: Settings, **options: Any) -> KafkaProducer:
 def produce_all(settings: Settings, lines: Iterable[bytes]) -> dict[str, int]:
     """Create the topics and send every line, keyed by event id; returns counts per kind."""
     kafka = settings.kafka
-    ensure_topics(kafka, topic_plan(kafka))
+    create_topics(kafka.bootstrap_servers, topic_plan(kafka))
     topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
     sink = producer(settings, linger_ms=20, acks="all")
     counts = {"events": 0, "labels": 0}

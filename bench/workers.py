@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Settings
-from stream.kafka_io import ensure_topics, topic_plan
-from stream.stack import Stack
+from stream.kafka_io import topic_plan
+from stream.stack import Stack, create_topics
 
 from .env import CpuMeter, cpu_summary, write_config
 
@@ -73,7 +73,7 @@ def run_workers(
     producer); its return value is kept under ``"on_go"``.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings.kafka, topic_plan(settings.kafka))
+    create_topics(settings.kafka.bootstrap_servers, topic_plan(settings.kafka))
     config = write_config(settings, folder / "worker.yaml")
     mode = ["--until-end"] if until_end else ["--idle", str(idle_s)]
     names = [f"worker-{n}" for n in range(count)]
@@ -123,13 +123,17 @@ def run_workers(
 
 
 def _check_alive(
-    procs: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path], deadline: float
+    procs: dict[str, subprocess.Popen[bytes]],
+    logs: dict[str, Path],
+    deadline: float,
+    waiting_for: str = "the end of the run",
 ) -> None:
     for name, proc in procs.items():
         if proc.poll() not in (None, 0):
             raise WorkerRunError(f"{name} exited {proc.returncode}\n{_tail(logs[name])}")
     if time.monotonic() > deadline:
-        raise WorkerRunError("workers did not finish in time\n" + _tail(next(iter(logs.values()))))
+        tails = "\n".join(f"{name}:\n{_tail(log)}" for name, log in logs.items())
+        raise WorkerRunError(f"timed out waiting for {waiting_for}\n{tails}")
 
 
 def _wait_assigned(
@@ -145,7 +149,7 @@ def _wait_assigned(
     deadline = time.monotonic() + timeout_s
     stable = 0
     while stable < 2:
-        _check_alive(procs, logs, deadline)
+        _check_alive(procs, logs, deadline, "every worker to hold its partitions")
         shares = [(_read(folder / f"{n}.assigned") or {}).get("partitions", []) for n in names]
         union = set().union(*shares)
         ok = all(shares) and union == expected and sum(map(len, shares)) == len(union)
