@@ -100,15 +100,18 @@ class EntityState:
 def entity_ids(user_id: str, item_id: str, author_id: str | None) -> list[tuple[str, str]]:
     """The (kind, id) pairs an event touches, in :data:`ENTITY_KINDS` order.
 
+    A pair's id starts with the length of the user id, so no two pairs share one
+    whatever characters the ids hold.
+
     >>> entity_ids("u1", "i9", None)
-    [('user', 'u1'), ('item', 'i9'), ('user_item', 'u1|i9')]
+    [('user', 'u1'), ('item', 'i9'), ('user_item', '2:u1|i9')]
     """
     pairs = [("user", user_id), ("item", item_id)]
     if author_id is not None:
         pairs.append(("author", author_id))
-    pairs.append(("user_item", f"{user_id}|{item_id}"))
+    pairs.append(("user_item", f"{len(user_id)}:{user_id}|{item_id}"))
     if author_id is not None:
-        pairs.append(("user_author", f"{user_id}|{author_id}"))
+        pairs.append(("user_author", f"{len(user_id)}:{user_id}|{author_id}"))
     return pairs
 
 

@@ -45,6 +45,7 @@ from features.store import (
     AppliedLabel,
     EventOp,
     EventOutcome,
+    ExpiredLabel,
     InteractionStore,
     LabelOp,
     LabelOutcome,
@@ -331,27 +332,7 @@ class Processor:
             )
             out.labels_learned += 1
         for expired in result.expired:
-            value = orjson.dumps(
-                {
-                    "event_id": expired.event_id,
-                    "label": expired.label.value if expired.label else None,
-                }
-            )
-            topic, partition, offset = _split_source(
-                expired.label.source if expired.label else "labels:-1:-1"
-            )
-            out.dead_letters.append(
-                DeadLetter(
-                    "unknown_event",
-                    "no event with this event_id arrived within the pending window",
-                    value,
-                    topic,
-                    partition,
-                    offset,
-                )
-            )
-            if self.metrics is not None:
-                self.metrics.dead_letters.labels(reason="unknown_event").inc()
+            self._expired(expired, out)
         learn_s += clock() - c
         out.stage_seconds = {
             "decode": t1 - t0,
@@ -390,6 +371,26 @@ class Processor:
         """The event partitions this processor owns: the watermark waits for each of them."""
         owned = set(partitions)
         self._partition_time = {key: self._partition_time.get(key, -1) for key in owned}
+
+    def _expired(self, expired: ExpiredLabel, out: BatchOutput) -> None:
+        """A label whose event never came: the label record goes to the dead letters."""
+        label = expired.label
+        record: dict[str, object] = {"event_id": expired.event_id}
+        if label is not None:
+            record.update(timestamp=label.timestamp_ms, label=label.value, weight=label.weight)
+        topic, partition, offset = _split_source(label.source if label else "labels:-1:-1")
+        out.dead_letters.append(
+            DeadLetter(
+                "unknown_event",
+                "no event with this event_id arrived within the pending window",
+                orjson.dumps(record),
+                topic,
+                partition,
+                offset,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(reason="unknown_event").inc()
 
     def flush(self) -> None:
         """Store the scores still held back for the next batch's store call."""
