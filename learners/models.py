@@ -32,7 +32,7 @@ def logistic() -> base.Classifier:
     """Standard scaling of numbers, one-hot encoding of strings, logistic regression."""
     numeric = compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
     categorical = compose.SelectType(str) | preprocessing.OneHotEncoder()
-    return (numeric + categorical) | linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+    return (numeric + categorical) | linear_model.LogisticRegression(optimizer=optim.SGD(0.003))
 
 
 def hoeffding_tree() -> base.Classifier:

@@ -304,6 +304,26 @@ def replay(
     console.print(summary.table())
 
 
+@app.command()
+def demo(
+    events: Annotated[int, typer.Option(min=100, help="Synthetic events to stream.")] = 20_000,
+    root: Annotated[Path | None, typer.Option(help="Stack folder (default .stack/).")] = None,
+    metrics_port: Annotated[int, typer.Option(help="The worker's /metrics port.")] = 9108,
+    report: Annotated[Path, typer.Option(help="Where backtest reports go.")] = Path("reports/demo"),
+) -> None:
+    """The main job end to end: local stack, a synthetic stream, a worker, a report."""
+    from stream.demo import run_demo
+    from stream.stack import StackError
+
+    _logging(False)
+    try:
+        result = run_demo(events, root, metrics_port, report)
+    except StackError as error:
+        console.print(f"[red]the local stack did not start[/red]\n{error}")
+        raise typer.Exit(1) from None
+    console.print(result.table())
+
+
 def main() -> None:
     app()
 

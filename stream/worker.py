@@ -122,6 +122,7 @@ class WorkerSummary:
     checkpoints: int = 0
     recoveries: int = 0
     seconds: float = 0.0
+    busy_seconds: float = 0.0
 
     def add(self, records: int, out: BatchOutput) -> None:
         self.records += records
@@ -399,6 +400,7 @@ class Worker:
             self._labels_since_checkpoint += out.labels_learned
             self.metrics.batches.inc()
             self.summary.add(len(records), out)
+            self.summary.busy_seconds += time.perf_counter() - t0
         if self._uncommitted and (self.checkpoints is None or self._checkpoint_due()):
             t2 = time.perf_counter()
             self.checkpoint()
@@ -475,6 +477,9 @@ class Worker:
         if self.slot.monitor is not None:
             self.slot.monitor.publish(refresh=True)
         self._disconnect()
+
+    def stop_metrics(self) -> None:
+        """Stop the /metrics endpoint (it outlives :meth:`run` so a last scrape sees the end)."""
         if self._http is not None:
             self._http.shutdown()
             self._http = None
