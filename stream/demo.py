@@ -10,10 +10,10 @@ happened and where to look.
 from __future__ import annotations
 
 import secrets
-from collections import deque
 import time
 import urllib.parse
 import urllib.request
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

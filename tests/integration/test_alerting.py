@@ -64,7 +64,10 @@ class Worker:
         self.registry = CollectorRegistry()
         self.worker = WorkerMetrics(self.registry)
         self.config = MonitoringConfig(
-            reference_size=200, window_size=200, evaluate_every=50, quality_window=200,
+            reference_size=200,
+            window_size=200,
+            evaluate_every=50,
+            quality_window=200,
             features=("amount",),
         )
         self.monitor = Monitor(self.config, MonitoringMetrics(self.registry))
@@ -196,7 +199,8 @@ def test_every_dashboard_query_runs_on_prometheus(
 def firing(prometheus_url: str, alertname: str, target: str) -> list[dict[str, Any]]:
     alerts = get_json(f"{prometheus_url}/api/v1/alerts")["data"]["alerts"]
     return [
-        a for a in alerts
+        a
+        for a in alerts
         if a["labels"].get("alertname") == alertname
         and a["labels"].get("target") == target
         and a["state"] == "firing"
@@ -222,17 +226,20 @@ def test_concept_drift_alert_reaches_the_webhook(
     time.sleep(2)  # the counter's zero is scraped before the detections
     assert worker.concept_shift() > 0
     alert = wait_for(
-        lambda: firing(prometheus_url, "StreamlearnConceptDrift", target), 60,
+        lambda: firing(prometheus_url, "StreamlearnConceptDrift", target),
+        60,
         "StreamlearnConceptDrift firing in Prometheus",
     )[0]
     assert alert["labels"]["severity"] == "warning"
     assert alert["annotations"]["summary"] == "Concept drift detected on the online loss"
     wait_for(
-        lambda: in_alertmanager(alertmanager_url, "StreamlearnConceptDrift", target), 60,
+        lambda: in_alertmanager(alertmanager_url, "StreamlearnConceptDrift", target),
+        60,
         "the alert in Alertmanager",
     )
     note = wait_for(
-        lambda: webhook.alerts("StreamlearnConceptDrift", target, "firing"), 60,
+        lambda: webhook.alerts("StreamlearnConceptDrift", target, "firing"),
+        60,
         "the firing notification on the webhook",
     )[0]
     assert note["labels"]["job"] == "streamlearn"
@@ -253,10 +260,12 @@ def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
     for_seconds = 120  # AlertThresholds().positive_rate_for
     wait_for(
         lambda: firing(prometheus_url, "StreamlearnPositiveRateShift", target),
-        for_seconds + 60, "StreamlearnPositiveRateShift firing",
+        for_seconds + 60,
+        "StreamlearnPositiveRateShift firing",
     )
     note = wait_for(
-        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "firing"), 60,
+        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "firing"),
+        60,
         "the firing notification",
     )[0]
     assert note["labels"]["severity"] == "critical"
@@ -267,10 +276,12 @@ def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
     ratio = worker.registry.get_sample_value("streamlearn_prediction_positive_rate_ratio")
     assert ratio is not None and math.isnan(ratio)
     wait_for(
-        lambda: not firing(prometheus_url, "StreamlearnPositiveRateShift", target), 60,
+        lambda: not firing(prometheus_url, "StreamlearnPositiveRateShift", target),
+        60,
         "the alert to resolve in Prometheus",
     )
     wait_for(
-        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "resolved"), 90,
+        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "resolved"),
+        90,
         "the resolved notification",
     )

@@ -82,8 +82,13 @@ def assert_per_key_order(pairs: list[tuple[str, str]]) -> None:
 def test_prometheus_config_scrapes_file_sd_targets_loads_rules_and_alerts_when_asked(
     tmp_path: Path,
 ) -> None:
-    config = StackConfig(root=tmp_path, scrape_interval="1s", evaluation_interval="2s",
-                         rules_dir=tmp_path / "rules", alertmanager_port=29999)
+    config = StackConfig(
+        root=tmp_path,
+        scrape_interval="1s",
+        evaluation_interval="2s",
+        rules_dir=tmp_path / "rules",
+        alertmanager_port=29999,
+    )
     doc = yaml.safe_load(prometheus_config(config, alertmanager=True))
     assert doc["global"] == {"scrape_interval": "1s", "evaluation_interval": "2s"}
     assert doc["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
@@ -101,8 +106,9 @@ def test_promtool_accepts_the_generated_prometheus_config(tmp_path: Path) -> Non
     config = StackConfig(root=tmp_path, rules_dir=tmp_path / "rules")
     path = tmp_path / "prometheus.yml"
     path.write_text(prometheus_config(config, alertmanager=True))
-    result = subprocess.run(["promtool", "check", "config", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["promtool", "check", "config", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -118,8 +124,11 @@ def test_server_properties_describe_one_combined_kraft_node(tmp_path: Path) -> N
     assert props["controller.listener.names"] == "CONTROLLER"
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
     assert props["log.dirs"] == str(tmp_path / "kafka" / "data")
-    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
-                "transaction.state.log.min.isr"):
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+    ):
         assert props[key] == "1"
     assert props["group.initial.rebalance.delay.ms"] == "0"
 
@@ -139,7 +148,9 @@ def test_scrape_target_files_are_file_sd_documents_and_bad_input_is_refused(
 
 def test_cli_topic_specs_parse_names_and_partition_counts() -> None:
     assert parse_topics(["events:6, labels:3", "dead-letter"]) == {
-        "events": 6, "labels": 3, "dead-letter": 1,
+        "events": 6,
+        "labels": 3,
+        "dead-letter": 1,
     }
 
 
@@ -148,10 +159,17 @@ def test_down_leaves_alone_a_process_whose_pid_file_does_not_match(tmp_path: Pat
     try:
         run = tmp_path / "run"
         run.mkdir()
-        (run / "kafka.json").write_text(json.dumps({
-            "pid": stranger.pid, "create_time": psutil.Process(stranger.pid).create_time(),
-            "marker": "kafka.Kafka", "ports": [1, 2], "argv": ["java"],
-        }))
+        (run / "kafka.json").write_text(
+            json.dumps(
+                {
+                    "pid": stranger.pid,
+                    "create_time": psutil.Process(stranger.pid).create_time(),
+                    "marker": "kafka.Kafka",
+                    "ports": [1, 2],
+                    "argv": ["java"],
+                }
+            )
+        )
         stack = Stack(StackConfig(root=tmp_path))
         assert stack.down() == []
         assert stranger.poll() is None, "down() signalled a process it did not start"
@@ -173,8 +191,11 @@ def test_kafka_python_round_trip_keeps_per_key_partition_and_order(
     assert len(set(key_partition.values())) > 1, "6 keys should use several of 3 partitions"
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, group_id=f"{unique_prefix}-g",
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{unique_prefix}-g",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     records = []
     deadline = time.monotonic() + 30
@@ -200,7 +221,9 @@ def test_kcat_reads_back_what_kafka_python_wrote(kafka_bootstrap: str, make_topi
     produce_keyed(kafka_bootstrap, topic)
     result = subprocess.run(
         ["kcat", "-C", "-q", "-b", kafka_bootstrap, "-t", topic, "-e", "-f", "%k\t%s\n"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     pairs = [tuple(line.split("\t", 1)) for line in result.stdout.splitlines() if line]
@@ -215,10 +238,14 @@ def test_confluent_kafka_reads_back_what_kafka_python_wrote(
     confluent_kafka = pytest.importorskip("confluent_kafka")
     (topic,) = make_topics(events=3)
     produce_keyed(kafka_bootstrap, topic)
-    consumer = confluent_kafka.Consumer({
-        "bootstrap.servers": kafka_bootstrap, "group.id": f"{unique_prefix}-c",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"{unique_prefix}-c",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     pairs = []
     deadline = time.monotonic() + 30
@@ -326,8 +353,13 @@ def test_up_is_idempotent_and_down_leaves_no_process_or_port_behind(
     assert sorted(stopped) == ["alertmanager", "kafka", "prometheus", "redis"]
     assert not any(psutil.pid_exists(pid) for pid in pids.values())
     config = fresh_stack_config
-    ports = [config.kafka_port, config.kafka_controller_port, config.redis_port,
-             config.prometheus_port, config.alertmanager_port]
+    ports = [
+        config.kafka_port,
+        config.kafka_controller_port,
+        config.redis_port,
+        config.prometheus_port,
+        config.alertmanager_port,
+    ]
     assert not any(port_open(port) for port in ports)
     assert all(row.state == "down" for row in stack.status())
     assert not list((config.root / "run").glob("*.json"))
@@ -339,8 +371,9 @@ def test_a_failing_service_is_reported_with_its_command_and_log(
 ) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "broken.yml").write_text("groups:\n  - name: x\n    rules:\n      - alert: A\n"
-                                      "        expr: 'sum('\n")
+    (rules / "broken.yml").write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: 'sum('\n"
+    )
     config = fresh_stack_config.model_copy(update={"rules_dir": rules})
     stack = Stack(config)
     try:
