@@ -659,6 +659,8 @@ class ConceptDrift:
             raise ValueError(f"unknown detector {detector!r}; choose one of {sorted(DETECTORS)}")
         self.detector_name = detector
         self.params = dict(params or {})
+        if detector == "page_hinkley":
+            self.params.setdefault("mode", "up")
         try:
             self.detector = DETECTORS[detector](**self.params)
         except TypeError as exc:
@@ -666,13 +668,23 @@ class ConceptDrift:
         self.detections: deque[Detection] = deque(maxlen=max_detections)
         self.n = 0
         self.n_detections = 0
+        self.n_improvements = 0
 
     def update(self, loss: float, event_time: float | None = None) -> bool:
-        """Feed one loss; True when the detector signals a drift at this label."""
+        """Feed one loss; True when the detector signals that the loss went up.
+
+        A change for the better (a model that is still learning, its loss
+        falling) is no concept drift: it is counted in :attr:`n_improvements`.
+        """
         index = self.n
         self.n += 1
+        before = getattr(self.detector, "estimation", None)
         self.detector.update(loss)
         if self.detector.drift_detected:
+            after = getattr(self.detector, "estimation", None)
+            if before is not None and after is not None and after <= before:
+                self.n_improvements += 1
+                return False
             self.detections.append(Detection(index=index, event_time=event_time))
             self.n_detections += 1
             return True

@@ -175,6 +175,7 @@ def backtest(
         ModelSlot(
             name,
             build_model(spec),
+            spec,
             monitor=Monitor(settings.monitoring, threshold=settings.model.threshold),
             scorecard=Scorecard(settings.model.threshold, settings.monitoring.precision_target),
         )
@@ -206,6 +207,7 @@ def backtest(
         if on_batch is not None:
             on_batch(len(batch))
     processor.flush()
+    result.slots = processor.slots
     result.seconds = time.perf_counter() - started
     result.events = processor.events_seen
     result.timeline.append(_point(processor))

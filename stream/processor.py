@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -51,12 +52,14 @@ from features.store import (
     LabelOutcome,
 )
 from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
-from learners.models import is_positive, learn, score
+from learners.models import build_model, is_positive, learn, score
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 
 __all__ = ["BatchOutput", "DeadLetter", "ModelSlot", "Prediction", "Processor", "Record"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True, frozen=True)
@@ -132,11 +135,15 @@ class ModelSlot:
 
     name: str
     model: base.Classifier
+    spec: str = ""
     version: str = "0"
     monitor: Monitor | None = None
     scorecard: Scorecard | None = None
     events_scored: int = 0
     labels_learned: int = 0
+
+    def __post_init__(self) -> None:
+        self.spec = self.spec or self.name
 
 
 @dataclass
@@ -244,19 +251,52 @@ class Processor:
         kind: str,
     ) -> None:
         recent = self._recent.get(event_id)
+        drifted = False
         for index, slot in enumerate(self.slots):
             learn(slot.model, x, label.value, label.weight)
             slot.labels_learned += 1
-            given = recent[index] if recent is not None else (stored if index == 0 else None)
+            if recent is not None and index < len(recent):
+                given: float | None = recent[index]
+            else:
+                given = stored if index == 0 else None
             if given is None:
                 continue
             y_true = is_positive(label.value)
             if slot.monitor is not None:
-                slot.monitor.observe_label(given, y_true, label.weight, event_time_ms)
+                detected = slot.monitor.observe_label(given, y_true, label.weight, event_time_ms)
+                drifted = drifted or (detected and index == 0)
             if slot.scorecard is not None:
                 slot.scorecard.update(y_true, given)
+        if drifted:
+            self._on_concept_drift(self.slots[0], event_time_ms)
         if self.metrics is not None:
             self.metrics.labels_learned.labels(source=kind).inc()
+
+    def _on_concept_drift(self, champion: ModelSlot, event_time_ms: int) -> None:
+        """The configured action on a concept drift of the champion: reset, or a challenger."""
+        assert champion.monitor is not None
+        action = champion.monitor.config.concept_action
+        if action == "reset":
+            log.warning(
+                "concept drift at event time %d: %s starts afresh", event_time_ms, champion.name
+            )
+            champion.model = build_model(champion.spec)
+            champion.monitor.reset_reference()
+        elif action == "challenger":
+            name = champion.name + "/challenger"
+            self.slots = [slot for slot in self.slots if slot.name != name]
+            log.warning("concept drift at event time %d: %s starts learning", event_time_ms, name)
+            monitor = Monitor(champion.monitor.config, threshold=self.threshold)
+            scorecard = Scorecard(self.threshold) if champion.scorecard is not None else None
+            self.slots.append(
+                ModelSlot(
+                    name,
+                    build_model(champion.spec),
+                    champion.spec,
+                    monitor=monitor,
+                    scorecard=scorecard,
+                )
+            )
 
     def _remember(self, event_id: str, scores: list[float]) -> None:
         self._recent[event_id] = scores
