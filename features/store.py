@@ -159,6 +159,10 @@ class InteractionStore(Protocol):
         self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
     ) -> BatchOutcome: ...
 
+    def pending_count(self) -> int:
+        """Labels waiting for their event."""
+        ...
+
 
 def _kinds_of(payload: bytes) -> list[str]:
     return orjson.loads(payload)["kinds"] if payload else []
@@ -280,6 +284,9 @@ class MemoryStore:
             swept.append(LabelOutcome("implicit", event_id, snap.payload, snap.states, snap.score))
         return swept
 
+    def pending_count(self) -> int:
+        return len(self.pending)
+
     def apply(
         self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
     ) -> BatchOutcome:
@@ -369,6 +376,9 @@ class RedisStore:
             "implicit_ms": int(config.implicit_negative_after_s * 1000),
             "sweep_max": config.sweep_max,
         }
+
+    def pending_count(self) -> int:
+        return int(self.client.zcard(f"{self.config.key_prefix}:plz"))
 
     def key(self, kind: str, entity: str) -> str:
         return f"{self.config.key_prefix}:e:{kind}:{entity}"

@@ -146,6 +146,12 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.label_delay = Histogram(
+            "streamlearn_label_delay_seconds",
+            "Event time from an event to its learned label.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 10800, 43200, 86400, 604800),
+            registry=registry,
+        )
         self.pending_labels = Gauge(
             "streamlearn_pending_labels",
             "Labels waiting for their event.",

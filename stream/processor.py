@@ -362,6 +362,9 @@ class Processor:
         c = clock()
         for implicit in result.implicit:
             x = features_from_snapshot(implicit.payload, implicit.states, self.features)
+            if self.metrics is not None:
+                event_time = orjson.loads(implicit.payload)["ts"]
+                self.metrics.label_delay.observe(max(0, self.watermark_ms - event_time) / 1000)
             self._learn(
                 x,
                 implicit.event_id,
@@ -447,6 +450,8 @@ class Processor:
             event_time = orjson.loads(outcome.payload)["ts"]
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
             self._learn(x, op.event_id, label, outcome.score, event_time, "labels")
+            if self.metrics is not None:
+                self.metrics.label_delay.observe(max(0, op.timestamp_ms - event_time) / 1000)
             out.labels_learned += 1
         elif outcome.status in ("duplicate", "late") and self.metrics is not None:
             self.metrics.labels_skipped.labels(reason=outcome.status).inc()

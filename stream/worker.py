@@ -110,6 +110,9 @@ class RetryingStore:
             lambda: self.store.apply(ops, scores, watermark_ms), "redis", REDIS_ERRORS, self.metrics
         )
 
+    def pending_count(self) -> int:
+        return self.store.pending_count()
+
 
 @dataclass
 class WorkerSummary:
@@ -372,6 +375,10 @@ class Worker:
         self._last_lag = time.monotonic()
         for tp, lag in self.source.lag().items():
             self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+        store = self.processor.store
+        self.metrics.pending_labels.set(
+            retrying(store.pending_count, "redis", REDIS_ERRORS, self.metrics)
+        )
 
     def run_once(self) -> int:
         """Poll and handle one batch; returns the number of records."""

@@ -1,0 +1,82 @@
+"""The Redis store and the in-memory store agree on every outcome and every state."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+import redis
+
+from features.interactions import InteractionConfig, entity_ids
+from features.store import EventOp, LabelOp, MemoryStore, RedisStore, StoreConfig
+
+pytestmark = pytest.mark.integration
+
+
+def random_ops(rng: random.Random, n: int) -> list[EventOp | LabelOp]:
+    """Events out of order, labels before and after their events, duplicates and replays."""
+    ops: list[EventOp | LabelOp] = []
+    t = 1_700_000_000_000
+    for i in range(n):
+        t += rng.randrange(0, 5000)
+        user, item = f"u{rng.randrange(20)}", f"i{rng.randrange(30)}"
+        author = f"a{rng.randrange(5)}" if rng.random() < 0.8 else None
+        entities = entity_ids(user, item, author)
+        event_id = f"e{i}" if rng.random() > 0.02 else f"e{max(0, i - 3)}"
+        label = float(rng.random() < 0.3) if rng.random() < 0.1 else None
+        payload = orjson.dumps({"kinds": [kind for kind, _ in entities]})
+        ops.append(
+            EventOp(
+                event_id,
+                f"ev:0:{i}",
+                0,
+                i,
+                t + rng.randrange(-20000, 1),
+                entities,
+                payload,
+                label,
+                1.0,
+            )
+        )
+        if rng.random() < 0.5:
+            target = rng.randrange(max(0, i - 50), i + 20)
+            ops.append(LabelOp(f"e{target}", f"lb:0:{i}", float(rng.random() < 0.4), 1.0, t))
+        if rng.random() < 0.05:
+            ops.append(ops[rng.randrange(len(ops))])
+    return ops
+
+
+def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, unique_prefix):
+    rng = random.Random(1)
+    features = InteractionConfig()
+    config = StoreConfig(key_prefix=unique_prefix, pending_ttl_s=50, implicit_negative_after_s=30)
+    memory = MemoryStore(config, features)
+    remote = RedisStore(redis.Redis.from_url(redis_url), config, features)
+    ops = random_ops(rng, 3000)
+    seen: set[str] = set()
+    start = 0
+    while start < len(ops):
+        batch = ops[start : start + rng.randrange(1, 60)]
+        start += len(batch)
+        watermark = max(op.timestamp_ms for op in batch)
+        expected, actual = memory.apply(batch, {}, watermark), remote.apply(batch, {}, watermark)
+        for mine, theirs in zip(expected.outcomes, actual.outcomes, strict=True):
+            assert (mine.status, mine.states) == (theirs.status, theirs.states)
+            seen.add(f"{type(mine).__name__}:{mine.status}")
+            if hasattr(mine, "label"):
+                assert mine.label == theirs.label
+        assert [e.event_id for e in expected.expired] == [e.event_id for e in actual.expired]
+        assert [(i.event_id, i.states) for i in expected.implicit] == [
+            (i.event_id, i.states) for i in actual.implicit
+        ]
+    assert seen >= {
+        "EventOutcome:new",
+        "EventOutcome:replay",
+        "EventOutcome:duplicate",
+        "LabelOutcome:learn",
+        "LabelOutcome:pending",
+        "LabelOutcome:duplicate",
+        "LabelOutcome:late",
+        "LabelOutcome:relearn",
+    }
