@@ -430,8 +430,14 @@ def ensure_kafka_jars(
     partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     cmd = [
-        "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-        f"-DoutputDirectory={partial}", "-DincludeScope=runtime",
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+        "-DincludeScope=runtime",
     ]
     if maven_repo is not None:
         cmd.append(f"-Dmaven.repo.local={maven_repo}")
@@ -833,8 +839,12 @@ class Stack:
         }[name]
 
     def _check_binaries(self, services: Iterable[ServiceName]) -> None:
-        need = {"kafka": "java", "redis": "redis-server", "prometheus": "prometheus",
-                "alertmanager": "prometheus-alertmanager"}
+        need = {
+            "kafka": "java",
+            "redis": "redis-server",
+            "prometheus": "prometheus",
+            "alertmanager": "prometheus-alertmanager",
+        }
         missing = [need[s] for s in services if shutil.which(need[s]) is None]
         if missing:
             raise StackError(f"not installed: {', '.join(missing)}; run scripts/bootstrap first")
@@ -859,8 +869,12 @@ class Stack:
     def _redis_ready(self) -> bool:
         import redis
 
-        client = redis.Redis(host=self.config.host, port=self.config.redis_port,
-                             socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = redis.Redis(
+            host=self.config.host,
+            port=self.config.redis_port,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )
         try:
             return bool(client.ping())
         except redis.RedisError:
@@ -880,9 +894,12 @@ class Stack:
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.config.kafka_bootstrap,
-                                     client_id="streamlearn-stack-probe",
-                                     request_timeout_ms=5000, bootstrap_timeout_ms=5000)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.config.kafka_bootstrap,
+                client_id="streamlearn-stack-probe",
+                request_timeout_ms=5000,
+                bootstrap_timeout_ms=5000,
+            )
         except KafkaError:
             return False
         try:
@@ -906,16 +923,35 @@ class Stack:
             log4j.write_text(kafka_log4j2_config(log))
             jars = cfg.kafka_jars or default_jar_cache(kafka_version())
             argv = (
-                "java", f"-Xmx{cfg.kafka_heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-                "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={log4j}",
-                "-cp", f"{jars}/*", "kafka.Kafka", str(props),
+                "java",
+                f"-Xmx{cfg.kafka_heap}",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}",
+                "-cp",
+                f"{jars}/*",
+                "kafka.Kafka",
+                str(props),
             )
             return _Spec(name, argv, "kafka.Kafka", log, console, self._probe(name))
         if name == "redis":
             argv = (
-                "redis-server", "--bind", cfg.host, "--port", str(cfg.redis_port),
-                "--appendonly", "yes" if cfg.redis_appendonly else "no", "--save", "",
-                "--dir", str(folder), "--daemonize", "no", "--logfile", str(log),
+                "redis-server",
+                "--bind",
+                cfg.host,
+                "--port",
+                str(cfg.redis_port),
+                "--appendonly",
+                "yes" if cfg.redis_appendonly else "no",
+                "--save",
+                "",
+                "--dir",
+                str(folder),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(log),
             )
             return _Spec(name, argv, "redis-server", log, console, self._probe(name))
         if name == "prometheus":
@@ -930,7 +966,8 @@ class Stack:
                 self._report("prometheus: reloading changed config")
                 _http_ok(cfg.host, cfg.prometheus_port, "/-/reload", method="POST")
             argv = (
-                "prometheus", f"--config.file={folder / 'prometheus.yml'}",
+                "prometheus",
+                f"--config.file={folder / 'prometheus.yml'}",
                 f"--storage.tsdb.path={folder / 'data'}",
                 f"--web.listen-address={cfg.host}:{cfg.prometheus_port}",
                 "--web.enable-lifecycle",
@@ -941,7 +978,8 @@ class Stack:
             config_file = folder / "alertmanager.yml"
             self._write(config_file, alertmanager_default_config())
         argv = (
-            "prometheus-alertmanager", f"--config.file={config_file}",
+            "prometheus-alertmanager",
+            f"--config.file={config_file}",
             f"--storage.path={folder / 'data'}",
             f"--web.listen-address={cfg.host}:{cfg.alertmanager_port}",
             "--cluster.listen-address=",
@@ -986,18 +1024,31 @@ class Stack:
         spec.console.parent.mkdir(parents=True, exist_ok=True)
         with open(spec.console, "ab") as out:
             child = subprocess.Popen(  # noqa: S603
-                spec.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.config.root / spec.name, start_new_session=True,
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.config.root / spec.name,
+                start_new_session=True,
             )
         self._children[child.pid] = child
         try:
             create_time = psutil.Process(child.pid).create_time()
         except psutil.NoSuchProcess:
             create_time = time.time()
-        self._pidfile(spec.name).write_text(json.dumps({
-            "pid": child.pid, "create_time": create_time, "marker": spec.marker,
-            "ports": list(ports), "argv": list(spec.argv),
-        }, indent=2) + "\n")
+        self._pidfile(spec.name).write_text(
+            json.dumps(
+                {
+                    "pid": child.pid,
+                    "create_time": create_time,
+                    "marker": spec.marker,
+                    "ports": list(ports),
+                    "argv": list(spec.argv),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return True
 
     def _format_kafka(self) -> None:
@@ -1012,8 +1063,17 @@ class Stack:
             out = self._run_checked("kafka", [*base, "random-uuid"])
             id_file.write_text(out.strip().splitlines()[-1].strip() + "\n")
         self._report("kafka: formatting storage")
-        self._run_checked("kafka", [*base, "format", "-t", id_file.read_text().strip(),
-                                    "-c", str(folder / "server.properties")])
+        self._run_checked(
+            "kafka",
+            [
+                *base,
+                "format",
+                "-t",
+                id_file.read_text().strip(),
+                "-c",
+                str(folder / "server.properties"),
+            ],
+        )
 
     @staticmethod
     def _run_checked(name: str, cmd: list[str]) -> str:

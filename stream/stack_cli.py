@@ -122,13 +122,21 @@ def up(
     """Start the stack (reusing services already running from the same root)."""
     wanted_topics = parse_topics(topics or [])
     try:
-        config = _load(root, {
-            "kafka_port": kafka_port, "kafka_controller_port": controller_port,
-            "redis_port": redis_port, "prometheus_port": prometheus_port,
-            "alertmanager_port": alertmanager_port, "redis_appendonly": appendonly,
-            "scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
-            "scrape_targets": tuple(target) if target else None, "startup_timeout": timeout,
-        })
+        config = _load(
+            root,
+            {
+                "kafka_port": kafka_port,
+                "kafka_controller_port": controller_port,
+                "redis_port": redis_port,
+                "prometheus_port": prometheus_port,
+                "alertmanager_port": alertmanager_port,
+                "redis_appendonly": appendonly,
+                "scrape_interval": scrape_interval,
+                "evaluation_interval": scrape_interval,
+                "scrape_targets": tuple(target) if target else None,
+                "startup_timeout": timeout,
+            },
+        )
         with _console.status("starting the stack") as spinner:
             stack = Stack(config, reporter=lambda msg: spinner.update(msg))
             stack.up(alertmanager=alertmanager)
