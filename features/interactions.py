@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,13 +66,26 @@ class InteractionConfig(BaseModel):
         default=10.0, gt=0.0, description="Pseudo-labels the prior rate is worth."
     )
 
-    @property
+    @cached_property
     def half_lives_ms(self) -> tuple[float, ...]:
         return tuple(h * 1000.0 for h in self.half_lives_s)
 
-    @property
+    @cached_property
     def decay_names(self) -> tuple[str, ...]:
         return tuple(_duration_name(h) for h in self.half_lives_s)
+
+    def feature_names(self, kind: str) -> tuple[str, ...]:
+        """The names of one entity kind's features, in :func:`entity_features` order."""
+        names = _FEATURE_NAMES.get((kind, self.decay_names))
+        if names is None:
+            decays = tuple(f"{kind}_d{name}" for name in self.decay_names)
+            names = (kind + "_n", kind + "_pos", kind + "_rate", *decays)
+            names += (kind + "_since", kind + "_seen")
+            _FEATURE_NAMES[kind, self.decay_names] = names
+        return names
+
+
+_FEATURE_NAMES: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
 def _duration_name(seconds: float) -> str:
@@ -161,24 +175,22 @@ def entity_features(
     the prior; ``since`` is ``log1p`` of the seconds since the last event (0 when
     never seen, with ``seen`` telling the two apart).
     """
-    features = {
-        kind + "_n": math.log1p(state.count),
-        kind + "_pos": math.log1p(max(state.positives, 0.0)),
-        kind + "_rate": (state.positives + config.prior_rate * config.prior_strength)
-        / (state.labelled + config.prior_strength),
-    }
     elapsed_ms = max(0, timestamp_ms - state.decay_ref_ms)
-    for name, half_life, value in zip(
-        config.decay_names, config.half_lives_ms, state.decayed, strict=True
-    ):
-        features[f"{kind}_d{name}"] = math.log1p(value * 2.0 ** (-elapsed_ms / half_life))
+    values = [
+        math.log1p(state.count),
+        math.log1p(max(state.positives, 0.0)),
+        (state.positives + config.prior_rate * config.prior_strength)
+        / (state.labelled + config.prior_strength),
+    ]
+    for half_life, value in zip(config.half_lives_ms, state.decayed, strict=True):
+        values.append(math.log1p(value * 2.0 ** (-elapsed_ms / half_life)))
     if state.count > 0:
-        features[kind + "_since"] = math.log1p(max(0, timestamp_ms - state.last_ms) / 1000.0)
-        features[kind + "_seen"] = 1.0
+        values.append(math.log1p(max(0, timestamp_ms - state.last_ms) / 1000.0))
+        values.append(1.0)
     else:
-        features[kind + "_since"] = 0.0
-        features[kind + "_seen"] = 0.0
-    return features
+        values.append(0.0)
+        values.append(0.0)
+    return dict(zip(config.feature_names(kind), values, strict=True))
 
 
 def interaction_features(

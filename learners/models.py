@@ -20,18 +20,42 @@ ValueError: unknown model 'svm': use a preset (logistic, hoeffding_tree, arf) or
 from __future__ import annotations
 
 import importlib
-import numbers
 from collections.abc import Callable
 
-from river import base, compose, forest, linear_model, optim, preprocessing, tree
+from river import base, forest, linear_model, optim, preprocessing, tree
 
-__all__ = ["PRESETS", "build_model", "is_positive", "learn", "score"]
+__all__ = ["PRESETS", "Numbers", "Strings", "build_model", "is_positive", "learn", "score"]
+
+
+class Numbers(base.Transformer):
+    """The numeric features: ``compose.SelectType(numbers.Number)`` for our feature values.
+
+    Event features are numbers, booleans or strings, so an exact type test does
+    what River's abstract-class test does, at a fraction of its cost.
+
+    >>> Numbers().transform_one({"a": 1.5, "b": "ios", "c": True})
+    {'a': 1.5, 'c': True}
+    """
+
+    def transform_one(self, x: dict) -> dict:
+        return {k: v for k, v in x.items() if type(v) is not str}
+
+
+class Strings(base.Transformer):
+    """The categorical (string) features.
+
+    >>> Strings().transform_one({"a": 1.5, "b": "ios"})
+    {'b': 'ios'}
+    """
+
+    def transform_one(self, x: dict) -> dict:
+        return {k: v for k, v in x.items() if type(v) is str}
 
 
 def logistic() -> base.Classifier:
     """Standard scaling of numbers, one-hot encoding of strings, logistic regression."""
-    numeric = compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
-    categorical = compose.SelectType(str) | preprocessing.OneHotEncoder()
+    numeric = Numbers() | preprocessing.StandardScaler()
+    categorical = Strings() | preprocessing.OneHotEncoder()
     return (numeric + categorical) | linear_model.LogisticRegression(optimizer=optim.SGD(0.003))
 
 
