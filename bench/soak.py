@@ -56,7 +56,12 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
             cfg.redis_url,
             prefix,
             partitions=4,
-            kafka={"transactions": True, "max_poll_records": 200, "session_timeout_ms": 6000},
+            kafka={
+                "transactions": True,
+                "max_poll_records": 200,
+                "session_timeout_ms": 6000,
+                "static_membership": True,
+            },
             checkpoint={"every_labels": 1000, "every_seconds": 1},
         )
         produce(settings, lines_of(records))
@@ -75,6 +80,7 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
             console.log(
                 f"trial {trial + 1}/{trials}: {'killed' if process.returncode < 0 else 'done'}"
             )
+        before_final = len(drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions))
         final = worker_process(config, "--idle-timeout", "5", env=env)
         final_code = final.wait(timeout=1800)
         seconds = time.monotonic() - started
@@ -105,6 +111,7 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
         table.add_column("result")
         for name, ok in checks.items():
             table.add_row(name, "[green]pass" if ok else "[red]FAIL")
+        table.add_row("predictions committed during the killed trials", str(before_final))
         table.add_row("predictions committed", str(sum(per_event.values())))
         table.add_row("labels learned by the last checkpoint", str(learned))
         table.add_row("wall seconds", f"{seconds:.0f}")

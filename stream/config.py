@@ -78,6 +78,11 @@ class KafkaConfig(BaseModel):
     session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="How soon the group notices a dead worker."
     )
+    static_membership: bool = Field(
+        default=False,
+        description="Join as a static member named after the worker (`--name`, unique per "
+        "group): a restarted worker gets its partitions back without a rebalance.",
+    )
     transactions: bool = Field(
         default=False,
         description="Publish predictions and commit offsets in one Kafka transaction.",

@@ -92,7 +92,9 @@ class KafkaSource:
     transaction), never automatically.
     """
 
-    def __init__(self, config: KafkaConfig, read_committed: bool = True) -> None:
+    def __init__(
+        self, config: KafkaConfig, read_committed: bool = True, instance_id: str | None = None
+    ) -> None:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
         self.consumer = KafkaConsumer(
@@ -105,6 +107,7 @@ class KafkaSource:
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),
             isolation_level="read_committed" if read_committed else "read_uncommitted",
+            group_instance_id=instance_id if config.static_membership else None,
             **config.client_options(),
         )
 

@@ -222,7 +222,7 @@ class Worker:
         kafka = self.settings.kafka
         if kafka.topics.create:
             ensure_topics(kafka, topic_plan(kafka))
-        self.source = KafkaSource(kafka, read_committed=True)
+        self.source = KafkaSource(kafka, read_committed=True, instance_id=self.name)
         transactional_id = f"{kafka.group_id}-{self.name}" if kafka.transactions else None
         client = kafka.model_copy(update={"client_id": f"{kafka.client_id}-{self.name}"})
         self.sink = KafkaSink(client, transactional_id)

@@ -48,7 +48,12 @@ def test_kill_9_at_random_moments_then_restart_loses_and_doubles_nothing(
         redis_url,
         unique_prefix,
         partitions=2,
-        kafka={"transactions": transactions, "max_poll_records": 50, "session_timeout_ms": 6000},
+        kafka={
+            "transactions": transactions,
+            "max_poll_records": 50,
+            "session_timeout_ms": 6000,
+            "static_membership": True,
+        },
         checkpoint={"every_labels": 150, "every_seconds": 0.5},
     )
     produce(settings, lines_of(records))
