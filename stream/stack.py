@@ -161,6 +161,12 @@ class StackConfig(BaseModel):
     scrape_interval: str = Field("5s", pattern=r"^\d+(ms|s|m|h)$")
     evaluation_interval: str = Field("5s", pattern=r"^\d+(ms|s|m|h)$")
     scrape_targets: tuple[str, ...] = ()
+    kafka_sasl_port: int | None = Field(
+        None, ge=1, le=65535, description="Also listen with SASL (PLAIN and SCRAM-SHA-256)."
+    )
+    kafka_sasl_users: tuple[tuple[str, str], ...] = Field(
+        (), description="(user, password) pairs the SASL listener accepts; local stacks only."
+    )
     kafka_heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$")
     kafka_jars: Path | None = None
     rules_dir: Path = REPO_ROOT / "deploy" / "prometheus" / "rules"
@@ -196,7 +202,8 @@ class StackConfig(BaseModel):
     def ports(self, service: ServiceName) -> tuple[int, ...]:
         """Return the ports a service listens on (the first is the client port)."""
         return {
-            "kafka": (self.kafka_port, self.kafka_controller_port),
+            "kafka": (self.kafka_port, self.kafka_controller_port)
+            + ((self.kafka_sasl_port,) if self.kafka_sasl_port else ()),
             "redis": (self.redis_port,),
             "prometheus": (self.prometheus_port,),
             "alertmanager": (self.alertmanager_port,),
@@ -263,6 +270,19 @@ def kafka_server_properties(config: StackConfig) -> str:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
     }
+    if config.kafka_sasl_port:
+        s = config.kafka_sasl_port
+        props["listeners"] += f",SASL_PLAINTEXT://{h}:{s}"
+        props["advertised.listeners"] += f",SASL_PLAINTEXT://{h}:{s}"
+        props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        props["sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-256"
+        users = " ".join(f'user_{name}="{password}"' for name, password in config.kafka_sasl_users)
+        props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+        )
+        props["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"] = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -1072,6 +1092,11 @@ class Stack:
                 id_file.read_text().strip(),
                 "-c",
                 str(folder / "server.properties"),
+                *(
+                    arg
+                    for name, password in self.config.kafka_sasl_users
+                    for arg in ("--add-scram", f"SCRAM-SHA-256=[name={name},password={password}]")
+                ),
             ],
         )
 
