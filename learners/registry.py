@@ -55,7 +55,7 @@ import os
 import pickle
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -606,6 +606,23 @@ class ModelRegistry:
         return version
 
     # -- files -------------------------------------------------------------------------
+
+    def prune(self, note: str, keep: int, protect: Collection[str] = ()) -> list[str]:
+        """Delete all but the ``keep`` newest snapshots whose note is ``note``.
+
+        The current version, the rollback history and ``protect`` are never deleted.
+        A worker prunes its own checkpoints this way, so the registry stays bounded.
+        """
+        spared = {self.current(), *self.history(), *protect}
+        mine = [info.version for info in self.list() if info.note == note]
+        doomed = [v for v in mine[: max(0, len(mine) - keep)] if v not in spared]
+        if doomed:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hdel(self._k("snapshots"), *doomed)
+            pipe.hdel(self._k("meta"), *doomed)
+            pipe.zrem(self._k("versions"), *doomed)
+            pipe.execute()
+        return doomed
 
     def export(self, version: str, path: Path) -> SnapshotInfo:
         """Write the signed envelope of ``version`` to ``path`` (verified, atomic write)."""

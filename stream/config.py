@@ -155,6 +155,9 @@ class CheckpointConfig(BaseModel):
     )
     every_labels: int = Field(default=5000, gt=0, description="Checkpoint after this many labels.")
     every_seconds: float = Field(default=30.0, gt=0, description="... or this many seconds.")
+    keep_versions: int = Field(
+        default=10, ge=1, description="Checkpoint snapshots of a worker kept in the registry."
+    )
     registry_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often to look for a promoted or rolled-back model."
     )

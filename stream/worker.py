@@ -314,6 +314,7 @@ class Worker:
         monitor = self.slot.monitor
         quality = monitor.snapshot()["quality"] if monitor is not None else {}
         models, checkpoints = self.models, self.checkpoints
+        note = f"checkpoint of {self.name} in {self.settings.kafka.group_id}"
         info = retrying(
             lambda: models.save(
                 self.slot.model,
@@ -323,7 +324,7 @@ class Worker:
                 labels_learned=self.slot.labels_learned,
                 offsets=names,
                 metrics={k: v for k, v in quality.items() if isinstance(v, float | int | None)},
-                note=f"checkpoint of {self.name}",
+                note=note,
             ),
             "redis",
             REDIS_ERRORS,
@@ -337,6 +338,12 @@ class Worker:
         )
         self.sink.commit(offsets, group, self.source)
         retrying(checkpoints.confirm, "redis", REDIS_ERRORS, self.metrics)
+        retrying(
+            lambda: models.prune(note, self.settings.checkpoint.keep_versions, {info.version}),
+            "redis",
+            REDIS_ERRORS,
+            self.metrics,
+        )
         self.slot.version = info.version
         self._announce()
         self._uncommitted.clear()

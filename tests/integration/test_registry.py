@@ -374,3 +374,40 @@ def test_cli_empty_registry_and_unreachable_redis(cli) -> None:
     assert result.exit_code == 1
     assert "Redis at redis://127.0.0.1:1/0 failed" in result.output
     assert "secret" not in result.output
+
+
+def test_prune_keeps_the_newest_checkpoints_and_never_the_current_or_history(
+    registry: ModelRegistry,
+) -> None:
+    model = build_model("logistic")
+    versions = [
+        registry.save(
+            model,
+            name="logistic",
+            parent=None,
+            events_scored=0,
+            labels_learned=0,
+            offsets={},
+            metrics={},
+            note="checkpoint of w",
+        ).version
+        for _ in range(6)
+    ]
+    other = registry.save(
+        model,
+        name="logistic",
+        parent=None,
+        events_scored=0,
+        labels_learned=0,
+        offsets={},
+        metrics={},
+        note="checkpoint of another",
+    ).version
+    registry.promote(versions[0])
+    registry.promote(versions[1])
+
+    deleted = registry.prune("checkpoint of w", keep=2, protect={versions[2]})
+
+    assert deleted == [versions[3]]
+    remaining = [info.version for info in registry.list()]
+    assert remaining == [*versions[:3], *versions[4:], other]
