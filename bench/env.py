@@ -179,13 +179,21 @@ def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[tuple[by
 
 
 class CpuMeter:
-    """CPU seconds used by a set of processes between :meth:`start` and :meth:`stop`."""
+    """CPU seconds used by a set of processes, and by the whole machine, over a window."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self.before: dict[str, float] = {}
         self.after: dict[str, float] = {}
         self.started = self.stopped = 0.0
+        self.busy_before = self.busy_after = 0.0
+
+    @staticmethod
+    def _busy() -> float:
+        """CPU seconds the machine spent on anything but idling, all cores together."""
+        times = psutil.cpu_times()
+        fields = ("user", "nice", "system", "irq", "softirq")  # user and nice include guests
+        return sum(getattr(times, name, 0.0) for name in fields)
 
     @staticmethod
     def _cpu(proc: psutil.Process) -> float:
@@ -194,14 +202,19 @@ class CpuMeter:
 
     def start(self) -> None:
         self.started = time.monotonic()
+        self.busy_before = self._busy()
         self.before = {name: self._cpu(proc) for name, proc in self.procs.items()}
 
     def stop(self) -> None:
         self.stopped = time.monotonic()
+        self.busy_after = self._busy()
         self.after = {name: self._cpu(proc) for name, proc in self.procs.items()}
 
     def seconds(self) -> dict[str, float]:
         return {name: self.after[name] - self.before[name] for name in self.procs}
+
+    def machine_seconds(self) -> float:
+        return self.busy_after - self.busy_before
 
 
 def cpu_summary(cpu_s: dict[str, float], wall_s: float) -> dict[str, dict[str, float]]:

@@ -156,6 +156,14 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             "floor: naive, 1 Redis round trip + 1 send/flush per record",
             results["naive"]["events_per_s"],
         )
+    one = results.get("scaling", {}).get("one")
+    if one is not None:
+        add(
+            "scaling_one",
+            "1 worker, one group, 4 partitions",
+            one["events_per_s"],
+            cpu=_cpu_text(one.get("cpu")),
+        )
     two = results.get("scaling", {}).get("two")
     if two is not None:
         add(

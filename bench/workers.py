@@ -164,6 +164,8 @@ def _summarise(reports: dict[str, dict[str, Any]], meter: CpuMeter, extra: Any) 
     events = sum(r["events"] for r in reports.values())
     cpu = {name: r["cpu_s"] or 0.0 for name, r in reports.items()}
     cpu.update(meter.seconds())
+    # Everything else the machine ran meanwhile: other programs, and this process (a producer).
+    cpu["other"] = max(0.0, meter.machine_seconds() - sum(cpu.values()))
     return {
         "workers": len(reports),
         "events": events,

@@ -52,7 +52,7 @@ def full_results(
         },
         "naive": {"events_per_s": 400.0},
         "scaling": {
-            "one": {"events_per_s": 2000.0},
+            "one": {"events_per_s": 2000.0, "cpu": cpu(**{"worker-0": 90.0, "other": 5.0})},
             "two": {"events_per_s": two, "speedup": two / 2000.0, "cpu": cpu(redis=20.0)},
         },
         "latency": [
@@ -89,8 +89,8 @@ def test_rows_follow_scenario_order_with_ratios_to_the_ceiling() -> None:
     keys = [row.key for row in rows]
     assert keys == [
         "ceiling", "backtest", "monitor_off", "monitor_on", "processor_redis", "worker_off",
-        "worker_transactions", "naive", "scaling_two", "latency_25", "latency_50", "latency_75",
-        "memory",
+        "worker_transactions", "naive", "scaling_one", "scaling_two", "latency_25",
+        "latency_50", "latency_75", "memory",
     ]  # fmt: skip
     by_key = {row.key: row for row in rows}
     assert by_key["ceiling"].ratio == 1.0
@@ -103,6 +103,7 @@ def test_rows_follow_scenario_order_with_ratios_to_the_ceiling() -> None:
     assert by_key["memory"].rss == "100 → 150 → 160 MB"
     assert "+20.0%" in by_key["monitor_on"].note
     assert by_key["scaling_two"].note == "1.60x one worker"
+    assert by_key["scaling_one"].cpu == "worker-0 90%, other 5%"
 
 
 def test_goals_pass_at_their_thresholds() -> None:
