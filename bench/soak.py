@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import argparse
 import random
-import signal
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
 import redis
 from rich.table import Table
 
-from learners.registry import ModelRegistry
 from stream.stack import Stack
 from stream.synthetic import WorldConfig, generate_world
 from stream.ui import console
 from tests.conftest import config_for_tests
 from tests.integration.pipeline import (
     drain,
+    kill_randomly,
+    labels_learned_by_last_checkpoint,
     lines_of,
     produce,
     recount,
@@ -67,20 +66,20 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
         produce(settings, lines_of(records))
         config = write_config(settings, workdir / "worker.yaml")
         env = {"STREAMLEARN_MODEL_KEY": KEY}
-        rng = random.Random(seed)
-        kills = 0
         started = time.monotonic()
-        for trial in range(trials):
-            process = worker_process(config, "--idle-timeout", "3", env=env)
-            time.sleep(rng.uniform(1.5, 6.0))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                kills += 1
-            process.wait(timeout=60)
-            console.log(
-                f"trial {trial + 1}/{trials}: {'killed' if process.returncode < 0 else 'done'}"
-            )
-        before_final = len(drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions))
+        kills = kill_randomly(
+            config,
+            trials,
+            random.Random(seed),
+            env,
+            alive_s=(1.5, 6.0),
+            on_trial=lambda n, killed: console.log(
+                f"trial {n + 1}/{trials}: {'killed' if killed else 'done'}"
+            ),
+        )
+        client = redis.Redis.from_url(cfg.redis_url)
+        group = settings.kafka.group_id
+        before_final = labels_learned_by_last_checkpoint(client, prefix, group, KEY.encode())
         final = worker_process(config, "--idle-timeout", "5", env=env)
         final_code = final.wait(timeout=1800)
         seconds = time.monotonic() - started
@@ -89,15 +88,8 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
             r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
         )
         expected = {r["event_id"] for r in records if "user_id" in r}
-        client = redis.Redis.from_url(cfg.redis_url)
         counters_exact = stored_counters(client, prefix) == recount(records)
-        raw = client.hget(f"{prefix}:checkpoint:{settings.kafka.group_id}:worker-0", "confirmed")
-        version = orjson.loads(raw)["version"] if raw else None
-        learned = (
-            ModelRegistry(client, prefix, KEY.encode()).load(version)[1].labels_learned
-            if version
-            else 0
-        )
+        learned = labels_learned_by_last_checkpoint(client, prefix, group, KEY.encode())
         labels = sum(1 for r in records if "user_id" not in r)
         checks = {
             "final run exit code 0": final_code == 0,
@@ -111,7 +103,7 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
         table.add_column("result")
         for name, ok in checks.items():
             table.add_row(name, "[green]pass" if ok else "[red]FAIL")
-        table.add_row("predictions committed during the killed trials", str(before_final))
+        table.add_row("labels learned by the killed trials' checkpoints", str(before_final))
         table.add_row("predictions committed", str(sum(per_event.values())))
         table.add_row("labels learned by the last checkpoint", str(learned))
         table.add_row("wall seconds", f"{seconds:.0f}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import yaml
 from kafka import KafkaConsumer
 
 from features.interactions import entity_ids
+from learners.checkpoint import CheckpointStore
+from learners.registry import ModelRegistry
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
 from stream.worker import Worker, WorkerSummary
@@ -142,3 +147,35 @@ def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) 
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
     )
+
+
+def kill_randomly(
+    config: Path,
+    trials: int,
+    rng: random.Random,
+    env: dict[str, str],
+    alive_s: tuple[float, float],
+    on_trial: Callable[[int, bool], None] | None = None,
+) -> int:
+    """Start a worker ``trials`` times and SIGKILL it after a random time; returns the kills."""
+    kills = 0
+    for trial in range(trials):
+        process = worker_process(config, "--idle-timeout", "3", env=env)
+        time.sleep(rng.uniform(*alive_s))
+        killed = process.poll() is None
+        if killed:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=60)
+        if on_trial is not None:
+            on_trial(trial, killed)
+    return kills
+
+
+def labels_learned_by_last_checkpoint(
+    client: redis.Redis, prefix: str, group: str, key: bytes, worker: str = "worker-0"
+) -> int:
+    """The learned-label count of the model a worker's confirmed checkpoint points at."""
+    checkpoint = CheckpointStore(client, prefix, group, worker).recover(lambda names: {})
+    assert checkpoint is not None, f"{worker} left a confirmed checkpoint"
+    return ModelRegistry(client, prefix, key).load(checkpoint.version)[1].labels_learned
