@@ -76,6 +76,8 @@ class BenchWorker(Worker):
         self.rss_mb: dict[str, float] = {}
         self.ends: dict[Any, int] = {}
         self.rebalances_after_go = 0
+        self.metadata_refreshes = 0
+        self._last_refresh = time.monotonic()
         self.stage_s: dict[str, float] = defaultdict(float)
         process = self.processor.process
 
@@ -96,6 +98,12 @@ class BenchWorker(Worker):
         assigned = consumer.assignment()
         if assigned:
             consumer.pause(*assigned)
+        elif time.monotonic() - self._last_refresh > 3.0:
+            # A group that formed before the broker served the new topics' partitions keeps
+            # an empty assignment until the next metadata refresh (minutes): ask for one now.
+            self._last_refresh = time.monotonic()
+            self.metadata_refreshes += 1
+            consumer.topics()
         for tp, batch in consumer.poll(timeout_ms=100).items():
             if batch:  # a partition assigned during this poll was not paused yet: rewind it
                 consumer.seek(tp, batch[0].offset)
@@ -185,6 +193,7 @@ class BenchWorker(Worker):
             "rss_mb": self.rss_mb,
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "rebalances_after_go": self.rebalances_after_go,
+            "metadata_refreshes": self.metadata_refreshes,
         }
 
 
