@@ -88,8 +88,8 @@ NOTES = [
     "of each is shown (every run's events/s is in bench.json).",
     "CPU: CPU seconds of each process (worker from getrusage, Kafka broker and redis-server "
     "from psutil over the same window) as % of one core over the run's wall time; 'other' is "
-    "the rest of the machine's busy CPU time in that window (other programs, and the "
-    "benchmark's own producer in the latency runs). All share the cores listed above.",
+    "the rest of the machine's busy CPU time in that window (other programs); 'producer' is "
+    "the benchmark process sending the latency runs' load. All share the cores listed above.",
     "floor: `bench/naive.py`, one Redis round trip per record (a plain pipeline: the previous "
     "record's writes, then this record's reads), one producer send + flush per prediction, "
     "same schema, feature math and model; timed from its first record to its last.",
@@ -270,6 +270,7 @@ class Bench:
                 until_end=False,
                 idle_s=3.0,
                 on_go=lambda s=settings, lines=lines, rate=rate: latency.open_loop(s, lines, rate),
+                also_meter={"producer": os.getpid()},
             )
             bootstrap = stack.config.kafka_bootstrap
             topics = settings.kafka.topics
@@ -289,6 +290,7 @@ class Bench:
                 "producer": load,
                 "cpu": run["cpu"],
                 "worker_batches": report["batches"],
+                "worker_rejoins_before_go": report["rejoins_before_go"],
                 "worker_ms_per_batch": {
                     stage: round(1000 * sec / batches, 3)
                     for stage, sec in report["stage_s"].items()

@@ -35,6 +35,8 @@ from stream.worker import Worker
 
 __all__ = ["BenchWorker", "cpu_seconds", "main"]
 
+log = logging.getLogger("bench.worker_run")
+
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process (all its threads) so far."""
@@ -76,7 +78,7 @@ class BenchWorker(Worker):
         self.rss_mb: dict[str, float] = {}
         self.ends: dict[Any, int] = {}
         self.rebalances_after_go = 0
-        self.metadata_refreshes = 0
+        self.rejoins = 0
         self._last_refresh = time.monotonic()
         self.stage_s: dict[str, float] = defaultdict(float)
         process = self.processor.process
@@ -98,12 +100,15 @@ class BenchWorker(Worker):
         assigned = consumer.assignment()
         if assigned:
             consumer.pause(*assigned)
-        elif time.monotonic() - self._last_refresh > 3.0:
-            # A group that formed before the broker served the new topics' partitions keeps
-            # an empty assignment until the next metadata refresh (minutes): ask for one now.
+        elif time.monotonic() - self._last_refresh > 5.0:
+            # A group formed while the new topics had no partition metadata yet keeps an
+            # empty assignment until a metadata refresh minutes later: join again now.
             self._last_refresh = time.monotonic()
-            self.metadata_refreshes += 1
-            consumer.topics()
+            self.rejoins += 1
+            log.warning("%s: no partitions after 5 s, joining the group again", self.name)
+            topics = list(consumer.subscription() or ())
+            consumer.unsubscribe()
+            consumer.subscribe(topics=topics)
         for tp, batch in consumer.poll(timeout_ms=100).items():
             if batch:  # a partition assigned during this poll was not paused yet: rewind it
                 consumer.seek(tp, batch[0].offset)
@@ -193,7 +198,7 @@ class BenchWorker(Worker):
             "rss_mb": self.rss_mb,
             "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "rebalances_after_go": self.rebalances_after_go,
-            "metadata_refreshes": self.metadata_refreshes,
+            "rejoins_before_go": self.rejoins,
         }
 
 

@@ -65,12 +65,14 @@ def run_workers(
     idle_s: float = 3.0,
     env: dict[str, str] | None = None,
     on_go: Callable[[], Any] | None = None,
+    also_meter: dict[str, int] | None = None,
     timeout_s: float = 1800.0,
 ) -> dict[str, Any]:
     """Run ``count`` workers to the end of the topics (or until idle); their figures.
 
     ``on_go`` runs in this process right after the release (e.g. a live
-    producer); its return value is kept under ``"on_go"``.
+    producer); its return value is kept under ``"on_go"``. ``also_meter``
+    names more processes whose CPU time to report (e.g. this one).
     """
     folder.mkdir(parents=True, exist_ok=True)
     create_topics(settings.kafka.bootstrap_servers, topic_plan(settings.kafka))
@@ -90,7 +92,7 @@ def run_workers(
     try:
         _wait_assigned(settings, folder, names, procs, logs)
         services = {name: pid for name, pid in stack.pids().items() if name in ("kafka", "redis")}
-        meter = CpuMeter(services)
+        meter = CpuMeter({**services, **(also_meter or {})})
         meter.start()
         (folder / "go").write_text("go")
         extra = on_go() if on_go is not None else None
