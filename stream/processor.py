@@ -308,6 +308,7 @@ class Processor:
     def process(self, records: Sequence[Record]) -> BatchOutput:
         """Handle one batch; the caller publishes the outputs."""
         out = BatchOutput()
+        stages = dict.fromkeys(("decode", "redis", "features", "score", "learn"), 0.0)
         clock = time.perf_counter
         t0 = clock()
         ops, events, valid = self._decode(records, out)
@@ -316,85 +317,86 @@ class Processor:
         result = self.store.apply(ops, self._deferred_scores, self.watermark_ms)
         self._deferred_scores = {}
         t2 = clock()
-        features_s = score_s = learn_s = 0.0
+        stages["decode"], stages["redis"] = t1 - t0, t2 - t1
         for op, event, outcome, record in zip(ops, events, result.outcomes, valid, strict=True):
             if isinstance(outcome, EventOutcome):
                 assert event is not None
-                if outcome.status == "duplicate":
-                    self._dead_letter(
-                        out,
-                        "duplicate_event",
-                        f"event_id {event.event_id!r} was seen before",
-                        record,
-                    )
-                    continue
-                a = clock()
-                x = features_of(event, outcome.states, self.features)
-                b = clock()
-                scores = [score(slot.model, x) for slot in self.slots]
-                c = clock()
-                features_s += b - a
-                score_s += c - b
-                self.events_seen += 1
-                for index, (slot, p) in enumerate(zip(self.slots, scores, strict=True)):
-                    slot.events_scored += 1
-                    prediction = Prediction(
-                        event.event_id,
-                        slot.name,
-                        slot.version,
-                        p,
-                        p > self.threshold,
-                        event.timestamp,
-                        record.timestamp_ms,
-                    )
-                    (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
-                    if slot.monitor is not None:
-                        slot.monitor.observe_prediction(p, p > self.threshold, x, event.timestamp)
-                self._deferred_scores[event.event_id] = scores[0]
-                self._remember(event.event_id, scores)
-                if outcome.label is not None:
-                    kind = "inline" if outcome.label.source == record.source else "labels"
-                    self._learn(x, event.event_id, outcome.label, scores[0], event.timestamp, kind)
-                    out.labels_learned += 1
-                learn_s += clock() - c
+                self._event_outcome(event, outcome, record, out, stages)
             else:
                 self._label_outcome(op, outcome, out, record)
-        c = clock()
+        t3 = clock()
         for implicit in result.implicit:
-            x = features_from_snapshot(implicit.payload, implicit.states, self.features)
-            if self.metrics is not None:
-                event_time = orjson.loads(implicit.payload)["ts"]
-                self.metrics.label_delay.observe(max(0, self.watermark_ms - event_time) / 1000)
-            self._learn(
-                x,
-                implicit.event_id,
-                AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms),
-                implicit.score,
-                self.watermark_ms,
-                "implicit",
-            )
-            out.labels_learned += 1
+            self._implicit(implicit, out)
         for expired in result.expired:
             self._expired(expired, out)
-        learn_s += clock() - c
-        out.stage_seconds = {
-            "decode": t1 - t0,
-            "redis": t2 - t1,
-            "features": features_s,
-            "score": score_s,
-            "learn": learn_s,
-        }
+        stages["learn"] += clock() - t3
+        out.stage_seconds = stages
+        self._observe(out, events)
+        return out
+
+    def _event_outcome(
+        self,
+        event: Event,
+        outcome: EventOutcome,
+        record: Record,
+        out: BatchOutput,
+        stages: dict[str, float],
+    ) -> None:
+        """Score an event with every model, then learn its label if it is already known."""
+        if outcome.status == "duplicate":
+            detail = f"event_id {event.event_id!r} was seen before"
+            self._dead_letter(out, "duplicate_event", detail, record)
+            return
+        clock = time.perf_counter
+        a = clock()
+        x = features_of(event, outcome.states, self.features)
+        b = clock()
+        scores = [score(slot.model, x) for slot in self.slots]
+        c = clock()
+        self.events_seen += 1
+        for index, (slot, p) in enumerate(zip(self.slots, scores, strict=True)):
+            slot.events_scored += 1
+            decision = p > self.threshold
+            prediction = Prediction(
+                event.event_id, slot.name, slot.version, p, decision, event.timestamp,
+                record.timestamp_ms,
+            )  # fmt: skip
+            (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
+            if slot.monitor is not None:
+                slot.monitor.observe_prediction(p, decision, x, event.timestamp)
+        self._deferred_scores[event.event_id] = scores[0]
+        self._remember(event.event_id, scores)
+        if outcome.label is not None:
+            kind = "inline" if outcome.label.source == record.source else "labels"
+            self._learn(x, event.event_id, outcome.label, scores[0], event.timestamp, kind)
+            out.labels_learned += 1
+        stages["features"] += b - a
+        stages["score"] += c - b
+        stages["learn"] += clock() - c
+
+    def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
+        """An event whose label window passed in silence: learned as a negative."""
+        x = features_from_snapshot(implicit.payload, implicit.states, self.features)
+        event_time = orjson.loads(implicit.payload)["ts"]
+        label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
+        self._learn(x, implicit.event_id, label, implicit.score, event_time, "implicit")
+        out.labels_learned += 1
+        if self.metrics is not None:
+            self.metrics.label_delay.observe(max(0, self.watermark_ms - event_time) / 1000)
+
+    def _observe(self, out: BatchOutput, events: Sequence[Event | None]) -> None:
+        """Per-batch metrics and the monitors' gauges."""
         if self.metrics is not None:
             for stage, seconds in out.stage_seconds.items():
                 self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
-            self.metrics.redis_round_trip.observe(t2 - t1)
-            self.metrics.events.inc(sum(1 for e in events if e is not None))
-            self.metrics.labels_received.inc(sum(1 for e in events if e is None))
+            self.metrics.redis_round_trip.observe(out.stage_seconds["redis"])
+            n_events = sum(1 for e in events if e is not None)
+            self.metrics.events.inc(n_events)
+            self.metrics.labels_received.inc(len(events) - n_events)
             self.metrics.last_event_timestamp.set(self.watermark_ms / 1000.0)
         for slot in self.slots:
             if slot.monitor is not None:
                 slot.monitor.publish()
-        return out
 
     def _advance_watermark(self, ops: Sequence[EventOp | LabelOp], valid: Sequence[Record]) -> None:
         """Event time known to be complete: the lowest of the partitions' newest event times.

@@ -114,6 +114,42 @@ class RetryingStore:
         return self.store.pending_count()
 
 
+class _IdleClock:
+    """When a worker asked to stop once idle has waited long enough.
+
+    Idle time runs from the last record or the last change of the assignment.
+    Before the first assignment the worker waits for the group join, up to
+    twice the session timeout more (a dead member must time out first).
+
+    >>> clock = _IdleClock(3.0, session_timeout_s=6.0, started=0.0)
+    >>> clock.expired(10.0, 0, set()), clock.expired(16.0, 0, set())
+    (False, True)
+    >>> clock, owned = _IdleClock(3.0, 6.0, 0.0), {("events", 0)}
+    >>> clock.expired(1.0, 0, owned), clock.expired(3.5, 0, owned), clock.expired(4.1, 0, owned)
+    (False, False, True)
+    >>> clock.expired(4.2, 0, set()), clock.expired(7.3, 0, set())
+    (False, True)
+    """
+
+    def __init__(self, timeout_s: float | None, session_timeout_s: float, started: float) -> None:
+        self.timeout_s = timeout_s
+        self.join_s = (timeout_s or 0.0) + 2 * session_timeout_s
+        self.started = started
+        self.last = started
+        self.assignment: set[tuple[str, int]] = set()
+        self.joined = False
+
+    def expired(self, now: float, records: int, assignment: set[tuple[str, int]]) -> bool:
+        if records or assignment != self.assignment:
+            self.last, self.assignment = now, set(assignment)
+            self.joined = self.joined or bool(assignment)
+        if self.timeout_s is None:
+            return False
+        if not self.joined:
+            return now - self.started >= self.join_s
+        return now - self.last >= self.timeout_s
+
+
 @dataclass
 class WorkerSummary:
     records: int = 0
@@ -451,8 +487,9 @@ class Worker:
     ) -> WorkerSummary:
         """Process until stopped (SIGTERM, SIGINT, :meth:`stop`), idle, or enough records.
 
-        Idle time counts only while partitions are assigned, so a slow group join
-        does not look like the end of the stream.
+        Idle time counts from the last record or the last change of the assigned
+        partitions, so a slow group join or a rebalance does not look like the end
+        of the stream (see :class:`_IdleClock`).
         """
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -460,7 +497,7 @@ class Worker:
         self._connect()
         self._restore()
         started = time.monotonic()
-        last_record = started
+        idle = _IdleClock(idle_timeout_s, self.settings.kafka.session_timeout_ms / 1000, started)
         try:
             while not self._stop.is_set():
                 try:
@@ -468,10 +505,7 @@ class Worker:
                 except KafkaError as error:
                     self._recover(error)
                     continue
-                now = time.monotonic()
-                if n or not self._assignment:
-                    last_record = now
-                elif idle_timeout_s is not None and now - last_record >= idle_timeout_s:
+                if idle.expired(time.monotonic(), n, self._assignment):
                     break
                 if max_records is not None and self.summary.records >= max_records:
                     break
