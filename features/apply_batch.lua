@@ -7,8 +7,12 @@
 --           ["E", event_id, source, partition, offset, timestamp_ms, [entity keys], payload, label|null, weight]
 --           ["L", event_id, source, label, weight, timestamp_ms]
 -- ARGV[3] scores of earlier events to store in their snapshots, JSON object {event_id: "score"}
--- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, watermark_ms,
---           pending_max, pending_ttl_ms, implicit_ms (0: off), sweep_max
+-- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, pending_max,
+--           pending_ttl_ms, implicit_ms (0: off), sweep_max, and watermarks: an array of
+--           [partition, event time] for the partitions this worker owns. Labels wait,
+--           and events wait for implicit labels, in one sorted set per partition, and
+--           only the owner of a partition expires them, by that partition's event time
+--           (events and labels are keyed by event id, so they share partition numbers).
 --
 -- Returns one reply per operation, then the swept records:
 --   E: {"new"|"replay"|"duplicate", states, label}   label: "" or "value|weight|source|timestamp|at"
@@ -24,8 +28,12 @@ local half_lives = params.half_lives_ms
 local fields = {'n', 'p', 'l', 't', 'r'}
 for k = 1, #half_lives do fields[#fields + 1] = 'd' .. k end
 local pending_hash = prefix .. ':pl'
-local pending_zset = prefix .. ':plz'
-local deadlines = prefix .. ':dl'
+
+local function partition_of(source) return string.match(source, ':(%d+):%d+$') end
+
+local function pending_zset(partition) return prefix .. ':plz:' .. partition end
+
+local function deadlines(partition) return prefix .. ':dl:' .. partition end
 
 local function fmt(x) return string.format('%.17g', x) end
 
@@ -89,9 +97,9 @@ local function stored_label(snap)
   return v[2] .. '|' .. v[3] .. '|' .. v[1] .. '|' .. v[4] .. '|' .. v[5]
 end
 
-local function pending_expire(event_id)
+local function pending_expire(event_id, source)
   redis.call('HDEL', pending_hash, event_id)
-  redis.call('ZREM', pending_zset, event_id)
+  redis.call('ZREM', pending_zset(partition_of(source)), event_id)
 end
 
 for event_id, score in pairs(scores) do
@@ -130,9 +138,9 @@ for _, op in ipairs(ops) do
         if waiting then
           local value, w, lsrc, lts = string.match(waiting, '^([^|]*)|([^|]*)|(.*)|([^|]*)$')
           applied = apply_label(snap, tonumber(value), tonumber(w), lsrc, tonumber(lts), 'event')
-          pending_expire(event_id)
+          pending_expire(event_id, lsrc)
         elseif params.implicit_ms > 0 then
-          redis.call('ZADD', deadlines, ts + params.implicit_ms, event_id)
+          redis.call('ZADD', deadlines(partition), ts + params.implicit_ms, event_id)
         end
       end
       replies[#replies + 1] = {'new', st, applied}
@@ -147,7 +155,7 @@ for _, op in ipairs(ops) do
         replies[#replies + 1] = {'duplicate', '', '', ''}
       else
         redis.call('HSET', pending_hash, event_id, fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts))
-        redis.call('ZADD', pending_zset, ts, event_id)
+        redis.call('ZADD', pending_zset(partition_of(source)), ts, event_id)
         replies[#replies + 1] = {'pending', '', '', ''}
       end
     elseif s[5] == source then
@@ -167,32 +175,39 @@ for _, op in ipairs(ops) do
       replies[#replies + 1] = {'duplicate', '', '', ''}
     else
       apply_label(snap, value, weight, source, ts, 'label')
-      redis.call('ZREM', deadlines, event_id)
       replies[#replies + 1] = {'learn', s[2], s[3], s[4] or ''}
     end
   end
 end
 
-local stale = redis.call('ZRANGEBYSCORE', pending_zset, '-inf', params.watermark_ms - params.pending_ttl_ms)
-local overflow = redis.call('ZCARD', pending_zset) - #stale - params.pending_max
-if overflow > 0 then
-  local oldest = redis.call('ZRANGE', pending_zset, #stale, #stale + overflow - 1)
-  for _, event_id in ipairs(oldest) do stale[#stale + 1] = event_id end
-end
-for _, event_id in ipairs(stale) do
-  replies[#replies + 1] = {'X', event_id, redis.call('HGET', pending_hash, event_id) or ''}
-  pending_expire(event_id)
+for _, mark in ipairs(params.watermarks) do
+  local partition, watermark = mark[1], mark[2]
+  local zset = pending_zset(partition)
+  local stale = redis.call('ZRANGEBYSCORE', zset, '-inf', watermark - params.pending_ttl_ms)
+  local overflow = redis.call('ZCARD', zset) - #stale - params.pending_max
+  if overflow > 0 then
+    local oldest = redis.call('ZRANGE', zset, #stale, #stale + overflow - 1)
+    for _, event_id in ipairs(oldest) do stale[#stale + 1] = event_id end
+  end
+  for _, event_id in ipairs(stale) do
+    replies[#replies + 1] = {'X', event_id, redis.call('HGET', pending_hash, event_id) or ''}
+    redis.call('HDEL', pending_hash, event_id)
+    redis.call('ZREM', zset, event_id)
+  end
 end
 
 if params.implicit_ms > 0 then
-  local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', params.watermark_ms, 'LIMIT', 0, params.sweep_max)
-  for _, event_id in ipairs(due) do
-    redis.call('ZREM', deadlines, event_id)
-    local snap = snapshot_key(event_id)
-    local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab')
-    if s[1] and not s[5] then
-      apply_label(snap, 0.0, 1.0, 'implicit', params.watermark_ms, 'implicit')
-      replies[#replies + 1] = {'I', event_id, s[2], s[3], s[4] or ''}
+  for _, mark in ipairs(params.watermarks) do
+    local partition, watermark = mark[1], mark[2]
+    local due = redis.call('ZRANGEBYSCORE', deadlines(partition), '-inf', watermark, 'LIMIT', 0, params.sweep_max)
+    for _, event_id in ipairs(due) do
+      redis.call('ZREM', deadlines(partition), event_id)
+      local snap = snapshot_key(event_id)
+      local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab')
+      if s[1] and not s[5] then
+        apply_label(snap, 0.0, 1.0, 'implicit', watermark, 'implicit')
+        replies[#replies + 1] = {'I', event_id, s[2], s[3], s[4] or ''}
+      end
     end
   end
 end

@@ -24,10 +24,10 @@ Examples
 ...     LabelOp("e1", "labels:0:0", 1.0, 1.0, 2000),
 ...     EventOp("e2", "events:0:1", 0, 1, 3000, [("user", "u"), ("item", "j")], b"{}", None, 1.0),
 ... ]
->>> first, label, second = store.apply(ops, {}, watermark_ms=3000).outcomes
+>>> first, label, second = store.apply(ops, {}, {0: 3000}).outcomes
 >>> first.status, first.states[0][1].count, label.status, second.states[0][1].positives
 ('new', 0, 'learn', 1.0)
->>> store.apply(ops[:1], {}, watermark_ms=3000).outcomes[0].status
+>>> store.apply(ops[:1], {}, {0: 3000}).outcomes[0].status
 'replay'
 """
 
@@ -58,6 +58,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreConfig",
+    "partition_of",
 ]
 
 
@@ -156,12 +157,26 @@ class BatchOutcome:
 
 class InteractionStore(Protocol):
     def apply(
-        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
-    ) -> BatchOutcome: ...
+        self,
+        ops: Sequence[EventOp | LabelOp],
+        scores: Mapping[str, float],
+        watermarks: Mapping[int, int],
+    ) -> BatchOutcome:
+        """Apply the batch; ``watermarks``: event time reached per owned partition."""
+        ...
 
     def pending_count(self) -> int:
         """Labels waiting for their event."""
         ...
+
+
+def partition_of(source: str) -> int:
+    """The partition of a ``topic:partition:offset`` source.
+
+    >>> partition_of("labels:3:1200")
+    3
+    """
+    return int(source.rsplit(":", 2)[1])
 
 
 def _kinds_of(payload: bytes) -> list[str]:
@@ -193,7 +208,7 @@ class MemoryStore:
         self.watermarks: dict[tuple[str, int], int] = {}
         self.snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self.pending: dict[str, AppliedLabel] = {}
-        self.deadlines: list[tuple[int, str]] = []
+        self.deadlines: dict[int, list[tuple[int, str]]] = {}
 
     def _state(self, key: str) -> EntityState:
         state = self.entities.get(key)
@@ -230,7 +245,7 @@ class MemoryStore:
             applied = self.pending.pop(op.event_id)
         elif self.config.implicit_negative_after_s > 0:
             deadline = op.timestamp_ms + int(self.config.implicit_negative_after_s * 1000)
-            heapq.heappush(self.deadlines, (deadline, op.event_id))
+            heapq.heappush(self.deadlines.setdefault(op.partition, []), (deadline, op.event_id))
         if applied is not None:
             self._apply_label(snap, applied, "event")
         return EventOutcome("new", states, applied)
@@ -262,21 +277,23 @@ class MemoryStore:
         )
         return LabelOutcome("learn", op.event_id, snap.payload, snap.states, snap.score)
 
-    def _expire_pending(self, watermark_ms: int) -> list[ExpiredLabel]:
+    def _expire_pending(self, partition: int, watermark_ms: int) -> list[ExpiredLabel]:
         cutoff = watermark_ms - int(self.config.pending_ttl_s * 1000)
-        by_age = sorted(self.pending.items(), key=lambda item: (item[1].timestamp_ms, item[0]))
+        mine = [item for item in self.pending.items() if partition_of(item[1].source) == partition]
+        by_age = sorted(mine, key=lambda item: (item[1].timestamp_ms, item[0]))
         stale = [event_id for event_id, label in by_age if label.timestamp_ms <= cutoff]
         overflow = len(by_age) - len(stale) - self.config.pending_max
         if overflow > 0:
             stale += [event_id for event_id, _ in by_age[len(stale) : len(stale) + overflow]]
         return [ExpiredLabel(event_id, self.pending.pop(event_id)) for event_id in stale]
 
-    def _sweep_implicit(self, watermark_ms: int) -> list[LabelOutcome]:
+    def _sweep_implicit(self, partition: int, watermark_ms: int) -> list[LabelOutcome]:
         swept = []
+        deadlines = self.deadlines.get(partition, [])
         for _ in range(self.config.sweep_max):
-            if not self.deadlines or self.deadlines[0][0] > watermark_ms:
+            if not deadlines or deadlines[0][0] > watermark_ms:
                 break
-            _, event_id = heapq.heappop(self.deadlines)
+            _, event_id = heapq.heappop(deadlines)
             snap = self.snapshots.get(event_id)
             if snap is None or snap.label_source:
                 continue
@@ -288,7 +305,10 @@ class MemoryStore:
         return len(self.pending)
 
     def apply(
-        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
+        self,
+        ops: Sequence[EventOp | LabelOp],
+        scores: Mapping[str, float],
+        watermarks: Mapping[int, int],
     ) -> BatchOutcome:
         for event_id, score in scores.items():
             snap = self.snapshots.get(event_id)
@@ -300,10 +320,11 @@ class MemoryStore:
                 outcomes.append(self._event(op))
             else:
                 outcomes.append(self._label(op))
-        expired = self._expire_pending(watermark_ms)
-        implicit = (
-            self._sweep_implicit(watermark_ms) if self.config.implicit_negative_after_s else []
-        )
+        marks = sorted(watermarks.items())
+        expired = [label for p, mark in marks for label in self._expire_pending(p, mark)]
+        implicit = []
+        if self.config.implicit_negative_after_s:
+            implicit = [label for p, mark in marks for label in self._sweep_implicit(p, mark)]
         return BatchOutcome(outcomes, expired, implicit)
 
 
@@ -378,13 +399,16 @@ class RedisStore:
         }
 
     def pending_count(self) -> int:
-        return int(self.client.zcard(f"{self.config.key_prefix}:plz"))
+        return int(self.client.hlen(f"{self.config.key_prefix}:pl"))
 
     def key(self, kind: str, entity: str) -> str:
         return f"{self.config.key_prefix}:e:{kind}:{entity}"
 
     def apply(
-        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
+        self,
+        ops: Sequence[EventOp | LabelOp],
+        scores: Mapping[str, float],
+        watermarks: Mapping[int, int],
     ) -> BatchOutcome:
         encoded = []
         for op in ops:
@@ -406,7 +430,7 @@ class RedisStore:
                 )
             else:
                 encoded.append(["L", op.event_id, op.source, op.label, op.weight, op.timestamp_ms])
-        params = orjson.dumps({**self._params, "watermark_ms": watermark_ms})
+        params = orjson.dumps({**self._params, "watermarks": sorted(watermarks.items())})
         replies = self._script(
             args=[
                 self.config.key_prefix,

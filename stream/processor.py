@@ -314,7 +314,7 @@ class Processor:
         ops, events, valid = self._decode(records, out)
         t1 = clock()
         self._advance_watermark(ops, valid)
-        result = self.store.apply(ops, self._deferred_scores, self.watermark_ms)
+        result = self.store.apply(ops, self._deferred_scores, self._watermarks())
         self._deferred_scores = {}
         t2 = clock()
         stages["decode"], stages["redis"] = t1 - t0, t2 - t1
@@ -398,12 +398,17 @@ class Processor:
             if slot.monitor is not None:
                 slot.monitor.publish()
 
-    def _advance_watermark(self, ops: Sequence[EventOp | LabelOp], valid: Sequence[Record]) -> None:
-        """Event time known to be complete: the lowest of the partitions' newest event times.
+    def _watermarks(self) -> dict[int, int]:
+        """Per owned partition, the newest event time seen: up to there its events are in.
 
-        Taking the minimum keeps a fast partition from expiring labels that a
-        slower partition's events are still about to claim.
+        A label waiting in partition p can only be claimed by an event of
+        partition p (both are keyed by event id), so p's own event time decides
+        when it has waited long enough, whatever the other partitions do.
         """
+        return {p: t for (_, p), t in self._partition_time.items() if t >= 0}
+
+    def _advance_watermark(self, ops: Sequence[EventOp | LabelOp], valid: Sequence[Record]) -> None:
+        """Track each partition's newest event time; ``watermark_ms`` is their minimum."""
         for op, record in zip(ops, valid, strict=True):
             if isinstance(op, EventOp):
                 key = (record.topic, record.partition)
@@ -440,7 +445,7 @@ class Processor:
     def flush(self) -> None:
         """Store the scores still held back for the next batch's store call."""
         if self._deferred_scores:
-            self.store.apply([], self._deferred_scores, self.watermark_ms)
+            self.store.apply([], self._deferred_scores, {})
             self._deferred_scores = {}
 
     def _label_outcome(

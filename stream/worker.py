@@ -104,10 +104,13 @@ class RetryingStore:
         self.metrics = metrics
 
     def apply(
-        self, ops: Sequence[EventOp | LabelOp], scores: Mapping[str, float], watermark_ms: int
+        self,
+        ops: Sequence[EventOp | LabelOp],
+        scores: Mapping[str, float],
+        watermarks: Mapping[int, int],
     ) -> BatchOutcome:
         return retrying(
-            lambda: self.store.apply(ops, scores, watermark_ms), "redis", REDIS_ERRORS, self.metrics
+            lambda: self.store.apply(ops, scores, watermarks), "redis", REDIS_ERRORS, self.metrics
         )
 
     def pending_count(self) -> int:

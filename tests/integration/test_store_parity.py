@@ -59,8 +59,8 @@ def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, 
     while start < len(ops):
         batch = ops[start : start + rng.randrange(1, 60)]
         start += len(batch)
-        watermark = max(op.timestamp_ms for op in batch)
-        expected, actual = memory.apply(batch, {}, watermark), remote.apply(batch, {}, watermark)
+        marks = {0: max(op.timestamp_ms for op in batch)}
+        expected, actual = memory.apply(batch, {}, marks), remote.apply(batch, {}, marks)
         for mine, theirs in zip(expected.outcomes, actual.outcomes, strict=True):
             assert (mine.status, mine.states) == (theirs.status, theirs.states)
             seen.add(f"{type(mine).__name__}:{mine.status}")
