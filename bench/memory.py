@@ -5,7 +5,9 @@ benchmark holds counts. The synthetic world is generated on the fly and fed
 to the Processor in batches of the worker's size, without Kafka; the
 Processor is built as the worker builds it (RedisStore, monitor, metrics).
 RSS is sampled at the start, every 1% of the events, after the warm-up (10%)
-and at the end.
+and at the end, with the number of memory blocks Python has allocated
+(``sys.getallocatedblocks``): RSS growing while the blocks stay flat points at
+the allocator (fragmentation), blocks growing at objects kept alive.
 
 Usage: ``python -m bench.memory --redis-url URL --prefix P --events N --out result.json``.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -59,7 +62,8 @@ def measure_memory(events: int, redis_url: str, prefix: str, seed: int = 42) -> 
     me = psutil.Process()
     lines = (orjson.dumps(r) for r in generate_world(WorldConfig(events=events, seed=seed)))
     rss = {"start": me.memory_info().rss / 2**20}
-    samples: list[tuple[int, float]] = [(0, rss["start"])]
+    blocks = {"start": sys.getallocatedblocks()}
+    samples: list[tuple[int, float, int]] = [(0, rss["start"], blocks["start"])]
     step = max(1, events // 100)
     next_sample = step
     processing = 0.0
@@ -71,13 +75,16 @@ def measure_memory(events: int, redis_url: str, prefix: str, seed: int = 42) -> 
         seen = processor.events_seen
         if seen >= next_sample:
             mb = me.memory_info().rss / 2**20
-            samples.append((seen, round(mb, 1)))
+            samples.append((seen, round(mb, 1), sys.getallocatedblocks()))
             if "warm" not in rss and seen >= WARM_UP * events:
                 rss["warm"] = mb
+                blocks["warm"] = sys.getallocatedblocks()
             next_sample = (seen // step + 1) * step
     processor.flush()
     rss["end"] = me.memory_info().rss / 2**20
+    blocks["end"] = sys.getallocatedblocks()
     rss.setdefault("warm", rss["end"])
+    blocks.setdefault("warm", blocks["end"])
     client = redis.Redis.from_url(redis_url)
     used = client.info("memory")["used_memory"] / 2**20
     client.close()
@@ -86,6 +93,8 @@ def measure_memory(events: int, redis_url: str, prefix: str, seed: int = 42) -> 
         "mode": MODE,
         "rss_mb": {k: round(v, 1) for k, v in rss.items()},
         "growth_pct": growth_pct(rss["warm"], rss["end"]),
+        "python_blocks": blocks,
+        "python_blocks_growth_pct": growth_pct(blocks["warm"], blocks["end"]),
         "samples": samples,
         "processing_s": round(processing, 2),
         "wall_s": round(time.perf_counter() - started, 2),

@@ -189,7 +189,12 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             f"memory: {mem['events']:,} events, {mem['mode']}",
             mem.get("events_per_s"),
             rss=_rss_text(mem["rss_mb"]),
-            note=f"growth after warm-up {mem['growth_pct']:+.1f}%",
+            note=f"growth after warm-up {mem['growth_pct']:+.1f}%"
+            + (
+                f" (Python's allocated blocks {mem['python_blocks_growth_pct']:+.1f}%)"
+                if "python_blocks_growth_pct" in mem
+                else ""
+            ),
         )
     by_key = {row.key: row for row in rows}
     for goal in goals_of(results):

@@ -104,6 +104,11 @@ def test_rows_follow_scenario_order_with_ratios_to_the_ceiling() -> None:
     assert "+20.0%" in by_key["monitor_on"].note
     assert by_key["scaling_two"].note == "1.60x one worker"
     assert by_key["scaling_one"].cpu == "worker-0 90%, other 5%"
+    assert by_key["memory"].note == "growth after warm-up +6.7%"
+    results = full_results()
+    results["memory"]["python_blocks_growth_pct"] = 0.25
+    (memory_row,) = [row for row in rows_of(results) if row.key == "memory"]
+    assert memory_row.note == "growth after warm-up +6.7% (Python's allocated blocks +0.2%)"
 
 
 def test_goals_pass_at_their_thresholds() -> None:
