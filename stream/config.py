@@ -78,6 +78,9 @@ class KafkaConfig(BaseModel):
     session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="How soon the group notices a dead worker."
     )
+    metadata_max_age_ms: int = Field(
+        default=10_000, ge=1000, description="How often clients refresh cluster metadata."
+    )
     static_membership: bool = Field(
         default=False,
         description="Join as a static member named after the worker (`--name`, unique per "

@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,6 +26,7 @@ from stream.processor import Record
 __all__ = ["KafkaSink", "KafkaSource", "ensure_topics", "event_key", "route", "topic_plan"]
 
 log = logging.getLogger(__name__)
+REJOIN_AFTER_S = 5.0
 
 
 def topic_plan(config: KafkaConfig) -> dict[str, int]:
@@ -97,6 +99,7 @@ class KafkaSource:
     ) -> None:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
+        self._unassigned_since: float | None = None
         self.consumer = KafkaConsumer(
             *self.kinds,
             group_id=config.group_id,
@@ -105,14 +108,34 @@ class KafkaSource:
             auto_offset_reset=config.auto_offset_reset,
             max_poll_records=config.max_poll_records,
             session_timeout_ms=config.session_timeout_ms,
+            metadata_max_age_ms=config.metadata_max_age_ms,
             heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),
             isolation_level="read_committed" if read_committed else "read_uncommitted",
             group_instance_id=instance_id if config.static_membership else None,
             **config.client_options(),
         )
 
+    def _rejoin_when_unassigned(self) -> None:
+        """Join the group again when it formed without partitions (topic metadata not yet in).
+
+        kafka-python otherwise keeps the empty assignment until its next metadata
+        refresh; we do not wait for it.
+        """
+        if self.consumer.assignment():
+            self._unassigned_since = None
+            return
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        elif now - self._unassigned_since > REJOIN_AFTER_S:
+            log.warning("no partitions after %.0f s: joining the group again", REJOIN_AFTER_S)
+            self.consumer.unsubscribe()
+            self.consumer.subscribe(topics=list(self.kinds))
+            self._unassigned_since = now
+
     def next_batch(self) -> list[Record]:
         """The next records, in (record time, topic, partition, offset) order; may be empty."""
+        self._rejoin_when_unassigned()
         polled = self.consumer.poll(
             timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_poll_records
         )
