@@ -41,17 +41,16 @@ local function int(x) return string.format('%d', x) end
 
 local function snapshot_key(event_id) return prefix .. ':s:' .. event_id end
 
--- The stored fields of one entity, as the strings Redis holds ("" when absent).
-local function read_state(key)
-  local raw = redis.call('HMGET', key, unpack(fields))
+-- The stored fields of one entity, as the strings Redis holds ("" when absent), and the
+-- offset of the last event of this partition applied to it (the watermark field ``mark``).
+local function read_state(key, mark)
+  local raw = redis.call('HMGET', key, mark, unpack(fields))
   local out = {}
-  for i = 1, #fields do out[i] = raw[i] or '' end
-  return out
+  for i = 1, #fields do out[i] = raw[i + 1] or '' end
+  return out, tonumber(raw[1] or '-1')
 end
 
-local function observe(key, raw, partition, offset, ts)
-  local mark = 'w' .. partition
-  local applied = tonumber(redis.call('HGET', key, mark) or '-1')
+local function observe(key, raw, applied, mark, offset, ts)
   if offset <= applied then return end
   local n = tonumber(raw[1]) or 0
   local t = tonumber(raw[4]) or -1
@@ -122,10 +121,11 @@ for _, op in ipairs(ops) do
       end
     else
       local states = {}
+      local mark = 'w' .. partition
       for i, key in ipairs(keys) do
-        local raw = read_state(key)
+        local raw, applied = read_state(key, mark)
         states[i] = table.concat(raw, ',')
-        observe(key, raw, partition, offset, ts)
+        observe(key, raw, applied, mark, offset, ts)
       end
       local st = table.concat(states, ';')
       redis.call('HSET', snap, 'src', source, 'ev', payload, 'st', st, 'k', cjson.encode(keys))

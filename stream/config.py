@@ -78,6 +78,11 @@ class KafkaConfig(BaseModel):
     session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="How soon the group notices a dead worker."
     )
+    commit_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Without checkpoints: commit offsets at most this often (at-least-once).",
+    )
     metadata_max_age_ms: int = Field(
         default=10_000, ge=1000, description="How often clients refresh cluster metadata."
     )

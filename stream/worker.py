@@ -331,6 +331,9 @@ class Worker:
 
     def _checkpoint_due(self) -> bool:
         config = self.settings.checkpoint
+        if self.checkpoints is None:
+            interval = self.settings.kafka.commit_interval_s
+            return time.monotonic() - self._last_checkpoint >= interval
         return (
             self._labels_since_checkpoint >= config.every_labels
             or time.monotonic() - self._last_checkpoint >= config.every_seconds
@@ -344,6 +347,7 @@ class Worker:
         if self.checkpoints is None or self.models is None:
             self.sink.commit(offsets, group, self.source)
             self._uncommitted.clear()
+            self._last_checkpoint = time.monotonic()
             return
         if not offsets:
             self._last_checkpoint = time.monotonic()
@@ -454,7 +458,7 @@ class Worker:
             self.metrics.batches.inc()
             self.summary.add(len(records), out)
             self.summary.busy_seconds += time.perf_counter() - t0
-        if self._uncommitted and (self.checkpoints is None or self._checkpoint_due()):
+        if self._uncommitted and self._checkpoint_due():
             t2 = time.perf_counter()
             self.checkpoint()
             self.metrics.stage_seconds.labels(stage="commit").observe(time.perf_counter() - t2)
