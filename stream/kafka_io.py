@@ -133,12 +133,15 @@ class KafkaSource:
             self.consumer.subscribe(topics=list(self.kinds))
             self._unassigned_since = now
 
-    def next_batch(self) -> list[Record]:
-        """The next records, in (record time, topic, partition, offset) order; may be empty."""
+    def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
+        """The next records, in (record time, topic, partition, offset) order; may be empty.
+
+        ``timeout_ms`` overrides the configured poll timeout (0: only what is there).
+        """
         self._rejoin_when_unassigned()
-        polled = self.consumer.poll(
-            timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_poll_records
-        )
+        if timeout_ms is None:
+            timeout_ms = self.config.poll_timeout_ms
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
         records = [
             Record(
                 self.kinds[tp.topic],

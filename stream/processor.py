@@ -44,6 +44,7 @@ from features.interactions import entity_ids
 from features.schema import DecodeError, Event, Limits, decode_event, decode_label
 from features.store import (
     AppliedLabel,
+    BatchOutcome,
     EventOp,
     EventOutcome,
     ExpiredLabel,
@@ -57,7 +58,15 @@ from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 
-__all__ = ["BatchOutput", "DeadLetter", "ModelSlot", "Prediction", "Processor", "Record"]
+__all__ = [
+    "BatchOutput",
+    "DeadLetter",
+    "ModelSlot",
+    "Prediction",
+    "PreparedBatch",
+    "Processor",
+    "Record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +155,9 @@ class ModelSlot:
         self.spec = self.spec or self.name
 
 
+STAGE_NAMES = ("decode", "redis", "features", "score", "learn")
+
+
 @dataclass
 class BatchOutput:
     predictions: list[Prediction] = field(default_factory=list)
@@ -153,6 +165,18 @@ class BatchOutput:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     labels_learned: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedBatch:
+    """A decoded batch waiting for its store call."""
+
+    out: BatchOutput
+    ops: list[EventOp | LabelOp]
+    events: list[Event | None]
+    valid: list[Record]
+    scores: dict[str, float]
+    watermarks: dict[int, int]
 
 
 class Processor:
@@ -307,31 +331,46 @@ class Processor:
 
     def process(self, records: Sequence[Record]) -> BatchOutput:
         """Handle one batch; the caller publishes the outputs."""
+        batch = self.prepare(records)
+        return self.finish(batch, self.apply(batch))
+
+    def prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Decode the batch and hand over the scores still to store (no I/O)."""
         out = BatchOutput()
-        stages = dict.fromkeys(("decode", "redis", "features", "score", "learn"), 0.0)
-        clock = time.perf_counter
-        t0 = clock()
+        t0 = time.perf_counter()
         ops, events, valid = self._decode(records, out)
-        t1 = clock()
         self._advance_watermark(ops, valid)
-        result = self.store.apply(ops, self._deferred_scores, self._watermarks())
+        batch = PreparedBatch(out, ops, events, valid, self._deferred_scores, self._watermarks())
         self._deferred_scores = {}
-        t2 = clock()
-        stages["decode"], stages["redis"] = t1 - t0, t2 - t1
-        for op, event, outcome, record in zip(ops, events, result.outcomes, valid, strict=True):
+        out.stage_seconds = dict.fromkeys(STAGE_NAMES, 0.0)
+        out.stage_seconds["decode"] = time.perf_counter() - t0
+        return batch
+
+    def apply(self, batch: PreparedBatch) -> BatchOutcome:
+        """The batch's one store call; it may run in another thread while the batch
+        before it is finished: nothing it reads or writes is the model's."""
+        t0 = time.perf_counter()
+        result = self.store.apply(batch.ops, batch.scores, batch.watermarks)
+        batch.out.stage_seconds["redis"] = time.perf_counter() - t0
+        return result
+
+    def finish(self, batch: PreparedBatch, result: BatchOutcome) -> BatchOutput:
+        """Score and learn, in record order, from the store's outcomes."""
+        out, stages = batch.out, batch.out.stage_seconds
+        rows = zip(batch.ops, batch.events, result.outcomes, batch.valid, strict=True)
+        for op, event, outcome, record in rows:
             if isinstance(outcome, EventOutcome):
                 assert event is not None
                 self._event_outcome(event, outcome, record, out, stages)
             else:
                 self._label_outcome(op, outcome, out, record)
-        t3 = clock()
+        t3 = time.perf_counter()
         for implicit in result.implicit:
             self._implicit(implicit, out)
         for expired in result.expired:
             self._expired(expired, out)
-        stages["learn"] += clock() - t3
-        out.stage_seconds = stages
-        self._observe(out, events)
+        stages["learn"] += time.perf_counter() - t3
+        self._observe(out, batch.events)
         return out
 
     def _event_outcome(

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,7 +36,7 @@ from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics, topic_plan
-from stream.processor import BatchOutput, ModelSlot, Processor
+from stream.processor import BatchOutput, ModelSlot, PreparedBatch, Processor, Record
 
 __all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays", "retrying"]
 
@@ -115,6 +116,16 @@ class RetryingStore:
 
     def pending_count(self) -> int:
         return self.store.pending_count()
+
+
+@dataclass
+class _InFlight:
+    """A batch sent to Redis and not yet scored."""
+
+    batch: PreparedBatch
+    future: Future[BatchOutcome]
+    records: list[Record]
+    received_s: float
 
 
 class _IdleClock:
@@ -237,6 +248,8 @@ class Worker:
         self._last_registry_poll = 0.0
         self._last_lag = 0.0
         self._assignment: set[tuple[str, int]] = set()
+        self._inflight: _InFlight | None = None
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-store")
         self._http: Any = None
         self._announce()
 
@@ -431,11 +444,17 @@ class Worker:
         )
 
     def run_once(self) -> int:
-        """Poll and handle one batch; returns the number of records."""
+        """Poll one batch and send it to Redis, then finish the batch before it.
+
+        One batch is in flight: while Redis runs the batch's script (in the store
+        thread), this thread scores and learns the previous one. The order of
+        every effect is the one of :meth:`Processor.process`, so the results are
+        the same; only the waiting overlaps. Returns the number of records polled.
+        """
         assert self.source is not None and self.sink is not None
         self._watch_registry()
         t0 = time.perf_counter()
-        records = self.source.next_batch()
+        records = self.source.next_batch(0 if self._inflight else None)
         received_s = time.time()
         self.metrics.stage_seconds.labels(stage="poll").observe(time.perf_counter() - t0)
         self._update_lag()
@@ -443,30 +462,54 @@ class Worker:
         if assignment != self._assignment:
             self._assignment = assignment
             self.processor.assign(assignment)
+        incoming = None
         if records:
             self.metrics.batch_size.observe(len(records))
             for record in records:
                 self.metrics.records.labels(kind=record.kind).inc()
             self.sink.begin()
-            out = self.processor.process(records)
-            t1 = time.perf_counter()
-            self._publish(out, received_s)
-            self.metrics.stage_seconds.labels(stage="produce").observe(time.perf_counter() - t1)
-            for tp, offset in self.source.position(records).items():
-                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset.offset)
-            self._labels_since_checkpoint += out.labels_learned
-            self.metrics.batches.inc()
-            self.summary.add(len(records), out)
-            self.summary.busy_seconds += time.perf_counter() - t0
+            batch = self.processor.prepare(records)
+            future = self._store_thread.submit(self.processor.apply, batch)
+            incoming = _InFlight(batch, future, records, received_s)
+        self._finish_inflight()
+        self._inflight = incoming
         if self._uncommitted and self._checkpoint_due():
             t2 = time.perf_counter()
             self.checkpoint()
             self.metrics.stage_seconds.labels(stage="commit").observe(time.perf_counter() - t2)
         return len(records)
 
+    def _finish_inflight(self) -> None:
+        """Score, learn and publish the batch in flight, and count its offsets as done."""
+        flight, self._inflight = self._inflight, None
+        if flight is None:
+            return
+        assert self.source is not None
+        t0 = time.perf_counter()
+        out = self.processor.finish(flight.batch, flight.future.result())
+        t1 = time.perf_counter()
+        self._publish(out, flight.received_s)
+        self.metrics.stage_seconds.labels(stage="produce").observe(time.perf_counter() - t1)
+        for tp, offset in self.source.position(flight.records).items():
+            self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset.offset)
+        self._labels_since_checkpoint += out.labels_learned
+        self.metrics.batches.inc()
+        self.summary.add(len(flight.records), out)
+        self.summary.busy_seconds += (t1 - t0) + out.stage_seconds["decode"]
+
+    def _drop_inflight(self) -> None:
+        """Forget the batch in flight (its effects in Redis are recognised on replay)."""
+        flight, self._inflight = self._inflight, None
+        if flight is not None:
+            try:
+                flight.future.result(timeout=60)
+            except Exception as exc:  # noqa: BLE001 - it is dropped whatever happened
+                log.warning("dropped an in-flight batch: %s", exc)
+
     def _recover(self, error: Exception) -> None:
         """After a Kafka failure: drop the clients, reconnect, resume from the checkpoint."""
         log.warning("kafka failed (%s): resuming from the last checkpoint", error)
+        self._drop_inflight()
         self.metrics.dependency_up.labels(dependency="kafka").set(0)
         self.metrics.retries.labels(dependency="kafka").inc()
         self.summary.recoveries += 1
@@ -516,6 +559,8 @@ class Worker:
                     break
                 if max_records is not None and self.summary.records >= max_records:
                     break
+            if self.source is not None:
+                self._finish_inflight()
             if self.source is not None and self._uncommitted:
                 self.checkpoint()
         finally:
@@ -525,6 +570,7 @@ class Worker:
         return self.summary
 
     def close(self) -> None:
+        self._drop_inflight()
         try:
             self.processor.flush()
         except REDIS_ERRORS as exc:
