@@ -11,6 +11,17 @@ Each event is followed by its label after a delay: a click arrives after a
 short random delay, a non-click as a negative label once the click window has
 passed (or not at all, with ``explicit_negatives=False``, for implicit labels).
 
+Drift can be injected at known event indices (0-based, in event order), for
+testing the monitor: from ``feature_shift_at`` the producer feature
+``quality_hint`` shifts (its mean by ``shift_mean``, its noise times
+``shift_scale``), a data drift of an input the models weigh little; from
+``broken_at`` the producer's pipeline is broken and its features are constants
+(``quality_hint`` a sentinel, ``length`` 0): an online model then scores
+nearly every event positive until the labels of the broken events come back
+(one click window) and it learns the constant. Neither changes the world:
+users click as before, and every random draw is the same, so the stream
+differs from the undrifted one only in those features from those indices on.
+
 Examples
 --------
 >>> records = list(generate_world(WorldConfig(events=50, seed=7)))
@@ -18,6 +29,9 @@ Examples
 >>> labels = [r for r in records if "user_id" not in r]
 >>> len(events), len(labels), records == sorted(records, key=lambda r: r["timestamp"])
 (50, 50, True)
+>>> broken = generate_world(WorldConfig(events=50, seed=7, broken_at=40))
+>>> [e["features"] for e in broken if "user_id" in e][40]
+{'quality_hint': 100.0, 'length': 0}
 """
 
 from __future__ import annotations
@@ -48,6 +62,23 @@ class WorldConfig(BaseModel):
     explicit_negatives: bool = True
     inline_labels: bool = Field(default=False, description="Put the label in the event itself.")
     dimensions: int = Field(default=4, ge=1, le=32)
+    feature_shift_at: int | None = Field(
+        default=None,
+        ge=0,
+        description="From this event index on, `quality_hint` drifts (data drift).",
+    )
+    shift_mean: float = Field(default=3.0, description="Added to `quality_hint` when shifted.")
+    shift_scale: float = Field(
+        default=1.5, gt=0, description="Multiplies the noise of `quality_hint` when shifted."
+    )
+    broken_at: int | None = Field(
+        default=None,
+        ge=0,
+        description="From this event index on, the producer's features are constants.",
+    )
+    broken_hint: float = Field(
+        default=100.0, description="The constant `quality_hint` of a broken pipeline."
+    )
 
 
 def _sigmoid(z: float) -> float:
@@ -146,10 +177,7 @@ def generate_world(config: WorldConfig) -> Iterator[dict[str, Any]]:
             "item_id": f"i{item}",
             "author_id": f"a{author}",
             "context": {"device": device, "country": world.user_country[user]},
-            "features": {
-                "quality_hint": round(world.item_quality[item] + rng.gauss(0.0, 2.0), 4),
-                "length": rng.randrange(20, 2000),
-            },
+            "features": _producer_features(config, n, world.item_quality[item], rng),
         }
         if config.inline_labels:
             event["label"] = clicked
@@ -168,6 +196,25 @@ def generate_world(config: WorldConfig) -> Iterator[dict[str, Any]]:
         _insert(pending, (timestamp + delay_ms, sequence, label))
     for _, _, label in pending:
         yield label
+
+
+def _producer_features(
+    config: WorldConfig, n: int, quality: float, rng: random.Random
+) -> dict[str, Any]:
+    """The producer's features of event ``n``, drifted or broken as configured.
+
+    The random draws are the same whatever the drift settings.
+    """
+    noise = rng.gauss(0.0, 2.0)
+    length = rng.randrange(20, 2000)
+    if config.broken_at is not None and n >= config.broken_at:
+        return {"quality_hint": config.broken_hint, "length": 0}
+    if config.feature_shift_at is not None and n >= config.feature_shift_at:
+        return {
+            "quality_hint": round(quality + config.shift_mean + config.shift_scale * noise, 4),
+            "length": length,
+        }
+    return {"quality_hint": round(quality + noise, 4), "length": length}
 
 
 def _insert(
