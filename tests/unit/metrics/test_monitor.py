@@ -15,6 +15,7 @@ from metrics.thresholds import AlertThresholds, MonitoringConfig
 
 def _config(**overrides: object) -> MonitoringConfig:
     base: dict[str, object] = {
+        "reference_mode": "first_n",
         "reference_size": 1000,
         "window_size": 1000,
         "evaluate_every": 25,
