@@ -40,7 +40,7 @@ def test_the_store_works_as_an_acl_user_limited_to_its_key_prefix(
             1.0,
         )
 
-        (outcome,) = store.apply([op], {}, 1_767_225_600_000).outcomes
+        (outcome,) = store.apply([op], {}, {0: 1_767_225_600_000}).outcomes
 
         assert outcome.status == "new"
         assert int(redis_client.hget(f"{unique_prefix}:e:user:u", "n")) == 1
