@@ -11,8 +11,6 @@ import contextlib
 import importlib.metadata
 import os
 import platform
-import random
-import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +26,14 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from stream.config import Settings
 from stream.kafka_io import event_key, route, topic_plan
-from stream.stack import Stack, StackConfig, StackError, create_topics, kafka_version
+from stream.stack import (
+    Stack,
+    StackConfig,
+    StackError,
+    create_topics,
+    free_ports,
+    kafka_version,
+)
 
 __all__ = [
     "CpuMeter",
@@ -43,22 +48,6 @@ __all__ = [
 ]
 
 SERVICES = ("kafka", "redis")
-
-
-def free_ports(count: int, *, low: int = 20000, high: int = 32000) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1, below the ephemeral range."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(low, high)
-        if port in ports:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
 
 
 def _config(root: Path) -> StackConfig:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -47,6 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "free_ports",
     "ALL_SERVICES",
     "CORE_SERVICES",
     "KAFKA_POM",
@@ -561,6 +563,29 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float =
     finally:
         admin.close()
     return names
+
+
+def free_ports(count: int, *, low: int = 20000, high: int = 32000) -> list[int]:
+    """Pick ``count`` distinct free TCP ports on 127.0.0.1, below the ephemeral range.
+
+    For stacks that must not collide with another one (tests, benchmarks).
+
+    >>> ports = free_ports(3)
+    >>> len(set(ports)), all(20000 <= p <= 32000 for p in ports)
+    (3, True)
+    """
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randint(low, high)  # noqa: S311 - not a secret
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 def write_scrape_target(

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +33,7 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from stream.stack import Stack, StackConfig, create_topics, write_scrape_target
+from stream.stack import Stack, StackConfig, create_topics, free_ports, write_scrape_target
 
 ENV = {
     "kafka": "STREAMLEARN_TEST_KAFKA",
@@ -44,10 +42,18 @@ ENV = {
     "alertmanager": "STREAMLEARN_TEST_ALERTMANAGER",
 }
 TARGETS_ENV = "STREAMLEARN_TEST_PROMETHEUS_TARGETS"
-SERVER_FIXTURES = frozenset({
-    "stack", "kafka_bootstrap", "redis_url", "prometheus_url", "alertmanager_url",
-    "make_topics", "redis_client", "scrape_target",
-})
+SERVER_FIXTURES = frozenset(
+    {
+        "stack",
+        "kafka_bootstrap",
+        "redis_url",
+        "prometheus_url",
+        "alertmanager_url",
+        "make_topics",
+        "redis_client",
+        "scrape_target",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,22 +61,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-
-
-def free_ports(count: int, *, low: int = 20000, high: int = 32000) -> list[int]:
-    """Pick ``count`` distinct free TCP ports on 127.0.0.1, below the ephemeral range."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randint(low, high)
-        if port in ports:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
 
 
 def config_for_tests(root: Path) -> StackConfig:
