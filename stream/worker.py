@@ -198,8 +198,9 @@ class Worker:
     name
         Distinguishes workers of one group (client id, transactional id, checkpoint).
     signing_key
-        Signs and verifies model snapshots; without it there are no checkpoints
-        and offsets are committed after every batch (at-least-once learning).
+        Signs and verifies model snapshots; without it there are no checkpoints,
+        offsets are committed every ``kafka.commit_interval_s`` and a restart may
+        learn some labels twice (at-least-once learning).
     """
 
     def __init__(
