@@ -1,4 +1,4 @@
-"""Replay a large file into Kafka at full speed, score it with a worker, and compare with a backtest.
+"""Replay a large file into Kafka at full speed, score it, and compare with a backtest.
 
     .venv/bin/python -m bench.replay_check --events 100000
 
