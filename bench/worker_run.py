@@ -139,10 +139,10 @@ class BenchWorker(Worker):
         consumer = self.source.consumer
         poll = self.source.next_batch
 
-        def next_batch() -> list[Record]:
+        def next_batch(timeout_ms: int | None = None) -> list[Record]:
             if self.go_at is None:
                 return self._hold(consumer)
-            records = poll()
+            records = poll(timeout_ms)
             now = time.time()
             if records:
                 self.last_records_at = now
