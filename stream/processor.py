@@ -195,7 +195,7 @@ class Processor:
         limits: Limits,
         threshold: float,
         metrics: WorkerMetrics | None = None,
-        recent_scores: int = 100_000,
+        recent_scores: int = 10_000,
     ) -> None:
         if not slots:
             raise ValueError("a processor needs at least one model")
