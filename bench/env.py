@@ -33,6 +33,7 @@ from stream.stack import (
     create_topics,
     free_ports,
     kafka_version,
+    private_stack_config,
 )
 
 __all__ = [
@@ -51,17 +52,7 @@ SERVICES = ("kafka", "redis")
 
 
 def _config(root: Path) -> StackConfig:
-    kafka, controller, redis_port, prometheus, alertmanager = free_ports(5)
-    return StackConfig(
-        root=root,
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        redis_port=redis_port,
-        prometheus_port=prometheus,
-        alertmanager_port=alertmanager,
-        redis_appendonly=False,
-        startup_timeout=180.0,
-    )
+    return private_stack_config(root)
 
 
 def _stop_leftovers(root: Path) -> None:

@@ -41,7 +41,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 import yaml
@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "free_ports",
+    "private_stack_config",
     "ALL_SERVICES",
     "CORE_SERVICES",
     "KAFKA_POM",
@@ -586,6 +587,27 @@ def free_ports(count: int, *, low: int = 20000, high: int = 32000) -> list[int]:
                 continue
         ports.append(port)
     return ports
+
+
+def private_stack_config(root: Path, **overrides: Any) -> StackConfig:
+    """A stack under ``root`` on free ports, without Redis persistence: it collides with nothing.
+
+    >>> config = private_stack_config(Path("/tmp/private"), scrape_interval="1s")
+    >>> config.redis_appendonly, config.scrape_interval, config.kafka_port != 9092
+    (False, '1s', True)
+    """
+    kafka, controller, redis_port, prometheus, alertmanager = free_ports(5)
+    settings: dict[str, Any] = {
+        "root": root,
+        "kafka_port": kafka,
+        "kafka_controller_port": controller,
+        "redis_port": redis_port,
+        "prometheus_port": prometheus,
+        "alertmanager_port": alertmanager,
+        "redis_appendonly": False,
+        "startup_timeout": 180.0,
+    }
+    return StackConfig(**{**settings, **overrides})
 
 
 def write_scrape_target(

@@ -33,7 +33,13 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from stream.stack import Stack, StackConfig, create_topics, free_ports, write_scrape_target
+from stream.stack import (
+    Stack,
+    StackConfig,
+    create_topics,
+    private_stack_config,
+    write_scrape_target,
+)
 
 ENV = {
     "kafka": "STREAMLEARN_TEST_KAFKA",
@@ -65,19 +71,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def config_for_tests(root: Path) -> StackConfig:
     """A StackConfig for tests: random ports, no Redis persistence, 1 s Prometheus intervals."""
-    kafka, controller, redis_port, prometheus, alertmanager = free_ports(5)
-    return StackConfig(
-        root=root,
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        redis_port=redis_port,
-        prometheus_port=prometheus,
-        alertmanager_port=alertmanager,
-        redis_appendonly=False,
-        scrape_interval="1s",
-        evaluation_interval="1s",
-        startup_timeout=180.0,
-    )
+    return private_stack_config(root, scrape_interval="1s", evaluation_interval="1s")
 
 
 @pytest.fixture(scope="session")
