@@ -25,7 +25,7 @@ from rich.table import Table
 from stream.config import Settings
 from stream.stack import Stack, StackConfig, write_scrape_target
 
-__all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "sample_predictions"]
+__all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "read_predictions"]
 
 
 def demo_key(root: Path) -> bytes:
@@ -69,8 +69,10 @@ def prometheus_value(base_url: str, query: str) -> float | None:
     return float(results[0]["value"][1]) if results else None
 
 
-def sample_predictions(bootstrap: str, topic: str, count: int = 3) -> list[dict[str, Any]]:
-    """The last committed predictions of ``topic`` (the model has learned by then)."""
+def read_predictions(
+    bootstrap: str, topic: str, count: int = 3
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The last ``count`` committed predictions, how many there are, and for how many events."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -80,10 +82,14 @@ def sample_predictions(bootstrap: str, topic: str, count: int = 3) -> list[dict[
         consumer_timeout_ms=3000,
     )
     last: deque[bytes] = deque(maxlen=count)
+    keys: set[bytes] = set()
+    total = 0
     for record in consumer:
         last.append(record.value)
+        keys.add(record.key)
+        total += 1
     consumer.close()
-    return [orjson.loads(value) for value in last]
+    return [orjson.loads(value) for value in last], total, len(keys)
 
 
 @dataclass
@@ -96,6 +102,9 @@ class DemoResult:
     backtest: dict[str, Any]
     scraped_predictions: float | None
     samples: list[dict[str, Any]]
+    published: int
+    distinct_events: int
+    events: int
 
     def table(self) -> Table:
         topics = self.settings.kafka.topics
@@ -103,8 +112,11 @@ class DemoResult:
         table.add_column(style="bold")
         table.add_column()
         rows = [
-            ("stream", f"{self.world} ({self.summary.events} events)"),
-            ("scored", f"{self.summary.predictions} predictions, one per event_id"),
+            ("stream", f"{self.world} ({self.events} events and their labels)"),
+            (
+                "scored",
+                f"{self.published} committed predictions for {self.distinct_events} events",
+            ),
             ("learned", f"{self.summary.labels_learned} labels"),
             ("dead letters", str(self.summary.dead_letters or "none")),
             ("checkpoints", str(self.summary.checkpoints)),
@@ -176,6 +188,9 @@ def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path
     with (report / "predictions.jsonl").open("wb") as predictions:
         result = backtest(world, settings, [settings.model.spec], predictions=predictions)
     write_report(result, report)
+    samples, published, distinct = read_predictions(
+        stack.config.kafka_bootstrap, settings.kafka.topics.predictions
+    )
     return DemoResult(
         settings,
         stack.config,
@@ -184,5 +199,8 @@ def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path
         summary,
         result.summary(),
         scraped,
-        sample_predictions(stack.config.kafka_bootstrap, settings.kafka.topics.predictions),
+        samples,
+        published,
+        distinct,
+        events,
     )

@@ -413,6 +413,7 @@ class Worker:
 
     def _publish(self, out: BatchOutput, received_s: float) -> None:
         assert self.sink is not None
+        self.sink.begin()
         topics = self.settings.kafka.topics
         now = time.time()
         latency_s = now - received_s
@@ -468,7 +469,6 @@ class Worker:
             self.metrics.batch_size.observe(len(records))
             for record in records:
                 self.metrics.records.labels(kind=record.kind).inc()
-            self.sink.begin()
             batch = self.processor.prepare(records)
             future = self._store_thread.submit(self.processor.apply, batch)
             incoming = _InFlight(batch, future, records, received_s)
