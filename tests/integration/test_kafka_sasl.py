@@ -16,7 +16,8 @@ USER, PASSWORD = "alice", "alice-Secret-7"
 
 @pytest.fixture(scope="module")
 def sasl_stack(tmp_path_factory):
-    from tests.conftest import config_for_tests, free_ports
+    from stream.stack import free_ports
+    from tests.conftest import config_for_tests
 
     (port,) = free_ports(1)
     config = config_for_tests(tmp_path_factory.mktemp("sasl") / "stack").model_copy(
