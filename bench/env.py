@@ -22,7 +22,7 @@ import orjson
 import psutil
 import redis
 import yaml
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from stream.config import Settings
 from stream.kafka_io import event_key, route, topic_plan
@@ -35,6 +35,7 @@ from stream.stack import (
     kafka_version,
     private_stack_config,
 )
+from tests.integration.pipeline import drain
 
 __all__ = [
     "CpuMeter",
@@ -144,18 +145,7 @@ def produce_all(settings: Settings, lines: Iterable[bytes]) -> dict[str, int]:
 
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[tuple[bytes, int]]:
     """(key, record timestamp ms) of every committed record of ``topic``."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        consumer_timeout_ms=idle_ms,
-        max_poll_records=5000,
-    )
-    out = [(record.key or b"", record.timestamp) for record in consumer]
-    consumer.close()
-    return out
+    return [(record.key or b"", record.timestamp) for record in drain(bootstrap, topic, idle_ms)]
 
 
 class CpuMeter:
