@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
 from river import drift as river_drift
 
 __all__ = [
@@ -143,10 +144,9 @@ def bin_counts(values: Iterable[float], edges: Sequence[float]) -> list[int]:
     >>> bin_counts([0.1, 0.5, 0.5, 0.9, 2.0], [0.5, 1.0])
     [1, 3, 1]
     """
-    counts = [0] * (len(edges) + 1)
-    for x in values:
-        counts[bisect_right(edges, x)] += 1
-    return counts
+    array = values if isinstance(values, np.ndarray) else np.fromiter(values, dtype=float)
+    bins = np.searchsorted(np.asarray(edges, dtype=float), array, side="right")
+    return np.bincount(bins, minlength=len(edges) + 1).tolist()
 
 
 def ks_statistic(a: Iterable[float], b: Iterable[float], *, assume_sorted: bool = False) -> float:
@@ -171,23 +171,21 @@ def ks_statistic(a: Iterable[float], b: Iterable[float], *, assume_sorted: bool 
     >>> ks_statistic([0.5, 0.5], [0.5])
     0.0
     """
-    xs = list(a) if assume_sorted else sorted(a)
-    ys = list(b) if assume_sorted else sorted(b)
+    xs = _array(a) if assume_sorted else np.sort(_array(a))
+    ys = _array(b) if assume_sorted else np.sort(_array(b))
     na, nb = len(xs), len(ys)
     if na == 0 or nb == 0:
         raise ValueError("both samples must be non-empty")
-    i = j = 0
-    d = 0.0
-    while i < na and j < nb:
-        x = xs[i] if xs[i] <= ys[j] else ys[j]
-        while i < na and xs[i] <= x:
-            i += 1
-        while j < nb and ys[j] <= x:
-            j += 1
-        gap = abs(i / na - j / nb)
-        if gap > d:
-            d = gap
-    return d
+    steps = np.concatenate((xs, ys))
+    below_a = np.searchsorted(xs, steps, side="right") / na
+    below_b = np.searchsorted(ys, steps, side="right") / nb
+    return float(np.max(np.abs(below_a - below_b)))
+
+
+def _array(values: Iterable[float]) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values.astype(float, copy=False)
+    return np.fromiter(values, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -370,7 +368,7 @@ class PredictionDrift:
         self._computed_at = -1
         self._report: PredictionDriftReport | None = None
         self._ref_key = -1
-        self._ref_sorted: list[float] = []
+        self._ref_sorted: np.ndarray = np.empty(0)
         self._ref_edges: list[float] = []
         self._ref_bins: list[int] = []
 
@@ -425,8 +423,8 @@ class PredictionDrift:
 
     def _reference_stats(self) -> None:
         if self._ref_key != self._scores.reference_version:
-            self._ref_sorted = sorted(self._scores.reference)
-            self._ref_edges = quantile_edges(self._ref_sorted, self.n_bins)
+            self._ref_sorted = np.sort(_array(self._scores.reference))
+            self._ref_edges = quantile_edges(self._ref_sorted.tolist(), self.n_bins)
             self._ref_bins = bin_counts(self._ref_sorted, self._ref_edges)
             self._ref_key = self._scores.reference_version
 
@@ -440,7 +438,7 @@ class PredictionDrift:
         value_psi = value_ks = ratio = None
         if self._scores.ready(self.min_current):
             self._reference_stats()
-            cur_sorted = sorted(self._scores.current)
+            cur_sorted = np.sort(_array(self._scores.current))
             value_psi = psi(self._ref_bins, bin_counts(cur_sorted, self._ref_edges))
             value_ks = ks_statistic(self._ref_sorted, cur_sorted, assume_sorted=True)
             floor = 0.5 / min(n_ref, n_cur)
@@ -471,8 +469,9 @@ class _FeatureWindows:
 
     def freeze(self, n_bins: int) -> None:
         windows = self.values
-        self.edges = quantile_edges(windows.reference, n_bins)
-        self.reference_bins = bin_counts(windows.reference, self.edges)
+        reference = np.sort(_array(windows.reference))
+        self.edges = quantile_edges(reference.tolist(), n_bins)
+        self.reference_bins = bin_counts(reference, self.edges)
         self.reference_key = windows.reference_version
         if windows.mode == "first_n" and len(windows.reference) == windows.reference_size:
             self.current_bins = bin_counts(windows.current, self.edges)

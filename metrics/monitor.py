@@ -32,7 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from metrics.drift import ConceptDrift, FeatureDrift, PredictionDrift, PredictionDriftReport
-from metrics.quality import QualityReport, RollingQuality, binary_log_loss, roc_auc
+from metrics.quality import QualityReport, RollingQuality, binary_log_loss
 from metrics.thresholds import AlertThresholds, MonitoringConfig
 
 __all__ = [
@@ -268,9 +268,7 @@ class Monitor:
             threshold=threshold,
             precision_target=config.precision_target,
         )
-        self._reference_quality: deque[tuple[bool, float, float]] = deque(
-            maxlen=config.quality_window
-        )
+        self._reference_quality = RollingQuality(window=config.quality_window)
         self.reference_roc_auc: float | None = None
         self.drift_events: deque[dict[str, Any]] = deque(maxlen=config.max_drift_events)
         self.n_predictions = 0
@@ -313,7 +311,7 @@ class Monitor:
         if self.config.reference_mode == "trailing" and self.quality.full:
             oldest = self.quality.oldest
             if oldest is not None:
-                self._reference_quality.append(oldest)
+                self._reference_quality.update(*oldest)
         self.quality.update(y_true, score, weight)
         index = self.n_labels
         self.n_labels += 1
@@ -388,11 +386,8 @@ class Monitor:
         if self.config.reference_mode == "first_n":
             if self.reference_roc_auc is None and self.quality.full:
                 self.reference_roc_auc = report.roc_auc
-        elif len(self._reference_quality) == self.config.quality_window:
-            items = list(self._reference_quality)
-            self.reference_roc_auc = roc_auc(
-                [i[0] for i in items], [i[1] for i in items], [i[2] for i in items]
-            )
+        elif self._reference_quality.full:
+            self.reference_roc_auc = self._reference_quality.roc_auc()
 
     def publish(self, refresh: bool = False) -> None:
         """Set the gauges from the latest evaluation (computed first if ``refresh`` or none yet)."""
@@ -415,7 +410,7 @@ class Monitor:
         self.prediction.reset()
         self.features.reset()
         self.quality.reset()
-        self._reference_quality.clear()
+        self._reference_quality.reset()
         self.reference_roc_auc = None
         self.concept.reset()
         self._active.clear()

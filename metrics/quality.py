@@ -15,10 +15,11 @@ Examples
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "QualityReport",
@@ -45,12 +46,26 @@ def binary_log_loss(y_true: bool, proba: float, eps: float = 1e-7) -> float:
     return -math.log(p) if y_true else -math.log(1.0 - p)
 
 
-def _weights(n: int, weights: Sequence[float] | None) -> Sequence[float]:
+def _arrays(
+    y_true: Sequence[bool], scores: Sequence[float], weights: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=bool)
+    s = np.asarray(scores, dtype=float)
     if weights is None:
-        return [1.0] * n
-    if len(weights) != n:
-        raise ValueError(f"{len(weights)} weights for {n} examples")
-    return weights
+        return y, s, np.ones(len(s))
+    if len(weights) != len(s):
+        raise ValueError(f"{len(weights)} weights for {len(s)} examples")
+    return y, s, np.asarray(weights, dtype=float)
+
+
+def _class_weights_by_score(
+    y: np.ndarray, s: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct scores, ascending, with the positive and negative weight at each."""
+    distinct, index = np.unique(s, return_inverse=True)
+    positive = np.bincount(index, weights=np.where(y, w, 0.0), minlength=len(distinct))
+    negative = np.bincount(index, weights=np.where(y, 0.0, w), minlength=len(distinct))
+    return distinct, positive, negative
 
 
 def roc_auc(
@@ -70,29 +85,12 @@ def roc_auc(
     >>> roc_auc([True, True], [0.5, 0.7]) is None
     True
     """
-    w = _weights(len(y_true), weights)
-    order = sorted(range(len(scores)), key=scores.__getitem__)
-    neg_below = 0.0
-    area = 0.0
-    total_pos = total_neg = 0.0
-    i = 0
-    n = len(order)
-    while i < n:
-        score = scores[order[i]]
-        pos = neg = 0.0
-        while i < n and scores[order[i]] == score:
-            k = order[i]
-            if y_true[k]:
-                pos += w[k]
-            else:
-                neg += w[k]
-            i += 1
-        area += pos * (neg_below + 0.5 * neg)
-        neg_below += neg
-        total_pos += pos
-        total_neg += neg
+    _, positive, negative = _class_weights_by_score(*_arrays(y_true, scores, weights))
+    total_pos, total_neg = float(positive.sum()), float(negative.sum())
     if total_pos <= 0 or total_neg <= 0:
         return None
+    negatives_below = np.cumsum(negative) - negative
+    area = float(np.dot(positive, negatives_below + 0.5 * negative))
     return area / (total_pos * total_neg)
 
 
@@ -120,29 +118,18 @@ def recall_at_precision(
     >>> recall_at_precision([False, True], [0.9, 0.1], 0.9)
     (0.0, None)
     """
-    w = _weights(len(y_true), weights)
-    total_pos = sum(wk for yk, wk in zip(y_true, w, strict=True) if yk)
+    distinct, positive, negative = _class_weights_by_score(*_arrays(y_true, scores, weights))
+    total_pos = float(positive.sum())
     if total_pos <= 0:
         return None, None
-    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
-    best_recall, best_threshold = 0.0, None
-    tp = fp = 0.0
-    i = 0
-    n = len(order)
-    while i < n:
-        score = scores[order[i]]
-        while i < n and scores[order[i]] == score:
-            k = order[i]
-            if y_true[k]:
-                tp += w[k]
-            else:
-                fp += w[k]
-            i += 1
-        if tp > 0 and tp >= precision_target * (tp + fp) * (1 - 1e-12):
-            recall = tp / total_pos
-            if recall > best_recall:
-                best_recall, best_threshold = recall, score
-    return best_recall, best_threshold
+    tp = np.cumsum(positive[::-1])
+    fp = np.cumsum(negative[::-1])
+    reaches = (tp > 0) & (tp >= precision_target * (tp + fp) * (1 - 1e-12))
+    if not reaches.any():
+        return 0.0, None
+    recall = np.where(reaches, tp / total_pos, -1.0)
+    best = int(np.argmax(recall))  # the first, so the highest threshold, on equal recall
+    return float(recall[best]), float(distinct[::-1][best])
 
 
 @dataclass(frozen=True)
@@ -196,54 +183,66 @@ class RollingQuality:
         self.window = window
         self.threshold = threshold
         self.precision_target = precision_target
-        self._items: deque[tuple[bool, float, float]] = deque(maxlen=window)
+        # Ring buffers: slot ``_next`` is the oldest item once the window is full.
+        self._y = np.zeros(window, dtype=bool)
+        self._s = np.zeros(window)
+        self._w = np.zeros(window)
+        self._next = 0
+        self._n = 0
 
     def update(self, y_true: bool, score: float, weight: float = 1.0) -> None:
         """Add one labelled prediction (the oldest leaves a full window)."""
-        self._items.append((bool(y_true), float(score), float(weight)))
+        i = self._next
+        self._y[i] = bool(y_true)
+        self._s[i] = score
+        self._w[i] = weight
+        self._next = (i + 1) % self.window
+        if self._n < self.window:
+            self._n += 1
 
     def reset(self) -> None:
         """Empty the window."""
-        self._items.clear()
+        self._next = self._n = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._n
 
     @property
     def full(self) -> bool:
         """True when the window holds ``window`` labels."""
-        return len(self._items) == self.window
+        return self._n == self.window
 
     @property
     def oldest(self) -> tuple[bool, float, float] | None:
         """The ``(y_true, score, weight)`` that the next update evicts from a full window."""
-        return self._items[0] if self._items else None
+        if self._n == 0:
+            return None
+        i = self._next if self.full else 0
+        return bool(self._y[i]), float(self._s[i]), float(self._w[i])
+
+    def roc_auc(self) -> float | None:
+        """ROC AUC of the window (None while a class is missing)."""
+        n = self._n
+        return roc_auc(self._y[:n], self._s[:n], self._w[:n])
 
     def report(self) -> QualityReport:
         """Compute every metric over the window (sorting: O(window log window))."""
-        ys = [item[0] for item in self._items]
-        ss = [item[1] for item in self._items]
-        ws = [item[2] for item in self._items]
-        total = sum(ws)
-        if not ys or total <= 0:
-            return QualityReport(len(ys), None, None, None, None, None, None, None)
-        tp = fp = tn = fn = 0.0
-        loss = 0.0
-        for y, s, w in self._items:
-            loss += w * binary_log_loss(y, s)
-            if s > self.threshold:
-                if y:
-                    tp += w
-                else:
-                    fp += w
-            elif y:
-                fn += w
-            else:
-                tn += w
-        rap, rap_threshold = recall_at_precision(ys, ss, self.precision_target, ws)
+        n = self._n
+        y, s, w = self._y[:n], self._s[:n], self._w[:n]
+        total = float(w.sum())
+        if n == 0 or total <= 0:
+            return QualityReport(n, None, None, None, None, None, None, None)
+        clipped = np.clip(s, 1e-7, 1.0 - 1e-7)
+        loss = float(np.dot(w, np.where(y, -np.log(clipped), -np.log(1.0 - clipped))))
+        decided = s > self.threshold
+        tp = float(w[decided & y].sum())
+        fp = float(w[decided & ~y].sum())
+        fn = float(w[~decided & y].sum())
+        tn = float(w[~decided & ~y].sum())
+        rap, rap_threshold = recall_at_precision(y, s, self.precision_target, w)
         return QualityReport(
-            n=len(ys),
-            roc_auc=roc_auc(ys, ss, ws),
+            n=n,
+            roc_auc=roc_auc(y, s, w),
             log_loss=loss / total,
             accuracy=(tp + tn) / total,
             precision=tp / (tp + fp) if tp + fp > 0 else None,

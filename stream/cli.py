@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -68,11 +70,15 @@ def run(
     name: Annotated[str, typer.Option(help="Worker name, unique within the group.")] = "worker-0",
     verbose: bool = False,
 ) -> None:
-    """Run a worker: consume events and labels, score, learn, publish predictions."""
+    """Run a worker: consume events and labels, score, learn, publish predictions.
+
+    ``kill -USR1 PID`` prints every thread's stack to stderr (for a worker that looks stuck).
+    """
     from learners.registry import KEY_ENV, SnapshotError, signing_key_from_env
     from stream.worker import Worker
 
     _logging(verbose)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = settings_or_exit(config)
     try:
         key = signing_key_from_env()

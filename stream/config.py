@@ -96,6 +96,14 @@ class KafkaConfig(BaseModel):
         description="Publish predictions and commit offsets in one Kafka transaction.",
     )
     linger_ms: int = Field(default=5, ge=0)
+    max_block_ms: int = Field(
+        default=30_000,
+        ge=1000,
+        description=(
+            "Longest wait of a producer call (metadata, a transaction step, the last flush);"
+            " past it the worker reconnects and resumes from its checkpoint."
+        ),
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from stream.config import KafkaConfig
@@ -209,6 +209,7 @@ class KafkaSink:
         options: dict[str, Any] = {
             "client_id": config.client_id,
             "linger_ms": config.linger_ms,
+            "max_block_ms": config.max_block_ms,
             "acks": "all",
             **config.client_options(),
         }
@@ -245,18 +246,38 @@ class KafkaSink:
         """Make the batch's outputs visible and its input offsets committed."""
         if self.transactional:
             self.begin()
+            transactions = self._transactions()
             if offsets:
-                self.producer.send_offsets_to_transaction(dict(offsets), group_id)
-            self.producer.commit_transaction()
+                self._await(
+                    transactions.send_offsets_to_transaction(dict(offsets), group_id),
+                    "adding the offsets to the transaction",
+                )
+            self._await(transactions.begin_commit(), "committing the transaction")
             self.in_transaction = False
         else:
-            self.producer.flush()
+            self.producer.flush(timeout=self.config.max_block_ms / 1000)
             source.commit(offsets)
 
     def abort(self) -> None:
         if self.transactional and self.in_transaction:
             self.in_transaction = False
-            self.producer.abort_transaction()
+            self._await(self._transactions().begin_abort(), "aborting the transaction")
 
     def close(self) -> None:
-        self.producer.close()
+        try:
+            self.producer.close(timeout=self.config.max_block_ms / 1000)
+        except KafkaTimeoutError:
+            log.warning("closed the producer with records unsent (a resumed worker redoes them)")
+
+    def _transactions(self) -> Any:
+        # kafka-python's send_offsets_to_transaction, commit_transaction and
+        # abort_transaction wait without a bound, and a request lost while the
+        # broker restarts never completes; its transaction manager hands back
+        # the same results that those calls wait on, so they are waited on here
+        # for at most max_block_ms (as kafka-python itself does in init_transactions).
+        return self.producer._transaction_manager
+
+    def _await(self, result: Any, step: str) -> None:
+        self.producer._sender.wakeup()
+        if not result.wait(timeout_ms=self.config.max_block_ms):
+            raise KafkaTimeoutError(f"{step} took longer than {self.config.max_block_ms} ms")

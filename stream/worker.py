@@ -153,6 +153,20 @@ class _IdleClock:
         self.assignment: set[tuple[str, int]] = set()
         self.joined = False
 
+    def rejoin(self, now: float) -> None:
+        """Wait for a new group join from ``now`` (after reconnecting to Kafka).
+
+        >>> clock = _IdleClock(3.0, session_timeout_s=6.0, started=0.0)
+        >>> clock.expired(1.0, 5, {("events", 0)}), clock.expired(40.0, 0, {("events", 0)})
+        (False, True)
+        >>> clock.rejoin(40.0)
+        >>> clock.expired(41.0, 0, {("events", 0)}), clock.expired(48.0, 0, set())
+        (False, False)
+        """
+        self.started = self.last = now
+        self.assignment = set()
+        self.joined = False
+
     def expired(self, now: float, records: int, assignment: set[tuple[str, int]]) -> bool:
         if records or assignment != self.assignment:
             self.last, self.assignment = now, set(assignment)
@@ -555,6 +569,7 @@ class Worker:
                     n = self.run_once()
                 except KafkaError as error:
                     self._recover(error)
+                    idle.rejoin(time.monotonic())
                     continue
                 if idle.expired(time.monotonic(), n, self._assignment):
                     break

@@ -149,6 +149,24 @@ def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) 
     )
 
 
+def exit_code(process: subprocess.Popen, log: Path, timeout_s: float) -> int:
+    """The worker's exit code; if it is still running after ``timeout_s``, fail with its stacks.
+
+    The worker prints every thread's stack on SIGUSR1, so a hang shows where it waits.
+    """
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        process.kill()
+        process.wait(timeout=30)
+        raise AssertionError(
+            f"the worker still ran after {timeout_s:.0f}s; its log ends with\n"
+            + log.read_text(errors="replace")[-12000:]
+        ) from None
+
+
 def kill_randomly(
     config: Path,
     trials: int,

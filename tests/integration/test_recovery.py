@@ -22,6 +22,7 @@ from stream.worker import Worker
 
 from .pipeline import (
     drain,
+    exit_code,
     lines_of,
     produce,
     recount,
@@ -66,7 +67,7 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
         lambda: redis_client.exists(f"{unique_prefix}:s:ev-21-300"), 60, "the worker to be busy"
     )
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+    assert exit_code(process, tmp_path / "worker.log", 60) == 0
 
     store = CheckpointStore(redis_client, unique_prefix, settings.kafka.group_id, "worker-0")
     assert store.recover(lambda names: {}) is not None, "a confirmed checkpoint was written"
@@ -111,7 +112,8 @@ def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
             _restart(stack, service)
             assert process.poll() is None, f"the worker survived the {service} restart"
 
-        assert process.wait(timeout=240) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        log_path = tmp_path / "worker.log"
+        assert exit_code(process, log_path, 240) == 0, log_path.read_text()[-3000:]
         per_event = Counter(
             r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
         )
