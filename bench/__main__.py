@@ -96,8 +96,9 @@ NOTES = [
     "2 workers: one worker, then two worker processes in one group sharing the 4 partitions "
     "(checkpoints off), alternated, best of each; events/s from the first release to the "
     "last commit of either.",
-    "latency: one worker ('checkpoints off'); an open-loop producer in the benchmark process "
-    "(the project's producer settings: linger 5 ms, acks all) sends events on a fixed schedule "
+    "latency: one worker ('checkpoints off'); an open-loop librdkafka producer (confluent-kafka) "
+    "in the benchmark process (linger 5 ms as the project's, acks all, murmur2 keys; a few % of a "
+    "core) sends events on a fixed schedule "
     "at 25/50/75% of the measured single-worker events/s, labels following; latency = Kafka "
     "timestamp of the prediction record - Kafka timestamp of the event record (CreateTime, one "
     "clock); nearest-rank percentiles over every event.",

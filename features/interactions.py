@@ -71,21 +71,27 @@ class InteractionConfig(BaseModel):
         return tuple(h * 1000.0 for h in self.half_lives_s)
 
     @cached_property
+    def prior_positives(self) -> float:
+        """The pseudo-positives of the prior: ``prior_rate * prior_strength``."""
+        return self.prior_rate * self.prior_strength
+
+    @cached_property
     def decay_names(self) -> tuple[str, ...]:
         return tuple(_duration_name(h) for h in self.half_lives_s)
 
+    @cached_property
+    def _names(self) -> dict[str, tuple[str, ...]]:
+        return {}
+
     def feature_names(self, kind: str) -> tuple[str, ...]:
         """The names of one entity kind's features, in :func:`entity_features` order."""
-        names = _FEATURE_NAMES.get((kind, self.decay_names))
+        names = self._names.get(kind)
         if names is None:
             decays = tuple(f"{kind}_d{name}" for name in self.decay_names)
             names = (kind + "_n", kind + "_pos", kind + "_rate", *decays)
             names += (kind + "_since", kind + "_seen")
-            _FEATURE_NAMES[kind, self.decay_names] = names
+            self._names[kind] = names
         return names
-
-
-_FEATURE_NAMES: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
 
 def _duration_name(seconds: float) -> str:
@@ -175,22 +181,32 @@ def entity_features(
     the prior; ``since`` is ``log1p`` of the seconds since the last event (0 when
     never seen, with ``seen`` telling the two apart).
     """
-    elapsed_ms = max(0, timestamp_ms - state.decay_ref_ms)
+    return dict(zip(config.feature_names(kind), _values(state, timestamp_ms, config), strict=True))
+
+
+def _values(state: EntityState, timestamp_ms: int, config: InteractionConfig) -> list[float]:
+    log1p = math.log1p
+    elapsed_ms = timestamp_ms - state.decay_ref_ms
+    if elapsed_ms < 0:
+        elapsed_ms = 0
+    positives = state.positives
     values = [
-        math.log1p(state.count),
-        math.log1p(max(state.positives, 0.0)),
-        (state.positives + config.prior_rate * config.prior_strength)
-        / (state.labelled + config.prior_strength),
+        log1p(state.count),
+        log1p(positives if positives > 0.0 else 0.0),
+        (positives + config.prior_positives) / (state.labelled + config.prior_strength),
     ]
-    for half_life, value in zip(config.half_lives_ms, state.decayed, strict=True):
-        values.append(math.log1p(value * 2.0 ** (-elapsed_ms / half_life)))
+    values += [
+        log1p(value * 2.0 ** (-elapsed_ms / half_life))
+        for half_life, value in zip(config.half_lives_ms, state.decayed, strict=True)
+    ]
     if state.count > 0:
-        values.append(math.log1p(max(0, timestamp_ms - state.last_ms) / 1000.0))
+        since_ms = timestamp_ms - state.last_ms
+        values.append(log1p((since_ms if since_ms > 0 else 0) / 1000.0))
         values.append(1.0)
     else:
         values.append(0.0)
         values.append(0.0)
-    return dict(zip(config.feature_names(kind), values, strict=True))
+    return values
 
 
 def interaction_features(
@@ -199,5 +215,6 @@ def interaction_features(
     """Features of all the entities an event touches, as one flat mapping."""
     features: dict[str, float] = {}
     for kind, state in states:
-        features.update(entity_features(kind, state, timestamp_ms, config))
+        names = config.feature_names(kind)
+        features.update(zip(names, _values(state, timestamp_ms, config), strict=True))
     return features

@@ -334,24 +334,22 @@ _SCRIPT = resources.files("features").joinpath("apply_batch.lua").read_text(enco
 
 
 def _parse_states(kinds: Sequence[str], text: str, n_decays: int) -> list[tuple[str, EntityState]]:
+    """States as the script sends them: ``count,pos,labelled,last,ref,d1,...`` per entity,
+    ``;`` between entities, an empty field where the hash has none."""
     if not text:
         return []
     states = []
     for kind, entity in zip(kinds, text.split(";"), strict=True):
         v = entity.split(",")
-        states.append(
-            (
-                kind,
-                EntityState(
-                    count=int(v[0]) if v[0] else 0,
-                    positives=float(v[1]) if v[1] else 0.0,
-                    labelled=float(v[2]) if v[2] else 0.0,
-                    last_ms=int(v[3]) if v[3] else -1,
-                    decay_ref_ms=int(v[4]) if v[4] else 0,
-                    decayed=[float(d) if d else 0.0 for d in v[5 : 5 + n_decays]],
-                ),
-            )
+        state = EntityState(
+            int(v[0] or 0),
+            float(v[1] or 0.0),
+            float(v[2] or 0.0),
+            int(v[3] or -1),
+            int(v[4] or 0),
+            [float(d or 0.0) for d in v[5 : 5 + n_decays]],
         )
+        states.append((kind, state))
     return states
 
 

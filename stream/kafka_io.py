@@ -197,6 +197,12 @@ class KafkaSource:
                 log.debug("no position for %s: %s", tp, exc)
         return lags
 
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been read to its end (or none is assigned)."""
+        assigned = self.consumer.assignment()
+        lags = self.lag()
+        return len(lags) == len(assigned) and not any(lags.values())
+
     def close(self) -> None:
         self.consumer.close()
 

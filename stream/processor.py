@@ -40,7 +40,7 @@ from typing import Literal
 import orjson
 from river import base
 
-from features.interactions import entity_ids
+from features.interactions import EntityState, entity_ids
 from features.schema import DecodeError, Event, Limits, decode_event, decode_label
 from features.store import (
     AppliedLabel,
@@ -158,6 +158,15 @@ class ModelSlot:
 STAGE_NAMES = ("decode", "redis", "features", "score", "learn")
 
 
+@dataclass(slots=True, frozen=True)
+class _Scored:
+    """What was scored for a recent event: its label often follows soon."""
+
+    scores: list[float]
+    x: dict
+    event_time_ms: int
+
+
 @dataclass
 class BatchOutput:
     predictions: list[Prediction] = field(default_factory=list)
@@ -195,7 +204,7 @@ class Processor:
         limits: Limits,
         threshold: float,
         metrics: WorkerMetrics | None = None,
-        recent_scores: int = 10_000,
+        recent_events: int = 10_000,
     ) -> None:
         if not slots:
             raise ValueError("a processor needs at least one model")
@@ -208,8 +217,8 @@ class Processor:
         self.watermark_ms = 0
         self._partition_time: dict[tuple[str, int], int] = {}
         self._deferred_scores: dict[str, float] = {}
-        self._recent: OrderedDict[str, list[float]] = OrderedDict()
-        self._recent_max = recent_scores
+        self._recent: OrderedDict[str, _Scored] = OrderedDict()
+        self._recent_max = recent_events
         self.events_seen = 0
 
     # ------------------------------------------------------------------ decode
@@ -279,8 +288,8 @@ class Processor:
         for index, slot in enumerate(self.slots):
             learn(slot.model, x, label.value, label.weight)
             slot.labels_learned += 1
-            if recent is not None and index < len(recent):
-                given: float | None = recent[index]
+            if recent is not None and index < len(recent.scores):
+                given: float | None = recent.scores[index]
             else:
                 given = stored if index == 0 else None
             if given is None:
@@ -322,10 +331,24 @@ class Processor:
                 )
             )
 
-    def _remember(self, event_id: str, scores: list[float]) -> None:
-        self._recent[event_id] = scores
+    def _remember(self, event_id: str, scored: _Scored) -> None:
+        self._recent[event_id] = scored
         if len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
+
+    def _scored_input(
+        self, event_id: str, payload: bytes, states: list[tuple[str, EntityState]]
+    ) -> tuple[dict, int]:
+        """The features an event was scored with, and its event time, for its label.
+
+        Recent events keep what they were scored with; older ones (and all after
+        a restart) are rebuilt from their snapshot, which gives the same mapping.
+        """
+        scored = self._recent.get(event_id)
+        if scored is not None:
+            return scored.x, scored.event_time_ms
+        x = features_from_snapshot(payload, states, self.features)
+        return x, orjson.loads(payload)["ts"]
 
     # ------------------------------------------------------------------ process
 
@@ -404,7 +427,7 @@ class Processor:
             if slot.monitor is not None:
                 slot.monitor.observe_prediction(p, decision, x, event.timestamp)
         self._deferred_scores[event.event_id] = scores[0]
-        self._remember(event.event_id, scores)
+        self._remember(event.event_id, _Scored(scores, x, event.timestamp))
         if outcome.label is not None:
             kind = "inline" if outcome.label.source == record.source else "labels"
             self._learn(x, event.event_id, outcome.label, scores[0], event.timestamp, kind)
@@ -415,8 +438,7 @@ class Processor:
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
         """An event whose label window passed in silence: learned as a negative."""
-        x = features_from_snapshot(implicit.payload, implicit.states, self.features)
-        event_time = orjson.loads(implicit.payload)["ts"]
+        x, event_time = self._scored_input(implicit.event_id, implicit.payload, implicit.states)
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(x, implicit.event_id, label, implicit.score, event_time, "implicit")
         out.labels_learned += 1
@@ -492,8 +514,7 @@ class Processor:
     ) -> None:
         assert isinstance(op, LabelOp)
         if outcome.status in ("learn", "relearn"):
-            x = features_from_snapshot(outcome.payload, outcome.states, self.features)
-            event_time = orjson.loads(outcome.payload)["ts"]
+            x, event_time = self._scored_input(op.event_id, outcome.payload, outcome.states)
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
             self._learn(x, op.event_id, label, outcome.score, event_time, "labels")
             if self.metrics is not None:

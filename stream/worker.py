@@ -521,6 +521,15 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - it is dropped whatever happened
                 log.warning("dropped an in-flight batch: %s", exc)
 
+    def _read_to_end(self) -> bool:
+        """True when the assigned partitions hold nothing more (False while Kafka is away)."""
+        assert self.source is not None
+        try:
+            return self.source.caught_up()
+        except KafkaError as exc:
+            log.info("idle, but the end of the partitions is unknown: %s", exc)
+            return False
+
     def _recover(self, error: Exception) -> None:
         """After a Kafka failure: drop the clients, reconnect, resume from the checkpoint."""
         log.warning("kafka failed (%s): resuming from the last checkpoint", error)
@@ -554,7 +563,9 @@ class Worker:
 
         Idle time counts from the last record or the last change of the assigned
         partitions, so a slow group join or a rebalance does not look like the end
-        of the stream (see :class:`_IdleClock`).
+        of the stream (see :class:`_IdleClock`); and an idle worker stops only
+        once its partitions are read to their end, so a broker that is away
+        does not look like one either.
         """
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -571,7 +582,7 @@ class Worker:
                     self._recover(error)
                     idle.rejoin(time.monotonic())
                     continue
-                if idle.expired(time.monotonic(), n, self._assignment):
+                if idle.expired(time.monotonic(), n, self._assignment) and self._read_to_end():
                     break
                 if max_records is not None and self.summary.records >= max_records:
                     break
