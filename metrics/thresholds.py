@@ -122,7 +122,9 @@ class MonitoringConfig(BaseModel):
         Quantile bins of the PSI.
     evaluate_every
         Observations (predictions plus labels) between two computations of the
-        windowed statistics; bounds their cost per event.
+        windowed statistics; bounds their cost per event. The default, 250,
+        recomputes them about eight times per current window of 1000 events
+        with their labels.
     features
         Features whose input drift is monitored (at most 32: each becomes a
         ``feature`` label value).
@@ -169,7 +171,7 @@ class MonitoringConfig(BaseModel):
     reference_size: int = Field(2000, ge=10, le=1_000_000)
     window_size: int = Field(1000, ge=10, le=1_000_000)
     n_bins: int = Field(10, ge=2, le=100)
-    evaluate_every: int = Field(100, ge=1, le=1_000_000)
+    evaluate_every: int = Field(250, ge=1, le=1_000_000)
     features: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(
         (), max_length=32
     )

@@ -481,8 +481,9 @@ class Worker:
         incoming = None
         if records:
             self.metrics.batch_size.observe(len(records))
-            for record in records:
-                self.metrics.records.labels(kind=record.kind).inc()
+            labels = sum(1 for record in records if record.kind == "labels")
+            self.metrics.records.labels(kind="labels").inc(labels)
+            self.metrics.records.labels(kind="events").inc(len(records) - labels)
             batch = self.processor.prepare(records)
             future = self._store_thread.submit(self.processor.apply, batch)
             incoming = _InFlight(batch, future, records, received_s)
