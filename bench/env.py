@@ -168,6 +168,9 @@ class CpuMeter:
     @staticmethod
     def _cpu(proc: psutil.Process) -> float:
         times = proc.cpu_times()
+        if proc.pid == os.getpid():
+            # This process reaps the worker processes it started: their CPU is theirs.
+            return times.user + times.system
         return times.user + times.system + times.children_user + times.children_system
 
     def start(self) -> None:

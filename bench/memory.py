@@ -30,6 +30,7 @@ import redis
 from stream.backtest import file_records
 from stream.config import Settings
 from stream.processor import Record
+from stream.runtime import tune_interpreter
 from stream.synthetic import WorldConfig, generate_world
 
 from .inprocess import BATCH, redis_store, worker_like_processor
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    tune_interpreter()
     result = measure_memory(args.events, args.redis_url, args.prefix)
     args.out.write_text(json.dumps(result))
 

@@ -28,9 +28,10 @@ from typing import Any
 import psutil
 from kafka import KafkaConsumer
 
+from features.store import BatchOutcome
 from learners.registry import KEY_ENV, signing_key_from_env
 from stream.config import Settings, load_settings
-from stream.processor import BatchOutput, Record
+from stream.processor import BatchOutput, PreparedBatch, Record
 from stream.worker import Worker
 
 __all__ = ["BenchWorker", "cpu_seconds", "main"]
@@ -81,17 +82,17 @@ class BenchWorker(Worker):
         self.rejoins = 0
         self._last_refresh = time.monotonic()
         self.stage_s: dict[str, float] = defaultdict(float)
-        process = self.processor.process
+        finish = self.processor.finish
 
-        def timed_process(records: list[Record]) -> BatchOutput:
+        def timed_finish(batch: PreparedBatch, result: BatchOutcome) -> BatchOutput:
             t0 = time.perf_counter()
-            out = process(records)
-            self.stage_s["process"] += time.perf_counter() - t0
+            out = finish(batch, result)
+            self.stage_s["finish"] += time.perf_counter() - t0
             for stage, seconds in out.stage_seconds.items():
                 self.stage_s[stage] += seconds
             return out
 
-        self.processor.process = timed_process  # type: ignore[method-assign]
+        self.processor.finish = timed_finish  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ barrier
 

@@ -194,10 +194,12 @@ def backtest(
     """Run models over a historical file in-process, in event time, and write a report."""
     from stream.backtest import backtest as run_backtest
     from stream.report import write_report
+    from stream.runtime import tune_interpreter
 
     overrides: dict[str, object] = {}
     if features is not None:
         overrides["features"] = {"mode": features}
+    tune_interpreter()
     settings = settings_or_exit(config, **overrides)
     specs = model or [settings.model.spec]
     report.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,16 @@ class KafkaConfig(BaseModel):
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     max_poll_records: int = Field(default=500, gt=0, le=100_000)
     poll_timeout_ms: int = Field(default=100, ge=0, le=60_000)
+    fetch_max_wait_ms: int = Field(
+        default=25,
+        ge=0,
+        le=60_000,
+        description=(
+            "Longest time the broker holds a fetch waiting for data. A fetch names only the"
+            " partitions with nothing buffered, so a record arriving in another one waits"
+            " up to this long: keep it small for low latency (Kafka's default is 500)."
+        ),
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="How soon the group notices a dead worker."

@@ -107,6 +107,7 @@ class KafkaSource:
             enable_auto_commit=False,
             auto_offset_reset=config.auto_offset_reset,
             max_poll_records=config.max_poll_records,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
             session_timeout_ms=config.session_timeout_ms,
             metadata_max_age_ms=config.metadata_max_age_ms,
             heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),

@@ -37,6 +37,7 @@ from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics, topic_plan
 from stream.processor import BatchOutput, ModelSlot, PreparedBatch, Processor, Record
+from stream.runtime import tune_interpreter
 
 __all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays", "retrying"]
 
@@ -571,6 +572,7 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stop())
+            tune_interpreter()
         self._connect()
         self._restore()
         started = time.monotonic()
