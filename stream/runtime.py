@@ -2,10 +2,13 @@
 
 A worker keeps many objects alive for a long time (the model, recent feature
 vectors, Kafka client state) and allocates many short-lived ones per event.
-CPython's default collector thresholds then run a full collection every few
-thousand events, which scans the whole heap and stops scoring for tens to
-hundreds of milliseconds; a few times larger thresholds keep the collections
-young and short. Reference counting still frees almost everything at once.
+CPython's default collector thresholds (700, 10, 10) then run a full collection
+every few thousand events, which scans the whole heap and stops scoring for
+tens to hundreds of milliseconds. Ten times fewer full collections, with young
+collections kept small (a large first threshold makes each of them long and
+shows in the latency tail), gave the best throughput and tail together
+(``python -m bench --only worker,latency``). Reference counting still frees
+almost everything at once.
 
 Examples
 --------
@@ -24,8 +27,8 @@ import sys
 
 __all__ = ["GC_THRESHOLDS", "GIL_SWITCH_INTERVAL_S", "tune_interpreter"]
 
-#: Allocations before a young collection, and young (middle) collections before an older one.
-GC_THRESHOLDS = (50_000, 20, 100)
+#: Allocations before a young collection, then young (middle) collections before an older one.
+GC_THRESHOLDS = (2_000, 10, 100)
 
 #: Kafka's network thread and the Redis thread wait for the GIL while the main
 #: thread scores; at CPython's default of 5 ms per switch a record's latency
