@@ -25,7 +25,7 @@ import yaml
 from kafka import KafkaProducer
 
 from stream.config import Settings
-from stream.kafka_io import event_key, route, topic_plan
+from stream.kafka_io import committed_records, event_key, route, topic_plan
 from stream.stack import (
     Stack,
     StackConfig,
@@ -35,7 +35,6 @@ from stream.stack import (
     kafka_version,
     private_stack_config,
 )
-from tests.integration.pipeline import drain
 
 __all__ = [
     "CpuMeter",
@@ -145,7 +144,8 @@ def produce_all(settings: Settings, lines: Iterable[bytes]) -> dict[str, int]:
 
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[tuple[bytes, int]]:
     """(key, record timestamp ms) of every committed record of ``topic``."""
-    return [(record.key or b"", record.timestamp) for record in drain(bootstrap, topic, idle_ms)]
+    records = committed_records(bootstrap, topic, idle_ms)
+    return [(record.key or b"", record.timestamp) for record in records]
 
 
 class CpuMeter:

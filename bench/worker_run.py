@@ -36,8 +36,6 @@ from stream.worker import Worker
 
 __all__ = ["BenchWorker", "cpu_seconds", "main"]
 
-log = logging.getLogger("bench.worker_run")
-
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process (all its threads) so far."""
@@ -80,7 +78,6 @@ class BenchWorker(Worker):
         self.ends: dict[Any, int] = {}
         self.rebalances_after_go = 0
         self.rejoins = 0
-        self._last_refresh = time.monotonic()
         self.stage_s: dict[str, float] = defaultdict(float)
         finish = self.processor.finish
 
@@ -98,18 +95,11 @@ class BenchWorker(Worker):
 
     def _hold(self, consumer: KafkaConsumer) -> list[Record]:
         """Stay in the group without consuming; release when the parent says go."""
+        assert self.source is not None
         assigned = consumer.assignment()
         if assigned:
             consumer.pause(*assigned)
-        elif time.monotonic() - self._last_refresh > 5.0:
-            # A group formed while the new topics had no partition metadata yet keeps an
-            # empty assignment until a metadata refresh minutes later: join again now.
-            self._last_refresh = time.monotonic()
-            self.rejoins += 1
-            log.warning("%s: no partitions after 5 s, joining the group again", self.name)
-            topics = list(consumer.subscription() or ())
-            consumer.unsubscribe()
-            consumer.subscribe(topics=topics)
+        self.source.rejoin_when_unassigned()
         for tp, batch in consumer.poll(timeout_ms=100).items():
             if batch:  # a partition assigned during this poll was not paused yet: rewind it
                 consumer.seek(tp, batch[0].offset)
@@ -120,6 +110,7 @@ class BenchWorker(Worker):
         )
         if assigned and (self.control / "go").exists():
             self.go_at = time.time()
+            self.rejoins = self.source.rejoins
             self.cpu_at_go = cpu_seconds()
             self.rss_mb["start"] = _rss_mb()
             if self.until_end:

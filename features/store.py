@@ -58,7 +58,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreConfig",
-    "partition_of",
+    "split_source",
 ]
 
 
@@ -170,13 +170,14 @@ class InteractionStore(Protocol):
         ...
 
 
-def partition_of(source: str) -> int:
-    """The partition of a ``topic:partition:offset`` source.
+def split_source(source: str) -> tuple[str, int, int]:
+    """The topic, partition and offset of a ``topic:partition:offset`` source.
 
-    >>> partition_of("labels:3:1200")
-    3
+    >>> split_source("app.labels:3:1200")
+    ('app.labels', 3, 1200)
     """
-    return int(source.rsplit(":", 2)[1])
+    topic, partition, offset = source.rsplit(":", 2)
+    return topic, int(partition), int(offset)
 
 
 def _kinds_of(payload: bytes) -> list[str]:
@@ -279,7 +280,11 @@ class MemoryStore:
 
     def _expire_pending(self, partition: int, watermark_ms: int) -> list[ExpiredLabel]:
         cutoff = watermark_ms - int(self.config.pending_ttl_s * 1000)
-        mine = [item for item in self.pending.items() if partition_of(item[1].source) == partition]
+        mine = [
+            (event_id, label)
+            for event_id, label in self.pending.items()
+            if split_source(label.source)[1] == partition
+        ]
         by_age = sorted(mine, key=lambda item: (item[1].timestamp_ms, item[0]))
         stale = [event_id for event_id, label in by_age if label.timestamp_ms <= cutoff]
         overflow = len(by_age) - len(stale) - self.config.pending_max

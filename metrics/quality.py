@@ -86,6 +86,10 @@ def roc_auc(
     True
     """
     _, positive, negative = _class_weights_by_score(*_arrays(y_true, scores, weights))
+    return _auc(positive, negative)
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     total_pos, total_neg = float(positive.sum()), float(negative.sum())
     if total_pos <= 0 or total_neg <= 0:
         return None
@@ -118,7 +122,13 @@ def recall_at_precision(
     >>> recall_at_precision([False, True], [0.9, 0.1], 0.9)
     (0.0, None)
     """
-    distinct, positive, negative = _class_weights_by_score(*_arrays(y_true, scores, weights))
+    by_score = _class_weights_by_score(*_arrays(y_true, scores, weights))
+    return _recall_at_precision(*by_score, precision_target)
+
+
+def _recall_at_precision(
+    distinct: np.ndarray, positive: np.ndarray, negative: np.ndarray, precision_target: float
+) -> tuple[float | None, float | None]:
     total_pos = float(positive.sum())
     if total_pos <= 0:
         return None, None
@@ -239,10 +249,13 @@ class RollingQuality:
         fp = float(w[decided & ~y].sum())
         fn = float(w[~decided & y].sum())
         tn = float(w[~decided & ~y].sum())
-        rap, rap_threshold = recall_at_precision(y, s, self.precision_target, w)
+        distinct, positive, negative = _class_weights_by_score(y, s, w)
+        rap, rap_threshold = _recall_at_precision(
+            distinct, positive, negative, self.precision_target
+        )
         return QualityReport(
             n=n,
-            roc_auc=roc_auc(y, s, w),
+            roc_auc=_auc(positive, negative),
             log_loss=loss / total,
             accuracy=(tp + tn) / total,
             precision=tp / (tp + fp) if tp + fp > 0 else None,

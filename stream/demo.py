@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer
 from rich.table import Table
 
 from stream.config import Settings
+from stream.kafka_io import committed_records
 from stream.stack import Stack, StackConfig, write_scrape_target
 
 __all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "read_predictions"]
@@ -73,22 +73,13 @@ def read_predictions(
     bootstrap: str, topic: str, count: int = 3
 ) -> tuple[list[dict[str, Any]], int, int]:
     """The last ``count`` committed predictions, how many there are, and for how many events."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        consumer_timeout_ms=3000,
-    )
     last: deque[bytes] = deque(maxlen=count)
     keys: set[bytes] = set()
     total = 0
-    for record in consumer:
+    for record in committed_records(bootstrap, topic):
         last.append(record.value)
         keys.add(record.key)
         total += 1
-    consumer.close()
     return [orjson.loads(value) for value in last], total, len(keys)
 
 

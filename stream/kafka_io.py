@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -23,10 +23,37 @@ from kafka.structs import OffsetAndMetadata
 from stream.config import KafkaConfig
 from stream.processor import Record
 
-__all__ = ["KafkaSink", "KafkaSource", "ensure_topics", "event_key", "route", "topic_plan"]
+__all__ = [
+    "KafkaSink",
+    "KafkaSource",
+    "committed_records",
+    "ensure_topics",
+    "event_key",
+    "route",
+    "topic_plan",
+]
 
 log = logging.getLogger(__name__)
 REJOIN_AFTER_S = 5.0
+
+
+def committed_records(bootstrap: str, topic: str, idle_ms: int = 3000) -> Iterator[Any]:
+    """Every committed record of ``topic`` from the beginning, until ``idle_ms`` bring no more.
+
+    Outside any consumer group, for reading outputs back (demo, tests, benchmarks).
+    """
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        consumer_timeout_ms=idle_ms,
+    )
+    try:
+        yield from consumer
+    finally:
+        consumer.close()
 
 
 def topic_plan(config: KafkaConfig) -> dict[str, int]:
@@ -100,6 +127,8 @@ class KafkaSource:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
         self._unassigned_since: float | None = None
+        #: Times the consumer joined the group again for lack of partitions.
+        self.rejoins = 0
         self.consumer = KafkaConsumer(
             *self.kinds,
             group_id=config.group_id,
@@ -116,7 +145,7 @@ class KafkaSource:
             **config.client_options(),
         )
 
-    def _rejoin_when_unassigned(self) -> None:
+    def rejoin_when_unassigned(self) -> None:
         """Join the group again when it formed without partitions (topic metadata not yet in).
 
         kafka-python otherwise keeps the empty assignment until its next metadata
@@ -133,13 +162,14 @@ class KafkaSource:
             self.consumer.unsubscribe()
             self.consumer.subscribe(topics=list(self.kinds))
             self._unassigned_since = now
+            self.rejoins += 1
 
     def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
         """The next records, in (record time, topic, partition, offset) order; may be empty.
 
         ``timeout_ms`` overrides the configured poll timeout (0: only what is there).
         """
-        self._rejoin_when_unassigned()
+        self.rejoin_when_unassigned()
         if timeout_ms is None:
             timeout_ms = self.config.poll_timeout_ms
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)

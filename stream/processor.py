@@ -51,6 +51,7 @@ from features.store import (
     InteractionStore,
     LabelOp,
     LabelOutcome,
+    split_source,
 )
 from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
 from learners.models import build_model, is_positive, learn, score
@@ -160,9 +161,9 @@ STAGE_NAMES = ("decode", "redis", "features", "score", "learn")
 
 @dataclass(slots=True, frozen=True)
 class _Scored:
-    """What was scored for a recent event: its label often follows soon."""
+    """What an event awaiting its label was scored with: the label often follows soon."""
 
-    scores: list[float]
+    scores: Sequence[float | None]
     x: dict
     event_time_ms: int
 
@@ -277,24 +278,20 @@ class Processor:
     def _learn(
         self,
         x: dict,
-        event_id: str,
         label: AppliedLabel,
-        stored: float | None,
+        scores: Sequence[float | None],
         event_time_ms: int,
         kind: str,
     ) -> None:
-        recent = self._recent.get(event_id)
+        """Every model learns the label; ``scores``: what each gave the event, when known."""
         drifted = False
+        y_true = is_positive(label.value)
         for index, slot in enumerate(self.slots):
             learn(slot.model, x, label.value, label.weight)
             slot.labels_learned += 1
-            if recent is not None and index < len(recent.scores):
-                given: float | None = recent.scores[index]
-            else:
-                given = stored if index == 0 else None
+            given = scores[index] if index < len(scores) else None
             if given is None:
                 continue
-            y_true = is_positive(label.value)
             if slot.monitor is not None:
                 detected = slot.monitor.observe_label(given, y_true, label.weight, event_time_ms)
                 drifted = drifted or (detected and index == 0)
@@ -336,19 +333,24 @@ class Processor:
         if len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
 
-    def _scored_input(
-        self, event_id: str, payload: bytes, states: list[tuple[str, EntityState]]
-    ) -> tuple[dict, int]:
-        """The features an event was scored with, and its event time, for its label.
+    def _scored(
+        self,
+        event_id: str,
+        payload: bytes,
+        states: list[tuple[str, EntityState]],
+        stored: float | None,
+    ) -> _Scored:
+        """What an event was scored with, for its label (learned once: it is forgotten now).
 
-        Recent events keep what they were scored with; older ones (and all after
-        a restart) are rebuilt from their snapshot, which gives the same mapping.
+        Recent events keep their features and every model's score; older ones (and
+        all after a restart) are rebuilt from their snapshot, which gives the same
+        features, with the champion's score as stored.
         """
-        scored = self._recent.get(event_id)
+        scored = self._recent.pop(event_id, None)
         if scored is not None:
-            return scored.x, scored.event_time_ms
+            return scored
         x = features_from_snapshot(payload, states, self.features)
-        return x, orjson.loads(payload)["ts"]
+        return _Scored([stored], x, orjson.loads(payload)["ts"])
 
     # ------------------------------------------------------------------ process
 
@@ -427,10 +429,11 @@ class Processor:
             if slot.monitor is not None:
                 slot.monitor.observe_prediction(p, decision, x, event.timestamp)
         self._deferred_scores[event.event_id] = scores[0]
-        self._remember(event.event_id, _Scored(scores, x, event.timestamp))
-        if outcome.label is not None:
+        if outcome.label is None:
+            self._remember(event.event_id, _Scored(scores, x, event.timestamp))
+        else:
             kind = "inline" if outcome.label.source == record.source else "labels"
-            self._learn(x, event.event_id, outcome.label, scores[0], event.timestamp, kind)
+            self._learn(x, outcome.label, scores, event.timestamp, kind)
             out.labels_learned += 1
         stages["features"] += b - a
         stages["score"] += c - b
@@ -438,12 +441,13 @@ class Processor:
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
         """An event whose label window passed in silence: learned as a negative."""
-        x, event_time = self._scored_input(implicit.event_id, implicit.payload, implicit.states)
+        scored = self._scored(implicit.event_id, implicit.payload, implicit.states, implicit.score)
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
-        self._learn(x, implicit.event_id, label, implicit.score, event_time, "implicit")
+        self._learn(scored.x, label, scored.scores, scored.event_time_ms, "implicit")
         out.labels_learned += 1
         if self.metrics is not None:
-            self.metrics.label_delay.observe(max(0, self.watermark_ms - event_time) / 1000)
+            delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
+            self.metrics.label_delay.observe(delay_ms / 1000)
 
     def _observe(self, out: BatchOutput, events: Sequence[Event | None]) -> None:
         """Per-batch metrics and the monitors' gauges."""
@@ -489,7 +493,7 @@ class Processor:
         record: dict[str, object] = {"event_id": expired.event_id}
         if label is not None:
             record.update(timestamp=label.timestamp_ms, label=label.value, weight=label.weight)
-        topic, partition, offset = _split_source(label.source if label else "labels:-1:-1")
+        topic, partition, offset = split_source(label.source if label else "labels:-1:-1")
         out.dead_letters.append(
             DeadLetter(
                 "unknown_event",
@@ -514,16 +518,12 @@ class Processor:
     ) -> None:
         assert isinstance(op, LabelOp)
         if outcome.status in ("learn", "relearn"):
-            x, event_time = self._scored_input(op.event_id, outcome.payload, outcome.states)
+            scored = self._scored(op.event_id, outcome.payload, outcome.states, outcome.score)
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
-            self._learn(x, op.event_id, label, outcome.score, event_time, "labels")
+            self._learn(scored.x, label, scored.scores, scored.event_time_ms, "labels")
             if self.metrics is not None:
-                self.metrics.label_delay.observe(max(0, op.timestamp_ms - event_time) / 1000)
+                delay_ms = max(0, op.timestamp_ms - scored.event_time_ms)
+                self.metrics.label_delay.observe(delay_ms / 1000)
             out.labels_learned += 1
         elif outcome.status in ("duplicate", "late") and self.metrics is not None:
             self.metrics.labels_skipped.labels(reason=outcome.status).inc()
-
-
-def _split_source(source: str) -> tuple[str, int, int]:
-    topic, partition, offset = source.rsplit(":", 2)
-    return topic, int(partition), int(offset)

@@ -17,13 +17,19 @@ from typing import Any
 import orjson
 import redis
 import yaml
-from kafka import KafkaConsumer
 
 from features.interactions import entity_ids
 from learners.checkpoint import CheckpointStore
 from learners.registry import ModelRegistry
 from stream.config import Settings
-from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+from stream.kafka_io import (
+    KafkaSink,
+    committed_records,
+    ensure_topics,
+    event_key,
+    route,
+    topic_plan,
+)
 from stream.worker import Worker, WorkerSummary
 
 
@@ -71,17 +77,7 @@ def produce(settings: Settings, lines: Iterable[bytes]) -> Counter[str]:
 
 def drain(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
     """Every committed record of ``topic``, read from the beginning."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        consumer_timeout_ms=idle_ms,
-    )
-    records = list(consumer)
-    consumer.close()
-    return records
+    return list(committed_records(bootstrap, topic, idle_ms))
 
 
 def run_workers(settings: Settings, count: int, idle_timeout_s: float = 4.0) -> list[Worker]:
