@@ -5,7 +5,9 @@
 -- ARGV[1] key prefix
 -- ARGV[2] operations, JSON array, in record order:
 --           ["E", event_id, source, partition, offset, timestamp_ms, [entity keys], payload, label|null, weight]
---           ["L", event_id, source, label, weight, timestamp_ms]
+--           ["L", event_id, source, label, weight, timestamp_ms, held]
+--           held: the caller holds the event's features, so a learned label's reply
+--           leaves out the payload, states and score
 -- ARGV[3] scores of earlier events to store in their snapshots, JSON object {event_id: "score"}
 -- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, pending_max,
 --           pending_ttl_ms, implicit_ms (0: off), sweep_max, and watermarks: an array of
@@ -26,7 +28,11 @@ local scores = cjson.decode(ARGV[3])
 local params = cjson.decode(ARGV[4])
 local half_lives = params.half_lives_ms
 local fields = {'n', 'p', 'l', 't', 'r'}
-for k = 1, #half_lives do fields[#fields + 1] = 'd' .. k end
+local decay_fields = {}
+for k = 1, #half_lives do
+  decay_fields[k] = 'd' .. k
+  fields[#fields + 1] = decay_fields[k]
+end
 local pending_hash = prefix .. ':pl'
 
 local function partition_of(source) return string.match(source, ':(%d+):%d+$') end
@@ -50,42 +56,46 @@ local function read_state(key, mark)
   return out, tonumber(raw[1] or '-1')
 end
 
-local function observe(key, raw, applied, mark, offset, ts)
+-- ``offset_s`` and ``ts_s`` are ``int(offset)`` and ``int(ts)``, formatted once per event.
+local function observe(key, raw, applied, mark, offset, offset_s, ts, ts_s)
   if offset <= applied then return end
   local n = tonumber(raw[1]) or 0
   local t = tonumber(raw[4]) or -1
   local r = tonumber(raw[5]) or 0
-  local update = {'n', int(n + 1), 't', int(math.max(t, ts)), mark, int(offset)}
+  local update = {'n', int(n + 1), 't', ts_s, mark, offset_s}
+  if t > ts then update[4] = raw[4] end
+  local u = 6
   if ts >= r then
     for k = 1, #half_lives do
       local d = tonumber(raw[5 + k]) or 0
-      update[#update + 1] = 'd' .. k
-      update[#update + 1] = fmt(d * 2 ^ (-(ts - r) / half_lives[k]) + 1.0)
+      local value = '1'  -- a new entity's decayed count: exactly 1
+      if d ~= 0 then value = fmt(d * 2 ^ (-(ts - r) / half_lives[k]) + 1.0) end
+      update[u + 1], update[u + 2], u = decay_fields[k], value, u + 2
     end
-    update[#update + 1] = 'r'
-    update[#update + 1] = int(ts)
+    update[u + 1], update[u + 2] = 'r', ts_s
   else
     for k = 1, #half_lives do
       local d = tonumber(raw[5 + k]) or 0
-      update[#update + 1] = 'd' .. k
-      update[#update + 1] = fmt(d + 2 ^ (-(r - ts) / half_lives[k]))
+      update[u + 1], update[u + 2], u = decay_fields[k], fmt(d + 2 ^ (-(r - ts) / half_lives[k])), u + 2
     end
   end
   redis.call('HSET', key, unpack(update))
 end
 
+-- Labels are counted with HINCRBY (``l`` only ever grows by one); ``p`` changes only
+-- for a positive value, with the same double arithmetic as the Python twin.
 local function observe_label(keys, value)
   for _, key in ipairs(keys) do
-    local raw = redis.call('HMGET', key, 'p', 'l')
-    local p = tonumber(raw[1]) or 0
-    local l = tonumber(raw[2]) or 0
-    redis.call('HSET', key, 'p', fmt(p + value), 'l', fmt(l + 1.0))
+    redis.call('HINCRBY', key, 'l', 1)
+    if value ~= 0 then
+      local p = tonumber(redis.call('HGET', key, 'p')) or 0
+      redis.call('HSET', key, 'p', fmt(p + value))
+    end
   end
 end
 
-local function apply_label(snap, value, weight, source, ts, at)
-  local keys = cjson.decode(redis.call('HGET', snap, 'k'))
-  observe_label(keys, value)
+local function apply_label(snap, keys, value, weight, source, ts, at)
+  observe_label(cjson.decode(keys or redis.call('HGET', snap, 'k')), value)
   redis.call('HSET', snap, 'lab', source, 'ly', fmt(value), 'lw', fmt(weight), 'lt', int(ts), 'lat', at)
   return fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts) .. '|' .. at
 end
@@ -94,6 +104,14 @@ local function stored_label(snap)
   local v = redis.call('HMGET', snap, 'lab', 'ly', 'lw', 'lt', 'lat')
   if not v[1] or v[5] ~= 'event' then return '' end
   return v[2] .. '|' .. v[3] .. '|' .. v[1] .. '|' .. v[4] .. '|' .. v[5]
+end
+
+-- The reply to a label the caller learns: the event's payload, states and score,
+-- unless the caller holds them.
+local function labelled(status, snap, held)
+  if held then return {status, '', '', ''} end
+  local e = redis.call('HMGET', snap, 'ev', 'st', 'sc')
+  return {status, e[1], e[2], e[3] or ''}
 end
 
 local function pending_expire(event_id, source)
@@ -122,22 +140,24 @@ for _, op in ipairs(ops) do
     else
       local states = {}
       local mark = 'w' .. partition
+      local offset_s, ts_s = int(offset), int(ts)
       for i, key in ipairs(keys) do
         local raw, applied = read_state(key, mark)
         states[i] = table.concat(raw, ',')
-        observe(key, raw, applied, mark, offset, ts)
+        observe(key, raw, applied, mark, offset, offset_s, ts, ts_s)
       end
       local st = table.concat(states, ';')
-      redis.call('HSET', snap, 'src', source, 'ev', payload, 'st', st, 'k', cjson.encode(keys))
+      local keys_json = cjson.encode(keys)
+      redis.call('HSET', snap, 'src', source, 'ev', payload, 'st', st, 'k', keys_json)
       redis.call('PEXPIRE', snap, params.snapshot_ttl_ms)
       local applied = ''
       if label ~= cjson.null then
-        applied = apply_label(snap, label, weight, source, ts, 'event')
+        applied = apply_label(snap, keys_json, label, weight, source, ts, 'event')
       else
         local waiting = redis.call('HGET', pending_hash, event_id)
         if waiting then
           local value, w, lsrc, lts = string.match(waiting, '^([^|]*)|([^|]*)|(.*)|([^|]*)$')
-          applied = apply_label(snap, tonumber(value), tonumber(w), lsrc, tonumber(lts), 'event')
+          applied = apply_label(snap, keys_json, tonumber(value), tonumber(w), lsrc, tonumber(lts), 'event')
           pending_expire(event_id, lsrc)
         elseif params.implicit_ms > 0 then
           redis.call('ZADD', deadlines(partition), ts + params.implicit_ms, event_id)
@@ -146,9 +166,9 @@ for _, op in ipairs(ops) do
       replies[#replies + 1] = {'new', st, applied}
     end
   else
-    local event_id, source, value, weight, ts = op[2], op[3], op[4], op[5], op[6]
+    local event_id, source, value, weight, ts, held = op[2], op[3], op[4], op[5], op[6], op[7]
     local snap = snapshot_key(event_id)
-    local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab', 'lat')
+    local s = redis.call('HMGET', snap, 'src', 'lab', 'lat', 'k')
     if not s[1] then
       local waiting = redis.call('HGET', pending_hash, event_id)
       if waiting and string.match(waiting, '^[^|]*|[^|]*|(.*)|[^|]*$') ~= source then
@@ -158,24 +178,26 @@ for _, op in ipairs(ops) do
         redis.call('ZADD', pending_zset(partition_of(source)), ts, event_id)
         replies[#replies + 1] = {'pending', '', '', ''}
       end
-    elseif s[5] == source then
-      local status = 'relearn'
-      if s[6] == 'event' then status = 'noop' end
-      replies[#replies + 1] = {status, s[2], s[3], s[4] or ''}
-    elseif s[5] == 'implicit' then
+    elseif s[2] == source then
+      if s[3] == 'event' then
+        replies[#replies + 1] = labelled('noop', snap, held)
+      else
+        replies[#replies + 1] = labelled('relearn', snap, held)
+      end
+    elseif s[2] == 'implicit' then
       if value > 0 then
-        for _, key in ipairs(cjson.decode(redis.call('HGET', snap, 'k'))) do
+        for _, key in ipairs(cjson.decode(s[4])) do
           local p = tonumber(redis.call('HGET', key, 'p') or '0')
           redis.call('HSET', key, 'p', fmt(p + value))
         end
       end
       redis.call('HSET', snap, 'lab', 'late:' .. source)
       replies[#replies + 1] = {'late', '', '', ''}
-    elseif s[5] then
+    elseif s[2] then
       replies[#replies + 1] = {'duplicate', '', '', ''}
     else
-      apply_label(snap, value, weight, source, ts, 'label')
-      replies[#replies + 1] = {'learn', s[2], s[3], s[4] or ''}
+      apply_label(snap, s[4], value, weight, source, ts, 'label')
+      replies[#replies + 1] = labelled('learn', snap, held)
     end
   end
 end
@@ -205,7 +227,7 @@ if params.implicit_ms > 0 then
       local snap = snapshot_key(event_id)
       local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab')
       if s[1] and not s[5] then
-        apply_label(snap, 0.0, 1.0, 'implicit', watermark, 'implicit')
+        apply_label(snap, nil, 0.0, 1.0, 'implicit', watermark, 'implicit')
         replies[#replies + 1] = {'I', event_id, s[2], s[3], s[4] or ''}
       end
     end

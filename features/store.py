@@ -105,13 +105,18 @@ class EventOp:
 
 @dataclass(slots=True, frozen=True)
 class LabelOp:
-    """A label for an event, from the labels topic."""
+    """A label for an event, from the labels topic.
+
+    ``held``: the caller still holds what the event was scored with, so a
+    learned label comes back without the event's payload and states.
+    """
 
     event_id: str
     source: str
     label: float
     weight: float
     timestamp_ms: int
+    held: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -131,9 +136,12 @@ class EventOutcome:
     label: AppliedLabel | None = None
 
 
+LabelStatus = Literal["learn", "relearn", "pending", "duplicate", "late", "noop", "implicit"]
+
+
 @dataclass(slots=True)
 class LabelOutcome:
-    status: Literal["learn", "relearn", "pending", "duplicate", "late", "noop", "implicit"]
+    status: LabelStatus
     event_id: str = ""
     payload: bytes = b""
     states: list[tuple[str, EntityState]] = field(default_factory=list)
@@ -263,7 +271,7 @@ class MemoryStore:
             return LabelOutcome("pending", op.event_id)
         if snap.label_source == op.source:
             status = "noop" if snap.label_at == "event" else "relearn"
-            return LabelOutcome(status, op.event_id, snap.payload, snap.states, snap.score)
+            return self._labelled(status, op, snap)
         if snap.label_source == "implicit":
             if op.label > 0:
                 for key in snap.keys:
@@ -276,7 +284,13 @@ class MemoryStore:
         self._apply_label(
             snap, AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms), "label"
         )
-        return LabelOutcome("learn", op.event_id, snap.payload, snap.states, snap.score)
+        return self._labelled("learn", op, snap)
+
+    @staticmethod
+    def _labelled(status: LabelStatus, op: LabelOp, snap: _Snapshot) -> LabelOutcome:
+        if op.held:
+            return LabelOutcome(status, op.event_id)
+        return LabelOutcome(status, op.event_id, snap.payload, snap.states, snap.score)
 
     def _expire_pending(self, partition: int, watermark_ms: int) -> list[ExpiredLabel]:
         cutoff = watermark_ms - int(self.config.pending_ttl_s * 1000)
@@ -432,7 +446,9 @@ class RedisStore:
                     ]
                 )
             else:
-                encoded.append(["L", op.event_id, op.source, op.label, op.weight, op.timestamp_ms])
+                encoded.append(
+                    ["L", op.event_id, op.source, op.label, op.weight, op.timestamp_ms, op.held]
+                )
         params = orjson.dumps({**self._params, "watermarks": sorted(watermarks.items())})
         replies = self._script(
             args=[

@@ -106,6 +106,16 @@ class KafkaConfig(BaseModel):
         description="Publish predictions and commit offsets in one Kafka transaction.",
     )
     linger_ms: int = Field(default=5, ge=0)
+    batch_size: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description=(
+            "Bytes per producer batch and partition. A worker's batch of predictions fits in"
+            " one: with several batches queued, kafka-python wakes its network thread on every"
+            " record."
+        ),
+    )
     max_block_ms: int = Field(
         default=30_000,
         ge=1000,

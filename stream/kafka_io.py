@@ -246,6 +246,7 @@ class KafkaSink:
         options: dict[str, Any] = {
             "client_id": config.client_id,
             "linger_ms": config.linger_ms,
+            "batch_size": config.batch_size,
             "max_block_ms": config.max_block_ms,
             "acks": "all",
             **config.client_options(),

@@ -40,7 +40,7 @@ from typing import Literal
 import orjson
 from river import base
 
-from features.interactions import EntityState, entity_ids
+from features.interactions import entity_ids
 from features.schema import DecodeError, Event, Limits, decode_event, decode_label
 from features.store import (
     AppliedLabel,
@@ -187,6 +187,8 @@ class PreparedBatch:
     valid: list[Record]
     scores: dict[str, float]
     watermarks: dict[int, int]
+    #: What the batch's labels' events were scored with, taken from the recent events.
+    held: dict[str, _Scored] = field(default_factory=dict)
 
 
 class Processor:
@@ -225,9 +227,14 @@ class Processor:
     # ------------------------------------------------------------------ decode
 
     def _decode(
-        self, records: Sequence[Record], out: BatchOutput
+        self, records: Sequence[Record], out: BatchOutput, held: dict[str, _Scored]
     ) -> tuple[list[EventOp | LabelOp], list[Event | None], list[Record]]:
-        """The store operations of the valid records, with their events and records."""
+        """The store operations of the valid records, with their events and records.
+
+        A label whose event is among the recent ones takes that event's features
+        and scores into ``held`` (so they outlive the recent events' bound until
+        the batch is finished) and asks the store not to send them back.
+        """
         ops: list[EventOp | LabelOp] = []
         events: list[Event | None] = []
         valid: list[Record] = []
@@ -251,6 +258,9 @@ class Processor:
                     events.append(event)
                 else:
                     label = decode_label(record.value, self.limits)
+                    scored = self._recent.pop(label.event_id, None)
+                    if scored is not None:
+                        held[label.event_id] = scored
                     ops.append(
                         LabelOp(
                             label.event_id,
@@ -258,6 +268,7 @@ class Processor:
                             label.value,
                             label.weight,
                             label.timestamp,
+                            scored is not None,
                         )
                     )
                     events.append(None)
@@ -333,24 +344,20 @@ class Processor:
         if len(self._recent) > self._recent_max:
             self._recent.popitem(last=False)
 
-    def _scored(
-        self,
-        event_id: str,
-        payload: bytes,
-        states: list[tuple[str, EntityState]],
-        stored: float | None,
-    ) -> _Scored:
+    def _scored(self, outcome: LabelOutcome, held: dict[str, _Scored]) -> _Scored:
         """What an event was scored with, for its label (learned once: it is forgotten now).
 
-        Recent events keep their features and every model's score; older ones (and
-        all after a restart) are rebuilt from their snapshot, which gives the same
-        features, with the champion's score as stored.
+        Recent events keep their features and every model's score (``held`` by the
+        batch, or scored earlier in it); older ones (and all after a restart) are
+        rebuilt from their snapshot, which gives the same features, with the
+        champion's score as stored.
         """
-        scored = self._recent.pop(event_id, None)
+        event_id = outcome.event_id
+        scored = held.pop(event_id, None) or self._recent.pop(event_id, None)
         if scored is not None:
             return scored
-        x = features_from_snapshot(payload, states, self.features)
-        return _Scored([stored], x, orjson.loads(payload)["ts"])
+        x = features_from_snapshot(outcome.payload, outcome.states, self.features)
+        return _Scored([outcome.score], x, orjson.loads(outcome.payload)["ts"])
 
     # ------------------------------------------------------------------ process
 
@@ -363,9 +370,12 @@ class Processor:
         """Decode the batch and hand over the scores still to store (no I/O)."""
         out = BatchOutput()
         t0 = time.perf_counter()
-        ops, events, valid = self._decode(records, out)
+        held: dict[str, _Scored] = {}
+        ops, events, valid = self._decode(records, out, held)
         self._advance_watermark(ops, valid)
-        batch = PreparedBatch(out, ops, events, valid, self._deferred_scores, self._watermarks())
+        batch = PreparedBatch(
+            out, ops, events, valid, self._deferred_scores, self._watermarks(), held
+        )
         self._deferred_scores = {}
         out.stage_seconds = dict.fromkeys(STAGE_NAMES, 0.0)
         out.stage_seconds["decode"] = time.perf_counter() - t0
@@ -388,7 +398,7 @@ class Processor:
                 assert event is not None
                 self._event_outcome(event, outcome, record, out, stages)
             else:
-                self._label_outcome(op, outcome, out, record)
+                self._label_outcome(op, outcome, out, batch.held)
         t3 = time.perf_counter()
         for implicit in result.implicit:
             self._implicit(implicit, out)
@@ -441,7 +451,7 @@ class Processor:
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
         """An event whose label window passed in silence: learned as a negative."""
-        scored = self._scored(implicit.event_id, implicit.payload, implicit.states, implicit.score)
+        scored = self._scored(implicit, {})
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(scored.x, label, scored.scores, scored.event_time_ms, "implicit")
         out.labels_learned += 1
@@ -514,11 +524,15 @@ class Processor:
             self._deferred_scores = {}
 
     def _label_outcome(
-        self, op: EventOp | LabelOp, outcome: LabelOutcome, out: BatchOutput, record: Record
+        self,
+        op: EventOp | LabelOp,
+        outcome: LabelOutcome,
+        out: BatchOutput,
+        held: dict[str, _Scored],
     ) -> None:
         assert isinstance(op, LabelOp)
         if outcome.status in ("learn", "relearn"):
-            scored = self._scored(op.event_id, outcome.payload, outcome.states, outcome.score)
+            scored = self._scored(outcome, held)
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
             self._learn(scored.x, label, scored.scores, scored.event_time_ms, "labels")
             if self.metrics is not None:

@@ -9,13 +9,14 @@ import pytest
 import redis
 
 from features.interactions import InteractionConfig, entity_ids
-from features.store import EventOp, LabelOp, MemoryStore, RedisStore, StoreConfig
+from features.store import EventOp, LabelOp, LabelOutcome, MemoryStore, RedisStore, StoreConfig
 
 pytestmark = pytest.mark.integration
 
 
 def random_ops(rng: random.Random, n: int) -> list[EventOp | LabelOp]:
-    """Events out of order, labels before and after their events, duplicates and replays."""
+    """Events out of order, labels before and after their events, duplicates and replays;
+    some labels held (their event's features kept by the caller)."""
     ops: list[EventOp | LabelOp] = []
     t = 1_700_000_000_000
     for i in range(n):
@@ -41,7 +42,8 @@ def random_ops(rng: random.Random, n: int) -> list[EventOp | LabelOp]:
         )
         if rng.random() < 0.5:
             target = rng.randrange(max(0, i - 50), i + 20)
-            ops.append(LabelOp(f"e{target}", f"lb:0:{i}", float(rng.random() < 0.4), 1.0, t))
+            value, held = float(rng.random() < 0.4), rng.random() < 0.5
+            ops.append(LabelOp(f"e{target}", f"lb:0:{i}", value, 1.0, t, held))
         if rng.random() < 0.05:
             ops.append(ops[rng.randrange(len(ops))])
     return ops
@@ -64,6 +66,8 @@ def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, 
         for mine, theirs in zip(expected.outcomes, actual.outcomes, strict=True):
             assert (mine.status, mine.states) == (theirs.status, theirs.states)
             seen.add(f"{type(mine).__name__}:{mine.status}")
+            if isinstance(mine, LabelOutcome):
+                assert (mine.payload, mine.score) == (theirs.payload, theirs.score)
             if hasattr(mine, "label"):
                 assert mine.label == theirs.label
         assert [e.event_id for e in expected.expired] == [e.event_id for e in actual.expired]
@@ -80,3 +84,25 @@ def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, 
         "LabelOutcome:late",
         "LabelOutcome:relearn",
     }
+
+
+def test_a_held_label_is_answered_without_the_events_payload_and_states(redis_url, unique_prefix):
+    features = InteractionConfig()
+    store = RedisStore(
+        redis.Redis.from_url(redis_url), StoreConfig(key_prefix=unique_prefix), features
+    )
+    entities = entity_ids("u1", "i1", None)
+    payload = orjson.dumps({"kinds": [kind for kind, _ in entities]})
+    events = [
+        EventOp(f"e{i}", f"ev:0:{i}", 0, i, 1000 + i, entities, payload, None, 1.0) for i in (1, 2)
+    ]
+    store.apply(events, {}, {})
+    store.apply([], {"e1": 0.25, "e2": 0.75}, {})  # scores are stored with the next batch
+    held = LabelOp("e1", "lb:0:1", 1.0, 1.0, 2000, held=True)
+    fetched = LabelOp("e2", "lb:0:2", 1.0, 1.0, 2000)
+    outcomes = store.apply([held, fetched], {}, {}).outcomes
+    assert [(o.status, o.payload, o.states, o.score) for o in outcomes] == [
+        ("learn", b"", [], None),
+        ("learn", payload, outcomes[1].states, 0.75),
+    ]
+    assert [kind for kind, _ in outcomes[1].states] == ["user", "item", "user_item"]
