@@ -16,8 +16,14 @@
 --           only the owner of a partition expires them, by that partition's event time
 --           (events and labels are keyed by event id, so they share partition numbers).
 --
+-- An entity is a hash: ``v``, its state as little-endian doubles (count, positives,
+-- labelled, last_ms, decay_ref_ms, then one decayed count per half-life: exact, and
+-- no decimal formatting), and per partition ``w<partition>``, the offset of the last
+-- event of that partition applied to it (its replays are recognised by it).
+--
 -- Returns one reply per operation, then the swept records:
 --   E: {"new"|"replay"|"duplicate", states, label}   label: "" or "value|weight|source|timestamp|at"
+--      states: the entities' ``v`` before the event, concatenated (a new one's: ``empty_state``)
 --   L: {"learn"|"relearn"|"pending"|"duplicate"|"late"|"noop", payload, states, score}
 --   then {"X", event_id, label} per pending label evicted, {"I", event_id, payload, states, score}
 --   per implicit negative label.
@@ -27,12 +33,11 @@ local ops = cjson.decode(ARGV[2])
 local scores = cjson.decode(ARGV[3])
 local params = cjson.decode(ARGV[4])
 local half_lives = params.half_lives_ms
-local fields = {'n', 'p', 'l', 't', 'r'}
-local decay_fields = {}
-for k = 1, #half_lives do
-  decay_fields[k] = 'd' .. k
-  fields[#fields + 1] = decay_fields[k]
-end
+local width = 5 + #half_lives
+local state_format = '<' .. string.rep('d', width)
+local empty = {0, 0, 0, -1, 0}
+for k = 1, #half_lives do empty[5 + k] = 0 end
+local empty_state = struct.pack(state_format, unpack(empty))
 local pending_hash = prefix .. ':pl'
 
 local function partition_of(source) return string.match(source, ':(%d+):%d+$') end
@@ -47,55 +52,41 @@ local function int(x) return string.format('%d', x) end
 
 local function snapshot_key(event_id) return prefix .. ':s:' .. event_id end
 
--- The stored fields of one entity, as the strings Redis holds ("" when absent), and the
--- offset of the last event of this partition applied to it (the watermark field ``mark``).
-local function read_state(key, mark)
-  local raw = redis.call('HMGET', key, mark, unpack(fields))
-  local out = {}
-  for i = 1, #fields do out[i] = raw[i + 1] or '' end
-  return out, tonumber(raw[1] or '-1')
+local function unpacked(v)
+  if not v then return {unpack(empty)} end
+  return {struct.unpack(state_format, v)}  -- (struct.unpack also returns the next position)
 end
 
--- ``offset_s`` and ``ts_s`` are ``int(offset)`` and ``int(ts)``, formatted once per event.
-local function observe(key, raw, applied, mark, offset, offset_s, ts, ts_s)
+local function pack(state) return struct.pack(state_format, unpack(state, 1, width)) end
+
+local function observe(key, v, applied, mark, offset, ts)
   if offset <= applied then return end
-  local n = tonumber(raw[1]) or 0
-  local t = tonumber(raw[4]) or -1
-  local r = tonumber(raw[5]) or 0
-  local update = {'n', int(n + 1), 't', ts_s, mark, offset_s}
-  if t > ts then update[4] = raw[4] end
-  local u = 6
+  local s = unpacked(v)
+  s[1] = s[1] + 1
+  if ts > s[4] then s[4] = ts end
+  local r = s[5]
   if ts >= r then
-    for k = 1, #half_lives do
-      local d = tonumber(raw[5 + k]) or 0
-      local value = '1'  -- a new entity's decayed count: exactly 1
-      if d ~= 0 then value = fmt(d * 2 ^ (-(ts - r) / half_lives[k]) + 1.0) end
-      update[u + 1], update[u + 2], u = decay_fields[k], value, u + 2
-    end
-    update[u + 1], update[u + 2] = 'r', ts_s
+    for k = 1, #half_lives do s[5 + k] = s[5 + k] * 2 ^ (-(ts - r) / half_lives[k]) + 1.0 end
+    s[5] = ts
   else
-    for k = 1, #half_lives do
-      local d = tonumber(raw[5 + k]) or 0
-      update[u + 1], update[u + 2], u = decay_fields[k], fmt(d + 2 ^ (-(r - ts) / half_lives[k])), u + 2
-    end
+    for k = 1, #half_lives do s[5 + k] = s[5 + k] + 2 ^ (-(r - ts) / half_lives[k]) end
   end
-  redis.call('HSET', key, unpack(update))
+  redis.call('HSET', key, 'v', pack(s), mark, int(offset))
 end
 
--- Labels are counted with HINCRBY (``l`` only ever grows by one); ``p`` changes only
--- for a positive value, with the same double arithmetic as the Python twin.
-local function observe_label(keys, value)
+-- A label's value added to the positives and one to the labelled count of each entity;
+-- ``positives`` alone for a label that comes after its implicit negative.
+local function observe_label(keys, value, labelled)
   for _, key in ipairs(keys) do
-    redis.call('HINCRBY', key, 'l', 1)
-    if value ~= 0 then
-      local p = tonumber(redis.call('HGET', key, 'p')) or 0
-      redis.call('HSET', key, 'p', fmt(p + value))
-    end
+    local s = unpacked(redis.call('HGET', key, 'v'))
+    s[2] = s[2] + value
+    s[3] = s[3] + labelled
+    redis.call('HSET', key, 'v', pack(s))
   end
 end
 
 local function apply_label(snap, keys, value, weight, source, ts, at)
-  observe_label(cjson.decode(keys or redis.call('HGET', snap, 'k')), value)
+  observe_label(cjson.decode(keys or redis.call('HGET', snap, 'k')), value, 1.0)
   redis.call('HSET', snap, 'lab', source, 'ly', fmt(value), 'lw', fmt(weight), 'lt', int(ts), 'lat', at)
   return fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts) .. '|' .. at
 end
@@ -140,13 +131,12 @@ for _, op in ipairs(ops) do
     else
       local states = {}
       local mark = 'w' .. partition
-      local offset_s, ts_s = int(offset), int(ts)
       for i, key in ipairs(keys) do
-        local raw, applied = read_state(key, mark)
-        states[i] = table.concat(raw, ',')
-        observe(key, raw, applied, mark, offset, offset_s, ts, ts_s)
+        local stored = redis.call('HMGET', key, 'v', mark)
+        states[i] = stored[1] or empty_state
+        observe(key, stored[1], tonumber(stored[2] or '-1'), mark, offset, ts)
       end
-      local st = table.concat(states, ';')
+      local st = table.concat(states)
       local keys_json = cjson.encode(keys)
       redis.call('HSET', snap, 'src', source, 'ev', payload, 'st', st, 'k', keys_json)
       redis.call('PEXPIRE', snap, params.snapshot_ttl_ms)
@@ -185,12 +175,7 @@ for _, op in ipairs(ops) do
         replies[#replies + 1] = labelled('relearn', snap, held)
       end
     elseif s[2] == 'implicit' then
-      if value > 0 then
-        for _, key in ipairs(cjson.decode(s[4])) do
-          local p = tonumber(redis.call('HGET', key, 'p') or '0')
-          redis.call('HSET', key, 'p', fmt(p + value))
-        end
-      end
+      if value > 0 then observe_label(cjson.decode(s[4]), value, 0.0) end
       redis.call('HSET', snap, 'lab', 'late:' .. source)
       replies[#replies + 1] = {'late', '', '', ''}
     elseif s[2] then

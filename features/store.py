@@ -34,6 +34,7 @@ Examples
 from __future__ import annotations
 
 import heapq
+import struct
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,7 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "StoreConfig",
+    "decode_state",
     "split_source",
 ]
 
@@ -352,24 +354,34 @@ class MemoryStore:
 _SCRIPT = resources.files("features").joinpath("apply_batch.lua").read_text(encoding="utf-8")
 
 
-def _parse_states(kinds: Sequence[str], text: str, n_decays: int) -> list[tuple[str, EntityState]]:
-    """States as the script sends them: ``count,pos,labelled,last,ref,d1,...`` per entity,
-    ``;`` between entities, an empty field where the hash has none."""
-    if not text:
+def _parse_states(
+    kinds: Sequence[str], packed: bytes, n_decays: int
+) -> list[tuple[str, EntityState]]:
+    """States as the script sends them: each entity's stored ``v``, concatenated."""
+    if not packed:
         return []
-    states = []
-    for kind, entity in zip(kinds, text.split(";"), strict=True):
-        v = entity.split(",")
-        state = EntityState(
-            int(v[0] or 0),
-            float(v[1] or 0.0),
-            float(v[2] or 0.0),
-            int(v[3] or -1),
-            int(v[4] or 0),
-            [float(d or 0.0) for d in v[5 : 5 + n_decays]],
-        )
-        states.append((kind, state))
-    return states
+    width = 5 + n_decays
+    values = struct.unpack(f"<{width * len(kinds)}d", packed)
+    return [(kind, _state(values[i * width : (i + 1) * width])) for i, kind in enumerate(kinds)]
+
+
+def _state(v: Sequence[float]) -> EntityState:
+    return EntityState(int(v[0]), v[1], v[2], int(v[3]), int(v[4]), list(v[5:]))
+
+
+def decode_state(value: bytes | None, n_decays: int) -> EntityState:
+    """An entity hash's ``v`` field: little-endian doubles ``count, positives, labelled,
+    last_ms, decay_ref_ms`` and one decayed count per half-life (absent: a new entity).
+
+    >>> state = decode_state(struct.pack("<6d", 2, 1, 1, 5000, 5000, 1.5), 1)
+    >>> state.count, state.positives, state.labelled, state.last_ms, state.decayed
+    (2, 1.0, 1.0, 5000, [1.5])
+    >>> decode_state(None, 1).last_ms
+    -1
+    """
+    if value is None:
+        return _state([0.0, 0.0, 0.0, -1.0, 0.0] + [0.0] * n_decays)
+    return _state(struct.unpack(f"<{5 + n_decays}d", value))
 
 
 def _parse_label(text: str) -> AppliedLabel | None:
@@ -421,6 +433,11 @@ class RedisStore:
     def key(self, kind: str, entity: str) -> str:
         return f"{self.config.key_prefix}:e:{kind}:{entity}"
 
+    def state(self, kind: str, entity: str) -> EntityState:
+        """What Redis holds for one entity (for inspection; the script reads it itself)."""
+        value = self.client.hget(self.key(kind, entity), "v")
+        return decode_state(value, len(self.features.half_lives_s))  # type: ignore[arg-type]
+
     def apply(
         self,
         ops: Sequence[EventOp | LabelOp],
@@ -467,7 +484,7 @@ class RedisStore:
                 outcomes.append(
                     EventOutcome(
                         status,  # type: ignore[arg-type]
-                        _parse_states(kinds, reply[1].decode(), n_decays),
+                        _parse_states(kinds, reply[1], n_decays),
                         _parse_label(reply[2].decode()),
                     )
                 )
@@ -478,7 +495,7 @@ class RedisStore:
                         status,  # type: ignore[arg-type]
                         op.event_id,
                         payload,
-                        _parse_states(_kinds_of(payload), reply[2].decode(), n_decays),
+                        _parse_states(_kinds_of(payload), reply[2], n_decays),
                         _score(reply[3]),
                     )
                 )
@@ -494,7 +511,7 @@ class RedisStore:
                         "implicit",
                         event_id,
                         payload,
-                        _parse_states(_kinds_of(payload), reply[3].decode(), n_decays),
+                        _parse_states(_kinds_of(payload), reply[3], n_decays),
                         _score(reply[4]),
                     )
                 )

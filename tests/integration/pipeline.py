@@ -18,7 +18,8 @@ import orjson
 import redis
 import yaml
 
-from features.interactions import entity_ids
+from features.interactions import InteractionConfig, entity_ids
+from features.store import decode_state
 from learners.checkpoint import CheckpointStore
 from learners.registry import ModelRegistry
 from stream.config import Settings
@@ -119,8 +120,8 @@ def stored_counters(client: redis.Redis, prefix: str) -> dict[str, tuple[int, fl
     out = {}
     head = f"{prefix}:e:"
     for key in client.scan_iter(match=head + "*", count=5000):
-        n, p, labelled = client.hmget(key, "n", "p", "l")
-        out[key.decode()[len(head) :]] = (int(n or 0), float(p or 0), float(labelled or 0))
+        state = decode_state(client.hget(key, "v"), len(InteractionConfig().half_lives_s))
+        out[key.decode()[len(head) :]] = (state.count, state.positives, state.labelled)
     return out
 
 

@@ -43,7 +43,7 @@ def test_the_store_works_as_an_acl_user_limited_to_its_key_prefix(
         (outcome,) = store.apply([op], {}, {0: 1_767_225_600_000}).outcomes
 
         assert outcome.status == "new"
-        assert int(redis_client.hget(f"{unique_prefix}:e:user:u", "n")) == 1
+        assert store.state("user", "u").count == 1
         wrong = redis.Redis.from_url(redis_url, username=user, password="not-the-password")
         with pytest.raises(redis.AuthenticationError):
             wrong.ping()
