@@ -137,6 +137,7 @@ class KafkaSource:
             auto_offset_reset=config.auto_offset_reset,
             max_poll_records=config.max_poll_records,
             fetch_max_wait_ms=config.fetch_max_wait_ms,
+            fetch_min_bytes=config.fetch_min_bytes,
             session_timeout_ms=config.session_timeout_ms,
             metadata_max_age_ms=config.metadata_max_age_ms,
             heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),
