@@ -15,6 +15,10 @@ the state it saw is kept for the label join. Labels update positive counters
 at label time, once per event id; a label ahead of its event waits in a
 bounded pending set.
 
+In Redis an entity is a hash of its state, ``v`` (packed doubles: see
+:func:`decode_state`, or :meth:`RedisStore.state` for one entity), and one
+watermark ``w<partition>`` per partition that touched it.
+
 Examples
 --------
 >>> from features.interactions import InteractionConfig
