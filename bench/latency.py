@@ -14,6 +14,8 @@ Examples
 [b'{"event_id":"a","user_id":"u"}', b'{"event_id":"a","label":true}']
 >>> latencies_ms([(b"a", 100), (b"b", 110)], [(b"a", 104), (b"a", 190)])
 ([4.0], 1)
+>>> latencies_ms([(b"a", 100), (b"b", 110)], [(b"a", 104), (b"b", 112)], since_ms=105)
+([2.0], 0)
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def open_loop(settings: Settings, lines: Sequence[bytes], rate: float) -> dict[s
     )
     events = labels = 0
     late_max = 0.0
+    started_ms = time.time() * 1000
     start = time.perf_counter()
     last = start
     for line in lines:
@@ -83,6 +86,7 @@ def open_loop(settings: Settings, lines: Sequence[bytes], rate: float) -> dict[s
     span = last - start
     return {
         "target_rate": rate,
+        "started_ms": started_ms,
         "events_sent": events,
         "labels_sent": labels,
         "unsent": unsent,
@@ -93,10 +97,13 @@ def open_loop(settings: Settings, lines: Sequence[bytes], rate: float) -> dict[s
 
 
 def latencies_ms(
-    events: Iterable[tuple[bytes, int]], predictions: Iterable[tuple[bytes, int]]
+    events: Iterable[tuple[bytes, int]],
+    predictions: Iterable[tuple[bytes, int]],
+    since_ms: float = 0.0,
 ) -> tuple[list[float], int]:
-    """Per event, first prediction time minus event time (ms); and events without one."""
-    sent = dict(events)
+    """Per event sent at ``since_ms`` or later, first prediction time minus event time (ms);
+    and how many of those events have no prediction."""
+    sent = {key: ts for key, ts in events if ts >= since_ms}
     first: dict[bytes, int] = {}
     for key, timestamp in predictions:
         if key in sent and key not in first:

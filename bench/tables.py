@@ -92,6 +92,17 @@ def percentiles(values: Iterable[float], qs: Sequence[int] = (50, 95, 99)) -> di
     return out
 
 
+def _startup_note(with_startup: dict[str, float] | None) -> str:
+    """The latency figures with the worker's first seconds in them.
+
+    >>> _startup_note({"p50": 20.0, "p99": 300.0, "max": 400.0})
+    'with the start-up: p99 300 ms, max 400 ms'
+    """
+    if not with_startup:
+        return ""
+    return f"with the start-up: p99 {with_startup['p99']:.0f} ms, max {with_startup['max']:.0f} ms"
+
+
 def _ratio(value: float | None, ceiling: float | None) -> float | None:
     if value is None or not ceiling:
         return None
@@ -180,6 +191,7 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             point["achieved_rate"],
             latency_ms={k: point[k] for k in ("p50", "p95", "p99", "max")},
             cpu=_cpu_text(point.get("cpu")),
+            note=_startup_note(point.get("with_startup")),
         )
         row.ratio = None
     if "memory" in results:
