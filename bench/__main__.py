@@ -299,8 +299,8 @@ class Bench:
             events = list(read_topic(bootstrap, topics.events))
             predictions = list(read_topic(bootstrap, topics.predictions))
             steady_from = load["started_ms"] + 1000 * LATENCY_STARTUP_S
-            values, missing = latency.latencies_ms(events, predictions, steady_from)
-            with_startup, _ = latency.latencies_ms(events, predictions)
+            values, _ = latency.latencies_ms(events, predictions, steady_from)
+            with_startup, missing = latency.latencies_ms(events, predictions)
             report = run["reports"]["worker-0"]
             batches = max(1, report["batches"])
             point = {
