@@ -86,7 +86,7 @@ local function observe_label(keys, value, labelled)
 end
 
 local function apply_label(snap, keys, value, weight, source, ts, at)
-  observe_label(cjson.decode(keys or redis.call('HGET', snap, 'k')), value, 1.0)
+  observe_label(cjson.decode(keys), value, 1.0)
   redis.call('HSET', snap, 'lab', source, 'ly', fmt(value), 'lw', fmt(weight), 'lt', int(ts), 'lat', at)
   return fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts) .. '|' .. at
 end
@@ -210,9 +210,9 @@ if params.implicit_ms > 0 then
     for _, event_id in ipairs(due) do
       redis.call('ZREM', deadlines(partition), event_id)
       local snap = snapshot_key(event_id)
-      local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab')
+      local s = redis.call('HMGET', snap, 'src', 'ev', 'st', 'sc', 'lab', 'k')
       if s[1] and not s[5] then
-        apply_label(snap, nil, 0.0, 1.0, 'implicit', watermark, 'implicit')
+        apply_label(snap, s[6], 0.0, 1.0, 'implicit', watermark, 'implicit')
         replies[#replies + 1] = {'I', event_id, s[2], s[3], s[4] or ''}
       end
     end

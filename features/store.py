@@ -384,7 +384,7 @@ def decode_state(value: bytes | None, n_decays: int) -> EntityState:
     -1
     """
     if value is None:
-        return _state([0.0, 0.0, 0.0, -1.0, 0.0] + [0.0] * n_decays)
+        return EntityState(decayed=[0.0] * n_decays)
     return _state(struct.unpack(f"<{5 + n_decays}d", value))
 
 
