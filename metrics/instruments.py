@@ -163,6 +163,12 @@ class WorkerMetrics:
             ["dependency"],
             registry=registry,
         )
+        self.undelivered = Counter(
+            "streamlearn_undelivered_records",
+            "Predictions and dead letters the broker did not acknowledge; the worker"
+            " resumes from its last commit and sends them again.",
+            registry=registry,
+        )
         self.dependency_up = Gauge(
             "streamlearn_dependency_up",
             "1 when the last call to the dependency succeeded, else 0.",

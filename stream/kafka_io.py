@@ -10,6 +10,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -24,8 +25,10 @@ from stream.config import KafkaConfig
 from stream.processor import Record
 
 __all__ = [
+    "Deliveries",
     "KafkaSink",
     "KafkaSource",
+    "UndeliveredError",
     "committed_records",
     "ensure_topics",
     "event_key",
@@ -239,8 +242,95 @@ class KafkaSource:
         self.consumer.close()
 
 
+class UndeliveredError(KafkaError):
+    """Records the broker did not acknowledge: the offsets of their inputs stay uncommitted.
+
+    >>> error = UndeliveredError(3, KafkaTimeoutError("expired"))
+    >>> error.count, str(error)
+    (3, 'UndeliveredError: 3 records were not delivered (first error: KafkaTimeoutError: expired)')
+    """
+
+    retriable = True
+
+    def __init__(self, count: int, first: BaseException | None) -> None:
+        detail = str(first) if isinstance(first, KafkaError) else f"{type(first).__name__}: {first}"
+        if first is None:
+            detail = "unknown"
+        super().__init__(f"{count} records were not delivered (first error: {detail})")
+        self.count = count
+
+
+class Deliveries:
+    """The sends since the last check, until the broker acknowledges or refuses each.
+
+    The producer settles sends in its own thread; :meth:`check` waits for all
+    of them and raises :class:`UndeliveredError` for those that failed. It
+    does not rely on ``flush()``, which can return while a batch the broker
+    found too large is still being split and sent again.
+
+    >>> from kafka.future import Future
+    >>> deliveries = Deliveries()
+    >>> first, second = Future(), Future()
+    >>> deliveries.track(first); deliveries.track(second)
+    >>> _ = first.success("metadata"); _ = second.failure(KafkaTimeoutError("expired"))
+    >>> try:
+    ...     deliveries.check(timeout_s=1.0)
+    ... except UndeliveredError as error:
+    ...     print(error.count, "undelivered")
+    1 undelivered
+    >>> deliveries.check(timeout_s=1.0)  # each failure is raised once
+    """
+
+    def __init__(self) -> None:
+        self._settled_changed = threading.Condition()
+        self._sent = 0
+        self._settled = 0
+        self._failed = 0
+        self._first_failure: BaseException | None = None
+
+    def track(self, future: Any) -> None:
+        self._sent += 1
+        future.add_callback(self._on_delivered)
+        future.add_errback(self._on_failed)
+
+    def _on_delivered(self, _metadata: Any) -> None:
+        with self._settled_changed:
+            self._settled += 1
+            self._settled_changed.notify_all()
+
+    def _on_failed(self, error: BaseException) -> None:
+        with self._settled_changed:
+            self._settled += 1
+            self._failed += 1
+            if self._first_failure is None:
+                self._first_failure = error
+            self._settled_changed.notify_all()
+
+    def check(self, timeout_s: float) -> None:
+        """Wait until every tracked send is settled; raise if any failed. Starts afresh."""
+        with self._settled_changed:
+            if not self._settled_changed.wait_for(lambda: self._settled >= self._sent, timeout_s):
+                waiting = self._sent - self._settled
+                raise KafkaTimeoutError(f"{waiting} records unacknowledged after {timeout_s:g} s")
+            failed, first = self._failed, self._first_failure
+            self.reset()
+        if failed:
+            raise UndeliveredError(failed, first)
+
+    def reset(self) -> None:
+        """Forget every tracked send (their transaction was aborted, or the producer closed)."""
+        self._sent = self._settled = self._failed = 0
+        self._first_failure = None
+
+
 class KafkaSink:
-    """Publishes predictions and dead letters, optionally in transactions."""
+    """Publishes predictions and dead letters, optionally in transactions.
+
+    Every send is checked before the offsets of its inputs are committed: a
+    record the broker refused or never acknowledged raises
+    :class:`UndeliveredError` at :meth:`commit` instead of being lost behind a
+    committed offset.
+    """
 
     def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
         self.config = config
@@ -258,6 +348,7 @@ class KafkaSink:
         self.producer = KafkaProducer(**options)
         self.transactional = transactional_id is not None
         self.in_transaction = False
+        self.deliveries = Deliveries()
         if self.transactional:
             self.producer.init_transactions()
 
@@ -274,7 +365,7 @@ class KafkaSink:
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self.producer.send(topic, key=key, value=value, headers=headers)
+        self.deliveries.track(self.producer.send(topic, key=key, value=value, headers=headers))
 
     def commit(
         self,
@@ -283,6 +374,8 @@ class KafkaSink:
         source: KafkaSource,
     ) -> None:
         """Make the batch's outputs visible and its input offsets committed."""
+        self.producer.flush(timeout=self.config.max_block_ms / 1000)
+        self.deliveries.check(timeout_s=self.config.max_block_ms / 1000)
         if self.transactional:
             self.begin()
             transactions = self._transactions()
@@ -294,10 +387,10 @@ class KafkaSink:
             self._await(transactions.begin_commit(), "committing the transaction")
             self.in_transaction = False
         else:
-            self.producer.flush(timeout=self.config.max_block_ms / 1000)
             source.commit(offsets)
 
     def abort(self) -> None:
+        self.deliveries.reset()
         if self.transactional and self.in_transaction:
             self.in_transaction = False
             self._await(self._transactions().begin_abort(), "aborting the transaction")

@@ -35,7 +35,7 @@ from learners.registry import ModelRegistry
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
-from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics, topic_plan
+from stream.kafka_io import KafkaSink, KafkaSource, UndeliveredError, ensure_topics, topic_plan
 from stream.processor import BatchOutput, ModelSlot, PreparedBatch, Processor, Record
 from stream.runtime import tune_interpreter
 
@@ -318,7 +318,13 @@ class Worker:
         log.info("serving model v%s (%s)", info.version, reason)
 
     def _restore(self) -> None:
-        """Resume from the checkpoint that agrees with Kafka, or a newer promoted model."""
+        """Resume from the checkpoint that agrees with Kafka, or a newer promoted model.
+
+        Offsets read since the last commit are forgotten either way: the
+        records behind them are read again from the committed offsets.
+        """
+        self._uncommitted.clear()
+        self._labels_since_checkpoint = 0
         if self.models is None:
             return
         assert self.source is not None
@@ -338,8 +344,6 @@ class Worker:
             self.slot.version, self.slot.labels_learned, self.slot.events_scored = "0", 0, 0
             self._announce()
         self._generation = generation
-        self._uncommitted.clear()
-        self._labels_since_checkpoint = 0
 
     def _watch_registry(self) -> None:
         """Swap in a model promoted or rolled back since we last looked."""
@@ -535,6 +539,8 @@ class Worker:
     def _recover(self, error: Exception) -> None:
         """After a Kafka failure: drop the clients, reconnect, resume from the checkpoint."""
         log.warning("kafka failed (%s): resuming from the last checkpoint", error)
+        if isinstance(error, UndeliveredError):
+            self.metrics.undelivered.inc(error.count)
         self._drop_inflight()
         self.metrics.dependency_up.labels(dependency="kafka").set(0)
         self.metrics.retries.labels(dependency="kafka").inc()
