@@ -265,8 +265,9 @@ class Deliveries:
 
     The producer settles sends in its own thread; :meth:`check` waits for all
     of them and raises :class:`UndeliveredError` for those that failed. It
-    does not rely on ``flush()``, which can return while a batch the broker
-    found too large is still being split and sent again.
+    does not rely on ``flush()`` alone: kafka-python's flush waits for the
+    batches it finds when it starts, and a batch the broker finds too large is
+    split into new ones that it does not wait for.
 
     >>> from kafka.future import Future
     >>> deliveries = Deliveries()
