@@ -65,8 +65,12 @@ SCENARIOS = (
 #: Scenarios that need another one's figure (the single-worker maximum).
 REQUIRES = {"latency": ("worker",)}
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
-#: Seconds of unreported live load before the latency points.
-LATENCY_WARMUP_S = 5.0
+#: Seconds and fraction of unreported live load before the latency points: the broker
+#: uses up to twice the CPU on its live produce and fetch paths until its JIT has compiled
+#: them (five 12 s points at 50 % after 5 s at 25 %: broker 44 % of a core in the first,
+#: 26-30 % in the others).
+LATENCY_WARMUP_S = 30.0
+LATENCY_WARMUP_FRACTION = 0.5
 #: Seconds at the start of each point left out of its percentiles: the worker's first
 #: fetches after its release come in small, late pieces while the backlog builds.
 LATENCY_STARTUP_S = 2.0
@@ -112,8 +116,9 @@ NOTES = [
     "timestamp of the prediction record - Kafka timestamp of the event record (CreateTime, one "
     "clock); nearest-rank percentiles over the events sent after the first "
     f"{LATENCY_STARTUP_S:g} s of each point (the worker's start-up; the note gives p99 and "
-    "max with them). An unreported 5 s run at 25% comes first (the broker's JIT compiles its "
-    "live paths during the first live load).",
+    f"max with them). An unreported {LATENCY_WARMUP_S:g} s run at "
+    f"{LATENCY_WARMUP_FRACTION:.0%} comes first (the broker's JIT compiles its live paths "
+    "during the first live load).",
     f"memory: {MEMORY_MODE}, the world generated on the fly; RSS at start, after the 10% "
     "warm-up and at the end; growth = (end - warm-up) / warm-up.",
     "The machine is shared: the load averages above and the 'other' CPU say how busy it was; "
@@ -269,7 +274,9 @@ class Bench:
         stack = self.stack
         peak = self.results["worker"]["off"]["events_per_s"]
         seconds = self.args.latency_seconds
-        most = math.ceil(max(LATENCY_FRACTIONS) * peak * seconds)
+        most = math.ceil(
+            peak * max(max(LATENCY_FRACTIONS) * seconds, LATENCY_WARMUP_FRACTION * LATENCY_WARMUP_S)
+        )
         world = world_lines(generate_world(WorldConfig(events=most + 1)))
         points = self.results["latency"] = []
 
@@ -288,8 +295,8 @@ class Bench:
             return settings, run
 
         # The broker's JIT compiles its live produce and fetch paths during the first
-        # live load: a short unreported run keeps that out of the first point.
-        live("latency-warmup", LATENCY_FRACTIONS[0] * peak, LATENCY_WARMUP_S)
+        # live load: an unreported run keeps that out of the points.
+        live("latency-warmup", LATENCY_WARMUP_FRACTION * peak, LATENCY_WARMUP_S)
         for fraction in LATENCY_FRACTIONS:
             rate = fraction * peak
             settings, run = live(f"latency-{round(fraction * 100)}", rate, seconds)
