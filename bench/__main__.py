@@ -67,7 +67,7 @@ REQUIRES = {"latency": ("worker",)}
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
 #: Seconds and fraction of unreported live load before the latency points: the broker
 #: uses up to twice the CPU on its live produce and fetch paths until its JIT has compiled
-#: them (five 12 s points at 50 % after 5 s at 25 %: broker 44 % of a core in the first,
+#: them (five 12 s points at 50 % after 20 s at 50 %: broker 44 % of a core in the first,
 #: 26-30 % in the others).
 LATENCY_WARMUP_S = 30.0
 LATENCY_WARMUP_FRACTION = 0.5
