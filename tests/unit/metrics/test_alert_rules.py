@@ -42,6 +42,7 @@ REQUIRED = {
     "StreamlearnConsumerLagHigh",
     "StreamlearnDeadLetterRatioHigh",
     "StreamlearnWorkerDown",
+    "StreamlearnPredictionsUndelivered",
 }
 
 OTHER_THRESHOLDS = AlertThresholds(
@@ -64,6 +65,7 @@ OTHER_THRESHOLDS = AlertThresholds(
     consumer_lag_for="1m",
     dead_letter_for="2m",
     worker_down_for="30s",
+    undelivered_for="0m",
 )
 
 
