@@ -253,9 +253,12 @@ class UndeliveredError(KafkaError):
     retriable = True
 
     def __init__(self, count: int, first: BaseException | None) -> None:
-        detail = str(first) if isinstance(first, KafkaError) else f"{type(first).__name__}: {first}"
         if first is None:
             detail = "unknown"
+        elif isinstance(first, KafkaError):  # its str() starts with its class name
+            detail = str(first)
+        else:
+            detail = f"{type(first).__name__}: {first}"
         super().__init__(f"{count} records were not delivered (first error: {detail})")
         self.count = count
 
