@@ -65,6 +65,9 @@ SCENARIOS = (
 #: Scenarios that need another one's figure (the single-worker maximum).
 REQUIRES = {"latency": ("worker",)}
 LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
+
+#: The worker run whose rate is the latency scenario's maximum, per ``--client``.
+PEAK_RUN = {"kafka-python": "off", "librdkafka": "librdkafka_off"}
 #: Seconds and fraction of unreported live load before the latency points: the broker
 #: uses up to twice the CPU on its live produce and fetch paths until its JIT has compiled
 #: them (five 12 s points at 50 % after 20 s at 50 %: broker 44 % of a core in the first,
@@ -146,7 +149,9 @@ class Bench:
         return f"bench-{name}-{uuid.uuid4().hex[:6]}"
 
     def settings(self, name: str, **overrides: Any) -> Settings:
+        """The settings of one run; ``--client`` unless ``overrides`` name a Kafka client."""
         assert self.stack is not None
+        overrides["kafka"] = {"client": self.args.client, **overrides.get("kafka", {})}
         return settings_for(self.stack, self.prefix(name), **overrides)
 
     def save(self) -> None:
@@ -240,11 +245,24 @@ class Bench:
     def worker(self) -> None:
         best = self._alternate(
             {
-                "worker-off": {},
-                "worker-tx": {"kafka": {"transactions": True}, "checkpoints": True},
+                "worker-off": {"kafka": {"client": "kafka-python"}},
+                "worker-tx": {
+                    "kafka": {"client": "kafka-python", "transactions": True},
+                    "checkpoints": True,
+                },
+                "worker-rd-off": {"kafka": {"client": "librdkafka"}},
+                "worker-rd-tx": {
+                    "kafka": {"client": "librdkafka", "transactions": True},
+                    "checkpoints": True,
+                },
             }
         )
-        self.results["worker"] = {"off": best["worker-off"], "transactions": best["worker-tx"]}
+        self.results["worker"] = {
+            "off": best["worker-off"],
+            "transactions": best["worker-tx"],
+            "librdkafka_off": best["worker-rd-off"],
+            "librdkafka_transactions": best["worker-rd-tx"],
+        }
 
     def naive(self) -> None:
         settings = self.settings("naive")
@@ -272,7 +290,7 @@ class Bench:
     def latency(self) -> None:
         assert self.stack is not None
         stack = self.stack
-        peak = self.results["worker"]["off"]["events_per_s"]
+        peak = self.results["worker"][PEAK_RUN[self.args.client]]["events_per_s"]
         seconds = self.args.latency_seconds
         most = math.ceil(
             peak * max(max(LATENCY_FRACTIONS) * seconds, LATENCY_WARMUP_FRACTION * LATENCY_WARMUP_S)
@@ -391,6 +409,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--memory-events", type=int, default=None, help="default 1,000,000")
     parser.add_argument("--latency-seconds", type=float, default=None, help="per rate, default 20")
+    parser.add_argument(
+        "--client",
+        choices=["kafka-python", "librdkafka"],
+        default="kafka-python",
+        help="the workers' Kafka client outside the worker scenario (which runs both)",
+    )
     args = parser.parse_args(argv)
     if args.events is None:
         args.events = 4000 if args.quick else 20_000

@@ -50,9 +50,12 @@ GOALS: dict[str, float] = {
     "RSS growth after warm-up < 10%": 10.0,
 }
 
+#: Worker run -> what it is (its row reads "worker, " and this).
 _WORKER_RUNS = {
-    "off": "worker, checkpoints off",
-    "transactions": "worker, checkpoints + transactions",
+    "off": "checkpoints off",
+    "transactions": "checkpoints + transactions",
+    "librdkafka_off": "librdkafka client, checkpoints off",
+    "librdkafka_transactions": "librdkafka client, checkpoints + transactions",
 }
 
 
@@ -156,7 +159,7 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
         if run is not None:
             add(
                 f"worker_{name}",
-                label,
+                f"worker, {label}",
                 run["events_per_s"],
                 cpu=_cpu_text(run.get("cpu")),
                 rss=_rss_text(run.get("rss_mb")),
@@ -226,7 +229,9 @@ def goals_of(results: Mapping[str, Any]) -> list[Goal]:
         if run is None:
             continue
         ratio = _ratio(run["events_per_s"], ceiling)
-        measured = "no ceiling measured" if ratio is None else f"{ratio:.0%} ({_short(run_name)})"
+        measured = (
+            "no ceiling measured" if ratio is None else f"{ratio:.0%} ({_WORKER_RUNS[run_name]})"
+        )
         passed = None if ratio is None else ratio >= GOALS[name]
         goals.append(Goal(name, f"worker_{run_name}", measured, passed))
     name = "p99 < 50 ms at 50% of max rate"
@@ -246,10 +251,6 @@ def goals_of(results: Mapping[str, Any]) -> list[Goal]:
         growth = results["memory"]["growth_pct"]
         goals.append(Goal(name, "memory", f"{growth:+.1f}%", growth < GOALS[name]))
     return goals
-
-
-def _short(run_name: str) -> str:
-    return {"off": "checkpoints off", "transactions": "checkpoints + transactions"}[run_name]
 
 
 def _num(value: float | None, digits: int = 0) -> str:

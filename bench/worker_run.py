@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from kafka import KafkaConsumer
 
 from features.store import BatchOutcome
 from learners.registry import KEY_ENV, signing_key_from_env
@@ -75,7 +74,7 @@ class BenchWorker(Worker):
         self.last_commit_at: float | None = None
         self.cpu_at_go = self.cpu_at_end = 0.0
         self.rss_mb: dict[str, float] = {}
-        self.ends: dict[Any, int] = {}
+        self.ends: dict[tuple[str, int], int] = {}
         self.rebalances_after_go = 0
         self.rejoins = 0
         self.stage_s: dict[str, float] = defaultdict(float)
@@ -93,54 +92,52 @@ class BenchWorker(Worker):
 
     # ------------------------------------------------------------------ barrier
 
-    def _hold(self, consumer: KafkaConsumer) -> list[Record]:
+    def _hold(self) -> list[Record]:
         """Stay in the group without consuming; release when the parent says go."""
-        assert self.source is not None
-        assigned = consumer.assignment()
-        if assigned:
-            consumer.pause(*assigned)
-        self.source.rejoin_when_unassigned()
-        for tp, batch in consumer.poll(timeout_ms=100).items():
-            if batch:  # a partition assigned during this poll was not paused yet: rewind it
-                consumer.seek(tp, batch[0].offset)
-        assigned = consumer.assignment()
+        source = self.source
+        assert source is not None
+        source.pause_assigned()
+        source.rejoin_when_unassigned()
+        source.poll_held()
+        assigned = source.assigned()
         _write_json(
             self.control / f"{self.name}.assigned",
-            {"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
+            {"partitions": sorted(f"{topic}:{partition}" for topic, partition in assigned)},
         )
         if assigned and (self.control / "go").exists():
             self.go_at = time.time()
-            self.rejoins = self.source.rejoins
+            self.rejoins = source.rejoins
             self.cpu_at_go = cpu_seconds()
             self.rss_mb["start"] = _rss_mb()
             if self.until_end:
-                self.ends = consumer.end_offsets(list(assigned))
-            consumer.resume(*consumer.paused())
+                self.ends = source.end_offsets()
+            source.resume_assigned()
         return []
 
-    def _at_end(self, consumer: KafkaConsumer) -> bool:
-        assigned = consumer.assignment()
-        if assigned != set(self.ends):
+    def _at_end(self) -> bool:
+        source = self.source
+        assert source is not None
+        if source.assigned() != set(self.ends):
             self.rebalances_after_go += 1
-            self.ends = consumer.end_offsets(list(assigned))
-        return all(consumer.position(tp) >= end for tp, end in self.ends.items())
+            self.ends = source.end_offsets()
+        positions = source.positions()
+        return all(positions.get(tp, -1) >= end for tp, end in self.ends.items())
 
     def _connect(self) -> None:
         super()._connect()
         assert self.source is not None
-        consumer = self.source.consumer
         poll = self.source.next_batch
 
         def next_batch(timeout_ms: int | None = None) -> list[Record]:
             if self.go_at is None:
-                return self._hold(consumer)
+                return self._hold()
             records = poll(timeout_ms)
             now = time.time()
             if records:
                 self.last_records_at = now
                 if self.first_records_at is None:
                     self.first_records_at = now
-                if self.until_end and self._at_end(consumer):
+                if self.until_end and self._at_end():
                     self.stop()
             elif (
                 not self.until_end

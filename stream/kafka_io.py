@@ -32,6 +32,8 @@ __all__ = [
     "committed_records",
     "ensure_topics",
     "event_key",
+    "in_record_order",
+    "next_offsets",
     "route",
     "topic_plan",
 ]
@@ -117,6 +119,26 @@ def event_key(line: bytes) -> bytes | None:
     return None
 
 
+def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit once ``records`` are done: the next offset of each partition.
+
+    >>> done = [Record("events", b"", "events", 0, 7), Record("events", b"", "events", 0, 5)]
+    >>> [(tp.partition, o.offset) for tp, o in next_offsets(done).items()]
+    [(0, 8)]
+    """
+    offsets: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
+    return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+
+
+def in_record_order(records: list[Record]) -> list[Record]:
+    """``records`` sorted by (record time, topic, partition, offset), in place; returned."""
+    records.sort(key=lambda r: (r.timestamp_ms or 0, r.topic, r.partition, r.offset))
+    return records
+
+
 class KafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
@@ -190,16 +212,11 @@ class KafkaSource:
             for tp, batch in polled.items()
             for r in batch
         ]
-        records.sort(key=lambda r: (r.timestamp_ms or 0, r.topic, r.partition, r.offset))
-        return records
+        return in_record_order(records)
 
     def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The offsets to commit once ``records`` are done (next offset per partition)."""
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-        return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
+        return next_offsets(records)
 
     def committed(self, partitions: list[str]) -> dict[str, int | None]:
         """The group's committed offsets of ``topic:partition`` names."""
@@ -209,10 +226,39 @@ class KafkaSource:
             out[name] = self.consumer.committed(TopicPartition(topic, int(partition)))
         return out
 
+    def assigned(self) -> set[tuple[str, int]]:
+        """Every (topic, partition) assigned to this consumer."""
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
     def event_partitions(self) -> set[tuple[str, int]]:
         """The partitions of the events topic assigned to this consumer."""
         events = self.config.topics.events
-        return {(tp.topic, tp.partition) for tp in self.consumer.assignment() if tp.topic == events}
+        return {tp for tp in self.assigned() if tp[0] == events}
+
+    def end_offsets(self) -> dict[tuple[str, int], int]:
+        """The end (high watermark) of every assigned partition."""
+        ends = self.consumer.end_offsets(list(self.consumer.assignment()))
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of every assigned partition."""
+        consumer = self.consumer
+        return {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+
+    def pause_assigned(self) -> None:
+        assigned = self.consumer.assignment()
+        if assigned:
+            self.consumer.pause(*assigned)
+
+    def resume_assigned(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
+
+    def poll_held(self, timeout_ms: int = 100) -> None:
+        """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
+        for tp, batch in self.consumer.poll(timeout_ms=timeout_ms).items():
+            if batch:
+                self.consumer.seek(tp, batch[0].offset)
+        self.pause_assigned()
 
     def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         if offsets:
@@ -293,16 +339,21 @@ class Deliveries:
         self._first_failure: BaseException | None = None
 
     def track(self, future: Any) -> None:
-        self._sent += 1
-        future.add_callback(self._on_delivered)
-        future.add_errback(self._on_failed)
+        """Count a kafka-python send; its future settles it."""
+        self.sent()
+        future.add_callback(self.delivered)
+        future.add_errback(self.failed)
 
-    def _on_delivered(self, _metadata: Any) -> None:
+    def sent(self) -> None:
+        """Count one send whose outcome :meth:`delivered` or :meth:`failed` will report."""
+        self._sent += 1
+
+    def delivered(self, _metadata: Any = None) -> None:
         with self._settled_changed:
             self._settled += 1
             self._settled_changed.notify_all()
 
-    def _on_failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException) -> None:
         with self._settled_changed:
             self._settled += 1
             self._failed += 1

@@ -37,6 +37,7 @@ from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, KafkaSource, UndeliveredError, ensure_topics, topic_plan
 from stream.processor import BatchOutput, ModelSlot, PreparedBatch, Processor, Record
+from stream.rdkafka_io import RdKafkaSink, RdKafkaSource
 from stream.runtime import tune_interpreter
 
 __all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays", "retrying"]
@@ -254,8 +255,8 @@ class Worker:
             settings.model.threshold,
             self.metrics,
         )
-        self.source: KafkaSource | None = None
-        self.sink: KafkaSink | None = None
+        self.source: KafkaSource | RdKafkaSource | None = None
+        self.sink: KafkaSink | RdKafkaSink | None = None
         self.summary = WorkerSummary()
         self._generation = 0
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -290,10 +291,14 @@ class Worker:
         kafka = self.settings.kafka
         if kafka.topics.create:
             ensure_topics(kafka, topic_plan(kafka))
-        self.source = KafkaSource(kafka, read_committed=True, instance_id=self.name)
+        source: type[KafkaSource | RdKafkaSource] = KafkaSource
+        sink: type[KafkaSink | RdKafkaSink] = KafkaSink
+        if kafka.client == "librdkafka":
+            source, sink = RdKafkaSource, RdKafkaSink
+        self.source = source(kafka, read_committed=True, instance_id=self.name)
         transactional_id = f"{kafka.group_id}-{self.name}" if kafka.transactions else None
         client = kafka.model_copy(update={"client_id": f"{kafka.client_id}-{self.name}"})
-        self.sink = KafkaSink(client, transactional_id)
+        self.sink = sink(client, transactional_id)
         self.metrics.dependency_up.labels(dependency="kafka").set(1)
 
     def _disconnect(self) -> None:

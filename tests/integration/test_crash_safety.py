@@ -28,9 +28,10 @@ pytestmark = pytest.mark.integration
 KEY = "crash-test-signing-key-0123456789"
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 @pytest.mark.parametrize("transactions", [True, False], ids=["transactions", "at-least-once"])
 def test_kill_9_at_random_moments_then_restart_loses_and_doubles_nothing(
-    kafka_bootstrap, redis_url, redis_client, unique_prefix, tmp_path, transactions
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, tmp_path, transactions, client
 ):
     records = list(generate_world(WorldConfig(events=3000, seed=9)))
     settings = settings_for(
@@ -39,6 +40,7 @@ def test_kill_9_at_random_moments_then_restart_loses_and_doubles_nothing(
         unique_prefix,
         partitions=2,
         kafka={
+            "client": client,
             "transactions": transactions,
             "max_poll_records": 50,
             "session_timeout_ms": 6000,

@@ -33,8 +33,9 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         consumer.close()
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_delivered(
-    kafka_bootstrap, redis_url, redis_client, unique_prefix
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, client
 ):
     records = list(generate_world(WorldConfig(events=300, seed=5)))
     settings = settings_for(
@@ -42,7 +43,7 @@ def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_deli
         redis_url,
         unique_prefix,
         partitions=2,
-        kafka={"commit_interval_s": 2.0},
+        kafka={"commit_interval_s": 2.0, "client": client},
     )
     topics = settings.kafka.topics
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)

@@ -14,11 +14,15 @@ from .pipeline import drain, lines_of, produce, recount, run_workers, settings_f
 pytestmark = pytest.mark.integration
 
 
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+
+
+@CLIENTS
 def test_one_worker_scores_every_event_once_learns_every_label_and_counts_exactly(
-    kafka_bootstrap, redis_url, redis_client, unique_prefix
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, client
 ):
     records = list(generate_world(WorldConfig(events=10_000, seed=3)))
-    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix)
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, kafka={"client": client})
     sent = produce(settings, lines_of(records))
     assert sent == {"events": 10_000, "labels": 10_000}
 
@@ -35,12 +39,14 @@ def test_one_worker_scores_every_event_once_learns_every_label_and_counts_exactl
     assert stored_counters(redis_client, unique_prefix) == recount(records)
 
 
+@CLIENTS
 def test_two_workers_in_one_group_give_the_same_counters_as_one(
-    kafka_bootstrap, redis_url, redis_client, unique_prefix
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, client
 ):
     records = list(generate_world(WorldConfig(events=4_000, seed=5)))
-    one = settings_for(kafka_bootstrap, redis_url, unique_prefix + "a", partitions=4)
-    two = settings_for(kafka_bootstrap, redis_url, unique_prefix + "b", partitions=4)
+    kafka = {"client": client}
+    one = settings_for(kafka_bootstrap, redis_url, unique_prefix + "a", partitions=4, kafka=kafka)
+    two = settings_for(kafka_bootstrap, redis_url, unique_prefix + "b", partitions=4, kafka=kafka)
     produce(one, lines_of(records))
     produce(two, lines_of(records))
 

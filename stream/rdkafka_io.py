@@ -1,0 +1,381 @@
+"""The worker's Kafka edge on librdkafka (``confluent-kafka``): ``kafka.client: librdkafka``.
+
+The same source and sink as :mod:`stream.kafka_io`, for the worker's hot path.
+librdkafka fetches, batches and acknowledges in its own C threads, without
+the GIL: a send costs a few microseconds of the worker's thread where
+kafka-python builds each record batch in Python, and records already fetched
+are waiting when the worker polls (``python -m bench`` measures both).
+
+Offsets are committed only when the caller says so, never automatically, and
+every failure is raised as a :class:`kafka.errors.KafkaError` (a
+:class:`LibrdkafkaError`), so the worker recovers from it as from any other.
+
+Examples
+--------
+>>> from stream.config import KafkaConfig
+>>> options = librdkafka_options(KafkaConfig(security_protocol="SASL_PLAINTEXT",
+...     sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"))
+>>> sorted(options)
+['bootstrap.servers', 'sasl.mechanism', 'sasl.password', 'sasl.username', 'security.protocol']
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import TopicPartition as RdTopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from stream.config import KafkaConfig
+from stream.kafka_io import Deliveries, in_record_order, next_offsets
+from stream.processor import Record
+
+__all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
+
+log = logging.getLogger(__name__)
+
+_SSL_FILES = {
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
+
+
+class LibrdkafkaError(KafkaError):
+    """A librdkafka error, raised as a kafka-python one so that the worker handles both alike.
+
+    >>> from confluent_kafka import KafkaError as RdError
+    >>> error = LibrdkafkaError(RdError(RdError._TIMED_OUT, "no reply"))
+    >>> error.retriable, "no reply" in str(error)
+    (False, True)
+    """
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(f"{error.name()}: {error.str()}")
+        self.retriable = bool(error.retriable())
+        self.fatal = bool(error.fatal())
+        self.code = error.code()
+
+
+@contextmanager
+def _raised_as_kafka_errors() -> Iterator[None]:
+    try:
+        yield
+    except KafkaException as exc:
+        raise LibrdkafkaError(exc.args[0]) from exc
+
+
+def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
+    """Connection and security options of every librdkafka client, from ``config``."""
+    options: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "security.protocol": config.security_protocol,
+    }
+    if config.sasl_mechanism:
+        options["sasl.mechanism"] = config.sasl_mechanism
+        options["sasl.username"] = config.sasl_username
+        options["sasl.password"] = (
+            config.sasl_password.get_secret_value() if config.sasl_password else None
+        )
+    for name, option in _SSL_FILES.items():
+        value = getattr(config, name)
+        if value is not None:
+            options[option] = str(value)
+    if config.security_protocol == "PLAINTEXT":
+        del options["security.protocol"]
+    return options
+
+
+def _offsets(offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> list[RdTopicPartition]:
+    return [RdTopicPartition(tp.topic, tp.partition, o.offset) for tp, o in offsets.items()]
+
+
+def _log_client_error(error: Any) -> None:
+    log.warning("kafka client: %s", error)
+
+
+class RdKafkaSource:
+    """Polls batches of records from the events and labels topics of one consumer group.
+
+    The same methods as :class:`stream.kafka_io.KafkaSource`.
+    """
+
+    def __init__(
+        self, config: KafkaConfig, read_committed: bool = True, instance_id: str | None = None
+    ) -> None:
+        self.config = config
+        self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
+        #: Times the consumer joined the group again for lack of partitions (librdkafka
+        #: follows new topic metadata by itself: always 0).
+        self.rejoins = 0
+        options: dict[str, Any] = {
+            **librdkafka_options(config),
+            "group.id": config.group_id,
+            "client.id": config.client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": config.auto_offset_reset,
+            "fetch.wait.max.ms": config.fetch_max_wait_ms,
+            "fetch.min.bytes": config.fetch_min_bytes,
+            "session.timeout.ms": config.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, config.session_timeout_ms // 4),
+            "topic.metadata.refresh.interval.ms": config.metadata_max_age_ms,
+            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
+            "error_cb": _log_client_error,
+        }
+        if instance_id and config.static_membership:
+            options["group.instance.id"] = instance_id
+        with _raised_as_kafka_errors():
+            self.consumer = Consumer(options)
+            self.consumer.subscribe(list(self.kinds))
+
+    def rejoin_when_unassigned(self) -> None:
+        """Nothing to do: librdkafka rejoins when the topics' metadata changes."""
+
+    def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
+        """The next records, in (record time, topic, partition, offset) order; may be empty.
+
+        Returns as soon as one record is there (``consume`` alone would wait
+        for a full batch or the whole timeout).
+        """
+        if timeout_ms is None:
+            timeout_ms = self.config.poll_timeout_ms
+        limit = self.config.max_poll_records
+        with _raised_as_kafka_errors():
+            messages = self.consumer.consume(limit, 0)
+            if not messages and timeout_ms > 0:
+                first = self.consumer.poll(timeout_ms / 1000)
+                if first is not None:
+                    messages = [first, *self.consumer.consume(limit - 1, 0)]
+        records = []
+        kinds = self.kinds
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                if error.fatal():
+                    raise LibrdkafkaError(error)
+                log.warning("consumer: %s", error)
+                continue
+            topic = m.topic()
+            records.append(
+                Record(
+                    kinds[topic],  # type: ignore[arg-type]
+                    m.value() or b"",
+                    topic,
+                    m.partition(),
+                    m.offset(),
+                    m.timestamp()[1],
+                    m.key(),
+                )
+            )
+        return in_record_order(records)
+
+    def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The offsets to commit once ``records`` are done (next offset per partition)."""
+        return next_offsets(records)
+
+    def committed(self, partitions: list[str]) -> dict[str, int | None]:
+        """The group's committed offsets of ``topic:partition`` names."""
+        wanted = []
+        for name in partitions:
+            topic, partition = name.rsplit(":", 1)
+            wanted.append(RdTopicPartition(topic, int(partition)))
+        with _raised_as_kafka_errors():
+            found = self.consumer.committed(wanted, timeout=self.config.max_block_ms / 1000)
+        return {f"{tp.topic}:{tp.partition}": tp.offset if tp.offset >= 0 else None for tp in found}
+
+    def assigned(self) -> set[tuple[str, int]]:
+        """Every (topic, partition) assigned to this consumer."""
+        with _raised_as_kafka_errors():
+            return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def event_partitions(self) -> set[tuple[str, int]]:
+        """The partitions of the events topic assigned to this consumer."""
+        events = self.config.topics.events
+        return {tp for tp in self.assigned() if tp[0] == events}
+
+    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        if offsets:
+            with _raised_as_kafka_errors():
+                self.consumer.commit(offsets=_offsets(offsets), asynchronous=False)
+
+    def end_offsets(self, cached: bool = False) -> dict[tuple[str, int], int]:
+        """The end (high watermark) of every assigned partition.
+
+        ``cached``: as of the last fetch response, without asking the broker.
+        """
+        ends = {}
+        timeout = self.config.max_block_ms / 1000
+        with _raised_as_kafka_errors():
+            for tp in self.consumer.assignment():
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout, cached)
+                if high >= 0:
+                    ends[(tp.topic, tp.partition)] = high
+        return ends
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of every assigned partition.
+
+        librdkafka knows a position only once a partition gave a record; before
+        that it is where the consumer starts: the committed offset, or else the
+        end that ``auto_offset_reset`` names.
+        """
+        timeout = self.config.max_block_ms / 1000
+        with _raised_as_kafka_errors():
+            found = self.consumer.position(self.consumer.assignment())
+            unknown = [tp for tp in found if tp.offset < 0]
+            if unknown:
+                found += self.consumer.committed(unknown, timeout=timeout)
+            out = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+            for tp in unknown:
+                if (tp.topic, tp.partition) not in out:
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout)
+                    start = low if self.config.auto_offset_reset == "earliest" else high
+                    out[(tp.topic, tp.partition)] = start
+        return out
+
+    def lag(self, cached: bool = True) -> dict[TopicPartition, int]:
+        """Records between the consumer's position and the end, per assigned partition."""
+        ends = self.end_offsets(cached)
+        positions = self.positions()
+        return {
+            TopicPartition(*tp): max(0, end - positions[tp])
+            for tp, end in ends.items()
+            if tp in positions
+        }
+
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been read to its end (or none is assigned)."""
+        assigned = self.assigned()
+        lags = self.lag(cached=False)
+        return len(lags) == len(assigned) and not any(lags.values())
+
+    def pause_assigned(self) -> None:
+        with _raised_as_kafka_errors():
+            self.consumer.pause(self.consumer.assignment())
+
+    def resume_assigned(self) -> None:
+        with _raised_as_kafka_errors():
+            self.consumer.resume(self.consumer.assignment())
+
+    def poll_held(self, timeout_ms: int = 100) -> None:
+        """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
+        with _raised_as_kafka_errors():
+            first: dict[tuple[str, int], int] = {}
+            for m in self.consumer.consume(self.config.max_poll_records, timeout_ms / 1000):
+                if m.error() is None:
+                    first.setdefault((m.topic(), m.partition()), m.offset())
+            for (topic, partition), offset in first.items():
+                self.consumer.seek(RdTopicPartition(topic, partition, offset))
+            self.pause_assigned()
+
+    def close(self) -> None:
+        with _raised_as_kafka_errors():
+            self.consumer.close()
+
+
+class RdKafkaSink:
+    """Publishes predictions and dead letters, optionally in transactions.
+
+    The same methods as :class:`stream.kafka_io.KafkaSink`; a transactional
+    sink commits offsets through an :class:`RdKafkaSource` (its group metadata).
+    """
+
+    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+        self.config = config
+        self.deliveries = Deliveries()
+        options: dict[str, Any] = {
+            **librdkafka_options(config),
+            "client.id": config.client_id,
+            "linger.ms": config.linger_ms,
+            "batch.size": config.batch_size,
+            "acks": "all",
+            "partitioner": "murmur2_random",  # as kafka-python and the Java client
+            "error_cb": _log_client_error,
+        }
+        if transactional_id:
+            options["transactional.id"] = transactional_id
+            options["enable.idempotence"] = True
+        self.transactional = transactional_id is not None
+        self.in_transaction = False
+        with _raised_as_kafka_errors():
+            self.producer = Producer(options)
+            if self.transactional:
+                self.producer.init_transactions(self._timeout_s)
+
+    @property
+    def _timeout_s(self) -> float:
+        return self.config.max_block_ms / 1000
+
+    def _settle(self, error: Any, _message: Any) -> None:
+        if error is None:
+            self.deliveries.delivered()
+        else:
+            self.deliveries.failed(LibrdkafkaError(error))
+
+    def begin(self) -> None:
+        """Open a transaction unless one is open (a transaction may span many batches)."""
+        if self.transactional and not self.in_transaction:
+            with _raised_as_kafka_errors():
+                self.producer.begin_transaction()
+            self.in_transaction = True
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        with _raised_as_kafka_errors():
+            while True:
+                try:
+                    self.producer.produce(
+                        topic, value, key, headers=headers, on_delivery=self._settle
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self.producer.poll(0.05)
+        self.deliveries.sent()
+
+    def commit(
+        self,
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        group_id: str,
+        source: RdKafkaSource,
+    ) -> None:
+        """Make the batch's outputs visible and its input offsets committed."""
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.deliveries.check(timeout_s=0.0)
+        if self.transactional:
+            self.begin()
+            with _raised_as_kafka_errors():
+                if offsets:
+                    self.producer.send_offsets_to_transaction(
+                        _offsets(offsets),
+                        source.consumer.consumer_group_metadata(),
+                        self._timeout_s,
+                    )
+                self.producer.commit_transaction(self._timeout_s)
+            self.in_transaction = False
+        else:
+            source.commit(offsets)
+
+    def abort(self) -> None:
+        self.deliveries.reset()
+        if self.transactional and self.in_transaction:
+            self.in_transaction = False
+            with _raised_as_kafka_errors():
+                self.producer.abort_transaction(self._timeout_s)
+
+    def close(self) -> None:
+        with _raised_as_kafka_errors():
+            unsent = self.producer.flush(self._timeout_s)
+        if unsent:
+            log.warning("closed the producer with records unsent (a resumed worker redoes them)")
