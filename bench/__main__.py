@@ -31,7 +31,7 @@ from typing import Any
 
 from rich.console import Console
 
-from stream.config import Settings
+from stream.config import KafkaConfig, Settings
 from stream.runtime import tune_interpreter
 from stream.stack import Stack
 from stream.synthetic import WorldConfig, generate_world
@@ -411,8 +411,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=None, help="per rate, default 20")
     parser.add_argument(
         "--client",
-        choices=["kafka-python", "librdkafka"],
-        default="kafka-python",
+        choices=list(PEAK_RUN),
+        default=KafkaConfig().client,
         help="the workers' Kafka client outside the worker scenario (which runs both)",
     )
     args = parser.parse_args(argv)

@@ -118,7 +118,9 @@ class KafkaConfig(BaseModel):
         default="kafka-python",
         description=(
             "The worker's Kafka client: kafka-python, or librdkafka (confluent-kafka), which"
-            " fetches and sends in C threads for a fraction of the CPU per record."
+            " fetches and sends in C threads for a fraction of the CPU per record. With"
+            " transactions keep kafka-python: librdkafka's send_offsets_to_transaction can"
+            " block past its timeout when the broker restarts (confluentinc/librdkafka#5456)."
         ),
     )
     linger_ms: int = Field(default=5, ge=0)

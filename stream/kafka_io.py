@@ -1,4 +1,9 @@
-"""Kafka at the edges: topics, the consumer source and the output sink.
+"""Kafka at the edges: topics, the consumer source and the output sink on kafka-python.
+
+Topics, routing and the producers of the CLI and replay use kafka-python; the
+worker uses the source and sink of this module with ``kafka.client:
+kafka-python`` (the default) and those of :mod:`stream.rdkafka_io` with
+``kafka.client: librdkafka``.
 
 Examples
 --------
