@@ -2,9 +2,9 @@
 
 The same source and sink as :mod:`stream.kafka_io`, for the worker's hot path.
 librdkafka fetches, batches and acknowledges in its own C threads, without
-the GIL: a send costs a few microseconds of the worker's thread where
-kafka-python builds each record batch in Python, and records already fetched
-are waiting when the worker polls (``python -m bench`` measures both).
+the GIL: a record costs the worker's thread a few microseconds where
+kafka-python decodes and builds record batches in Python (``python -m bench``
+runs the worker with both clients).
 
 Offsets are committed only when the caller says so, never automatically, and
 every failure is raised as a :class:`kafka.errors.KafkaError` (a
