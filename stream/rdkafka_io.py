@@ -58,8 +58,6 @@ class LibrdkafkaError(KafkaError):
     def __init__(self, error: Any) -> None:
         super().__init__(f"{error.name()}: {error.str()}")
         self.retriable = bool(error.retriable())
-        self.fatal = bool(error.fatal())
-        self.code = error.code()
 
 
 @contextmanager
@@ -72,10 +70,9 @@ def _raised_as_kafka_errors() -> Iterator[None]:
 
 def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
     """Connection and security options of every librdkafka client, from ``config``."""
-    options: dict[str, Any] = {
-        "bootstrap.servers": config.bootstrap_servers,
-        "security.protocol": config.security_protocol,
-    }
+    options: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers}
+    if config.security_protocol != "PLAINTEXT":
+        options["security.protocol"] = config.security_protocol
     if config.sasl_mechanism:
         options["sasl.mechanism"] = config.sasl_mechanism
         options["sasl.username"] = config.sasl_username
@@ -86,8 +83,6 @@ def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
         value = getattr(config, name)
         if value is not None:
             options[option] = str(value)
-    if config.security_protocol == "PLAINTEXT":
-        del options["security.protocol"]
     return options
 
 
