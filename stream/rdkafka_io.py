@@ -108,6 +108,8 @@ class RdKafkaSource:
         #: Times the consumer joined the group again for lack of partitions (librdkafka
         #: follows new topic metadata by itself: always 0).
         self.rejoins = 0
+        self._starts_of: frozenset[tuple[str, int]] = frozenset()
+        self._start_offsets: dict[tuple[str, int], int] = {}
         options: dict[str, Any] = {
             **librdkafka_options(config),
             "group.id": config.group_id,
@@ -216,23 +218,39 @@ class RdKafkaSource:
     def positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every assigned partition.
 
-        librdkafka knows a position only once a partition gave a record; before
-        that it is where the consumer starts: the committed offset, or else the
-        end that ``auto_offset_reset`` names.
+        librdkafka knows a position only once a partition gave a record, and it
+        hands out one partition's backlog before the next one's. Until then the
+        position is where the consumer starts: the committed offset, or else the
+        end that ``auto_offset_reset`` names. Those take a broker round trip per
+        partition, so they are asked once per assignment.
         """
-        timeout = self.config.max_block_ms / 1000
         with _raised_as_kafka_errors():
-            found = self.consumer.position(self.consumer.assignment())
+            assignment = self.consumer.assignment()
+            found = self.consumer.position(assignment)
             unknown = [tp for tp in found if tp.offset < 0]
-            if unknown:
-                found += self.consumer.committed(unknown, timeout=timeout)
-            out = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
-            for tp in unknown:
-                if (tp.topic, tp.partition) not in out:
+            starts = self._starts(assignment, unknown) if unknown else {}
+        out = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+        return {**starts, **out}
+
+    def _starts(
+        self, assignment: list[RdTopicPartition], unknown: list[RdTopicPartition]
+    ) -> dict[tuple[str, int], int]:
+        """Where the consumer starts in the ``unknown`` partitions; kept for the assignment."""
+        assigned = frozenset((tp.topic, tp.partition) for tp in assignment)
+        if assigned != self._starts_of:
+            self._starts_of, self._start_offsets = assigned, {}
+        missing = [tp for tp in unknown if (tp.topic, tp.partition) not in self._start_offsets]
+        if missing:
+            timeout = self.config.max_block_ms / 1000
+            for tp in self.consumer.committed(missing, timeout=timeout):
+                if tp.offset < 0:
                     low, high = self.consumer.get_watermark_offsets(tp, timeout)
-                    start = low if self.config.auto_offset_reset == "earliest" else high
-                    out[(tp.topic, tp.partition)] = start
-        return out
+                    tp.offset = low if self.config.auto_offset_reset == "earliest" else high
+                self._start_offsets[(tp.topic, tp.partition)] = tp.offset
+        return {
+            (tp.topic, tp.partition): self._start_offsets[(tp.topic, tp.partition)]
+            for tp in unknown
+        }
 
     def lag(self, cached: bool = True) -> dict[TopicPartition, int]:
         """Records between the consumer's position and the end, per assigned partition."""
