@@ -11,6 +11,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from stream.config import Settings
 from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
 from stream.processor import Record
 from stream.rdkafka_io import RdKafkaSource
@@ -24,7 +25,7 @@ SOURCES = {"kafka-python": KafkaSource, "librdkafka": RdKafkaSource}
 EVENTS = {0: 30, 1: 20, 2: 0}
 
 
-def fill(settings) -> None:  # noqa: ANN001 - a Settings
+def fill(settings: Settings) -> None:
     kafka = settings.kafka
     ensure_topics(kafka, {kafka.topics.events: len(EVENTS), kafka.topics.labels: 1})
     sink = KafkaSink(kafka)
