@@ -68,11 +68,13 @@ LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
 
 #: The worker run whose rate is the latency scenario's maximum, per ``--client``.
 PEAK_RUN = {"kafka-python": "off", "librdkafka": "librdkafka_off"}
-#: Seconds and fraction of unreported live load before the latency points: the broker
-#: uses up to twice the CPU on its live produce and fetch paths until its JIT has compiled
-#: them (five 12 s points at 50 % after 20 s at 50 %: broker 44 % of a core in the first,
-#: 26-30 % in the others).
-LATENCY_WARMUP_S = 30.0
+#: Unreported live load before the latency points, in rounds at a fraction of the
+#: maximum: a fresh broker's C2 compiler thread still used 35-60 % of a core 45-60 s
+#: into live load (``top -H`` on the broker, 2-core machine), so rounds go on until the
+#: broker's CPU per round stops falling (``bench.latency.broker_settled``), at most
+#: ``LATENCY_WARMUP_ROUNDS`` (one with ``--quick``).
+LATENCY_WARMUP_S = 20.0
+LATENCY_WARMUP_ROUNDS = 6
 LATENCY_WARMUP_FRACTION = 0.5
 #: Seconds at the start of each point left out of its percentiles: the worker's first
 #: fetches after its release come in small, late pieces while the backlog builds.
@@ -119,9 +121,10 @@ NOTES = [
     "timestamp of the prediction record - Kafka timestamp of the event record (CreateTime, one "
     "clock); nearest-rank percentiles over the events sent after the first "
     f"{LATENCY_STARTUP_S:g} s of each point (the worker's start-up; the note gives p99 and "
-    f"max with them). An unreported {LATENCY_WARMUP_S:g} s run at "
-    f"{LATENCY_WARMUP_FRACTION:.0%} comes first (the broker's JIT compiles its live paths "
-    "during the first live load).",
+    f"max with them). Unreported {LATENCY_WARMUP_S:g} s runs at "
+    f"{LATENCY_WARMUP_FRACTION:.0%} come first, until the broker's CPU per run falls by less "
+    f"than 15% (at most {LATENCY_WARMUP_ROUNDS}): a fresh broker's JIT compiles its live "
+    "paths for a minute or more of live load.",
     f"memory: {MEMORY_MODE}, the world generated on the fly; RSS at start, after the 10% "
     "warm-up and at the end; growth = (end - warm-up) / warm-up.",
     "The machine is shared: the load averages above and the 'other' CPU say how busy it was; "
@@ -312,9 +315,15 @@ class Bench:
             )
             return settings, run
 
-        # The broker's JIT compiles its live produce and fetch paths during the first
-        # live load: an unreported run keeps that out of the points.
-        live("latency-warmup", LATENCY_WARMUP_FRACTION * peak, LATENCY_WARMUP_S)
+        warmup: list[dict[str, float]] = []
+        self.results["latency_warmup"] = warmup
+        rounds = 1 if self.args.quick else LATENCY_WARMUP_ROUNDS
+        while len(warmup) < rounds and not latency.broker_settled(
+            [broker["cpu_s"] for broker in warmup]
+        ):
+            _, run = live("latency-warmup", LATENCY_WARMUP_FRACTION * peak, LATENCY_WARMUP_S)
+            warmup.append(run["cpu"]["kafka"])
+            self.show(f"warm-up {len(warmup)}: broker at {warmup[-1]['core_pct']:.0f}% of a core")
         for fraction in LATENCY_FRACTIONS:
             rate = fraction * peak
             settings, run = live(f"latency-{round(fraction * 100)}", rate, seconds)

@@ -16,6 +16,8 @@ Examples
 ([4.0], 1)
 >>> latencies_ms([(b"a", 100), (b"b", 110)], [(b"a", 104), (b"b", 112)], since_ms=105)
 ([2.0], 0)
+>>> broker_settled([9.0, 6.4]), broker_settled([9.0, 6.4, 6.1])
+(False, True)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 from stream.config import Settings
 from stream.kafka_io import event_key, route
 
-__all__ = ["cut_events", "latencies_ms", "open_loop"]
+__all__ = ["broker_settled", "cut_events", "latencies_ms", "open_loop"]
 
 
 def cut_events(lines: Sequence[bytes], events: int) -> list[bytes]:
@@ -110,3 +112,16 @@ def latencies_ms(
             first[key] = timestamp
     out = [float(first[key] - ts) for key, ts in sent.items() if key in first]
     return out, len(sent) - len(first)
+
+
+def broker_settled(cpu_per_round: Sequence[float], tolerance: float = 0.15) -> bool:
+    """True when the broker's CPU for the same load stopped falling between the last two rounds.
+
+    A freshly started broker keeps its JIT compiler busy for a minute or more of live
+    load (C2 at 35-60 % of a core on a 2-core machine), so its CPU per round falls
+    until its live paths are compiled; within ``tolerance`` of the round before, it is warm.
+    """
+    if len(cpu_per_round) < 2:
+        return False
+    before, last = cpu_per_round[-2], cpu_per_round[-1]
+    return last >= before * (1.0 - tolerance)

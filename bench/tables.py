@@ -95,6 +95,18 @@ def percentiles(values: Iterable[float], qs: Sequence[int] = (50, 95, 99)) -> di
     return out
 
 
+def _warmup_note(rounds: Sequence[Mapping[str, float]]) -> str:
+    """The broker's CPU in the unreported warm-up runs before the latency points.
+
+    >>> _warmup_note([{"core_pct": 71.0}, {"core_pct": 48.2}, {"core_pct": 46.0}])
+    'after 3 warm-up runs, broker at 71, 48, 46% of a core'
+    """
+    if not rounds:
+        return ""
+    shares = ", ".join(f"{r['core_pct']:.0f}" for r in rounds)
+    return f"after {len(rounds)} warm-up runs, broker at {shares}% of a core"
+
+
 def _startup_note(with_startup: dict[str, float] | None) -> str:
     """The latency figures with the worker's first seconds in them.
 
@@ -187,14 +199,16 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             cpu=_cpu_text(two.get("cpu")),
             note=f"{two.get('speedup', math.nan):.2f}x one worker",
         )
-    for point in results.get("latency", []):
+    warmup = _warmup_note(results.get("latency_warmup", []))
+    for index, point in enumerate(results.get("latency", [])):
+        notes = [_startup_note(point.get("with_startup")), warmup if index == 0 else ""]
         row = add(
             f"latency_{round(point['fraction'] * 100)}",
             f"latency @ {point['fraction']:.0%} of max ({point['target_rate']:.0f} ev/s offered)",
             point["achieved_rate"],
             latency_ms={k: point[k] for k in ("p50", "p95", "p99", "max")},
             cpu=_cpu_text(point.get("cpu")),
-            note=_startup_note(point.get("with_startup")),
+            note="; ".join(note for note in notes if note),
         )
         row.ratio = None
     if "memory" in results:
