@@ -108,7 +108,7 @@ class RdKafkaSource:
         #: Times the consumer joined the group again for lack of partitions (librdkafka
         #: follows new topic metadata by itself: always 0).
         self.rejoins = 0
-        self._starts_of: frozenset[tuple[str, int]] = frozenset()
+        #: Where the consumer starts in partitions that gave no record yet, per assignment.
         self._start_offsets: dict[tuple[str, int], int] = {}
         options: dict[str, Any] = {
             **librdkafka_options(config),
@@ -129,7 +129,15 @@ class RdKafkaSource:
             options["group.instance.id"] = instance_id
         with _raised_as_kafka_errors():
             self.consumer = Consumer(options)
-            self.consumer.subscribe(list(self.kinds))
+            self.consumer.subscribe(
+                list(self.kinds),
+                on_assign=self._forget_starts,
+                on_revoke=self._forget_starts,
+                on_lost=self._forget_starts,
+            )
+
+    def _forget_starts(self, _consumer: Consumer, _partitions: list[RdTopicPartition]) -> None:
+        self._start_offsets.clear()
 
     def rejoin_when_unassigned(self) -> None:
         """Nothing to do: librdkafka rejoins when the topics' metadata changes."""
@@ -225,20 +233,14 @@ class RdKafkaSource:
         partition, so they are asked once per assignment.
         """
         with _raised_as_kafka_errors():
-            assignment = self.consumer.assignment()
-            found = self.consumer.position(assignment)
+            found = self.consumer.position(self.consumer.assignment())
             unknown = [tp for tp in found if tp.offset < 0]
-            starts = self._starts(assignment, unknown) if unknown else {}
+            starts = self._starts(unknown) if unknown else {}
         out = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
         return {**starts, **out}
 
-    def _starts(
-        self, assignment: list[RdTopicPartition], unknown: list[RdTopicPartition]
-    ) -> dict[tuple[str, int], int]:
-        """Where the consumer starts in the ``unknown`` partitions; kept for the assignment."""
-        assigned = frozenset((tp.topic, tp.partition) for tp in assignment)
-        if assigned != self._starts_of:
-            self._starts_of, self._start_offsets = assigned, {}
+    def _starts(self, unknown: list[RdTopicPartition]) -> dict[tuple[str, int], int]:
+        """Where the consumer starts in the ``unknown`` partitions; kept until a rebalance."""
         missing = [tp for tp in unknown if (tp.topic, tp.partition) not in self._start_offsets]
         if missing:
             timeout = self.config.max_block_ms / 1000

@@ -81,8 +81,18 @@ def drain(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
     return list(committed_records(bootstrap, topic, idle_ms))
 
 
-def run_workers(settings: Settings, count: int, idle_timeout_s: float = 4.0) -> list[Worker]:
-    """Run ``count`` workers of one group in threads until the topics are idle."""
+def run_workers(
+    settings: Settings,
+    count: int,
+    idle_timeout_s: float = 4.0,
+    when_assigned: Callable[[], Any] | None = None,
+) -> list[Worker]:
+    """Run ``count`` workers of one group in threads until the topics are idle.
+
+    ``when_assigned`` runs once every worker owns event partitions of its own
+    (e.g. producing the records, so that none of them is read before the group
+    has all its members).
+    """
     workers = [Worker(settings, name=f"worker-{n}") for n in range(count)]
     summaries: list[WorkerSummary] = []
     threads = [
@@ -91,10 +101,22 @@ def run_workers(settings: Settings, count: int, idle_timeout_s: float = 4.0) -> 
     ]
     for thread in threads:
         thread.start()
+    if when_assigned is not None:
+        deadline = time.monotonic() + 120
+        while not _split(workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _split(workers), "the workers did not share the partitions within 120 s"
+        when_assigned()
     for thread in threads:
         thread.join(timeout=600)
     assert len(summaries) == count, "a worker did not finish"
     return workers
+
+
+def _split(workers: list[Worker]) -> bool:
+    """Every worker owns event partitions, and no two own the same one."""
+    owned = [set(worker._assignment) for worker in workers]
+    return all(owned) and sum(map(len, owned)) == len(set().union(*owned))
 
 
 def recount(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
