@@ -75,6 +75,8 @@ PEAK_RUN = {"kafka-python": "off", "librdkafka": "librdkafka_off"}
 #: ``LATENCY_WARMUP_ROUNDS`` (one with ``--quick``).
 LATENCY_WARMUP_S = 20.0
 LATENCY_WARMUP_ROUNDS = 6
+#: The broker is warm once its CPU per round falls by less than this fraction.
+LATENCY_WARMUP_TOLERANCE = 0.15
 LATENCY_WARMUP_FRACTION = 0.5
 #: Seconds at the start of each point left out of its percentiles: the worker's first
 #: fetches after its release come in small, late pieces while the backlog builds.
@@ -123,8 +125,8 @@ NOTES = [
     f"{LATENCY_STARTUP_S:g} s of each point (the worker's start-up; the note gives p99 and "
     f"max with them). Unreported {LATENCY_WARMUP_S:g} s runs at "
     f"{LATENCY_WARMUP_FRACTION:.0%} come first, until the broker's CPU per run falls by less "
-    f"than 15% (at most {LATENCY_WARMUP_ROUNDS}): a fresh broker's JIT compiles its live "
-    "paths for a minute or more of live load.",
+    f"than {LATENCY_WARMUP_TOLERANCE:.0%} (at most {LATENCY_WARMUP_ROUNDS}): a fresh "
+    "broker's JIT compiles its live paths for a minute or more of live load.",
     f"memory: {MEMORY_MODE}, the world generated on the fly; RSS at start, after the 10% "
     "warm-up and at the end; growth = (end - warm-up) / warm-up.",
     "The machine is shared: the load averages above and the 'other' CPU say how busy it was; "
@@ -319,7 +321,7 @@ class Bench:
         self.results["latency_warmup"] = warmup
         rounds = 1 if self.args.quick else LATENCY_WARMUP_ROUNDS
         while len(warmup) < rounds and not latency.broker_settled(
-            [broker["cpu_s"] for broker in warmup]
+            [broker["cpu_s"] for broker in warmup], LATENCY_WARMUP_TOLERANCE
         ):
             _, run = live("latency-warmup", LATENCY_WARMUP_FRACTION * peak, LATENCY_WARMUP_S)
             warmup.append(run["cpu"]["kafka"])

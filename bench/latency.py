@@ -16,7 +16,7 @@ Examples
 ([4.0], 1)
 >>> latencies_ms([(b"a", 100), (b"b", 110)], [(b"a", 104), (b"b", 112)], since_ms=105)
 ([2.0], 0)
->>> broker_settled([9.0, 6.4]), broker_settled([9.0, 6.4, 6.1])
+>>> broker_settled([9.0, 6.4], 0.15), broker_settled([9.0, 6.4, 6.1], 0.15)
 (False, True)
 """
 
@@ -114,7 +114,7 @@ def latencies_ms(
     return out, len(sent) - len(first)
 
 
-def broker_settled(cpu_per_round: Sequence[float], tolerance: float = 0.15) -> bool:
+def broker_settled(cpu_per_round: Sequence[float], tolerance: float) -> bool:
     """True when the broker's CPU for the same load stopped falling between the last two rounds.
 
     A freshly started broker keeps its JIT compiler busy for a minute or more of live

@@ -108,7 +108,7 @@ class RdKafkaSource:
         #: Times the consumer joined the group again for lack of partitions (librdkafka
         #: follows new topic metadata by itself: always 0).
         self.rejoins = 0
-        #: Where the consumer starts in partitions that gave no record yet, per assignment.
+        #: Where the consumer starts in partitions that gave no record yet, until a rebalance.
         self._start_offsets: dict[tuple[str, int], int] = {}
         options: dict[str, Any] = {
             **librdkafka_options(config),
@@ -235,7 +235,7 @@ class RdKafkaSource:
         with _raised_as_kafka_errors():
             found = self.consumer.position(self.consumer.assignment())
             unknown = [tp for tp in found if tp.offset < 0]
-            starts = self._starts(unknown) if unknown else {}
+            starts = self._starts(unknown)
         out = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
         return {**starts, **out}
 
@@ -245,10 +245,11 @@ class RdKafkaSource:
         if missing:
             timeout = self.config.max_block_ms / 1000
             for tp in self.consumer.committed(missing, timeout=timeout):
-                if tp.offset < 0:
+                start = tp.offset
+                if start < 0:
                     low, high = self.consumer.get_watermark_offsets(tp, timeout)
-                    tp.offset = low if self.config.auto_offset_reset == "earliest" else high
-                self._start_offsets[(tp.topic, tp.partition)] = tp.offset
+                    start = low if self.config.auto_offset_reset == "earliest" else high
+                self._start_offsets[(tp.topic, tp.partition)] = start
         return {
             (tp.topic, tp.partition): self._start_offsets[(tp.topic, tp.partition)]
             for tp in unknown
