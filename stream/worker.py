@@ -95,6 +95,17 @@ def retrying(
         return result
 
 
+def _partition_list(partitions: set[tuple[str, int]]) -> str:
+    """Partitions for a log line, sorted.
+
+    >>> _partition_list({("events", 1), ("events", 0)})
+    'events:0, events:1'
+    >>> _partition_list(set())
+    'none'
+    """
+    return ", ".join(f"{topic}:{p}" for topic, p in sorted(partitions)) or "none"
+
+
 class RetryingStore:
     """A store whose batch call waits and retries while Redis is unavailable.
 
@@ -488,6 +499,7 @@ class Worker:
         if assignment != self._assignment:
             self._assignment = assignment
             self.processor.assign(assignment)
+            log.info("event partitions: %s", _partition_list(assignment))
         incoming = None
         if records:
             self.metrics.batch_size.observe(len(records))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -186,6 +187,22 @@ def exit_code(process: subprocess.Popen, log: Path, timeout_s: float) -> int:
         ) from None
 
 
+def wait_for_partitions(
+    process: subprocess.Popen, log: Path, start: int, timeout_s: float = 120.0
+) -> None:
+    """Wait until the worker logs event partitions after byte ``start`` of its log, or exits."""
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None:
+        with log.open("rb") as lines:
+            lines.seek(start)
+            if re.search(rb"event partitions: (?!none)", lines.read()):
+                return
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"no partitions after {timeout_s:.0f} s; the log ends:\n{tail}")
+        time.sleep(0.05)
+
+
 def kill_randomly(
     config: Path,
     trials: int,
@@ -194,10 +211,18 @@ def kill_randomly(
     alive_s: tuple[float, float],
     on_trial: Callable[[int, bool], None] | None = None,
 ) -> int:
-    """Start a worker ``trials`` times and SIGKILL it after a random time; returns the kills."""
+    """Start a worker ``trials`` times and SIGKILL it at a random moment; returns the kills.
+
+    The moment is ``alive_s`` after the worker got its partitions, not after
+    its start: the interpreter's imports alone take seconds on a slow machine,
+    and a worker killed before it read anything tests nothing.
+    """
     kills = 0
+    log = config.with_suffix(".log")
     for trial in range(trials):
+        start = log.stat().st_size if log.exists() else 0
         process = worker_process(config, "--idle-timeout", "3", env=env)
+        wait_for_partitions(process, log, start)
         time.sleep(rng.uniform(*alive_s))
         killed = process.poll() is None
         if killed:

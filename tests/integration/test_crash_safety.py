@@ -53,7 +53,7 @@ def test_kill_9_at_random_moments_then_restart_loses_and_doubles_nothing(
     env = {"STREAMLEARN_MODEL_KEY": KEY}
     rng = random.Random(4)
 
-    kills = kill_randomly(config, 10, rng, env, alive_s=(2.0, 4.5))
+    kills = kill_randomly(config, 10, rng, env, alive_s=(0.2, 1.5))
     client = redis_lib.Redis.from_url(redis_url)
     group = settings.kafka.group_id
     learned_while_killed = labels_learned_by_last_checkpoint(
