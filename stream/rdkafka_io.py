@@ -110,6 +110,9 @@ class RdKafkaSource:
         self.rejoins = 0
         #: Where the consumer starts in partitions that gave no record yet, until a rebalance.
         self._start_offsets: dict[tuple[str, int], int] = {}
+        #: The assignment as the rebalance callbacks left it: asking librdkafka waits
+        #: for its main thread (~0.3 ms), once per loop cycle.
+        self._assigned: set[tuple[str, int]] = set()
         options: dict[str, Any] = {
             **librdkafka_options(config),
             "group.id": config.group_id,
@@ -131,13 +134,19 @@ class RdKafkaSource:
             self.consumer = Consumer(options)
             self.consumer.subscribe(
                 list(self.kinds),
-                on_assign=self._forget_starts,
-                on_revoke=self._forget_starts,
-                on_lost=self._forget_starts,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
             )
 
-    def _forget_starts(self, _consumer: Consumer, _partitions: list[RdTopicPartition]) -> None:
+    def _on_assign(self, _consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
         self._start_offsets.clear()
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
+        """Revoked or lost: the whole assignment (eager protocol) or a part (cooperative)."""
+        self._start_offsets.clear()
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     def rejoin_when_unassigned(self) -> None:
         """Nothing to do: librdkafka rejoins when the topics' metadata changes."""
@@ -196,8 +205,7 @@ class RdKafkaSource:
 
     def assigned(self) -> set[tuple[str, int]]:
         """Every (topic, partition) assigned to this consumer."""
-        with _raised_as_kafka_errors():
-            return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        return set(self._assigned)
 
     def event_partitions(self) -> set[tuple[str, int]]:
         """The partitions of the events topic assigned to this consumer."""
