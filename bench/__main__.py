@@ -9,7 +9,8 @@ Shape of ``results`` (the ``results`` key of ``bench.json``): one entry per
 scenario that ran: ``ceiling``, ``backtest``, ``monitoring``,
 ``processor_redis``, ``profile``, ``worker`` (``off``, ``transactions``),
 ``naive``, ``scaling`` (``one``, ``two``), ``latency`` (a list, one point per
-rate) and ``memory``; plus ``errors`` for scenarios that failed.
+rate), ``latency_hop`` (the Kafka hop alone) and ``memory``; plus ``errors``
+for scenarios that failed.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ LATENCY_WARMUP_FRACTION = 0.5
 #: Seconds at the start of each point left out of its percentiles: the worker's first
 #: fetches after its release come in small, late pieces while the backlog builds.
 LATENCY_STARTUP_S = 2.0
+#: The rate of the Kafka hop's baseline, as a fraction of the worker's events/s (the goal's).
+LATENCY_HOP_FRACTION = 0.5
 
 NOTES = [
     "Every process runs with `stream.runtime.tune_interpreter()` (larger garbage-collector "
@@ -127,6 +130,10 @@ NOTES = [
     f"{LATENCY_WARMUP_FRACTION:.0%} come first, until the broker's CPU per run falls by less "
     f"than {LATENCY_WARMUP_TOLERANCE:.0%} (at most {LATENCY_WARMUP_ROUNDS}): a fresh "
     "broker's JIT compiles its live paths for a minute or more of live load.",
+    f"Kafka hop alone: after the warm-up, the same load at {LATENCY_HOP_FRACTION:.0%} read by a "
+    "bare librdkafka consumer in the benchmark process (no worker, no group, the worker's fetch "
+    "settings); latency = the time the consumer gets the event record - its CreateTime: the "
+    "producer's linger, the broker and the fetch, the share of the latency no worker removes.",
     f"memory: {MEMORY_MODE}, the world generated on the fly; RSS at start, after the 10% "
     "warm-up and at the end; growth = (end - warm-up) / warm-up.",
     "The machine is shared: the load averages above and the 'other' CPU say how busy it was; "
@@ -326,6 +333,25 @@ class Bench:
             _, run = live("latency-warmup", LATENCY_WARMUP_FRACTION * peak, LATENCY_WARMUP_S)
             warmup.append(run["cpu"]["kafka"])
             self.show(f"warm-up {len(warmup)}: broker at {warmup[-1]['core_pct']:.0f}% of a core")
+        hop_rate = LATENCY_HOP_FRACTION * peak
+        hop_lines = latency.cut_events(world, max(1, math.ceil(hop_rate * seconds)))
+        hop = latency.kafka_hop(
+            self.settings("latency-hop"), hop_lines, hop_rate, LATENCY_STARTUP_S
+        )
+        self.results["latency_hop"] = {
+            "fraction": LATENCY_HOP_FRACTION,
+            "target_rate": hop_rate,
+            "achieved_rate": hop["load"]["achieved_rate"],
+            "events": len(hop["latencies_ms"]),
+            "received": hop["received"],
+            "events_sent": hop["load"]["events_sent"],
+            **percentiles(hop["latencies_ms"]),
+        }
+        self.show(
+            f"Kafka hop alone @ {LATENCY_HOP_FRACTION:.0%} ({hop_rate:,.0f} ev/s): "
+            f"p50 {self.results['latency_hop']['p50']:.0f} ms, "
+            f"p99 {self.results['latency_hop']['p99']:.0f} ms"
+        )
         for fraction in LATENCY_FRACTIONS:
             rate = fraction * peak
             settings, run = live(f"latency-{round(fraction * 100)}", rate, seconds)

@@ -22,14 +22,16 @@ Examples
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stream.config import Settings
-from stream.kafka_io import event_key, route
+from stream.kafka_io import ensure_topics, event_key, route, topic_plan
+from stream.rdkafka_io import librdkafka_options
 
-__all__ = ["broker_settled", "cut_events", "latencies_ms", "open_loop"]
+__all__ = ["broker_settled", "cut_events", "kafka_hop", "latencies_ms", "open_loop"]
 
 
 def cut_events(lines: Sequence[bytes], events: int) -> list[bytes]:
@@ -95,6 +97,64 @@ def open_loop(settings: Settings, lines: Sequence[bytes], rate: float) -> dict[s
         "seconds": round(span, 3),
         "achieved_rate": (events - 1) / span if span > 0 else float("nan"),
         "max_behind_schedule_ms": round(1000 * late_max, 1),
+    }
+
+
+def kafka_hop(
+    settings: Settings, lines: Sequence[bytes], rate: float, since_s: float
+) -> dict[str, Any]:
+    """The Kafka hop alone: the open-loop load of :func:`open_loop`, read by a bare consumer.
+
+    No worker: a librdkafka consumer in a thread of this process, assigned every
+    event partition before the load starts (no group to join), with the worker's
+    fetch settings. Its latency is the time librdkafka hands an event record over
+    minus the record's ``CreateTime``: the producer's linger, the broker's append
+    and the fetch, the part of the event-to-prediction latency no worker removes.
+    Events sent in the first ``since_s`` seconds are left out, as in the worker's points.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    kafka = settings.kafka
+    plan = topic_plan(kafka)
+    ensure_topics(kafka, plan)
+    events_topic = kafka.topics.events
+    consumer = Consumer(
+        {
+            **librdkafka_options(kafka),
+            "group.id": kafka.group_id,
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": kafka.fetch_max_wait_ms,
+            "fetch.min.bytes": kafka.fetch_min_bytes,
+        }
+    )
+    consumer.assign(
+        [TopicPartition(events_topic, p, OFFSET_BEGINNING) for p in range(plan[events_topic])]
+    )
+    handed: list[tuple[float, int]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            message = consumer.poll(0.05)
+            if message is not None and message.error() is None:
+                handed.append((time.time() * 1000, message.timestamp()[1]))
+
+    reader = threading.Thread(target=read, name="kafka-hop-reader", daemon=True)
+    reader.start()
+    try:
+        load = open_loop(settings, lines, rate)
+        deadline = time.monotonic() + 10.0
+        while len(handed) < load["events_sent"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        reader.join(timeout=5.0)
+        consumer.close()
+    since_ms = load["started_ms"] + 1000 * since_s
+    return {
+        "load": load,
+        "received": len(handed),
+        "latencies_ms": [at - created for at, created in handed if created >= since_ms],
     }
 
 

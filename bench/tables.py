@@ -199,6 +199,18 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             cpu=_cpu_text(two.get("cpu")),
             note=f"{two.get('speedup', math.nan):.2f}x one worker",
         )
+    if "latency_hop" in results:
+        hop = results["latency_hop"]
+        row = add(
+            "latency_hop",
+            f"Kafka hop alone @ {hop['fraction']:.0%} of max ({hop['target_rate']:.0f} ev/s), "
+            "no worker",
+            hop["achieved_rate"],
+            latency_ms={k: hop[k] for k in ("p50", "p95", "p99", "max")},
+            note=f"producer to a bare consumer; {hop['received']:,} of "
+            f"{hop['events_sent']:,} events received",
+        )
+        row.ratio = None
     warmup = _warmup_note(results.get("latency_warmup", []))
     for index, point in enumerate(results.get("latency", [])):
         notes = [_startup_note(point.get("with_startup")), warmup if index == 0 else ""]

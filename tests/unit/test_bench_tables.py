@@ -67,6 +67,18 @@ def full_results(
             }
             for fraction in (0.25, 0.5, 0.75)
         ],
+        "latency_hop": {
+            "fraction": 0.5,
+            "target_rate": 1000.0,
+            "achieved_rate": 999.0,
+            "events": 9000,
+            "received": 10000,
+            "events_sent": 10000,
+            "p50": 3.0,
+            "p95": 8.0,
+            "p99": 12.0,
+            "max": 30.0,
+        },
         "memory": {
             "events": 1_000_000,
             "mode": memory.MODE,
@@ -89,8 +101,8 @@ def test_rows_follow_scenario_order_with_ratios_to_the_ceiling() -> None:
     keys = [row.key for row in rows]
     assert keys == [
         "ceiling", "backtest", "monitor_off", "monitor_on", "processor_redis", "worker_off",
-        "worker_transactions", "naive", "scaling_one", "scaling_two", "latency_25",
-        "latency_50", "latency_75", "memory",
+        "worker_transactions", "naive", "scaling_one", "scaling_two", "latency_hop",
+        "latency_25", "latency_50", "latency_75", "memory",
     ]  # fmt: skip
     by_key = {row.key: row for row in rows}
     assert by_key["ceiling"].ratio == 1.0
@@ -98,6 +110,12 @@ def test_rows_follow_scenario_order_with_ratios_to_the_ceiling() -> None:
     assert by_key["naive"].ratio == pytest.approx(0.1)
     assert by_key["latency_50"].ratio is None  # offered load, not a throughput
     assert by_key["latency_50"].latency_ms == {"p50": 5.0, "p95": 20.0, "p99": 40.0, "max": 90.0}
+    assert by_key["latency_hop"].ratio is None
+    assert by_key["latency_hop"].latency_ms == {"p50": 3.0, "p95": 8.0, "p99": 12.0, "max": 30.0}
+    assert (
+        by_key["latency_hop"].note
+        == "producer to a bare consumer; 10,000 of 10,000 events received"
+    )
     assert by_key["worker_off"].cpu == "worker-0 95%, kafka 30%"
     assert by_key["worker_off"].rss == "140 → 150 MB"
     assert by_key["memory"].rss == "100 → 150 → 160 MB"
