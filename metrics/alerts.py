@@ -62,6 +62,7 @@ CONSUMER_LAG = "streamlearn_consumer_lag_records"
 DEAD_LETTERS = "streamlearn_dead_letters_total"
 RECORDS_CONSUMED = "streamlearn_records_consumed_total"
 UNDELIVERED = "streamlearn_undelivered_records_total"
+DEPENDENCY_UP = "streamlearn_dependency_up"
 #: Window of ``increase()`` over the undelivered-records counter.
 UNDELIVERED_WINDOW = "5m"
 
@@ -467,6 +468,25 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
                 f"{t.worker_down_for}: no predictions and no learning there."
             ),
             scenarios=(_gauge_scenario("up", 1.0, 0.0, t.worker_down_for),),
+        ),
+        AlertRule(
+            alert="StreamlearnDependencyDown",
+            group="streamlearn-serving",
+            expr=f"{DEPENDENCY_UP} == 0",
+            for_=t.dependency_down_for,
+            severity="critical",
+            summary="Worker {{ $labels.instance }} cannot reach {{ $labels.dependency }}",
+            description=(
+                "The last call of {{ $labels.instance }} to {{ $labels.dependency }} failed and "
+                f"none has succeeded for {t.dependency_down_for}. The worker waits and retries "
+                "with backoff, so it scores and learns nothing until the service is back: check "
+                "the service, then streamlearn_dependency_retries_total."
+            ),
+            scenarios=(
+                _gauge_scenario(
+                    DEPENDENCY_UP, 1.0, 0.0, t.dependency_down_for, labels={"dependency": "redis"}
+                ),
+            ),
         ),
         AlertRule(
             alert="StreamlearnPredictionsUndelivered",

@@ -83,6 +83,7 @@ class AlertThresholds(BaseModel):
     consumer_lag_for: Duration = "5m"
     dead_letter_for: Duration = "5m"
     worker_down_for: Duration = "1m"
+    dependency_down_for: Duration = "1m"
     undelivered_for: Duration = "1m"
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ REQUIRED = {
     "StreamlearnConsumerLagHigh",
     "StreamlearnDeadLetterRatioHigh",
     "StreamlearnWorkerDown",
+    "StreamlearnDependencyDown",
     "StreamlearnPredictionsUndelivered",
 }
 
@@ -65,6 +66,7 @@ OTHER_THRESHOLDS = AlertThresholds(
     consumer_lag_for="1m",
     dead_letter_for="2m",
     worker_down_for="30s",
+    dependency_down_for="2m",
     undelivered_for="0m",
 )
 
