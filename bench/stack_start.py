@@ -36,8 +36,12 @@ def _free_port() -> int:
 def measure_start(jars: Path, workdir: Path) -> tuple[float, float]:
     """Format a fresh root and start the broker until ready; return (format s, start s)."""
     marks: dict[str, float] = {}
-    config = StackConfig(root=workdir / "stack", kafka_port=_free_port(),
-                         kafka_controller_port=_free_port(), kafka_jars=jars)
+    config = StackConfig(
+        root=workdir / "stack",
+        kafka_port=_free_port(),
+        kafka_controller_port=_free_port(),
+        kafka_jars=jars,
+    )
     stack = Stack(config, reporter=lambda msg: marks.setdefault(msg, time.perf_counter()))
     begin = time.perf_counter()
     try:
@@ -74,8 +78,14 @@ def main() -> None:
         ensure_kafka_jars(cached)
         reuse_s = time.perf_counter() - t0
         warm = [measure_start(cached, work / f"warm-{i}") for i in range(args.repeat)]
-        rows.append((f"warm (median of {args.repeat})", reuse_s,
-                     statistics.median(w[0] for w in warm), statistics.median(w[1] for w in warm)))
+        rows.append(
+            (
+                f"warm (median of {args.repeat})",
+                reuse_s,
+                statistics.median(w[0] for w in warm),
+                statistics.median(w[1] for w in warm),
+            )
+        )
         shutil.rmtree(work, ignore_errors=True)
 
     table = Table(title=f"Kafka {kafka_version()} local broker start (seconds)")

@@ -299,9 +299,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
         AlertRule(
             alert="StreamlearnPositiveRateShift",
             group="streamlearn-model",
-            expr=(
-                f"{POSITIVE_RATE_RATIO} > {high!r} or {POSITIVE_RATE_RATIO} < {low!r}"
-            ),
+            expr=(f"{POSITIVE_RATE_RATIO} > {high!r} or {POSITIVE_RATE_RATIO} < {low!r}"),
             for_=t.positive_rate_for,
             severity="critical",
             summary=f"Positive-decision rate is {value3}x its reference",
@@ -525,10 +523,12 @@ def _latency_scenario(t: AlertThresholds) -> Scenario:
         normal = per_sample if b >= fast else 0.0
         abnormal = per_sample if b >= slow else 0.0
         le = "+Inf" if b == float("inf") else repr(b)
-        series.append((
-            _selector(f"{EVENT_TO_PREDICTION}_bucket", {**_INSTANCE, "le": le}),
-            _counter_values([(normal, _BEFORE), (abnormal, during), (normal, after)]),
-        ))
+        series.append(
+            (
+                _selector(f"{EVENT_TO_PREDICTION}_bucket", {**_INSTANCE, "le": le}),
+                _counter_values([(normal, _BEFORE), (abnormal, during), (normal, after)]),
+            )
+        )
     return Scenario(
         series=tuple(series),
         start=_BEFORE,
@@ -643,20 +643,20 @@ def _test_group(rules: list[AlertRule], rule: AlertRule, scenario: Scenario) -> 
     for other in rules:
         if other.alert == rule.alert and other.severity in severities:
             labels = {**scenario.labels, "severity": other.severity}
-            expected.append({
-                "exp_labels": labels,
-                "exp_annotations": {
-                    "summary": _render(other.summary, scenario.value, labels),
-                    "description": _render(other.description, scenario.value, labels),
-                },
-            })
+            expected.append(
+                {
+                    "exp_labels": labels,
+                    "exp_annotations": {
+                        "summary": _render(other.summary, scenario.value, labels),
+                        "description": _render(other.description, scenario.value, labels),
+                    },
+                }
+            )
     checks: list[dict[str, Any]] = [{"eval_time": _fmt(scenario.start / 2), "exp_alerts": []}]
     if for_s >= 120.0:
         checks.append({"eval_time": _fmt(scenario.start + for_s / 2), "exp_alerts": []})
     checks.append({"eval_time": _fmt(firing_at), "exp_alerts": expected})
-    checks.append(
-        {"eval_time": _fmt(scenario.end + scenario.resolve_after), "exp_alerts": []}
-    )
+    checks.append({"eval_time": _fmt(scenario.end + scenario.resolve_after), "exp_alerts": []})
     return {
         "interval": _fmt(INTERVAL),
         "name": f"{rule.alert} ({rule.severity}) fires and resolves",

@@ -120,14 +120,16 @@ class _Layout:
             self.x = 0
             self.y += self.row_height
             self.row_height = 0
-        self.panels.append({
-            "type": "row",
-            "id": self.next_id,
-            "title": title,
-            "collapsed": False,
-            "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
-            "panels": [],
-        })
+        self.panels.append(
+            {
+                "type": "row",
+                "id": self.next_id,
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+                "panels": [],
+            }
+        )
         self.next_id += 1
         self.y += 1
 
@@ -160,46 +162,67 @@ class _Layout:
             defaults["min"] = min_value
         if max_value is not None:
             defaults["max"] = max_value
-        self._add(title, "timeseries", targets, description, w, h, {
-            "fieldConfig": {"defaults": defaults, "overrides": []},
-            "options": {
-                "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                "tooltip": {"mode": "multi", "sort": "none"},
-            },
-        })
-
-    def stat(self, title: str, targets: list[Target], *, description: str = "", w: int = 6) -> None:
-        self._add(title, "stat", targets, description, w, 4, {
-            "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
-            "options": {
-                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                "textMode": "value_and_name",
-                "colorMode": "none",
-            },
-        })
-
-    def alert_list(self, title: str, *, w: int = 12, h: int = 8) -> None:
-        self.panels.append({
-            "type": "alertlist",
-            "id": self.next_id,
-            "title": title,
-            "gridPos": self._place(w, h),
-            "options": {
-                "viewMode": "list",
-                "groupMode": "default",
-                "groupBy": [],
-                "maxItems": 50,
-                "sortOrder": 1,
-                "dashboardAlerts": False,
-                "alertName": "Streamlearn",
-                "alertInstanceLabelFilter": "",
-                "datasource": "Prometheus",
-                "stateFilter": {
-                    "firing": True, "pending": True, "noData": False, "normal": False,
-                    "error": True,
+        self._add(
+            title,
+            "timeseries",
+            targets,
+            description,
+            w,
+            h,
+            {
+                "fieldConfig": {"defaults": defaults, "overrides": []},
+                "options": {
+                    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                    "tooltip": {"mode": "multi", "sort": "none"},
                 },
             },
-        })
+        )
+
+    def stat(self, title: str, targets: list[Target], *, description: str = "", w: int = 6) -> None:
+        self._add(
+            title,
+            "stat",
+            targets,
+            description,
+            w,
+            4,
+            {
+                "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
+                "options": {
+                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "textMode": "value_and_name",
+                    "colorMode": "none",
+                },
+            },
+        )
+
+    def alert_list(self, title: str, *, w: int = 12, h: int = 8) -> None:
+        self.panels.append(
+            {
+                "type": "alertlist",
+                "id": self.next_id,
+                "title": title,
+                "gridPos": self._place(w, h),
+                "options": {
+                    "viewMode": "list",
+                    "groupMode": "default",
+                    "groupBy": [],
+                    "maxItems": 50,
+                    "sortOrder": 1,
+                    "dashboardAlerts": False,
+                    "alertName": "Streamlearn",
+                    "alertInstanceLabelFilter": "",
+                    "datasource": "Prometheus",
+                    "stateFilter": {
+                        "firing": True,
+                        "pending": True,
+                        "noData": False,
+                        "normal": False,
+                        "error": True,
+                    },
+                },
+            }
+        )
         self.next_id += 1
 
     def _add(
@@ -212,24 +235,26 @@ class _Layout:
         h: int,
         extra: dict[str, Any],
     ) -> None:
-        self.panels.append({
-            "type": kind,
-            "id": self.next_id,
-            "title": title,
-            "description": description,
-            "datasource": dict(DATASOURCE),
-            "gridPos": self._place(w, h),
-            "targets": [
-                {
-                    "datasource": dict(DATASOURCE),
-                    "expr": expr,
-                    "legendFormat": legend,
-                    "refId": chr(ord("A") + i),
-                }
-                for i, (expr, legend) in enumerate(targets)
-            ],
-            **extra,
-        })
+        self.panels.append(
+            {
+                "type": kind,
+                "id": self.next_id,
+                "title": title,
+                "description": description,
+                "datasource": dict(DATASOURCE),
+                "gridPos": self._place(w, h),
+                "targets": [
+                    {
+                        "datasource": dict(DATASOURCE),
+                        "expr": expr,
+                        "legendFormat": legend,
+                        "refId": chr(ord("A") + i),
+                    }
+                    for i, (expr, legend) in enumerate(targets)
+                ],
+                **extra,
+            }
+        )
         self.next_id += 1
 
 
@@ -423,28 +448,30 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     )
 
     lay.row("Concept drift and alerts")
+    window = t.concept_drift_window
     lay.timeseries(
-        f"Concept drift detections ({t.concept_drift_window})",
-        [(
-            f"sum by (instance) (increase({CONCEPT_DRIFT_DETECTIONS}[{t.concept_drift_window}]))",
-            "{{instance}}",
-        )],
+        f"Concept drift detections ({window})",
+        [(f"sum by (instance) (increase({CONCEPT_DRIFT_DETECTIONS}[{window}]))", "{{instance}}")],
         min_value=0,
     )
     lay.timeseries(
         f"Drift events by kind ({t.concept_drift_window})",
-        [(
-            f"sum by (kind) (increase({DRIFT_EVENTS}[{t.concept_drift_window}]))",
-            "{{kind}}",
-        )],
+        [
+            (
+                f"sum by (kind) (increase({DRIFT_EVENTS}[{t.concept_drift_window}]))",
+                "{{kind}}",
+            )
+        ],
         min_value=0,
     )
     lay.timeseries(
         "Firing alerts",
-        [(
-            'sum by (alertname, severity) (ALERTS{alertstate="firing"})',
-            "{{alertname}} {{severity}}",
-        )],
+        [
+            (
+                'sum by (alertname, severity) (ALERTS{alertstate="firing"})',
+                "{{alertname}} {{severity}}",
+            )
+        ],
         min_value=0,
     )
     lay.alert_list("Alerts")

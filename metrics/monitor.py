@@ -75,10 +75,22 @@ THRESHOLD = "streamlearn_alert_threshold"
 
 #: Every series name exported by :class:`MonitoringMetrics`.
 MONITOR_METRICS: tuple[str, ...] = (
-    PREDICTION_PSI, PREDICTION_KS, POSITIVE_RATE, POSITIVE_RATE_RATIO, FEATURE_PSI,
-    CONCEPT_DRIFT_DETECTIONS, DRIFT_EVENTS, ONLINE_ROC_AUC, ONLINE_LOG_LOSS, ONLINE_ACCURACY,
-    ONLINE_PRECISION, ONLINE_RECALL, ONLINE_RECALL_AT_PRECISION, ONLINE_THRESHOLD_AT_PRECISION,
-    REFERENCE_ROC_AUC, THRESHOLD,
+    PREDICTION_PSI,
+    PREDICTION_KS,
+    POSITIVE_RATE,
+    POSITIVE_RATE_RATIO,
+    FEATURE_PSI,
+    CONCEPT_DRIFT_DETECTIONS,
+    DRIFT_EVENTS,
+    ONLINE_ROC_AUC,
+    ONLINE_LOG_LOSS,
+    ONLINE_ACCURACY,
+    ONLINE_PRECISION,
+    ONLINE_RECALL,
+    ONLINE_RECALL_AT_PRECISION,
+    ONLINE_THRESHOLD_AT_PRECISION,
+    REFERENCE_ROC_AUC,
+    THRESHOLD,
 )
 
 _NAN = math.nan
@@ -119,7 +131,8 @@ class MonitoringMetrics:
             PREDICTION_KS, "Two-sample KS statistic between reference and current scores."
         )
         self.positive_rate = gauge(
-            POSITIVE_RATE, "Share of positive decisions, by window (reference or current).",
+            POSITIVE_RATE,
+            "Share of positive decisions, by window (reference or current).",
             ("window",),
         )
         self.positive_rate_ratio = gauge(
@@ -165,10 +178,17 @@ class MonitoringMetrics:
             THRESHOLD, "Alert threshold values, by name (for dashboards).", ("name",)
         )
         for g in (
-            self.prediction_psi, self.prediction_ks, self.positive_rate_ratio,
-            self.online_roc_auc, self.online_log_loss, self.online_accuracy,
-            self.online_precision, self.online_recall, self.online_recall_at_precision,
-            self.online_threshold_at_precision, self.reference_roc_auc,
+            self.prediction_psi,
+            self.prediction_ks,
+            self.positive_rate_ratio,
+            self.online_roc_auc,
+            self.online_log_loss,
+            self.online_accuracy,
+            self.online_precision,
+            self.online_recall,
+            self.online_recall_at_precision,
+            self.online_threshold_at_precision,
+            self.reference_roc_auc,
         ):
             g.set(_NAN)
         for window in ("reference", "current"):
@@ -317,13 +337,15 @@ class Monitor:
         self.n_labels += 1
         detected = self.concept.update(binary_log_loss(y_true, score), event_time_ms)
         if detected:
-            self.drift_events.append({
-                "kind": "concept",
-                "name": self.concept.detector_name,
-                "event_index": index,
-                "timestamp": event_time_ms,
-                "value": None,
-            })
+            self.drift_events.append(
+                {
+                    "kind": "concept",
+                    "name": self.concept.detector_name,
+                    "event_index": index,
+                    "timestamp": event_time_ms,
+                    "value": None,
+                }
+            )
             if self.metrics is not None:
                 self.metrics.drift_events.labels(kind="concept").inc()
         self._tick()
@@ -371,13 +393,15 @@ class Monitor:
         for kind, name, value, crossed in checks:
             key = (kind, name)
             if crossed and not self._active.get(key, False):
-                self.drift_events.append({
-                    "kind": kind,
-                    "name": name,
-                    "event_index": self.n_predictions,
-                    "timestamp": self.last_event_time_ms,
-                    "value": value,
-                })
+                self.drift_events.append(
+                    {
+                        "kind": kind,
+                        "name": name,
+                        "event_index": self.n_predictions,
+                        "timestamp": self.last_event_time_ms,
+                        "value": value,
+                    }
+                )
                 if self.metrics is not None:
                     self.metrics.drift_events.labels(kind=kind).inc()
             self._active[key] = crossed
@@ -443,8 +467,7 @@ class Monitor:
                 "detector": self.concept.detector_name,
                 "n_detections": self.concept.n_detections,
                 "detections": [
-                    {"index": d.index, "event_time": d.event_time}
-                    for d in self.concept.detections
+                    {"index": d.index, "event_time": d.event_time} for d in self.concept.detections
                 ],
             },
             "drift_events": [dict(e) for e in self.drift_events],

@@ -31,6 +31,9 @@ def test_generate_then_check_round_trip(tmp_path: Path) -> None:
 def test_module_entry_point_checks_the_repository() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "metrics", "check"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -83,9 +83,7 @@ def known_series() -> set[str]:
         "gauge": ("",),
     }
     names = {
-        metric.name + suffix
-        for metric in registry.collect()
-        for suffix in suffixes[metric.type]
+        metric.name + suffix for metric in registry.collect() for suffix in suffixes[metric.type]
     }
     return names | {"up", "ALERTS"}
 
@@ -105,8 +103,11 @@ def test_every_required_alert_exists_with_severity_and_annotations() -> None:
 
 
 def test_psi_alert_has_both_severities() -> None:
-    severities = {r.severity for r in alert_rules(AlertThresholds())
-                  if r.alert == "StreamlearnPredictionDriftPSI"}
+    severities = {
+        r.severity
+        for r in alert_rules(AlertThresholds())
+        if r.alert == "StreamlearnPredictionDriftPSI"
+    }
     assert severities == {"warning", "critical"}
 
 

@@ -64,11 +64,22 @@ def test_panel_ids_are_unique_and_the_grid_does_not_overlap() -> None:
 def test_dashboard_covers_every_monitoring_area() -> None:
     titles = " | ".join(p["title"] for p in _panels())
     for needle in (
-        "Events, predictions", "Event-to-prediction latency", "Stage duration",
-        "Consumer lag", "Redis round trip", "Prediction PSI", "Prediction KS",
-        "Positive-decision rate", "Positive-rate ratio", "Feature PSI", "ROC AUC",
-        "Log loss", "precision and recall", "Concept drift detections",
-        "Dead letters per second by reason", "Alerts",
+        "Events, predictions",
+        "Event-to-prediction latency",
+        "Stage duration",
+        "Consumer lag",
+        "Redis round trip",
+        "Prediction PSI",
+        "Prediction KS",
+        "Positive-decision rate",
+        "Positive-rate ratio",
+        "Feature PSI",
+        "ROC AUC",
+        "Log loss",
+        "precision and recall",
+        "Concept drift detections",
+        "Dead letters per second by reason",
+        "Alerts",
     ):
         assert needle in titles, needle
     assert any(p["type"] == "alertlist" for p in _panels())
@@ -107,11 +118,15 @@ def test_dashboard_queries_lists_every_target_once() -> None:
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
 def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     rules = {
-        "groups": [{
-            "name": "dashboard",
-            "rules": [{"record": f"dashboard:query{i}", "expr": q}
-                      for i, q in enumerate(dashboard_queries())],
-        }]
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query{i}", "expr": q}
+                    for i, q in enumerate(dashboard_queries())
+                ],
+            }
+        ]
     }
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump(rules))

@@ -63,8 +63,9 @@ def test_psi_rejects_bad_histograms(ref: list[int], cur: list[int]) -> None:
 
 @given(
     st.lists(st.integers(0, 100), min_size=2, max_size=12).flatmap(
-        lambda r: st.tuples(st.just(r), st.lists(st.integers(0, 100), min_size=len(r),
-                                                 max_size=len(r)))
+        lambda r: st.tuples(
+            st.just(r), st.lists(st.integers(0, 100), min_size=len(r), max_size=len(r))
+        )
     )
 )
 def test_psi_is_non_negative_and_symmetric(pair: tuple[list[int], list[int]]) -> None:

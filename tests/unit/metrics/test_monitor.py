@@ -259,13 +259,15 @@ def test_monitoring_config_validates() -> None:
 
 
 def test_monitoring_config_from_nested_data() -> None:
-    config = MonitoringConfig.model_validate({
-        "reference_mode": "trailing",
-        "features": ["amount"],
-        "concept_detector": "page_hinkley",
-        "concept_params": {"threshold": 30, "mode": "up"},
-        "thresholds": {"psi_critical": 0.3, "latency_for": "2m"},
-    })
+    config = MonitoringConfig.model_validate(
+        {
+            "reference_mode": "trailing",
+            "features": ["amount"],
+            "concept_detector": "page_hinkley",
+            "concept_params": {"threshold": 30, "mode": "up"},
+            "thresholds": {"psi_critical": 0.3, "latency_for": "2m"},
+        }
+    )
     assert config.features == ("amount",)
     assert config.thresholds.psi_critical == 0.3
     assert config.thresholds.psi_warning == 0.1

@@ -13,8 +13,11 @@ from river import metrics as river_metrics
 from metrics.quality import RollingQuality, binary_log_loss, recall_at_precision, roc_auc
 
 examples = st.lists(
-    st.tuples(st.booleans(), st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.6, 0.9, 1.0]),
-              st.sampled_from([0.5, 1.0, 2.0])),
+    st.tuples(
+        st.booleans(),
+        st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.6, 0.9, 1.0]),
+        st.sampled_from([0.5, 1.0, 2.0]),
+    ),
     min_size=1,
     max_size=40,
 )
@@ -142,9 +145,9 @@ def test_rolling_quality_metrics_at_the_threshold_with_weights() -> None:
     assert r.accuracy == pytest.approx(8 / 10)
     assert r.precision == pytest.approx(3 / 4)
     assert r.recall == pytest.approx(3 / 4)
-    assert r.roc_auc == pytest.approx(_auc_pairs(
-        [True, False, True, False], [0.7, 0.6, 0.2, 0.1], [3.0, 1.0, 1.0, 5.0]
-    ))
+    assert r.roc_auc == pytest.approx(
+        _auc_pairs([True, False, True, False], [0.7, 0.6, 0.2, 0.1], [3.0, 1.0, 1.0, 5.0])
+    )
 
 
 def test_rolling_quality_undefined_metrics_are_none() -> None:
