@@ -338,7 +338,7 @@ class Bench:
         hop = latency.kafka_hop(
             self.settings("latency-hop"), hop_lines, hop_rate, LATENCY_STARTUP_S
         )
-        self.results["latency_hop"] = {
+        hop_point = self.results["latency_hop"] = {
             "fraction": LATENCY_HOP_FRACTION,
             "target_rate": hop_rate,
             "achieved_rate": hop["load"]["achieved_rate"],
@@ -349,8 +349,7 @@ class Bench:
         }
         self.show(
             f"Kafka hop alone @ {LATENCY_HOP_FRACTION:.0%} ({hop_rate:,.0f} ev/s): "
-            f"p50 {self.results['latency_hop']['p50']:.0f} ms, "
-            f"p99 {self.results['latency_hop']['p99']:.0f} ms"
+            f"p50 {hop_point['p50']:.0f} ms, p99 {hop_point['p99']:.0f} ms"
         )
         for fraction in LATENCY_FRACTIONS:
             rate = fraction * peak

@@ -110,8 +110,8 @@ class RdKafkaSource:
         self.rejoins = 0
         #: Where the consumer starts in partitions that gave no record yet, until a rebalance.
         self._start_offsets: dict[tuple[str, int], int] = {}
-        #: The assignment as the rebalance callbacks left it: asking librdkafka waits
-        #: for its main thread (~0.3 ms), once per loop cycle.
+        #: The assignment as the rebalance callbacks left it, the one view of it every
+        #: method uses: asking librdkafka waits for its main thread (~0.3 ms a call).
         self._assigned: set[tuple[str, int]] = set()
         options: dict[str, Any] = {
             **librdkafka_options(config),
@@ -207,6 +207,10 @@ class RdKafkaSource:
         """Every (topic, partition) assigned to this consumer."""
         return set(self._assigned)
 
+    def _assignment(self) -> list[RdTopicPartition]:
+        """The assigned partitions as librdkafka's calls take them."""
+        return [RdTopicPartition(topic, partition) for topic, partition in sorted(self._assigned)]
+
     def event_partitions(self) -> set[tuple[str, int]]:
         """The partitions of the events topic assigned to this consumer."""
         events = self.config.topics.events
@@ -225,7 +229,7 @@ class RdKafkaSource:
         ends = {}
         timeout = self.config.max_block_ms / 1000
         with _raised_as_kafka_errors():
-            for tp in self.consumer.assignment():
+            for tp in self._assignment():
                 _low, high = self.consumer.get_watermark_offsets(tp, timeout, cached)
                 if high >= 0:
                     ends[(tp.topic, tp.partition)] = high
@@ -241,7 +245,7 @@ class RdKafkaSource:
         partition, so they are asked once per assignment.
         """
         with _raised_as_kafka_errors():
-            found = self.consumer.position(self.consumer.assignment())
+            found = self.consumer.position(self._assignment())
             unknown = [tp for tp in found if tp.offset < 0]
             starts = self._starts(unknown)
         out = {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
@@ -281,11 +285,11 @@ class RdKafkaSource:
 
     def pause_assigned(self) -> None:
         with _raised_as_kafka_errors():
-            self.consumer.pause(self.consumer.assignment())
+            self.consumer.pause(self._assignment())
 
     def resume_assigned(self) -> None:
         with _raised_as_kafka_errors():
-            self.consumer.resume(self.consumer.assignment())
+            self.consumer.resume(self._assignment())
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
