@@ -296,7 +296,7 @@ class Bench:
         best = self._alternate({"scaling-one": {"count": 1}, "scaling-two": {"count": 2}})
         one, two = best["scaling-one"], best["scaling-two"]
         two["speedup"] = two["events_per_s"] / one["events_per_s"]
-        self.results["scaling"] = {"one": one, "two": two}
+        self.results["scaling"] = {"one": one, "two": two, "cores": os.cpu_count()}
         self.show(f"2 workers: {two['speedup']:.2f}x one")
 
     def latency(self) -> None:

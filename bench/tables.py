@@ -34,7 +34,9 @@ __all__ = [
     "GOALS",
     "Goal",
     "Row",
+    "cpu_per_event_us",
     "goals_of",
+    "machine_full_note",
     "markdown",
     "percentiles",
     "rich_table",
@@ -137,6 +139,42 @@ def _rss_text(rss: Mapping[str, float] | None) -> str:
     return " → ".join(f"{value:.0f}" for value in rss.values()) + " MB"
 
 
+def cpu_per_event_us(run: Mapping[str, Any]) -> dict[str, float]:
+    """Each process's CPU time per event of a run, in microseconds.
+
+    >>> cpu_per_event_us({"events": 1000, "cpu": {"worker-0": {"cpu_s": 0.5},
+    ...                                           "redis": {"cpu_s": 0.2}}})
+    {'worker-0': 500.0, 'redis': 200.0}
+    """
+    events = run.get("events") or 0
+    if not events:
+        return {}
+    return {name: 1e6 * entry["cpu_s"] / events for name, entry in run.get("cpu", {}).items()}
+
+
+def machine_full_note(run: Mapping[str, Any], cores: int | None) -> str:
+    """What the run's CPU per event allows once every core is busy, against its own rate.
+
+    Two workers on a machine the broker and Redis share can at best go as fast as
+    the cores allow at these costs per event (a little more when larger batches
+    make them cheaper), whatever the second worker adds.
+
+    >>> cpu = {"worker-0": {"cpu_s": 0.5}, "redis": {"cpu_s": 0.2}, "kafka": {"cpu_s": 0.1}}
+    >>> print(machine_full_note({"events": 1000, "events_per_s": 2000.0, "cpu": cpu}, 2))
+    CPU per event: worker-0 500, redis 200, kafka 100 µs; 2 cores full at 2,500 events/s (1.25x)
+    """
+    costs = cpu_per_event_us(run)
+    total_us = sum(costs.values())
+    if not cores or total_us <= 0 or not run.get("events_per_s"):
+        return ""
+    full = cores * 1e6 / total_us
+    each = ", ".join(f"{name} {us:.0f}" for name, us in costs.items())
+    return (
+        f"CPU per event: {each} µs; {cores} cores full at {full:,.0f} events/s "
+        f"({full / run['events_per_s']:.2f}x)"
+    )
+
+
 def rows_of(results: Mapping[str, Any]) -> list[Row]:
     """The table's rows, in scenario order, for whatever scenarios ``results`` holds."""
     ceiling = results.get("ceiling", {}).get("events_per_s")
@@ -189,6 +227,7 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             "1 worker, one group, 4 partitions",
             one["events_per_s"],
             cpu=_cpu_text(one.get("cpu")),
+            note=machine_full_note(one, results["scaling"].get("cores")),
         )
     two = results.get("scaling", {}).get("two")
     if two is not None:

@@ -233,3 +233,16 @@ def test_growth_is_measured_from_the_warm_up() -> None:
 def test_doctests(module: object) -> None:
     failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert failed == 0
+
+
+def test_the_one_worker_row_says_how_fast_the_machine_goes_when_full_at_its_costs() -> None:
+    results = full_results()
+    results["scaling"]["one"]["events"] = 4000
+    results["scaling"]["cores"] = 2
+    (row,) = [row for row in rows_of(results) if row.key == "scaling_one"]
+    assert row.note == (
+        "CPU per event: worker-0 250, other 250 µs; 2 cores full at 4,000 events/s (2.00x)"
+    )
+    del results["scaling"]["cores"]
+    (row,) = [row for row in rows_of(results) if row.key == "scaling_one"]
+    assert row.note == ""
