@@ -41,6 +41,7 @@ __all__ = [
     "collect_examples",
     "monitoring_overhead",
     "processor_rate",
+    "redis_main_thread_cpu_s",
     "run_backtest",
     "worker_like_processor",
 ]
@@ -196,6 +197,12 @@ def monitoring_overhead(
         "overhead_pct": 100.0 * (best[True] / best[False] - 1.0),
         "per_event_us": 1e6 * (best[True] - best[False]) / events,
     }
+
+
+def redis_main_thread_cpu_s(client: redis.Redis) -> float:
+    """CPU seconds Redis's main thread has used: the thread every command and script runs on."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
 
 
 def redis_store(settings: Settings, url: str) -> RedisStore:

@@ -175,6 +175,20 @@ def machine_full_note(run: Mapping[str, Any], cores: int | None) -> str:
     )
 
 
+def _redis_note(us_per_event: float | None) -> str:
+    """Redis's single thread per event, and the rate it caps a deployment at.
+
+    >>> _redis_note(160.0)
+    "Redis's main thread 160 µs CPU per event: one Redis serves at most 6,250 events/s"
+    """
+    if not us_per_event:
+        return ""
+    return (
+        f"Redis's main thread {us_per_event:.0f} µs CPU per event: "
+        f"one Redis serves at most {1e6 / us_per_event:,.0f} events/s"
+    )
+
+
 def rows_of(results: Mapping[str, Any]) -> list[Row]:
     """The table's rows, in scenario order, for whatever scenarios ``results`` holds."""
     ceiling = results.get("ceiling", {}).get("events_per_s")
@@ -203,6 +217,7 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             "processor_redis",
             "Processor + RedisStore (no Kafka)",
             results["processor_redis"]["events_per_s"],
+            note=_redis_note(results["processor_redis"].get("redis_cpu_us_per_event")),
         )
     for name, label in _WORKER_RUNS.items():
         run = results.get("worker", {}).get(name)

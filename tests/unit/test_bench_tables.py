@@ -246,3 +246,12 @@ def test_the_one_worker_row_says_how_fast_the_machine_goes_when_full_at_its_cost
     del results["scaling"]["cores"]
     (row,) = [row for row in rows_of(results) if row.key == "scaling_one"]
     assert row.note == ""
+
+
+def test_the_redis_row_says_what_one_redis_can_serve_at_its_cpu_per_event() -> None:
+    results = full_results()
+    results["processor_redis"]["redis_cpu_us_per_event"] = 200.0
+    (row,) = [row for row in rows_of(results) if row.key == "processor_redis"]
+    assert row.note == (
+        "Redis's main thread 200 µs CPU per event: one Redis serves at most 5,000 events/s"
+    )
