@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -389,14 +389,24 @@ class Processor:
         batch.out.stage_seconds["redis"] = time.perf_counter() - t0
         return result
 
-    def finish(self, batch: PreparedBatch, result: BatchOutcome) -> BatchOutput:
-        """Score and learn, in record order, from the store's outcomes."""
+    def finish(
+        self,
+        batch: PreparedBatch,
+        result: BatchOutcome,
+        emit: Callable[[Prediction], None] | None = None,
+    ) -> BatchOutput:
+        """Score and learn, in record order, from the store's outcomes.
+
+        ``emit`` is handed each champion prediction once its event is done (a
+        prediction depends only on the records before it), so the first events
+        of a large batch do not wait for its last one; the output has them too.
+        """
         out, stages = batch.out, batch.out.stage_seconds
         rows = zip(batch.ops, batch.events, result.outcomes, batch.valid, strict=True)
         for op, event, outcome, record in rows:
             if isinstance(outcome, EventOutcome):
                 assert event is not None
-                self._event_outcome(event, outcome, record, out, stages)
+                self._event_outcome(event, outcome, record, out, stages, emit)
             else:
                 self._label_outcome(op, outcome, out, batch.held)
         t3 = time.perf_counter()
@@ -415,6 +425,7 @@ class Processor:
         record: Record,
         out: BatchOutput,
         stages: dict[str, float],
+        emit: Callable[[Prediction], None] | None = None,
     ) -> None:
         """Score an event with every model, then learn its label if it is already known."""
         if outcome.status == "duplicate":
@@ -448,6 +459,8 @@ class Processor:
         stages["features"] += b - a
         stages["score"] += c - b
         stages["learn"] += clock() - c
+        if emit is not None:
+            emit(out.predictions[-1])
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
         """An event whose label window passed in silence: learned as a negative."""

@@ -36,7 +36,7 @@ from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, KafkaSource, UndeliveredError, ensure_topics, topic_plan
-from stream.processor import BatchOutput, ModelSlot, PreparedBatch, Processor, Record
+from stream.processor import BatchOutput, ModelSlot, Prediction, PreparedBatch, Processor, Record
 from stream.rdkafka_io import RdKafkaSink, RdKafkaSource
 from stream.runtime import tune_interpreter
 
@@ -129,6 +129,29 @@ class RetryingStore:
 
     def pending_count(self) -> int:
         return self.store.pending_count()
+
+
+class _PredictionSender:
+    """Publishes a batch's predictions, each as it is handed over, and times the sending."""
+
+    def __init__(
+        self, sink: KafkaSink | RdKafkaSink, topic: str, metrics: WorkerMetrics, received_s: float
+    ) -> None:
+        self.sink, self.topic, self.metrics = sink, topic, metrics
+        self.received_s = received_s
+        self.seconds = 0.0
+
+    def __call__(self, prediction: Prediction) -> None:
+        t0 = time.perf_counter()
+        now = time.time()
+        latency_s = now - self.received_s
+        value = prediction.to_json(latency_s * 1000)
+        self.sink.send(self.topic, prediction.event_id.encode(), value)
+        self.metrics.processing.observe(latency_s)
+        if prediction.record_timestamp_ms is not None:
+            delay = max(0.0, now - prediction.record_timestamp_ms / 1000)
+            self.metrics.event_to_prediction.observe(delay)
+        self.seconds += time.perf_counter() - t0
 
 
 @dataclass
@@ -446,19 +469,10 @@ class Worker:
 
     # ------------------------------------------------------------------ batches
 
-    def _publish(self, out: BatchOutput, received_s: float) -> None:
+    def _publish(self, out: BatchOutput) -> None:
+        """The batch's dead letters (its predictions went out as they were scored)."""
         assert self.sink is not None
-        self.sink.begin()
         topics = self.settings.kafka.topics
-        now = time.time()
-        latency_s = now - received_s
-        for prediction in out.predictions:
-            value = prediction.to_json(latency_s * 1000)
-            self.sink.send(topics.predictions, prediction.event_id.encode(), value)
-            self.metrics.processing.observe(latency_s)
-            if prediction.record_timestamp_ms is not None:
-                delay = max(0.0, now - prediction.record_timestamp_ms / 1000)
-                self.metrics.event_to_prediction.observe(delay)
         self.metrics.predictions.inc(len(out.predictions))
         for letter in out.dead_letters:
             self.sink.send(
@@ -523,17 +537,27 @@ class Worker:
         if flight is None:
             return
         assert self.source is not None
+        assert self.sink is not None
+        self.sink.begin()
+        topic = self.settings.kafka.topics.predictions
+        send = _PredictionSender(self.sink, topic, self.metrics, flight.received_s)
+        emit = send if self.sink.send_as_scored else None
         t0 = time.perf_counter()
-        out = self.processor.finish(flight.batch, flight.future.result())
+        out = self.processor.finish(flight.batch, flight.future.result(), emit)
         t1 = time.perf_counter()
-        self._publish(out, flight.received_s)
-        self.metrics.stage_seconds.labels(stage="produce").observe(time.perf_counter() - t1)
+        sent_s = send.seconds  # sending the predictions that went out as they were scored
+        if emit is None:
+            for prediction in out.predictions:
+                send(prediction)
+        self._publish(out)
+        produce_s = sent_s + time.perf_counter() - t1
+        self.metrics.stage_seconds.labels(stage="produce").observe(produce_s)
         for tp, offset in self.source.position(flight.records).items():
             self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset.offset)
         self._labels_since_checkpoint += out.labels_learned
         self.metrics.batches.inc()
         self.summary.add(len(flight.records), out)
-        self.summary.busy_seconds += (t1 - t0) + out.stage_seconds["decode"]
+        self.summary.busy_seconds += (t1 - t0 - sent_s) + out.stage_seconds["decode"]
 
     def _drop_inflight(self) -> None:
         """Forget the batch in flight (its effects in Redis are recognised on replay)."""
