@@ -314,9 +314,9 @@ class RdKafkaSink:
     sink commits offsets through an :class:`RdKafkaSource` (its group metadata).
     """
 
-    #: Each prediction goes out as soon as it is scored: ``produce`` only queues it for
-    #: librdkafka's own threads, so the first events of a large batch do not wait for
-    #: its last one.
+    #: Each prediction of a live batch goes out as soon as it is scored: ``produce`` only
+    #: queues it for librdkafka's own threads, so the first events of a burst do not wait
+    #: for its last one.
     send_as_scored = True
 
     def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
