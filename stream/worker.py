@@ -489,7 +489,7 @@ class Worker:
     # ------------------------------------------------------------------ batches
 
     def _publish(self, out: BatchOutput) -> None:
-        """The batch's dead letters (its predictions went out as they were scored)."""
+        """The batch's dead letters, and the count of its predictions (sent by now)."""
         assert self.sink is not None
         topics = self.settings.kafka.topics
         self.metrics.predictions.inc(len(out.predictions))
