@@ -101,7 +101,8 @@ NOTES = [
     "without its Monitor, alternated, best of each; the worker itself has no switch to turn "
     "monitoring off.",
     "Processor + RedisStore: the worker's Processor against the real Redis, no Kafka, batches "
-    "of 500 (the worker's max_poll_records); the unprofiled pass of the profile.",
+    "of 500 (the worker's max_poll_records); the unprofiled pass of the profile. Redis's CPU: "
+    "its main thread's (INFO cpu, used_cpu_*_main_thread) over that pass, per event.",
     "worker: `stream.worker.Worker` in its own process (`bench.worker_run`), all events and "
     "labels produced beforehand to 4 partitions; timed from the release of a start barrier "
     "(group joined, partitions assigned) to its last commit after the end offsets. "
@@ -118,7 +119,8 @@ NOTES = [
     "same schema, feature math and model; timed from its first record to its last.",
     "2 workers: one worker, then two worker processes in one group sharing the 4 partitions "
     "(checkpoints off), alternated, best of each; events/s from the first release to the "
-    "last commit of either.",
+    "last commit of either. The one-worker row's note divides each process's CPU by the events "
+    "and gives the rate at which those costs per event keep every core busy.",
     "latency: one worker ('checkpoints off'); an open-loop librdkafka producer (confluent-kafka) "
     "in the benchmark process (linger 5 ms as the project's, acks all, murmur2 keys; a few % of a "
     "core) sends events on a fixed schedule "
