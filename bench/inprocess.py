@@ -200,9 +200,12 @@ def monitoring_overhead(
 
 
 def redis_main_thread_cpu_s(client: redis.Redis) -> float:
-    """CPU seconds Redis's main thread has used: the thread every command and script runs on."""
+    """CPU seconds Redis's main thread has used: the thread every command and script runs on
+    (the whole server's before Redis 6.2, which does not report its threads apart)."""
     info = client.info("cpu")
-    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+    user = info.get("used_cpu_user_main_thread", info["used_cpu_user"])
+    system = info.get("used_cpu_sys_main_thread", info["used_cpu_sys"])
+    return float(user) + float(system)
 
 
 def redis_store(settings: Settings, url: str) -> RedisStore:
