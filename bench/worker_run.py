@@ -161,9 +161,9 @@ class BenchWorker(Worker):
 
     # ------------------------------------------------------------------ timers
 
-    def _publish(self, out: BatchOutput) -> None:
+    def _publish(self, out: BatchOutput, send: Callable[[Prediction], None] | None) -> None:
         t0 = time.perf_counter()
-        super()._publish(out)
+        super()._publish(out, send)
         self.stage_s["publish"] += time.perf_counter() - t0
 
     def checkpoint(self) -> None:

@@ -488,10 +488,14 @@ class Worker:
 
     # ------------------------------------------------------------------ batches
 
-    def _publish(self, out: BatchOutput) -> None:
-        """The batch's dead letters, and the count of its predictions (sent by now)."""
+    def _publish(self, out: BatchOutput, send: Callable[[Prediction], None] | None) -> None:
+        """The batch's predictions through ``send`` (None: they went out as they were
+        scored), then its dead letters."""
         assert self.sink is not None
         topics = self.settings.kafka.topics
+        if send is not None:
+            for prediction in out.predictions:
+                send(prediction)
         self.metrics.predictions.inc(len(out.predictions))
         for letter in out.dead_letters:
             self.sink.send(
@@ -566,10 +570,7 @@ class Worker:
         out = self.processor.finish(flight.batch, flight.future.result(), emit)
         t1 = time.perf_counter()
         sent_s = send.seconds  # sending the predictions that went out as they were scored
-        if emit is None:
-            for prediction in out.predictions:
-                send(prediction)
-        self._publish(out)
+        self._publish(out, None if emit else send)
         produce_s = sent_s + time.perf_counter() - t1
         self.metrics.stage_seconds.labels(stage="produce").observe(produce_s)
         for tp, offset in self.source.position(flight.records).items():
