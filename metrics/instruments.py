@@ -169,6 +169,12 @@ class WorkerMetrics:
             " resumes from its last commit and sends them again.",
             registry=registry,
         )
+        self.rewinds = Counter(
+            "streamlearn_rebalance_rewinds",
+            "Rebalances that took partitions while work was uncommitted: the worker undid"
+            " it and read its partitions again from the committed offsets.",
+            registry=registry,
+        )
         self.dependency_up = Gauge(
             "streamlearn_dependency_up",
             "1 when the last call to the dependency succeeded, else 0.",

@@ -21,7 +21,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    TopicPartition,
+)
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
@@ -144,11 +150,30 @@ def in_record_order(records: list[Record]) -> list[Record]:
     return records
 
 
+class _Revocations(ConsumerRebalanceListener):
+    """Counts the rebalances that took partitions away (revoked, or lost to an expired session)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            self.count += 1
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.on_partitions_revoked(lost)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
+
+
 class KafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
     Offsets are committed only when the caller says so (:meth:`commit` or a
-    transaction), never automatically.
+    transaction), never automatically. :attr:`revocations` counts the
+    rebalances that took partitions from this consumer: work done since the
+    last commit may then be done again by the partitions' next owner.
     """
 
     def __init__(
@@ -159,8 +184,8 @@ class KafkaSource:
         self._unassigned_since: float | None = None
         #: Times the consumer joined the group again for lack of partitions.
         self.rejoins = 0
+        self._revocations = _Revocations()
         self.consumer = KafkaConsumer(
-            *self.kinds,
             group_id=config.group_id,
             client_id=config.client_id,
             enable_auto_commit=False,
@@ -175,6 +200,12 @@ class KafkaSource:
             group_instance_id=instance_id if config.static_membership else None,
             **config.client_options(),
         )
+        self.consumer.subscribe(topics=list(self.kinds), listener=self._revocations)
+
+    @property
+    def revocations(self) -> int:
+        """Rebalances so far that took partitions from this consumer."""
+        return self._revocations.count
 
     def rejoin_when_unassigned(self) -> None:
         """Join the group again when it formed without partitions (topic metadata not yet in).
@@ -191,7 +222,7 @@ class KafkaSource:
         elif now - self._unassigned_since > REJOIN_AFTER_S:
             log.warning("no partitions after %.0f s: joining the group again", REJOIN_AFTER_S)
             self.consumer.unsubscribe()
-            self.consumer.subscribe(topics=list(self.kinds))
+            self.consumer.subscribe(topics=list(self.kinds), listener=self._revocations)
             self._unassigned_since = now
             self.rejoins += 1
 
@@ -268,6 +299,24 @@ class KafkaSource:
     def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         if offsets:
             self.consumer.commit(dict(offsets))
+
+    def rewind(self) -> dict[tuple[str, int], int]:
+        """Read every assigned partition again from the group's committed offset.
+
+        A partition without one starts where ``auto_offset_reset`` says, as a
+        newly assigned partition would. Returns the offset each now starts at.
+        """
+        starts = {}
+        for tp in self.consumer.assignment():
+            committed = self.consumer.committed(tp)
+            if committed is not None:
+                self.consumer.seek(tp, committed)
+            elif self.config.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
+            starts[(tp.topic, tp.partition)] = self.consumer.position(tp)
+        return starts
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records between the consumer's position and the end, per assigned partition."""
@@ -435,10 +484,13 @@ class KafkaSink:
     def commit(
         self,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-        group_id: str,
         source: KafkaSource,
     ) -> None:
-        """Make the batch's outputs visible and its input offsets committed."""
+        """Make the batch's outputs visible and its input offsets committed.
+
+        In a transaction the offsets carry the consumer's group generation: the
+        broker refuses them from a member the group has since moved on from.
+        """
         self.producer.flush(timeout=self.config.max_block_ms / 1000)
         self.deliveries.check(timeout_s=self.config.max_block_ms / 1000)
         if self.transactional:
@@ -446,7 +498,9 @@ class KafkaSink:
             transactions = self._transactions()
             if offsets:
                 self._await(
-                    transactions.send_offsets_to_transaction(dict(offsets), group_id),
+                    transactions.send_offsets_to_transaction(
+                        dict(offsets), source.consumer.group_metadata()
+                    ),
                     "adding the offsets to the transaction",
                 )
             self._await(transactions.begin_commit(), "committing the transaction")

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -108,6 +109,8 @@ class RdKafkaSource:
         #: Times the consumer joined the group again for lack of partitions (librdkafka
         #: follows new topic metadata by itself: always 0).
         self.rejoins = 0
+        #: Rebalances so far that took partitions from this consumer (revoked or lost).
+        self.revocations = 0
         #: Where the consumer starts in partitions that gave no record yet, until a rebalance.
         self._start_offsets: dict[tuple[str, int], int] = {}
         #: The assignment as the rebalance callbacks left it, the one view of it every
@@ -146,6 +149,8 @@ class RdKafkaSource:
     def _on_revoke(self, _consumer: Consumer, partitions: list[RdTopicPartition]) -> None:
         """Revoked or lost: the whole assignment (eager protocol) or a part (cooperative)."""
         self._start_offsets.clear()
+        if partitions:
+            self.revocations += 1
         self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     def rejoin_when_unassigned(self) -> None:
@@ -220,6 +225,31 @@ class RdKafkaSource:
         if offsets:
             with _raised_as_kafka_errors():
                 self.consumer.commit(offsets=_offsets(offsets), asynchronous=False)
+
+    def rewind(self) -> dict[tuple[str, int], int]:
+        """Read every assigned partition again from the group's committed offset.
+
+        A partition without one starts where ``auto_offset_reset`` says, as a
+        newly assigned partition would. A partition librdkafka is not fetching
+        yet starts there anyway and cannot be sought. Returns the offset (or
+        logical offset) each now starts at.
+        """
+        reset = OFFSET_BEGINNING if self.config.auto_offset_reset == "earliest" else OFFSET_END
+        starts: dict[tuple[str, int], int] = {}
+        if not self._assigned:
+            return starts
+        with _raised_as_kafka_errors():
+            found = self.consumer.committed(self._assignment(), self.config.max_block_ms / 1000)
+            for tp in found:
+                start = tp.offset if tp.offset >= 0 else reset
+                try:
+                    self.consumer.seek(RdTopicPartition(tp.topic, tp.partition, start))
+                except KafkaException as exc:
+                    if exc.args[0].code() != RdKafkaError._STATE:
+                        raise
+                    log.debug("%s:%d is not fetching yet: %s", tp.topic, tp.partition, exc)
+                starts[(tp.topic, tp.partition)] = start
+        return starts
 
     def end_offsets(self, cached: bool = False) -> dict[tuple[str, int], int]:
         """The end (high watermark) of every assigned partition.
@@ -379,7 +409,6 @@ class RdKafkaSink:
     def commit(
         self,
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-        group_id: str,
         source: RdKafkaSource,
     ) -> None:
         """Make the batch's outputs visible and its input offsets committed."""

@@ -243,6 +243,7 @@ class WorkerSummary:
     batches: int = 0
     checkpoints: int = 0
     recoveries: int = 0
+    rewinds: int = 0
     seconds: float = 0.0
     busy_seconds: float = 0.0
 
@@ -318,6 +319,7 @@ class Worker:
         self._last_registry_poll = 0.0
         self._last_lag = 0.0
         self._assignment: set[tuple[str, int]] = set()
+        self._revocations = 0
         self._inflight: _InFlight | None = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-store")
         self._http: Any = None
@@ -434,9 +436,8 @@ class Worker:
         """Snapshot the model, then commit the offsets it reflects (two phases)."""
         assert self.source is not None and self.sink is not None
         offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._uncommitted.items()}
-        group = self.settings.kafka.group_id
         if self.checkpoints is None or self.models is None:
-            self.sink.commit(offsets, group, self.source)
+            self.sink.commit(offsets, self.source)
             self._uncommitted.clear()
             self._last_checkpoint = time.monotonic()
             return
@@ -470,7 +471,7 @@ class Worker:
             REDIS_ERRORS,
             self.metrics,
         )
-        self.sink.commit(offsets, group, self.source)
+        self.sink.commit(offsets, self.source)
         retrying(checkpoints.confirm, "redis", REDIS_ERRORS, self.metrics)
         retrying(
             lambda: models.prune(note, self.settings.checkpoint.keep_versions, {info.version}),
@@ -531,6 +532,11 @@ class Worker:
         records = self.source.next_batch(0 if self._inflight else None)
         received_s = time.time()
         self.metrics.stage_seconds.labels(stage="poll").observe(time.perf_counter() - t0)
+        if self.source.revocations != self._revocations:
+            self._revocations = self.source.revocations
+            if records or self._uncommitted or self._inflight or self.sink.in_transaction:
+                self._rewind()
+                records = []
         self._update_lag()
         assignment = self.source.event_partitions()
         if assignment != self._assignment:
@@ -588,6 +594,29 @@ class Worker:
                 flight.future.result(timeout=60)
             except Exception as exc:  # noqa: BLE001 - it is dropped whatever happened
                 log.warning("dropped an in-flight batch: %s", exc)
+
+    def _rewind(self) -> None:
+        """After a rebalance took partitions: undo all work since the last commit.
+
+        The partitions' next owners read them from the committed offsets, so
+        this worker's uncommitted outputs and learned labels would be doubled
+        (and its late commit would move their offsets). It aborts the open
+        transaction, drops the batch in flight and the records just polled,
+        rewinds the model to its checkpoint and reads the partitions it still
+        owns again from their committed offsets. Unlike :meth:`_recover` it
+        keeps its clients: reconnecting would rebalance the group once more.
+        """
+        assert self.source is not None and self.sink is not None
+        self._drop_inflight()
+        self.sink.abort()
+        self._restore()
+        starts = self.source.rewind()
+        self.metrics.rewinds.inc()
+        self.summary.rewinds += 1
+        log.warning(
+            "partitions were revoked with work uncommitted: it is undone, reading again from %s",
+            ", ".join(f"{t}:{p}@{o}" for (t, p), o in sorted(starts.items())) or "nothing",
+        )
 
     def _read_to_end(self) -> bool:
         """True when the assigned partitions hold nothing more (False while Kafka is away)."""
