@@ -106,7 +106,8 @@ NOTES = [
     "worker: `stream.worker.Worker` in its own process (`bench.worker_run`), all events and "
     "labels produced beforehand to 4 partitions; timed from the release of a start barrier "
     "(group joined, partitions assigned) to its last commit after the end offsets. "
-    "'checkpoints off': no STREAMLEARN_MODEL_KEY, offsets committed after every batch; "
+    "'checkpoints off': no STREAMLEARN_MODEL_KEY, offsets committed every "
+    "kafka.commit_interval_s (1 s); "
     "'checkpoints + transactions': kafka.transactions=true, a signing key, default checkpoint "
     "cadence. The two are run alternately, twice each (once with --quick), and the best run "
     "of each is shown (every run's events/s is in bench.json).",
