@@ -294,16 +294,17 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         thresholds=_steps((t.dead_letter_ratio, "red")),
         min_value=0,
     )
-    lay.stat(
-        "Model version",
-        [("max by (version) (streamlearn_model_info)", "{{version}}")],
-        w=8,
-    )
-    lay.stat("Workers up", [(f'sum(up{{job="{JOB}"}})', "up")], w=8)
+    lay.stat("Model version", [("max by (version) (streamlearn_model_info)", "{{version}}")])
+    lay.stat("Workers up", [(f'sum(up{{job="{JOB}"}})', "up")])
     lay.stat(
         "Checkpoints (1h)",
         [("sum(increase(streamlearn_checkpoints_total[1h]))", "checkpoints")],
-        w=8,
+    )
+    lay.stat(
+        "Rebalance rewinds (1h)",
+        [("sum(increase(streamlearn_rebalance_rewinds_total[1h]))", "rewinds")],
+        description="Rebalances that took partitions while work was uncommitted: "
+        "the worker undid it and read again from the committed offsets.",
     )
 
     lay.row("Latency")
