@@ -61,6 +61,13 @@ class TopicsConfig(BaseModel):
     labels: str = Field(default="labels", min_length=1, max_length=200)
     predictions: str = Field(default="predictions", min_length=1, max_length=200)
     dead_letter: str = Field(default="dead-letter", min_length=1, max_length=200)
+    examples: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The training log: every learned label with the features the model saw,"
+        " keyed by event_id (unset: not published).",
+    )
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics.")
     create: bool = Field(default=True, description="Create missing topics at start.")
 

@@ -75,7 +75,8 @@ def committed_records(bootstrap: str, topic: str, idle_ms: int = 3000) -> Iterat
 def topic_plan(config: KafkaConfig) -> dict[str, int]:
     """Every topic streamlearn uses, with the partitions it is created with."""
     t = config.topics
-    return {name: t.partitions for name in (t.events, t.labels, t.predictions, t.dead_letter)}
+    names = (t.events, t.labels, t.predictions, t.dead_letter, t.examples)
+    return {name: t.partitions for name in names if name is not None}
 
 
 def ensure_topics(config: KafkaConfig, topics: Mapping[str, int]) -> list[str]:

@@ -62,6 +62,7 @@ from metrics.scorecard import Scorecard
 __all__ = [
     "BatchOutput",
     "DeadLetter",
+    "Example",
     "ModelSlot",
     "Prediction",
     "PreparedBatch",
@@ -139,6 +140,46 @@ class DeadLetter:
         )
 
 
+@dataclass(slots=True, frozen=True)
+class Example:
+    """One learned label with the features the model saw: a line of the training log.
+
+    >>> Example("e1", {"user_seen": 1.0, "ctx_device": "ios"}, 1.0, 1.0, "labels",
+    ...         "labels:0:7", 1000, 5000, 0.25, "3").to_json()[:60]
+    b'{"event_id":"e1","label":1.0,"weight":1.0,"kind":"labels","s'
+    """
+
+    event_id: str
+    x: dict
+    label: float
+    weight: float
+    #: How the label came: ``inline`` (in the event), ``labels`` (the labels topic), ``implicit``.
+    kind: str
+    #: The label's record (``topic:partition:offset``), or ``implicit``.
+    source: str
+    event_timestamp_ms: int
+    label_timestamp_ms: int
+    #: What the champion scored the event (None: its score was not stored).
+    score: float | None
+    model_version: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "event_id": self.event_id,
+                "label": self.label,
+                "weight": self.weight,
+                "kind": self.kind,
+                "source": self.source,
+                "event_timestamp": self.event_timestamp_ms,
+                "label_timestamp": self.label_timestamp_ms,
+                "score": self.score,
+                "model_version": self.model_version,
+                "features": self.x,
+            }
+        )
+
+
 @dataclass
 class ModelSlot:
     """A named model with its version, counters and monitor."""
@@ -173,6 +214,8 @@ class BatchOutput:
     predictions: list[Prediction] = field(default_factory=list)
     shadow_predictions: list[Prediction] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: The learned labels with their features, when the processor keeps them.
+    examples: list[Example] = field(default_factory=list)
     labels_learned: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -196,7 +239,8 @@ class Processor:
 
     The first slot is the champion whose predictions are published; the
     others score and learn in the shadow (challengers, or a side-by-side
-    comparison in a backtest).
+    comparison in a backtest). With ``keep_examples`` each batch's output
+    carries its learned labels with the features the model saw (:class:`Example`).
     """
 
     def __init__(
@@ -208,6 +252,7 @@ class Processor:
         threshold: float,
         metrics: WorkerMetrics | None = None,
         recent_events: int = 10_000,
+        keep_examples: bool = False,
     ) -> None:
         if not slots:
             raise ValueError("a processor needs at least one model")
@@ -222,6 +267,7 @@ class Processor:
         self._deferred_scores: dict[str, float] = {}
         self._recent: OrderedDict[str, _Scored] = OrderedDict()
         self._recent_max = recent_events
+        self.keep_examples = keep_examples
         self.events_seen = 0
 
     # ------------------------------------------------------------------ decode
@@ -288,13 +334,32 @@ class Processor:
 
     def _learn(
         self,
+        event_id: str,
         x: dict,
         label: AppliedLabel,
         scores: Sequence[float | None],
         event_time_ms: int,
         kind: str,
+        out: BatchOutput,
     ) -> None:
         """Every model learns the label; ``scores``: what each gave the event, when known."""
+        if self.keep_examples:
+            champion = self.slots[0]
+            out.examples.append(
+                Example(
+                    event_id,
+                    x,
+                    label.value,
+                    label.weight,
+                    kind,
+                    label.source,
+                    event_time_ms,
+                    label.timestamp_ms,
+                    scores[0] if scores else None,
+                    champion.version,
+                )
+            )
+        out.labels_learned += 1
         drifted = False
         y_true = is_positive(label.value)
         for index, slot in enumerate(self.slots):
@@ -454,8 +519,7 @@ class Processor:
             self._remember(event.event_id, _Scored(scores, x, event.timestamp))
         else:
             kind = "inline" if outcome.label.source == record.source else "labels"
-            self._learn(x, outcome.label, scores, event.timestamp, kind)
-            out.labels_learned += 1
+            self._learn(event.event_id, x, outcome.label, scores, event.timestamp, kind, out)
         stages["features"] += b - a
         stages["score"] += c - b
         stages["learn"] += clock() - c
@@ -466,8 +530,9 @@ class Processor:
         """An event whose label window passed in silence: learned as a negative."""
         scored = self._scored(implicit, {})
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
-        self._learn(scored.x, label, scored.scores, scored.event_time_ms, "implicit")
-        out.labels_learned += 1
+        self._learn(
+            implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit", out
+        )
         if self.metrics is not None:
             delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
             self.metrics.label_delay.observe(delay_ms / 1000)
@@ -547,10 +612,10 @@ class Processor:
         if outcome.status in ("learn", "relearn"):
             scored = self._scored(outcome, held)
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
-            self._learn(scored.x, label, scored.scores, scored.event_time_ms, "labels")
+            x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
+            self._learn(outcome.event_id, x, label, scores, event_time_ms, "labels", out)
             if self.metrics is not None:
-                delay_ms = max(0, op.timestamp_ms - scored.event_time_ms)
+                delay_ms = max(0, op.timestamp_ms - event_time_ms)
                 self.metrics.label_delay.observe(delay_ms / 1000)
-            out.labels_learned += 1
         elif outcome.status in ("duplicate", "late") and self.metrics is not None:
             self.metrics.labels_skipped.labels(reason=outcome.status).inc()

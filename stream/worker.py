@@ -308,6 +308,7 @@ class Worker:
             settings.limits,
             settings.model.threshold,
             self.metrics,
+            keep_examples=settings.kafka.topics.examples is not None,
         )
         self.source: KafkaSource | RdKafkaSource | None = None
         self.sink: KafkaSink | RdKafkaSink | None = None
@@ -491,7 +492,7 @@ class Worker:
 
     def _publish(self, out: BatchOutput, send: Callable[[Prediction], None] | None) -> None:
         """The batch's predictions through ``send`` (None: they went out as they were
-        scored), then its dead letters."""
+        scored), then its dead letters and its examples for the training log."""
         assert self.sink is not None
         topics = self.settings.kafka.topics
         if send is not None:
@@ -505,6 +506,9 @@ class Worker:
                 letter.to_json(),
                 [("reason", letter.reason.encode())],
             )
+        if topics.examples is not None:
+            for example in out.examples:
+                self.sink.send(topics.examples, example.event_id.encode(), example.to_json())
 
     def _update_lag(self) -> None:
         assert self.source is not None

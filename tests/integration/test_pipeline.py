@@ -40,6 +40,31 @@ def test_one_worker_scores_every_event_once_learns_every_label_and_counts_exactl
 
 
 @CLIENTS
+def test_the_training_log_has_each_learned_label_once_with_its_features(
+    kafka_bootstrap, redis_url, unique_prefix, client
+):
+    records = list(generate_world(WorldConfig(events=1_000, seed=8)))
+    kafka = {"client": client, "transactions": True}
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=2, kafka=kafka)
+    examples_topic = f"{unique_prefix}.examples"
+    topics = settings.kafka.topics.model_copy(update={"examples": examples_topic})
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topics": topics})}
+    )
+    produce(settings, lines_of(records))
+
+    (worker,) = run_workers(settings, 1)
+
+    examples = [orjson.loads(r.value) for r in drain(kafka_bootstrap, examples_topic)]
+    labels = {r["event_id"]: float(r["label"]) for r in records if "user_id" not in r}
+    assert len(examples) == worker.processor.slots[0].labels_learned == len(labels)
+    assert {e["event_id"]: e["label"] for e in examples} == labels
+    assert all(e["kind"] == "labels" and e["source"].startswith(f"{unique_prefix}.labels:")
+               for e in examples)  # fmt: skip
+    assert all(e["features"]["user_seen"] in (0.0, 1.0) for e in examples)
+
+
+@CLIENTS
 def test_two_workers_in_one_group_give_the_same_counters_as_one(
     kafka_bootstrap, redis_url, redis_client, unique_prefix, client
 ):
