@@ -342,7 +342,10 @@ class Processor:
         kind: str,
         out: BatchOutput,
     ) -> None:
-        """Every model learns the label; ``scores``: what each gave the event, when known."""
+        """Every model learns the label; ``scores``: what each gave the event, when known.
+
+        The batch counts the label, and keeps it with ``x`` as an example when asked to.
+        """
         if self.keep_examples:
             champion = self.slots[0]
             out.examples.append(
