@@ -114,6 +114,17 @@ def run_workers(
     return workers
 
 
+def assert_every_event_scored(
+    bootstrap: str, settings: Settings, records: Iterable[dict[str, Any]], once: bool
+) -> None:
+    """Every event has a committed prediction; exactly one when ``once`` (transactions)."""
+    events = {r["event_id"] for r in records if "user_id" in r}
+    per_event = Counter(r.key.decode() for r in drain(bootstrap, settings.kafka.topics.predictions))
+    assert set(per_event) == events
+    if once:
+        assert set(per_event.values()) == {1}, "each event_id once among committed predictions"
+
+
 def _split(workers: list[Worker]) -> bool:
     """Every worker owns event partitions, and no two own the same one."""
     owned = [set(worker._assignment) for worker in workers]

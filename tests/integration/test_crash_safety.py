@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import pytest
 import redis as redis_lib
@@ -11,7 +10,7 @@ import redis as redis_lib
 from stream.synthetic import WorldConfig, generate_world
 
 from .pipeline import (
-    drain,
+    assert_every_event_scored,
     kill_randomly,
     labels_learned_by_last_checkpoint,
     lines_of,
@@ -64,12 +63,6 @@ def test_kill_9_at_random_moments_then_restart_loses_and_doubles_nothing(
 
     assert kills >= 5, "the worker was killed several times"
     assert learned_while_killed > 0, "the killed workers checkpointed progress between kills"
-    events = {r["event_id"] for r in records if "user_id" in r}
-    per_event = Counter(
-        r.key.decode() for r in drain(kafka_bootstrap, settings.kafka.topics.predictions)
-    )
-    assert set(per_event) == events
-    if transactions:
-        assert set(per_event.values()) == {1}, "each event_id once among committed predictions"
+    assert_every_event_scored(kafka_bootstrap, settings, records, once=transactions)
     assert stored_counters(redis_client, unique_prefix) == recount(records)
     assert labels_learned_by_last_checkpoint(client, unique_prefix, group, KEY.encode()) == 3000

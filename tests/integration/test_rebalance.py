@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 
 import pytest
 
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
-from .pipeline import drain, lines_of, produce, recount, settings_for, stored_counters
+from .pipeline import (
+    assert_every_event_scored,
+    lines_of,
+    produce,
+    recount,
+    settings_for,
+    stored_counters,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,13 +66,8 @@ def test_a_worker_joining_mid_stream_doubles_no_prediction_or_label(
     assert workers[0].summary.rewinds >= 1, "the first worker undid its uncommitted work"
     assert workers[1].summary.records > 0, "the second worker took partitions over"
     assert workers[0].registry.get_sample_value("streamlearn_rebalance_rewinds_total") >= 1
-    events = {r["event_id"] for r in records if "user_id" in r}
-    per_event = Counter(
-        r.key.decode() for r in drain(kafka_bootstrap, settings.kafka.topics.predictions)
-    )
-    assert set(per_event) == events
-    if transactions:
-        assert set(per_event.values()) == {1}, "each event_id once among committed predictions"
+    assert_every_event_scored(kafka_bootstrap, settings, records, once=transactions)
     assert stored_counters(redis_client, unique_prefix) == recount(records)
+    labels = sum(1 for r in records if "user_id" not in r)
     learned = sum(w.slot.labels_learned for w in workers)
-    assert learned == len(records) - len(events), "each label learned by exactly one model"
+    assert learned == labels, "each label learned by exactly one model"
