@@ -114,6 +114,17 @@ def run_workers(
     return workers
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    """``predicate``'s first true value, polled every ``every`` seconds for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def assert_every_event_scored(
     bootstrap: str, settings: Settings, records: Iterable[dict[str, Any]], once: bool
 ) -> None:

@@ -31,6 +31,8 @@ from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from metrics.thresholds import MonitoringConfig
 
+from .pipeline import wait_for
+
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -39,16 +41,6 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 def query(prometheus_url: str, expr: str) -> dict[str, Any]:
     return get_json(f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ owner from the committed offsets, so the first worker must undo its own work.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from .pipeline import (
     recount,
     settings_for,
     stored_counters,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,9 +54,7 @@ def test_a_worker_joining_mid_stream_doubles_no_prediction_or_label(
     threads = [threading.Thread(target=w.run, kwargs={"idle_timeout_s": 6.0}) for w in workers]
 
     threads[0].start()
-    deadline = time.monotonic() + 120
-    while workers[0].summary.records < 1500 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: workers[0].summary.records >= 1500, 120, "the first worker to be busy", 0.01)
     assert workers[0].summary.records < len(records) / 2, "the first worker is mid-stream"
     threads[1].start()
     for thread in threads:

@@ -28,6 +28,7 @@ from .pipeline import (
     recount,
     settings_for,
     stored_counters,
+    wait_for,
     worker_process,
     write_config,
 )
@@ -35,14 +36,6 @@ from .pipeline import (
 pytestmark = pytest.mark.integration
 
 KEY = "recovery-test-signing-key-0123456789"
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
