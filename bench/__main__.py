@@ -49,7 +49,7 @@ from .env import (
 )
 from .hotpath import profile_hot_path
 from .memory import MODE as MEMORY_MODE
-from .tables import goals_of, percentiles, rich_table, rows_of, write_reports
+from .tables import goals_of, goals_together, percentiles, rich_table, rows_of, write_reports
 from .workers import REPO, run_workers
 
 SCENARIOS = (
@@ -431,6 +431,9 @@ class Bench:
         for goal in goals_of(self.results):
             verdict = {True: "[green]PASS", False: "[red]FAIL", None: "[yellow]n/a"}[goal.passed]
             self.console.print(f"{verdict}[/] {goal.name}: {goal.measured}")
+        together = goals_together(self.results)
+        if together:
+            self.console.print(together)
         for name, error in self.results.get("errors", {}).items():
             self.console.print(f"[red]{name} did not complete:[/red] {error}")
         self.console.print(f"reports in {self.out}/ (bench.md, bench.json, profile.txt)")

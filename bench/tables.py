@@ -36,6 +36,7 @@ __all__ = [
     "Row",
     "cpu_per_event_us",
     "goals_of",
+    "goals_together",
     "machine_full_note",
     "markdown",
     "percentiles",
@@ -172,6 +173,47 @@ def machine_full_note(run: Mapping[str, Any], cores: int | None) -> str:
     return (
         f"CPU per event: {each} µs; {cores} cores full at {full:,.0f} events/s "
         f"({full / run['events_per_s']:.2f}x)"
+    )
+
+
+def goals_together(results: Mapping[str, Any]) -> str:
+    """Whether the worker and scaling goals can both hold at the one-worker run's CPU costs.
+
+    One worker that keeps its core busy serves ``1 / w`` events/s, ``w`` its CPU per
+    event. Two workers share the cores with the broker, Redis and the rest (``o`` per
+    event), so they reach at most ``cores / (w + o)``: ``1.5x`` one worker needs
+    ``o <= w * (cores / 1.5 - 1)``. A worker at 50% of the ceiling has ``w <= 2 / ceiling``,
+    which bounds ``o`` with the ceiling alone, whatever the worker's own cost.
+
+    >>> cpu = {"worker-0": {"cpu_s": 0.4}, "kafka": {"cpu_s": 0.08}, "redis": {"cpu_s": 0.2}}
+    >>> results = {"ceiling": {"events_per_s": 6000.0},
+    ...            "scaling": {"one": {"events": 1000, "cpu": cpu}, "cores": 2}}
+    >>> print(goals_together(results))  # doctest: +NORMALIZE_WHITESPACE
+    worker >= 50% of ceiling and 2 workers >= 1.5x one, together: on 2 cores the broker,
+    Redis and the rest may spend at most 111 µs CPU per event (a third of a worker at 50%
+    of the ceiling, 333 µs); the 1-worker run measured 280 µs (kafka 80, redis 200)
+    >>> goals_together({"ceiling": {"events_per_s": 6000.0}})
+    ''
+    """
+    ceiling = results.get("ceiling", {}).get("events_per_s")
+    scaling = results.get("scaling", {})
+    one, cores = scaling.get("one"), scaling.get("cores")
+    if not ceiling or one is None or not cores:
+        return ""
+    costs = cpu_per_event_us(one)
+    others = {name: us for name, us in costs.items() if not name.startswith("worker")}
+    if not others or cores <= 1.5:
+        return ""
+    worker_max_us = 2e6 / ceiling
+    fraction = cores / GOALS["2 workers >= 1.5x one"] - 1
+    allowed = worker_max_us * fraction
+    each = ", ".join(f"{name} {us:.0f}" for name, us in others.items())
+    share = "a third" if math.isclose(fraction, 1 / 3) else f"{fraction:.2f}"
+    return (
+        f"worker >= 50% of ceiling and 2 workers >= 1.5x one, together: on {cores} cores "
+        f"the broker, Redis and the rest may spend at most {allowed:.0f} µs CPU per event "
+        f"({share} of a worker at 50% of the ceiling, {worker_max_us:.0f} µs); the 1-worker "
+        f"run measured {sum(others.values()):.0f} µs ({each})"
     )
 
 
@@ -382,8 +424,10 @@ def markdown(
     goals: Sequence[Goal],
     machine: Mapping[str, Any],
     notes: Sequence[str] = (),
+    together: str = "",
 ) -> str:
-    """The report: a header on the machine, the table, the goals, then the method notes."""
+    """The report: a header on the machine, the table, the goals (and ``together``, what
+    :func:`goals_together` says of two of them), then the method notes."""
     lines = ["# streamlearn benchmark", ""]
     if machine:
         cpu = machine.get("cpu", {})
@@ -406,6 +450,8 @@ def markdown(
         lines.append("No goal was measured in this run.")
     for goal in goals:
         lines.append(f"- **{_verdict(goal.passed)}** {goal.name}: {goal.measured}")
+    if together:
+        lines += ["", together]
     if notes:
         lines += ["", "## How each figure is measured", ""]
         lines += [f"- {note}" for note in notes]
@@ -450,12 +496,14 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     rows, goals = rows_of(results), goals_of(results)
     md = out / "bench.md"
-    md.write_text(markdown(rows, goals, machine, notes), encoding="utf-8")
+    together = goals_together(results)
+    md.write_text(markdown(rows, goals, machine, notes, together), encoding="utf-8")
     document = {
         "machine": machine,
         "results": results,
         "rows": [asdict(row) for row in rows],
         "goals": [asdict(goal) for goal in goals],
+        "goals_together": together,
         "notes": list(notes),
     }
     js = out / "bench.json"
