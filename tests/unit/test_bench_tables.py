@@ -261,7 +261,11 @@ def test_goals_together_bounds_the_broker_and_redis_by_the_ceiling_alone() -> No
     results = full_results()
     results["scaling"]["cores"] = 2
     results["scaling"]["one"].update(
-        events=1000, cpu={"worker-0": {"cpu_s": 0.5}, "kafka": {"cpu_s": 0.05}}
+        events=1000,
+        cpu={
+            "worker-0": {"cpu_s": 0.5, "core_pct": 90.0},
+            "kafka": {"cpu_s": 0.05, "core_pct": 9.0},
+        },
     )
     at_4000 = tables.goals_together(results)
     assert "at most 167 µs CPU per event" in at_4000  # 2/4000 s per event, a third of it
