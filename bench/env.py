@@ -26,15 +26,8 @@ from kafka import KafkaProducer
 
 from stream.config import Settings
 from stream.kafka_io import committed_records, event_key, route, topic_plan
-from stream.stack import (
-    Stack,
-    StackConfig,
-    StackError,
-    create_topics,
-    free_ports,
-    kafka_version,
-    private_stack_config,
-)
+from stream.stack import Stack, StackConfig, create_topics, free_ports, private_stack_config
+from stream.stack_install import StackError, kafka_version
 
 __all__ = [
     "CpuMeter",

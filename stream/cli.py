@@ -322,7 +322,7 @@ def demo(
 ) -> None:
     """The main job end to end: local stack, a synthetic stream, a worker, a report."""
     from stream.demo import run_demo
-    from stream.stack import StackError
+    from stream.stack_install import StackError
 
     _logging(False)
     try:

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from stream.config import Settings
 from stream.kafka_io import committed_records
-from stream.stack import Stack, StackConfig, write_scrape_target
+from stream.stack import Stack, StackConfig
+from stream.stack_files import write_scrape_target
 
 __all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "read_predictions"]
 

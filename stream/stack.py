@@ -3,9 +3,9 @@
 One module runs the services for the README, the tests and CI, without Docker. Each
 service is a plain child process started in its own session, tracked by a pid file
 under the stack root, so :meth:`Stack.down` stops exactly the processes that
-:meth:`Stack.up` started and nothing else. Kafka runs from jars resolved once with
-Maven into a cache outside the repository (:func:`ensure_kafka_jars`); the other
-services are Debian binaries (:func:`install_system_packages`).
+:meth:`Stack.up` started and nothing else. Kafka runs from jars resolved once with Maven
+(:mod:`stream.stack_install`), the other services are Debian binaries; their config files
+come from :mod:`stream.stack_files`.
 
 Layout of the root folder (``.stack/`` by default)::
 
@@ -29,76 +29,55 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import psutil
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from stream.stack_files import (
+    alertmanager_default_config,
+    kafka_log4j2_config,
+    kafka_server_properties,
+    prometheus_config,
+    write_scrape_target,
+)
+from stream.stack_install import (
+    REPO_ROOT,
+    StackError,
+    default_jar_cache,
+    ensure_kafka_jars,
+    jars_resolved,
+    kafka_version,
+)
+
 __all__ = [
-    "free_ports",
-    "private_stack_config",
     "ALL_SERVICES",
     "CORE_SERVICES",
-    "KAFKA_POM",
-    "REPO_ROOT",
-    "SYSTEM_PACKAGES",
     "ServiceStatus",
     "Stack",
     "StackConfig",
-    "StackError",
-    "alertmanager_default_config",
     "create_topics",
-    "default_jar_cache",
     "default_root",
-    "ensure_kafka_jars",
-    "install_system_packages",
-    "kafka_log4j2_config",
-    "kafka_server_properties",
-    "kafka_version",
-    "missing_system_packages",
-    "prometheus_config",
-    "write_scrape_target",
+    "free_ports",
+    "private_stack_config",
 ]
 
 ServiceName = Literal["kafka", "redis", "prometheus", "alertmanager"]
 
-#: Repository checkout this module belongs to (when installed editable or run from source).
-REPO_ROOT: Path = Path(__file__).resolve().parents[1]
-#: Maven project that resolves the Kafka broker and its runtime dependencies.
-KAFKA_POM: Path = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 #: Services started by a plain ``up``, in start order.
 CORE_SERVICES: tuple[ServiceName, ...] = ("kafka", "redis", "prometheus")
 #: Every service the stack knows, in start order.
 ALL_SERVICES: tuple[ServiceName, ...] = (*CORE_SERVICES, "alertmanager")
-#: Binary on PATH -> Debian package that provides it.
-SYSTEM_PACKAGES: dict[str, str] = {
-    "redis-server": "redis-server",
-    "prometheus": "prometheus",
-    "promtool": "prometheus",
-    "prometheus-alertmanager": "prometheus-alertmanager",
-    "kcat": "kcat",
-    "java": "default-jre-headless",
-    "mvn": "maven",
-}
-_MARKER = ".complete"
 _POLL = 0.2
-
-
-class StackError(RuntimeError):
-    """A service of the local stack could not be prepared, started or stopped."""
 
 
 def default_root() -> Path:
@@ -229,296 +208,6 @@ class ServiceStatus:
     log: Path
 
 
-# --------------------------------------------------------------------------- configs
-
-
-def kafka_server_properties(config: StackConfig) -> str:
-    """Render ``server.properties`` of a single combined KRaft node.
-
-    Parameters
-    ----------
-    config
-        Stack configuration (ports, host, root).
-
-    Returns
-    -------
-    str
-        The properties file content.
-
-    Examples
-    --------
-    >>> text = kafka_server_properties(StackConfig(root="/tmp/s", kafka_port=29092))
-    >>> "listeners=PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:9093" in text
-    True
-    """
-    h, p, c = config.host, config.kafka_port, config.kafka_controller_port
-    props = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{h}:{c}",
-        "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-        "advertised.listeners": f"PLAINTEXT://{h}:{p}",
-        "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "log.dirs": str(config.root / "kafka" / "data"),
-        "num.partitions": "1",
-        "offsets.topic.replication.factor": "1",
-        # Fewer internal partitions than the default 50: faster first group/transaction.
-        "offsets.topic.num.partitions": "8",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "8",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-    }
-    if config.kafka_sasl_port:
-        s = config.kafka_sasl_port
-        props["listeners"] += f",SASL_PLAINTEXT://{h}:{s}"
-        props["advertised.listeners"] += f",SASL_PLAINTEXT://{h}:{s}"
-        props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
-        props["sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-256"
-        users = " ".join(f'user_{name}="{password}"' for name, password in config.kafka_sasl_users)
-        props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = (
-            f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
-        )
-        props["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"] = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        )
-    return "".join(f"{k}={v}\n" for k, v in props.items())
-
-
-def kafka_log4j2_config(log_file: Path) -> str:
-    """Render a log4j2 YAML config writing the broker log to ``log_file`` (truncated on start).
-
-    Examples
-    --------
-    >>> "fileName: /tmp/server.log" in kafka_log4j2_config(Path("/tmp/server.log"))
-    True
-    """
-    doc = {
-        "Configuration": {
-            "Appenders": {
-                "File": {
-                    "name": "FILE",
-                    "fileName": str(log_file),
-                    "append": False,
-                    "PatternLayout": {"pattern": "[%d] %p %m (%c)%n"},
-                }
-            },
-            "Loggers": {
-                "Root": {"level": "INFO", "AppenderRef": [{"ref": "FILE"}]},
-                "Logger": [
-                    {"name": "kafka", "level": "INFO"},
-                    {"name": "org.apache.kafka", "level": "WARN"},
-                    {"name": "state.change.logger", "level": "WARN"},
-                ],
-            },
-        }
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def prometheus_config(config: StackConfig, *, alertmanager: bool) -> str:
-    """Render ``prometheus.yml`` for the stack.
-
-    The ``streamlearn`` job discovers worker targets from ``targets/*.json`` (``file_sd``),
-    rule files come from ``config.rules_dir`` and alerts go to the stack's Alertmanager
-    when ``alertmanager`` is true.
-
-    Examples
-    --------
-    >>> doc = yaml.safe_load(prometheus_config(StackConfig(root="/r"), alertmanager=False))
-    >>> doc["scrape_configs"][1]["file_sd_configs"][0]["files"]
-    ['/r/prometheus/targets/*.json']
-    """
-    doc: dict[str, object] = {
-        "global": {
-            "scrape_interval": config.scrape_interval,
-            "evaluation_interval": config.evaluation_interval,
-        },
-        "rule_files": [str(config.rules_dir / "*.yml")],
-        "scrape_configs": [
-            {
-                "job_name": "prometheus",
-                "static_configs": [{"targets": [f"{config.host}:{config.prometheus_port}"]}],
-            },
-            {
-                "job_name": "streamlearn",
-                "file_sd_configs": [
-                    {
-                        "files": [str(config.targets_dir / "*.json")],
-                        "refresh_interval": config.scrape_interval,
-                    }
-                ],
-            },
-        ],
-    }
-    if alertmanager:
-        doc["alerting"] = {
-            "alertmanagers": [
-                {"static_configs": [{"targets": [f"{config.host}:{config.alertmanager_port}"]}]}
-            ]
-        }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def alertmanager_default_config() -> str:
-    """Render a minimal Alertmanager config: every alert to one receiver that sends nothing.
-
-    Examples
-    --------
-    >>> yaml.safe_load(alertmanager_default_config())["route"]["receiver"]
-    'default'
-    """
-    doc = {
-        "route": {
-            "receiver": "default",
-            "group_by": ["alertname"],
-            "group_wait": "1s",
-            "group_interval": "5s",
-            "repeat_interval": "1h",
-        },
-        "receivers": [{"name": "default"}],
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-# ----------------------------------------------------------------------- kafka jars
-
-
-def kafka_version(pom: Path = KAFKA_POM) -> str:
-    """Read the ``kafka.version`` property of the runtime pom.
-
-    Raises
-    ------
-    StackError
-        When the pom is missing (the stack needs a repository checkout) or has no version.
-    """
-    if not pom.is_file():
-        raise StackError(
-            f"Kafka runtime pom not found at {pom}: the local stack runs from a checkout of "
-            "the streamlearn repository (pip install -e .), not from an installed wheel."
-        )
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314
-    if node is None or not (node.text or "").strip():
-        raise StackError(f"{pom} defines no <kafka.version> property")
-    return (node.text or "").strip()
-
-
-def default_jar_cache(version: str) -> Path:
-    """Return ``$XDG_CACHE_HOME/streamlearn/kafka-<version>`` (``~/.cache`` by default)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "streamlearn" / f"kafka-{version}"
-
-
-def ensure_kafka_jars(
-    cache_dir: Path | None = None,
-    *,
-    pom: Path = KAFKA_POM,
-    maven_repo: Path | None = None,
-) -> Path:
-    """Resolve the Kafka broker jars with Maven once; later calls reuse them offline.
-
-    Jars are copied into a temporary sibling folder which is renamed into place, and a
-    marker file is written only after Maven succeeded, so an interrupted run is retried.
-
-    Parameters
-    ----------
-    cache_dir
-        Destination folder; default :func:`default_jar_cache` of the pom's Kafka version.
-    pom
-        Maven project listing the runtime dependencies.
-    maven_repo
-        Maven local repository (``-Dmaven.repo.local``); default Maven's own (``~/.m2``).
-
-    Returns
-    -------
-    Path
-        The folder holding the jars (use it as ``-cp 'DIR/*'``).
-
-    Raises
-    ------
-    StackError
-        When Maven is missing or fails; the message carries the command and its output.
-    """
-    cache = cache_dir or default_jar_cache(kafka_version(pom))
-    if (cache / _MARKER).is_file():
-        return cache
-    if shutil.which("mvn") is None:
-        raise StackError("Maven (mvn) is not installed: run scripts/bootstrap first.")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_name(f"{cache.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    cmd = [
-        "mvn",
-        "-q",
-        "-B",
-        "-f",
-        str(pom),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={partial}",
-        "-DincludeScope=runtime",
-    ]
-    if maven_repo is not None:
-        cmd.append(f"-Dmaven.repo.local={maven_repo}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    jars = sorted(p.name for p in partial.glob("*.jar"))
-    if proc.returncode != 0 or not jars:
-        shutil.rmtree(partial, ignore_errors=True)
-        out = (proc.stdout + proc.stderr).strip().splitlines()[-30:]
-        raise StackError(
-            f"kafka jars: Maven failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(out)
-        )
-    (partial / _MARKER).write_text("\n".join(jars) + "\n")
-    shutil.rmtree(cache, ignore_errors=True)
-    try:
-        partial.rename(cache)
-    except OSError:  # a concurrent run finished first
-        shutil.rmtree(partial, ignore_errors=True)
-        if not (cache / _MARKER).is_file():
-            raise
-    return cache
-
-
-# ------------------------------------------------------------------ system packages
-
-
-def missing_system_packages() -> list[str]:
-    """Return the Debian packages whose binaries (:data:`SYSTEM_PACKAGES`) are not on PATH."""
-    return sorted({pkg for binary, pkg in SYSTEM_PACKAGES.items() if shutil.which(binary) is None})
-
-
-def install_system_packages() -> list[str]:
-    """Install the missing Debian packages with apt (``apt-get update`` once, then install).
-
-    Returns
-    -------
-    list of str
-        The packages installed (empty when nothing was missing).
-
-    Raises
-    ------
-    StackError
-        When not root, or when apt fails.
-    """
-    missing = missing_system_packages()
-    if not missing:
-        return []
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *missing]
-    if os.geteuid() != 0:
-        raise StackError(f"missing packages {missing}: run as root: apt-get update && {install}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], install):
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-            raise StackError(f"apt failed: {' '.join(cmd)}\n{tail}")
-    return missing
-
-
 # --------------------------------------------------------------------------- topics
 
 
@@ -608,49 +297,6 @@ def private_stack_config(root: Path, **overrides: Any) -> StackConfig:
         "startup_timeout": 180.0,
     }
     return StackConfig(**{**settings, **overrides})
-
-
-def write_scrape_target(
-    targets_dir: Path, name: str, address: str, labels: Mapping[str, str] | None = None
-) -> Path:
-    """Write a Prometheus ``file_sd`` target file ``<targets_dir>/<name>.json`` atomically.
-
-    Prometheus watches the folder and starts scraping within seconds.
-
-    Parameters
-    ----------
-    targets_dir
-        The folder the ``streamlearn`` job's ``file_sd_configs`` glob points at.
-    name
-        File stem, ``[A-Za-z0-9_.-]+``; also the ``target`` label of the scraped series.
-    address
-        ``host:port`` serving ``/metrics``.
-    labels
-        Extra target labels.
-
-    Returns
-    -------
-    Path
-        The target file written.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> path = write_scrape_target(Path(tempfile.mkdtemp()), "worker-1", "127.0.0.1:8000")
-    >>> json.loads(path.read_text())[0]["targets"]
-    ['127.0.0.1:8000']
-    """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"target name must match [A-Za-z0-9_.-]+, got {name!r}")
-    if not re.fullmatch(r"[^\s:/]+:\d{1,5}", address):
-        raise ValueError(f"target address must be host:port, got {address!r}")
-    targets_dir.mkdir(parents=True, exist_ok=True)
-    doc = [{"targets": [address], "labels": {"target": name, **(labels or {})}}]
-    path = targets_dir / f"{name}.json"
-    tmp = targets_dir / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 # ------------------------------------------------------------------------ processes
@@ -920,7 +566,7 @@ class Stack:
         if self.config.kafka_jars is not None:
             return self.config.kafka_jars
         cache = default_jar_cache(kafka_version())
-        if not (cache / _MARKER).is_file():
+        if not jars_resolved(cache):
             self._report("kafka: resolving jars with Maven (first run only)")
         return ensure_kafka_jars(cache)
 

@@ -18,13 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.stack import (
-    Stack,
-    StackConfig,
-    StackError,
-    create_topics,
-    default_root,
-)
+from stream.stack import Stack, StackConfig, create_topics, default_root
+from stream.stack_install import StackError
 
 __all__ = ["parse_topics", "stack_app", "status_table"]
 

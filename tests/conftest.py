@@ -33,13 +33,8 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from stream.stack import (
-    Stack,
-    StackConfig,
-    create_topics,
-    private_stack_config,
-    write_scrape_target,
-)
+from stream.stack import Stack, StackConfig, create_topics, private_stack_config
+from stream.stack_files import write_scrape_target
 
 ENV = {
     "kafka": "STREAMLEARN_TEST_KAFKA",
