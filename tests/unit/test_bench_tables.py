@@ -270,7 +270,10 @@ def test_goals_together_bounds_every_process_s_cpu_by_the_ceiling_and_the_cores(
     at_4000 = tables.goals_together(results)  # two workers at 3,000 events/s on 2 cores
     assert "at most 667 µs CPU per event" in at_4000
     assert "measured 550 µs with one (worker-0 500, kafka 50)" in at_4000
-    two = {"worker-0": {"cpu_s": 0.2}, "worker-1": {"cpu_s": 0.2}, "redis": {"cpu_s": 0.1}}
+    two = {
+        name: {"cpu_s": cpu_s, "core_pct": 50.0}
+        for name, cpu_s in (("worker-0", 0.2), ("worker-1", 0.2), ("redis", 0.1))
+    }
     results["scaling"]["two"].update(events=1000, cpu=two)
     both = tables.goals_together(results)
     assert both.endswith(" and 500 µs with two (worker-0 200, worker-1 200, redis 100)")
