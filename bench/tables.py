@@ -177,7 +177,7 @@ def machine_full_note(run: Mapping[str, Any], cores: int | None) -> str:
 
 
 def goals_together(results: Mapping[str, Any]) -> str:
-    """What the worker and scaling goals need together, against the one-worker run's CPU.
+    """What the worker and scaling goals need together, against the scaling runs' CPU.
 
     A worker at 50% of the ceiling serves ``ceiling / 2`` events/s, and two workers at
     1.5x that serve ``0.75 * ceiling``. Every process of the run (workers, broker, Redis,
