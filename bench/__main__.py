@@ -175,6 +175,7 @@ class Bench:
             "quick": self.args.quick,
             "memory_events": self.args.memory_events,
             "latency_seconds": self.args.latency_seconds,
+            "peak": self.args.peak,
         }
         write_reports(self.out, self.results, self.machine, NOTES)
 
@@ -305,7 +306,7 @@ class Bench:
     def latency(self) -> None:
         assert self.stack is not None
         stack = self.stack
-        peak = self.results["worker"][PEAK_RUN[self.args.client]]["events_per_s"]
+        peak = self.args.peak or self.results["worker"][PEAK_RUN[self.args.client]]["events_per_s"]
         seconds = self.args.latency_seconds
         most = math.ceil(
             peak * max(max(LATENCY_FRACTIONS) * seconds, LATENCY_WARMUP_FRACTION * LATENCY_WARMUP_S)
@@ -419,7 +420,7 @@ class Bench:
                 self.path.write_bytes(b"\n".join(self.lines) + b"\n")
                 self.save()
                 for name in selected:
-                    missing = [r for r in REQUIRES.get(name, ()) if r not in self.results]
+                    missing = [r for r in requirements(name, self.args) if r not in self.results]
                     if missing:
                         self.results.setdefault("errors", {})[name] = f"needs {missing}"
                         self.console.print(f"[yellow]{name} skipped: needs {missing}")
@@ -452,6 +453,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-events", type=int, default=None, help="default 1,000,000")
     parser.add_argument("--latency-seconds", type=float, default=None, help="per rate, default 20")
     parser.add_argument(
+        "--peak",
+        type=float,
+        default=None,
+        help="the worker's maximum events/s the latency rates are fractions of "
+        "(default: measured by the worker scenario, which then runs first)",
+    )
+    parser.add_argument(
         "--client",
         choices=list(PEAK_RUN),
         default=KafkaConfig().client,
@@ -464,25 +472,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.memory_events = 100_000 if args.quick else 1_000_000
     if args.latency_seconds is None:
         args.latency_seconds = 8.0 if args.quick else 20.0
+    if args.peak is not None and args.peak <= 0:
+        parser.error("--peak must be a positive rate")
     if args.events < 100:
         parser.error("--events must be at least 100")
     return args
 
 
-def selection(only: str) -> list[str]:
+def requirements(name: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """The scenarios ``name`` needs the figures of; none for the latency with ``--peak``."""
+    if name == "latency" and args.peak:
+        return ()
+    return REQUIRES.get(name, ())
+
+
+def selection(only: str, args: argparse.Namespace | None = None) -> list[str]:
     """The scenarios to run, in run order, with the ones they need.
 
     >>> selection("latency,scaling")
     ['worker', 'scaling', 'latency']
+    >>> selection("latency", parse_args(["--only", "latency", "--peak", "1600"]))
+    ['latency']
     >>> selection("")[:2]
     ['ceiling', 'backtest']
     """
+    args = args or parse_args([])
     wanted = {name.strip() for name in only.split(",") if name.strip()} or set(SCENARIOS)
     unknown = wanted - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     for name in list(wanted):
-        wanted.update(REQUIRES.get(name, ()))
+        wanted.update(requirements(name, args))
     return [name for name in SCENARIOS if name in wanted]
 
 
@@ -492,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))
-    Bench(args, console).run(selection(args.only))
+    Bench(args, console).run(selection(args.only, args))
 
 
 if __name__ == "__main__":
