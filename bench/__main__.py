@@ -420,7 +420,8 @@ class Bench:
                 self.path.write_bytes(b"\n".join(self.lines) + b"\n")
                 self.save()
                 for name in selected:
-                    missing = [r for r in requirements(name, self.args) if r not in self.results]
+                    needed = requirements(name, self.args.peak)
+                    missing = [r for r in needed if r not in self.results]
                     if missing:
                         self.results.setdefault("errors", {})[name] = f"needs {missing}"
                         self.console.print(f"[yellow]{name} skipped: needs {missing}")
@@ -479,30 +480,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def requirements(name: str, args: argparse.Namespace) -> tuple[str, ...]:
-    """The scenarios ``name`` needs the figures of; none for the latency with ``--peak``."""
-    if name == "latency" and args.peak:
+def requirements(name: str, peak: float | None = None) -> tuple[str, ...]:
+    """The scenarios ``name`` needs the figures of; none for the latency given a ``peak``."""
+    if name == "latency" and peak:
         return ()
     return REQUIRES.get(name, ())
 
 
-def selection(only: str, args: argparse.Namespace | None = None) -> list[str]:
+def selection(only: str, peak: float | None = None) -> list[str]:
     """The scenarios to run, in run order, with the ones they need.
 
     >>> selection("latency,scaling")
     ['worker', 'scaling', 'latency']
-    >>> selection("latency", parse_args(["--only", "latency", "--peak", "1600"]))
+    >>> selection("latency", peak=1600.0)
     ['latency']
     >>> selection("")[:2]
     ['ceiling', 'backtest']
     """
-    args = args or parse_args([])
     wanted = {name.strip() for name in only.split(",") if name.strip()} or set(SCENARIOS)
     unknown = wanted - set(SCENARIOS)
     if unknown:
         raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     for name in list(wanted):
-        wanted.update(requirements(name, args))
+        wanted.update(requirements(name, peak))
     return [name for name in SCENARIOS if name in wanted]
 
 
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 200))
-    Bench(args, console).run(selection(args.only, args))
+    Bench(args, console).run(selection(args.only, args.peak))
 
 
 if __name__ == "__main__":

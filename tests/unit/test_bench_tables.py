@@ -298,7 +298,7 @@ def test_goals_together_needs_the_ceiling_and_the_one_worker_run(tmp_path: Path)
 def test_a_given_peak_runs_the_latency_points_without_the_worker_scenario() -> None:
     given = bench_main.parse_args(["--only", "latency", "--peak", "1500"])
     assert given.peak == 1500.0
-    assert bench_main.selection(given.only, given) == ["latency"]
-    assert bench_main.selection("latency", bench_main.parse_args([])) == ["worker", "latency"]
+    assert bench_main.selection(given.only, given.peak) == ["latency"]
+    assert bench_main.selection("latency") == ["worker", "latency"]
     with pytest.raises(SystemExit):
         bench_main.parse_args(["--peak", "0"])
