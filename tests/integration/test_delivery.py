@@ -64,14 +64,18 @@ def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_deli
 
         thread = threading.Thread(target=run)
         thread.start()
-        deadline = time.monotonic() + 120
-        undelivered = worker.registry.get_sample_value("streamlearn_undelivered_records_total")
-        while not undelivered:
-            assert time.monotonic() < deadline, "the refused predictions were never noticed"
-            time.sleep(0.2)
+        try:  # a failed wait must not leave the worker running past the test
+            deadline = time.monotonic() + 120
             undelivered = worker.registry.get_sample_value("streamlearn_undelivered_records_total")
-        worker.stop()
-        thread.join(timeout=120)
+            while not undelivered:
+                assert time.monotonic() < deadline, "the refused predictions were never noticed"
+                time.sleep(0.2)
+                undelivered = worker.registry.get_sample_value(
+                    "streamlearn_undelivered_records_total"
+                )
+        finally:
+            worker.stop()
+            thread.join(timeout=120)
         assert not thread.is_alive()
 
         assert undelivered >= 300
