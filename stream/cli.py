@@ -116,25 +116,33 @@ def produce(
     config: ConfigOption = None,
 ) -> None:
     """Send a JSON-lines file of events and labels to Kafka, keyed by event_id."""
+    from kafka.errors import KafkaError
+
     from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
-    if kafka.topics.create:
-        ensure_topics(kafka, topic_plan(kafka))
     lines = read_json_lines(file)
-    sink = KafkaSink(kafka)
     topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
     counts = {"events": 0, "labels": 0}
-    with progress() as bar:
-        task = bar.add_task(f"producing {file.name}", total=len(lines))
-        for line in lines:
-            kind = route(line)
-            sink.send(topics[kind], event_key(line), line)
-            counts[kind] += 1
-            bar.advance(task)
-        sink.producer.flush()
-    sink.close()
+    try:
+        if kafka.topics.create:
+            ensure_topics(kafka, topic_plan(kafka))
+        sink = KafkaSink(kafka)
+        try:
+            with progress() as bar:
+                task = bar.add_task(f"producing {file.name}", total=len(lines))
+                for line in lines:
+                    kind = route(line)
+                    sink.send(topics[kind], event_key(line), line)
+                    counts[kind] += 1
+                    bar.advance(task)
+                sink.flush()
+        finally:
+            sink.close()
+    except KafkaError as error:
+        console.print(f"[red]Kafka at {kafka.bootstrap_servers}:[/red] {error}")
+        raise typer.Exit(1) from None
     console.print(
         f"sent {counts['events']} records to {topics['events']!r} and "
         f"{counts['labels']} to {topics['labels']!r} on {kafka.bootstrap_servers}"

@@ -29,7 +29,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownError
 from kafka.structs import OffsetAndMetadata
 
 from stream.config import KafkaConfig
@@ -492,8 +492,7 @@ class KafkaSink:
         In a transaction the offsets carry the consumer's group generation: the
         broker refuses them from a member the group has since moved on from.
         """
-        self.producer.flush(timeout=self.config.max_block_ms / 1000)
-        self.deliveries.check(timeout_s=self.config.max_block_ms / 1000)
+        self.flush()
         if self.transactional:
             self.begin()
             transactions = self._transactions()
@@ -509,6 +508,28 @@ class KafkaSink:
         else:
             source.commit(offsets)
 
+    def flush(self) -> None:
+        """Send what is buffered and wait for the answer to every send since the last flush.
+
+        Raises :class:`UndeliveredError` if it refused or never acknowledged some of them.
+        """
+        timeout_s = self.config.max_block_ms / 1000
+        self._flush_producer(timeout_s)
+        self.deliveries.check(timeout_s)
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        # kafka-python's flush raises UnknownError("Future not done") when the broker
+        # finds a batch it waits on too large and the batch is split into new ones;
+        # those are flushed in turn, down to single records the broker accepts or refuses.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+                return
+            except UnknownError:
+                if time.monotonic() >= deadline:
+                    raise KafkaTimeoutError(f"batches still split after {timeout_s:g} s") from None
+
     def abort(self) -> None:
         self.deliveries.reset()
         if self.transactional and self.in_transaction:
@@ -516,8 +537,10 @@ class KafkaSink:
             self._await(self._transactions().begin_abort(), "aborting the transaction")
 
     def close(self) -> None:
+        timeout_s = self.config.max_block_ms / 1000
         try:
-            self.producer.close(timeout=self.config.max_block_ms / 1000)
+            self._flush_producer(timeout_s)
+            self.producer.close(timeout=timeout_s)
         except KafkaTimeoutError:
             log.warning("closed the producer with records unsent (a resumed worker redoes them)")
 

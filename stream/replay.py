@@ -407,7 +407,7 @@ def replay(
                 on_send(1)
 
         start = pace(send_offsets([line.time_ms for line in lines], speed), send, clock, sleep)
-        sink.producer.flush()
+        sink.flush()
         summary.wall_seconds = clock() - start
     finally:
         sink.close()

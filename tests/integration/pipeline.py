@@ -72,7 +72,7 @@ def produce(settings: Settings, lines: Iterable[bytes]) -> Counter[str]:
         kind = route(line)
         sink.send(topics[kind], event_key(line), line)
         counts[kind] += 1
-    sink.producer.flush()
+    sink.flush()
     sink.close()
     return counts
 

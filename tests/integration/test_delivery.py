@@ -4,10 +4,13 @@ The predictions topic is created with a ``max.message.bytes`` below the size of
 a prediction, so the broker refuses every one. The worker (at-least-once mode)
 must not commit the offsets of their events; once the topic accepts them, a
 worker resumes from the last commit and every event gets its prediction.
+(Not in transactions: the broker cannot write a transaction's end marker into
+a topic this small either, so such a transaction never ends.)
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -16,11 +19,14 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
+from typer.testing import CliRunner
 
+from stream.cli import app
+from stream.kafka_io import KafkaSink, UndeliveredError
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
-from .pipeline import drain, lines_of, produce, run_workers, settings_for
+from .pipeline import drain, lines_of, produce, run_workers, settings_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +106,60 @@ def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_deli
         orjson.loads(r.value)["event_id"] for r in drain(kafka_bootstrap, topics.predictions)
     }
     assert predicted == {r["event_id"] for r in records if "user_id" in r}
+
+
+def small_topic(bootstrap: str, topic: str) -> None:
+    """A topic of one partition that refuses records over 64 bytes."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "64"})])
+    finally:
+        admin.close()
+
+
+class NoCommits:
+    def commit(self, offsets: object) -> None:
+        raise AssertionError("offsets committed for records the broker refused")
+
+
+def test_records_of_a_batch_split_for_being_too_large_are_reported_undelivered(
+    kafka_bootstrap, redis_url, unique_prefix
+):
+    """kafka-python splits a batch the broker refuses as too large and fails a flush
+    waiting on it with UnknownError("Future not done"); the sink flushes the halves
+    until each record is refused, and reports them all."""
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, kafka={"linger_ms": 1000})
+    topic = f"{unique_prefix}.small"
+    small_topic(kafka_bootstrap, topic)
+    sink = KafkaSink(settings.kafka)
+    try:
+        for n in range(200):
+            sink.send(topic, b"%d" % n, b"x" * 100)
+        with pytest.raises(UndeliveredError) as refused:
+            sink.commit({}, NoCommits())
+        assert refused.value.count == 200
+        assert "MessageSizeTooLargeError" in str(refused.value)
+        sink.flush()  # each refusal is reported once, so nothing is left to report
+    finally:
+        sink.close()
+    assert drain(kafka_bootstrap, topic, idle_ms=500) == []
+
+
+def test_produce_says_how_many_records_the_broker_refused_and_exits_1(
+    tmp_path, kafka_bootstrap, redis_url, unique_prefix
+):
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=1)
+    small_topic(kafka_bootstrap, settings.kafka.topics.events)
+    records = list(generate_world(WorldConfig(events=50, seed=8)))
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines_of(records)))
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    result = CliRunner().invoke(app, ["produce", str(path), "--config", str(config)])
+
+    assert result.exit_code == 1, result.output
+    refused = re.search(r"(\d+) records were not delivered", result.output)
+    assert refused, result.output
+    assert int(refused[1]) >= 50  # kafka-python fails the labels after the first refusal too
+    assert "MessageSizeTooLargeError" in result.output
+    assert "sent" not in result.output

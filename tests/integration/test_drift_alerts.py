@@ -152,7 +152,7 @@ class RunningWorker:
             for record in chunk:
                 line = orjson.dumps(record)
                 self.sink.send(self.topics[route(line)], event_key(line), line)
-            self.sink.producer.flush()
+            self.sink.flush()
             self.sent += len(chunk)
             self.events += sum(1 for r in chunk if "user_id" in r)
             wait_for(

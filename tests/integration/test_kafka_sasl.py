@@ -47,7 +47,7 @@ def test_worker_clients_authenticate_with_sasl_settings_and_an_environment_passw
 
     sink = KafkaSink(kafka)
     sink.send(kafka.topics.events, b"e1", b'{"event_id": "e1"}')
-    sink.producer.flush()
+    sink.flush()
     sink.close()
     source = KafkaSource(kafka)
     records = []
