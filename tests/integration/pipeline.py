@@ -114,15 +114,25 @@ def run_workers(
     return workers
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    """``predicate``'s first true value, polled every ``every`` seconds for up to ``timeout``."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    every: float = 0.2,
+    explain: Callable[[], str] | None = None,
+) -> Any:
+    """``predicate``'s first true value, polled every ``every`` seconds for up to ``timeout``.
+
+    On a timeout the failure carries ``explain()``, e.g. the state of the process waited on.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
 
 
 def assert_every_event_scored(
@@ -199,14 +209,21 @@ def exit_code(process: subprocess.Popen, log: Path, timeout_s: float) -> int:
     try:
         return process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGUSR1)
-        time.sleep(1.0)
+        state = worker_state(process, log)
         process.kill()
         process.wait(timeout=30)
-        raise AssertionError(
-            f"the worker still ran after {timeout_s:.0f}s; its log ends with\n"
-            + log.read_text(errors="replace")[-12000:]
-        ) from None
+        raise AssertionError(f"the worker still ran after {timeout_s:.0f}s; {state}") from None
+
+
+def worker_state(process: subprocess.Popen, log: Path) -> str:
+    """How the worker exited, or every thread's stack if it runs, and the end of its log."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        state = "it runs (its threads' stacks are in its log)"
+    else:
+        state = f"it exited with code {process.returncode}"
+    return f"{state}; its log ends with\n" + log.read_text(errors="replace")[-12000:]
 
 
 def wait_for_partitions(

@@ -30,6 +30,7 @@ from .pipeline import (
     stored_counters,
     wait_for,
     worker_process,
+    worker_state,
     write_config,
 )
 
@@ -55,12 +56,16 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
     env = {"STREAMLEARN_MODEL_KEY": KEY}
 
     process = worker_process(config, env=env)
+    log_path = tmp_path / "worker.log"
     predictions = settings.kafka.topics.predictions
     wait_for(
-        lambda: redis_client.exists(f"{unique_prefix}:s:ev-21-300"), 60, "the worker to be busy"
+        lambda: redis_client.exists(f"{unique_prefix}:s:ev-21-300"),
+        60,
+        "the worker to be busy",
+        explain=lambda: worker_state(process, log_path),
     )
     process.send_signal(signal.SIGTERM)
-    assert exit_code(process, tmp_path / "worker.log", 60) == 0
+    assert exit_code(process, log_path, 60) == 0
 
     store = CheckpointStore(redis_client, unique_prefix, settings.kafka.group_id, "worker-0")
     assert store.recover(lambda names: {}) is not None, "a confirmed checkpoint was written"
@@ -95,17 +100,18 @@ def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
         config = write_config(settings, tmp_path / "worker.yaml")
         client = redis_lib.Redis.from_url(cfg.redis_url)
         process = worker_process(config, "--idle-timeout", "10", env={"STREAMLEARN_MODEL_KEY": KEY})
+        log_path = tmp_path / "worker.log"
 
         for service, at_event in (("redis", 1500), ("kafka", 3500)):
             wait_for(
                 lambda n=at_event: _exists(client, f"{unique_prefix}:s:ev-33-{n}"),
                 120,
                 f"event {at_event} before restarting {service}",
+                explain=lambda: worker_state(process, log_path),
             )
             _restart(stack, service)
             assert process.poll() is None, f"the worker survived the {service} restart"
 
-        log_path = tmp_path / "worker.log"
         assert exit_code(process, log_path, 240) == 0, log_path.read_text()[-3000:]
         per_event = Counter(
             r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
