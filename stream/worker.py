@@ -368,9 +368,18 @@ class Worker:
 
     # ------------------------------------------------------------------ models
 
+    def _redis(self, call: Callable[[], T]) -> T:
+        """``call()``, waiting for Redis and retrying while it is unavailable.
+
+        Every Redis call of the worker goes through here (the store's through
+        :class:`RetryingStore`): Redis being away pauses the worker, never ends it.
+        """
+        return retrying(call, "redis", REDIS_ERRORS, self.metrics)
+
     def _use(self, version: str, reason: str) -> None:
-        assert self.models is not None
-        model, info = self.models.load(version)
+        models = self.models
+        assert models is not None
+        model, info = self._redis(lambda: models.load(version))
         self.slot.model = model
         self.slot.version = info.version
         self.slot.labels_learned = info.labels_learned
@@ -392,10 +401,8 @@ class Worker:
         checkpoint: Checkpoint | None = None
         if self.checkpoints is not None:
             store, source = self.checkpoints, self.source
-            checkpoint = retrying(
-                lambda: store.recover(source.committed), "redis", REDIS_ERRORS, self.metrics
-            )
-        current, generation = self.models.current_state()
+            checkpoint = self._redis(lambda: store.recover(source.committed))
+        current, generation = self._redis(self.models.current_state)
         if current is not None and generation > (checkpoint.generation if checkpoint else 0):
             self._use(current, f"promoted, generation {generation}")
         elif checkpoint is not None:
@@ -414,7 +421,7 @@ class Worker:
         if now - self._last_registry_poll < self.settings.checkpoint.registry_poll_seconds:
             return
         self._last_registry_poll = now
-        current, generation = self.models.current_state()
+        current, generation = self._redis(self.models.current_state)
         if generation != self._generation and current is not None:
             self._generation = generation
             self._use(current, f"promoted, generation {generation}")
@@ -451,7 +458,7 @@ class Worker:
         quality = monitor.snapshot()["quality"] if monitor is not None else {}
         models, checkpoints = self.models, self.checkpoints
         note = f"checkpoint of {self.name} in {self.settings.kafka.group_id}"
-        info = retrying(
+        info = self._redis(
             lambda: models.save(
                 self.slot.model,
                 name=self.slot.name,
@@ -461,24 +468,13 @@ class Worker:
                 offsets=names,
                 metrics={k: v for k, v in quality.items() if isinstance(v, float | int | None)},
                 note=note,
-            ),
-            "redis",
-            REDIS_ERRORS,
-            self.metrics,
+            )
         )
-        retrying(
-            lambda: checkpoints.prepare(Checkpoint(info.version, names, self._generation)),
-            "redis",
-            REDIS_ERRORS,
-            self.metrics,
-        )
+        self._redis(lambda: checkpoints.prepare(Checkpoint(info.version, names, self._generation)))
         self.sink.commit(offsets, self.source)
-        retrying(checkpoints.confirm, "redis", REDIS_ERRORS, self.metrics)
-        retrying(
-            lambda: models.prune(note, self.settings.checkpoint.keep_versions, {info.version}),
-            "redis",
-            REDIS_ERRORS,
-            self.metrics,
+        self._redis(checkpoints.confirm)
+        self._redis(
+            lambda: models.prune(note, self.settings.checkpoint.keep_versions, {info.version})
         )
         self.slot.version = info.version
         self._announce()
@@ -518,9 +514,7 @@ class Worker:
         for tp, lag in self.source.lag().items():
             self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         store = self.processor.store
-        self.metrics.pending_labels.set(
-            retrying(store.pending_count, "redis", REDIS_ERRORS, self.metrics)
-        )
+        self.metrics.pending_labels.set(self._redis(store.pending_count))
 
     def run_once(self) -> int:
         """Poll one batch and send it to Redis, then finish the batch before it.

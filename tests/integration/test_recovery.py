@@ -124,6 +124,59 @@ def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
         stack.down()
 
 
+@pytest.mark.timeout(300)
+def test_a_worker_waits_out_redis_being_away_between_batches(
+    fresh_stack_config, unique_prefix, tmp_path
+):
+    """Every Redis call of the worker's loop, the registry's too, waits for Redis and retries."""
+    stack = Stack(fresh_stack_config.model_copy(update={"redis_appendonly": True}))
+    stack.up(services=["kafka", "redis"])
+    try:
+        cfg = stack.config
+        records = list(generate_world(WorldConfig(events=400, seed=34)))
+        first, then = records[:200], records[200:]
+        settings = settings_for(
+            cfg.kafka_bootstrap,
+            cfg.redis_url,
+            unique_prefix,
+            partitions=1,
+            checkpoint={"registry_poll_seconds": 0.2},
+        )
+        produce(settings, lines_of(first))
+        config = write_config(settings, tmp_path / "worker.yaml")
+        log_path = tmp_path / "worker.log"
+        client = redis_lib.Redis.from_url(cfg.redis_url)
+        process = worker_process(config, env={"STREAMLEARN_MODEL_KEY": KEY})
+        wait_for(
+            lambda: _exists(client, f"{unique_prefix}:s:{_last_event(first)}"),
+            120,
+            "the first records",
+            explain=lambda: worker_state(process, log_path),
+        )
+        redis_process = psutil.Process(stack.pids()["redis"])
+        redis_process.terminate()
+        redis_process.wait(timeout=60)
+        time.sleep(3.0)  # many registry polls of an idle worker
+        assert process.poll() is None, worker_state(process, log_path)
+        stack.up(services=["redis"])
+        produce(settings, lines_of(then))
+        wait_for(
+            lambda: _exists(client, f"{unique_prefix}:s:{_last_event(then)}"),
+            120,
+            "the records sent after Redis came back",
+            explain=lambda: worker_state(process, log_path),
+        )
+        process.send_signal(signal.SIGTERM)
+        assert exit_code(process, log_path, 60) == 0
+        assert "redis unavailable" in log_path.read_text()
+    finally:
+        stack.down()
+
+
+def _last_event(records: list[dict]) -> str:
+    return [r for r in records if "user_id" in r][-1]["event_id"]
+
+
 def _exists(client: redis_lib.Redis, key: str) -> bool:
     try:
         return bool(client.exists(key))
