@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import orjson
 import psutil
@@ -79,98 +80,96 @@ def test_sigterm_finishes_the_batch_checkpoints_and_exits_zero(
     assert stored_counters(redis_client, unique_prefix) == recount(records)
 
 
-@pytest.mark.timeout(400)
-def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
-    fresh_stack_config, unique_prefix, tmp_path
-):
+@pytest.fixture
+def own_stack(fresh_stack_config) -> Iterator[Stack]:
+    """Kafka and Redis of the test's own, to restart; Redis keeps its data (AOF) across restarts."""
     stack = Stack(fresh_stack_config.model_copy(update={"redis_appendonly": True}))
     stack.up(services=["kafka", "redis"])
     try:
-        cfg = stack.config
-        records = list(generate_world(WorldConfig(events=6000, seed=33)))
-        settings = settings_for(
-            cfg.kafka_bootstrap,
-            cfg.redis_url,
-            unique_prefix,
-            partitions=2,
-            kafka={"max_poll_records": 50, "transactions": True, "session_timeout_ms": 6000},
-            checkpoint={"every_labels": 200, "every_seconds": 1},
-        )
-        produce(settings, lines_of(records))
-        config = write_config(settings, tmp_path / "worker.yaml")
-        client = redis_lib.Redis.from_url(cfg.redis_url)
-        process = worker_process(config, "--idle-timeout", "10", env={"STREAMLEARN_MODEL_KEY": KEY})
-        log_path = tmp_path / "worker.log"
-
-        for service, at_event in (("redis", 1500), ("kafka", 3500)):
-            wait_for(
-                lambda n=at_event: _exists(client, f"{unique_prefix}:s:ev-33-{n}"),
-                120,
-                f"event {at_event} before restarting {service}",
-                explain=lambda: worker_state(process, log_path),
-            )
-            _restart(stack, service)
-            assert process.poll() is None, f"the worker survived the {service} restart"
-
-        assert exit_code(process, log_path, 240) == 0, log_path.read_text()[-3000:]
-        per_event = Counter(
-            r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
-        )
-        assert len(per_event) == 6000 and set(per_event.values()) == {1}
-        assert stored_counters(client, unique_prefix) == recount(records)
-        log = (tmp_path / "worker.log").read_text()
-        assert "redis unavailable" in log
+        yield stack
     finally:
         stack.down()
+
+
+@pytest.mark.timeout(400)
+def test_redis_and_kafka_restarts_mid_stream_lose_and_double_nothing(
+    own_stack, unique_prefix, tmp_path
+):
+    cfg = own_stack.config
+    records = list(generate_world(WorldConfig(events=6000, seed=33)))
+    settings = settings_for(
+        cfg.kafka_bootstrap,
+        cfg.redis_url,
+        unique_prefix,
+        partitions=2,
+        kafka={"max_poll_records": 50, "transactions": True, "session_timeout_ms": 6000},
+        checkpoint={"every_labels": 200, "every_seconds": 1},
+    )
+    produce(settings, lines_of(records))
+    config = write_config(settings, tmp_path / "worker.yaml")
+    client = redis_lib.Redis.from_url(cfg.redis_url)
+    process = worker_process(config, "--idle-timeout", "10", env={"STREAMLEARN_MODEL_KEY": KEY})
+    log_path = tmp_path / "worker.log"
+
+    for service, at_event in (("redis", 1500), ("kafka", 3500)):
+        wait_for(
+            lambda n=at_event: _exists(client, f"{unique_prefix}:s:ev-33-{n}"),
+            120,
+            f"event {at_event} before restarting {service}",
+            explain=lambda: worker_state(process, log_path),
+        )
+        _stop(own_stack, service)
+        time.sleep(random.uniform(1.0, 2.0))
+        _start(own_stack, service)
+        assert process.poll() is None, f"the worker survived the {service} restart"
+
+    assert exit_code(process, log_path, 240) == 0, log_path.read_text()[-3000:]
+    per_event = Counter(
+        r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
+    )
+    assert len(per_event) == 6000 and set(per_event.values()) == {1}
+    assert stored_counters(client, unique_prefix) == recount(records)
+    assert "redis unavailable" in log_path.read_text()
 
 
 @pytest.mark.timeout(300)
-def test_a_worker_waits_out_redis_being_away_between_batches(
-    fresh_stack_config, unique_prefix, tmp_path
-):
+def test_a_worker_waits_out_redis_being_away_between_batches(own_stack, unique_prefix, tmp_path):
     """Every Redis call of the worker's loop, the registry's too, waits for Redis and retries."""
-    stack = Stack(fresh_stack_config.model_copy(update={"redis_appendonly": True}))
-    stack.up(services=["kafka", "redis"])
-    try:
-        cfg = stack.config
-        records = list(generate_world(WorldConfig(events=400, seed=34)))
-        first, then = records[:200], records[200:]
-        settings = settings_for(
-            cfg.kafka_bootstrap,
-            cfg.redis_url,
-            unique_prefix,
-            partitions=1,
-            checkpoint={"registry_poll_seconds": 0.2},
-        )
-        produce(settings, lines_of(first))
-        config = write_config(settings, tmp_path / "worker.yaml")
-        log_path = tmp_path / "worker.log"
-        client = redis_lib.Redis.from_url(cfg.redis_url)
-        process = worker_process(config, env={"STREAMLEARN_MODEL_KEY": KEY})
-        wait_for(
-            lambda: _exists(client, f"{unique_prefix}:s:{_last_event(first)}"),
-            120,
-            "the first records",
-            explain=lambda: worker_state(process, log_path),
-        )
-        redis_process = psutil.Process(stack.pids()["redis"])
-        redis_process.terminate()
-        redis_process.wait(timeout=60)
-        time.sleep(3.0)  # many registry polls of an idle worker
-        assert process.poll() is None, worker_state(process, log_path)
-        stack.up(services=["redis"])
-        produce(settings, lines_of(then))
-        wait_for(
-            lambda: _exists(client, f"{unique_prefix}:s:{_last_event(then)}"),
-            120,
-            "the records sent after Redis came back",
-            explain=lambda: worker_state(process, log_path),
-        )
-        process.send_signal(signal.SIGTERM)
-        assert exit_code(process, log_path, 60) == 0
-        assert "redis unavailable" in log_path.read_text()
-    finally:
-        stack.down()
+    cfg = own_stack.config
+    records = list(generate_world(WorldConfig(events=400, seed=34)))
+    first, then = records[:200], records[200:]
+    settings = settings_for(
+        cfg.kafka_bootstrap,
+        cfg.redis_url,
+        unique_prefix,
+        partitions=1,
+        checkpoint={"registry_poll_seconds": 0.2},
+    )
+    produce(settings, lines_of(first))
+    config = write_config(settings, tmp_path / "worker.yaml")
+    log_path = tmp_path / "worker.log"
+    client = redis_lib.Redis.from_url(cfg.redis_url)
+    process = worker_process(config, env={"STREAMLEARN_MODEL_KEY": KEY})
+    wait_for(
+        lambda: _exists(client, f"{unique_prefix}:s:{_last_event(first)}"),
+        120,
+        "the first records",
+        explain=lambda: worker_state(process, log_path),
+    )
+    _stop(own_stack, "redis")
+    time.sleep(3.0)  # many registry polls of an idle worker
+    assert process.poll() is None, worker_state(process, log_path)
+    _start(own_stack, "redis")
+    produce(settings, lines_of(then))
+    wait_for(
+        lambda: _exists(client, f"{unique_prefix}:s:{_last_event(then)}"),
+        120,
+        "the records sent after Redis came back",
+        explain=lambda: worker_state(process, log_path),
+    )
+    process.send_signal(signal.SIGTERM)
+    assert exit_code(process, log_path, 60) == 0
+    assert "redis unavailable" in log_path.read_text()
 
 
 def _last_event(records: list[dict]) -> str:
@@ -184,11 +183,13 @@ def _exists(client: redis_lib.Redis, key: str) -> bool:
         return False
 
 
-def _restart(stack: Stack, service: str) -> None:
+def _stop(stack: Stack, service: str) -> None:
     process = psutil.Process(stack.pids()[service])
     process.terminate()
     process.wait(timeout=60)
-    time.sleep(random.uniform(1.0, 2.0))
+
+
+def _start(stack: Stack, service: str) -> None:
     stack.up(services=[service])
     states = {s.service: s.state for s in stack.status()}
     assert states[service] == "up", f"{service} is back: {states}"
