@@ -241,18 +241,81 @@ def test_every_number_has_a_lower_and_an_upper_bound(path, kind, bounds):
     assert bounds.keys() & {"lt", "le"}, f"{path} has no upper bound"
 
 
+#: (field, a value below its range, a value above it): one row per number of the settings.
 OUT_OF_RANGE = [
-    (path, _outside(kind, bound, limit))
-    for path, kind, bounds in NUMERIC_FIELDS
-    for bound, limit in bounds.items()
+    ("kafka.max_poll_records", 0, 100_001),
+    ("kafka.poll_timeout_ms", -1, 60_001),
+    ("kafka.fetch_max_wait_ms", -1, 60_001),
+    ("kafka.fetch_min_bytes", 0, 16_777_217),
+    ("kafka.session_timeout_ms", 999, 1_800_001),
+    ("kafka.commit_interval_s", -0.5, 3601.0),
+    ("kafka.metadata_max_age_ms", 999, 3_600_001),
+    ("kafka.linger_ms", -1, 60_001),
+    ("kafka.batch_size", 1023, 16_777_217),
+    ("kafka.max_block_ms", 999, 3_600_001),
+    ("kafka.topics.partitions", 0, 1025),
+    ("redis.socket_timeout_s", 0.0, 3601.0),
+    ("model.threshold", -0.001, 1.001),
+    ("features.interactions.prior_rate", -0.001, 1.001),
+    ("features.interactions.prior_strength", 0.0, 1_000_001.0),
+    ("store.snapshot_ttl_s", 0.0, 31_536_001.0),
+    ("store.max_snapshots", 0, 1_000_000_001),
+    ("store.pending_max", 0, 100_000_001),
+    ("store.pending_ttl_s", -1.0, 31_536_001.0),
+    ("store.implicit_negative_after_s", -1.0, 31_536_001.0),
+    ("store.sweep_max", 0, 1_000_001),
+    ("limits.max_bytes", 0, 67_108_865),
+    ("limits.max_context", 0, 10_001),
+    ("limits.max_features", 0, 100_001),
+    ("limits.min_timestamp_ms", -1, 4_102_444_800_001),
+    ("limits.max_future_ms", -1, 31_536_000_001),
+    ("metrics.port", -1, 65_536),
+    ("checkpoint.every_labels", 0, 100_000_001),
+    ("checkpoint.every_seconds", 0.0, 86_401.0),
+    ("checkpoint.keep_versions", 0, 10_001),
+    ("checkpoint.registry_poll_seconds", -1.0, 3601.0),
+    ("monitoring.reference_size", 9, 1_000_001),
+    ("monitoring.window_size", 9, 1_000_001),
+    ("monitoring.n_bins", 1, 101),
+    ("monitoring.evaluate_every", 0, 1_000_001),
+    ("monitoring.max_categories", 0, 1001),
+    ("monitoring.max_detections", 0, 100_001),
+    ("monitoring.max_drift_events", 0, 100_001),
+    ("monitoring.quality_window", 9, 1_000_001),
+    ("monitoring.precision_target", 0.0, 1.001),
+    ("monitoring.thresholds.psi_warning", 0.0, 10.01),
+    ("monitoring.thresholds.psi_critical", 0.0, 10.01),
+    ("monitoring.thresholds.ks_critical", 0.0, 1.001),
+    ("monitoring.thresholds.positive_rate_ratio_high", 1.0, 1001.0),
+    ("monitoring.thresholds.positive_rate_ratio_low", 0.0, 1.0),
+    ("monitoring.thresholds.p99_latency_seconds", 0.0, 3601.0),
+    ("monitoring.thresholds.auc_drop", 0.0, 1.0),
+    ("monitoring.thresholds.auc_min", -0.001, 1.001),
+    ("monitoring.thresholds.consumer_lag_records", 0, 1_000_000_000_001),
+    ("monitoring.thresholds.dead_letter_ratio", 0.0, 1.001),
 ]
 
 
-@pytest.mark.parametrize(("path", "value"), OUT_OF_RANGE, ids=lambda v: str(v))
+def test_the_out_of_range_table_has_a_row_for_every_number():
+    assert sorted(path for path, _, _ in OUT_OF_RANGE) == sorted(p for p, _, _ in NUMERIC_FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(path, value) for path, low, high in OUT_OF_RANGE for value in (low, high)],
+    ids=lambda v: str(v),
+)
 def test_a_number_out_of_its_range_is_refused_naming_the_field(path, value):
     with pytest.raises(ConfigError) as caught:
         load_settings(**_nested(path, value))
     assert f"{path}: Input should be" in str(caught.value)
+
+
+@pytest.mark.parametrize(("path", "kind", "bounds"), NUMERIC_FIELDS, ids=lambda v: str(v))
+def test_each_bound_is_exact(path, kind, bounds):
+    for bound, limit in bounds.items():
+        with pytest.raises(ConfigError, match=f"{path}: Input should be"):
+            load_settings(**_nested(path, _outside(kind, bound, limit)))
 
 
 FLOAT_FIELDS = [path for path, kind, _ in NUMERIC_FIELDS if kind is float]
