@@ -546,6 +546,11 @@ def _unknown_setting(loc: tuple[str | int, ...]) -> str:
     return message
 
 
+def _is_secret(loc: tuple[str | int, ...]) -> bool:
+    """Whether ``loc`` is a secret field (or inside one), whose value is never shown."""
+    return any(tuple(loc[:2]) == secret for secret in _SECRET_FIELDS)
+
+
 def describe_error(error: ValidationError) -> str:
     """One line per problem: the field's dotted path and what is allowed.
 
@@ -570,7 +575,7 @@ def describe_error(error: ValidationError) -> str:
         where = ".".join(str(part) for part in loc) or "settings"
         message = item["msg"].removeprefix("Value error, ")
         value = item.get("input")
-        if isinstance(value, Mapping | BaseModel | SecretStr):
+        if isinstance(value, Mapping | BaseModel | SecretStr) or _is_secret(loc):
             lines.append(f"{where}: {message}")
         else:
             shown = mask_url(repr(value))

@@ -501,6 +501,13 @@ def test_a_check_across_a_section_does_not_print_the_section_and_its_secrets(mon
     assert "hunter2" not in message and "s3cret" not in message
 
 
+def test_a_refused_secret_value_is_not_shown():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(redis={"password": ["hunter2"]})
+    assert "redis.password: Input should be a valid string" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
 def test_log_lines_and_tracebacks_are_masked():
     try:
         raise ConnectionError("cannot reach redis://app:hunter2@cache:6379/0")
