@@ -6,7 +6,11 @@ import faulthandler
 import logging
 import os
 import signal
+import sys
+import threading
+import traceback
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated
 
 import orjson
@@ -45,10 +49,29 @@ def settings_or_exit(path: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
+def _masked_excepthook(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    """Print an uncaught exception as Python does, with the passwords of URLs masked."""
+    text = "".join(traceback.format_exception(kind, value, tb))
+    sys.stderr.write(mask_url(text))
+
+
+def _masked_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "unknown"
+    sys.stderr.write(f"Exception in thread {name}:\n")
+    _masked_excepthook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+
 def _logging(verbose: bool) -> None:
+    """Log lines, and the traceback of a crash, with the passwords of URLs masked."""
     handler = logging.StreamHandler()
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    sys.excepthook = _masked_excepthook
+    threading.excepthook = _masked_thread_excepthook
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 

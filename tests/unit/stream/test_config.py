@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 import types
 from typing import Any, Union, get_args, get_origin
 
@@ -524,6 +525,30 @@ def test_log_lines_and_tracebacks_are_masked():
     line = MaskingFormatter("%(message)s").format(record)
     assert "hunter2" not in line
     assert "redis://app:***@c/0 down" in line and "redis://app:***@cache:6379/0" in line
+
+
+def test_a_crash_of_a_command_prints_its_traceback_masked(monkeypatch, capsys):
+    from kafka.errors import KafkaTimeoutError
+
+    from stream.cli import _logging
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    _logging(False)
+    try:
+        raise KafkaTimeoutError("Unable to bootstrap from ['svc:hunter2@127.0.0.1:1']")
+    except KafkaTimeoutError:
+        sys.excepthook(*sys.exc_info())
+    worker = threading.Thread(
+        target=lambda: (_ for _ in ()).throw(OSError("redis://app:hunter2@cache/0 refused")),
+        name="poller",
+    )
+    worker.start()
+    worker.join()
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "Exception in thread poller" in err
+    assert "svc:***@127.0.0.1:1" in err and "redis://app:***@cache/0 refused" in err
+    assert "hunter2" not in err
 
 
 def test_the_model_command_masks_the_redis_password_when_redis_is_away(monkeypatch):
