@@ -158,22 +158,45 @@ class MaskingFormatter(logging.Formatter):
         return mask_url(super().format(record))
 
 
+#: A Kafka topic name: ASCII letters, digits, ``.``, ``_`` and ``-``.
+_TOPIC = r"^[A-Za-z0-9._-]+$"
+
+
 class TopicsConfig(BaseModel):
     model_config = _FROZEN
 
-    events: str = Field(default="events", min_length=1, max_length=200)
-    labels: str = Field(default="labels", min_length=1, max_length=200)
-    predictions: str = Field(default="predictions", min_length=1, max_length=200)
-    dead_letter: str = Field(default="dead-letter", min_length=1, max_length=200)
+    events: str = Field(default="events", min_length=1, max_length=200, pattern=_TOPIC)
+    labels: str = Field(default="labels", min_length=1, max_length=200, pattern=_TOPIC)
+    predictions: str = Field(default="predictions", min_length=1, max_length=200, pattern=_TOPIC)
+    dead_letter: str = Field(default="dead-letter", min_length=1, max_length=200, pattern=_TOPIC)
     examples: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        pattern=_TOPIC,
         description="The training log: every learned label with the features the model saw,"
         " keyed by event_id (unset: not published).",
     )
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics.")
     create: bool = Field(default=True, description="Create missing topics at start.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicsConfig:
+        names = {
+            role: getattr(self, role)
+            for role in ("events", "labels", "predictions", "dead_letter", "examples")
+            if getattr(self, role) is not None
+        }
+        for role, name in names.items():
+            if name in (".", ".."):
+                raise ValueError(f"{role}: {name!r} is not a valid Kafka topic name")
+            shared = [other for other, same in names.items() if same == name and other != role]
+            if shared:
+                raise ValueError(
+                    f"{role} and {', '.join(shared)} are the same topic {name!r}: each role needs"
+                    " its own (a worker would read its own outputs as input)"
+                )
+        return self
 
 
 class KafkaConfig(BaseModel):

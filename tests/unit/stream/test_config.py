@@ -385,6 +385,20 @@ def test_no_setting_is_nan_or_infinite(path, value):
             "kafka.bootstrap_servers: a comma-separated list of host:port without empty entries",
         ),
         ({"kafka": {"sasl_username": ""}}, "kafka.sasl_username: String should have at least 1"),
+        # topics: valid Kafka names, one per role
+        (
+            {"kafka": {"topics": {"events": "my events"}}},
+            "kafka.topics.events: String should match pattern",
+        ),
+        ({"kafka": {"topics": {"labels": ".."}}}, "kafka.topics: labels: '..' is not a valid"),
+        (
+            {"kafka": {"topics": {"predictions": "events"}}},
+            "kafka.topics: events and predictions are the same topic 'events'",
+        ),
+        (
+            {"kafka": {"topics": {"examples": "dead-letter"}}},
+            "kafka.topics: dead_letter and examples are the same topic 'dead-letter'",
+        ),
         # Redis: TLS settings need a TLS URL
         (
             {"redis": {"ssl_ca_certs": "/etc/ca.pem"}},
