@@ -47,7 +47,7 @@ from typing import Literal, Protocol
 
 import orjson
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.interactions import EntityState, InteractionConfig, observe, observe_label
 
@@ -71,27 +71,56 @@ __all__ = [
 class StoreConfig(BaseModel):
     """Retention of snapshots and pending labels, and implicit labelling."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    key_prefix: str = Field(default="sl", min_length=1, max_length=64)
+    key_prefix: str = Field(
+        default="sl",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\s{}]+$",
+        description="Prefix of every Redis key: no whitespace, no hash-tag braces.",
+    )
     snapshot_ttl_s: float = Field(
-        default=172_800.0, gt=0, description="How long a scored event waits for its label."
+        default=172_800.0,
+        gt=0,
+        le=31_536_000,
+        description="How long a scored event waits for its label (at most 365 days).",
     )
     max_snapshots: int = Field(
-        default=2_000_000, gt=0, description="Snapshots kept by the in-process store."
+        default=2_000_000,
+        gt=0,
+        le=1_000_000_000,
+        description="Snapshots kept by the in-process store.",
     )
     pending_max: int = Field(
-        default=100_000, gt=0, description="Most labels waiting for their event."
+        default=100_000, gt=0, le=100_000_000, description="Most labels waiting for their event."
     )
     pending_ttl_s: float = Field(
-        default=3600.0, gt=0, description="Event time a label waits for its event."
+        default=3600.0,
+        gt=0,
+        le=31_536_000,
+        description="Event time a label waits for its event.",
     )
     implicit_negative_after_s: float = Field(
         default=0.0,
         ge=0,
-        description="Learn an event as negative when no label came this long after it (0: off).",
+        le=31_536_000,
+        description="Learn an event as negative when no label came this long after it (0: off);"
+        " below snapshot_ttl_s, since the event's snapshot must outlive the wait.",
     )
-    sweep_max: int = Field(default=10_000, gt=0, description="Most implicit labels per batch.")
+    sweep_max: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="Most implicit labels per batch."
+    )
+
+    @model_validator(mode="after")
+    def _implicit_within_snapshot_ttl(self) -> StoreConfig:
+        if self.implicit_negative_after_s >= self.snapshot_ttl_s:
+            raise ValueError(
+                f"implicit_negative_after_s ({self.implicit_negative_after_s:g}) must be below"
+                f" snapshot_ttl_s ({self.snapshot_ttl_s:g}): the event's snapshot would expire"
+                " before its implicit label is due"
+            )
+        return self
 
 
 @dataclass(slots=True, frozen=True)

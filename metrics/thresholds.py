@@ -21,6 +21,7 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for AlertThresh
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -61,17 +62,17 @@ class AlertThresholds(BaseModel):
         Durations a condition must hold before its alert fires.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    psi_warning: float = Field(0.1, gt=0)
-    psi_critical: float = Field(0.25, gt=0)
+    psi_warning: float = Field(0.1, gt=0, le=10)
+    psi_critical: float = Field(0.25, gt=0, le=10)
     ks_critical: float = Field(0.2, gt=0, le=1)
-    positive_rate_ratio_high: float = Field(3.0, gt=1)
+    positive_rate_ratio_high: float = Field(3.0, gt=1, le=1000)
     positive_rate_ratio_low: float = Field(1 / 3, gt=0, lt=1)
-    p99_latency_seconds: float = Field(0.05, gt=0)
+    p99_latency_seconds: float = Field(0.05, gt=0, le=3600)
     auc_drop: float = Field(0.05, gt=0, lt=1)
     auc_min: float = Field(0.55, ge=0, le=1)
-    consumer_lag_records: int = Field(10_000, gt=0)
+    consumer_lag_records: int = Field(10_000, gt=0, le=1_000_000_000_000)
     dead_letter_ratio: float = Field(0.01, gt=0, le=1)
 
     concept_drift_window: Duration = "15m"
@@ -107,6 +108,33 @@ class AlertThresholds(BaseModel):
             for name, value in self.model_dump().items()
             if isinstance(value, int | float)
         }
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1_000_000
+
+
+#: The valid values of each drift detector's arguments: (check, what is allowed).
+_DETECTOR_PARAMS: dict[str, dict[str, tuple[Any, str]]] = {
+    "adwin": {
+        "delta": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+        "clock": (_count, "an integer in [1, 1000000]"),
+        "max_buckets": (_count, "an integer in [1, 1000000]"),
+        "min_window_length": (_count, "an integer in [1, 1000000]"),
+        "grace_period": (_count, "an integer in [1, 1000000]"),
+    },
+    "page_hinkley": {
+        "min_instances": (_count, "an integer in [1, 1000000]"),
+        "delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+        "threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
+        "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "mode": (lambda v: v in ("up", "down", "both"), "up, down or both"),
+    },
+}
 
 
 class MonitoringConfig(BaseModel):
@@ -167,7 +195,7 @@ class MonitoringConfig(BaseModel):
     (the concept drift detector and the quality metrics watch that).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     reference_mode: Literal["first_n", "trailing"] = "trailing"
     reference_size: int = Field(2000, ge=10, le=1_000_000)
@@ -195,6 +223,13 @@ class MonitoringConfig(BaseModel):
             DETECTORS[self.concept_detector](**self.concept_params)
         except TypeError as exc:
             raise ValueError(f"bad concept_params for {self.concept_detector}: {exc}") from exc
+        for name, value in self.concept_params.items():
+            allowed = _DETECTOR_PARAMS[self.concept_detector].get(name)
+            if allowed is not None and not allowed[0](value):
+                raise ValueError(
+                    f"concept_params.{name} of {self.concept_detector} must be {allowed[1]}"
+                    f" (got {value!r})"
+                )
         return self
 
     def summary(self) -> dict[str, Any]:

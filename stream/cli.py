@@ -6,7 +6,11 @@ import faulthandler
 import logging
 import os
 import signal
+import sys
+import threading
+import traceback
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated
 
 import orjson
@@ -15,7 +19,7 @@ import yaml
 from rich.table import Table
 
 from learners.model_cli import model_app
-from stream.config import ConfigError, Settings, load_settings
+from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
 from stream.stack_cli import stack_app
 from stream.ui import console, progress
 
@@ -40,15 +44,34 @@ def settings_or_exit(path: Path | None, **overrides: object) -> Settings:
     try:
         return load_settings(path, **overrides)
     except ConfigError as error:
-        console.print(f"[red]configuration error[/red]\n{error}")
+        console.print("configuration error", style="red")
+        console.print(str(error), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
+def _masked_excepthook(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    """Print an uncaught exception as Python does, with the passwords of URLs masked."""
+    text = "".join(traceback.format_exception(kind, value, tb))
+    sys.stderr.write(mask_url(text))
+
+
+def _masked_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "unknown"
+    sys.stderr.write(f"Exception in thread {name}:\n")
+    _masked_excepthook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Log lines, and the traceback of a crash, with the passwords of URLs masked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    sys.excepthook = _masked_excepthook
+    threading.excepthook = _masked_thread_excepthook
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
@@ -141,11 +164,17 @@ def produce(
         finally:
             sink.close()
     except KafkaError as error:
-        console.print(f"[red]Kafka at {kafka.bootstrap_servers}:[/red] {error}")
+        console.print(
+            f"Kafka at {mask_url(kafka.bootstrap_servers)}: {mask_url(str(error))}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     console.print(
         f"sent {counts['events']} records to {topics['events']!r} and "
-        f"{counts['labels']} to {topics['labels']!r} on {kafka.bootstrap_servers}"
+        f"{counts['labels']} to {topics['labels']!r} on {mask_url(kafka.bootstrap_servers)}"
     )
 
 
@@ -316,7 +345,13 @@ def replay(
                 on_send=lambda n: bar.advance(task, n),
             )
     except KafkaError as error:
-        console.print(f"[red]Kafka at {settings.kafka.bootstrap_servers}:[/red] {error!r}")
+        console.print(
+            f"Kafka at {mask_url(settings.kafka.bootstrap_servers)}: {mask_url(repr(error))}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     console.print(summary.table())
 
