@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from metrics.drift import DETECTORS
+from metrics.drift import BINARY_DETECTORS, DETECTORS
 
 __all__ = ["AlertThresholds", "Duration", "MonitoringConfig"]
 
@@ -133,7 +133,20 @@ class MonitoringConfig(BaseModel):
     max_categories
         Categories kept per categorical feature's reference; the rest are pooled.
     concept_detector, concept_params
-        River detector fed the log loss of each learned label, and its arguments.
+        River detector fed ``concept_signal`` of each learned label, and its
+        arguments. ``hddm_a``, ``hddm_w`` and ``ddm`` take 0/1 values: the
+        ``error`` signal only.
+    concept_signal
+        What the detector watches per label (:func:`metrics.drift.concept_signal`):
+        ``error`` (the decision's 0/1 error), ``brier`` or ``log_loss``.
+    concept_warmup_labels
+        Labels after a start or a reset during which no concept drift is
+        reported (the model's own learning moves its loss).
+    drift_warmup_labels
+        Labels a model learns before its predictions and features enter the
+        drift windows: the reference is taken from a settled model, and the
+        first comparison waits for it. A stream without labels starts them
+        after ten times as many predictions.
     concept_action
         What the learner does on a concept drift detection: nothing, reset the
         model, or start a challenger.
@@ -178,8 +191,11 @@ class MonitoringConfig(BaseModel):
         (), max_length=32
     )
     max_categories: int = Field(50, ge=1, le=1000)
-    concept_detector: Literal["adwin", "page_hinkley"] = "adwin"
+    concept_detector: Literal["adwin", "page_hinkley", "hddm_a", "hddm_w", "ddm"] = "adwin"
     concept_params: dict[str, int | float | str] = Field(default_factory=dict)
+    concept_signal: Literal["error", "brier", "log_loss"] = "error"
+    concept_warmup_labels: int = Field(1000, ge=0, le=1_000_000)
+    drift_warmup_labels: int = Field(1000, ge=0, le=1_000_000)
     concept_action: Literal["none", "reset", "challenger"] = "none"
     max_detections: int = Field(1000, ge=1, le=100_000)
     max_drift_events: int = Field(1000, ge=1, le=100_000)
@@ -195,6 +211,11 @@ class MonitoringConfig(BaseModel):
             DETECTORS[self.concept_detector](**self.concept_params)
         except TypeError as exc:
             raise ValueError(f"bad concept_params for {self.concept_detector}: {exc}") from exc
+        if self.concept_detector in BINARY_DETECTORS and self.concept_signal != "error":
+            raise ValueError(
+                f"concept_detector {self.concept_detector} takes 0/1 values:"
+                f" set concept_signal to error (it is {self.concept_signal})"
+            )
         return self
 
     def summary(self) -> dict[str, Any]:
