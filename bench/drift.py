@@ -311,7 +311,10 @@ def _markdown(
         "",
         "Prediction-drift alarms (PSI, KS, positive-rate ratio) on the stationary twins:"
         f" {prediction['with_warmup']} with the warm-up, {prediction['without_warmup']} without"
-        f" it, over {prediction['predictions']:,} predictions.",
+        f" it, over {prediction['predictions']:,} predictions; with the warm-up, per family"
+        " and seed: "
+        + "; ".join(f"{family} {counts}" for family, counts in prediction["by_family"].items())
+        + ".",
         "",
     ]
     return "\n".join(lines)
@@ -345,6 +348,10 @@ def run(
         "with_warmup": sum(len(r.prediction_alarms) for r in stationary),
         "without_warmup": sum(len(r.prediction_alarms_no_warmup) for r in stationary),
         "predictions": sum(len(r.scores) for r in stationary),
+        "by_family": {
+            family: [len(r.prediction_alarms) for r in stationary if r.scenario.family == family]
+            for family in families
+        },
     }
     meta = {
         "scenarios": len(plan),
@@ -386,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(families) - set(FAMILIES)
     if unknown:
         parser.error(f"unknown families {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
-    run(seeds, length, families, args.out, Console())
+    run(seeds, length, families, args.out, Console(width=120))
     return 0
 
 
