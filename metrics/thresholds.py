@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from metrics.drift import DETECTORS
+from metrics.drift import BINARY_DETECTORS, DETECTORS
 
 __all__ = ["AlertThresholds", "Duration", "MonitoringConfig"]
 
@@ -118,6 +118,10 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1_000_000
 
 
+def _probability(value: Any) -> bool:
+    return _number(value) and 0 < value < 1
+
+
 #: The valid values of each drift detector's arguments: (check, what is allowed).
 _DETECTOR_PARAMS: dict[str, dict[str, tuple[Any, str]]] = {
     "adwin": {
@@ -133,6 +137,22 @@ _DETECTOR_PARAMS: dict[str, dict[str, tuple[Any, str]]] = {
         "threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
         "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
         "mode": (lambda v: v in ("up", "down", "both"), "up, down or both"),
+    },
+    "hddm_a": {
+        "drift_confidence": (_probability, "a number in (0, 1)"),
+        "warning_confidence": (_probability, "a number in (0, 1)"),
+        "two_sided_test": (lambda v: isinstance(v, bool), "true or false"),
+    },
+    "hddm_w": {
+        "drift_confidence": (_probability, "a number in (0, 1)"),
+        "warning_confidence": (_probability, "a number in (0, 1)"),
+        "lambda_val": (_probability, "a number in (0, 1)"),
+        "two_sided_test": (lambda v: isinstance(v, bool), "true or false"),
+    },
+    "ddm": {
+        "warm_start": (_count, "an integer in [1, 1000000]"),
+        "warning_threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
+        "drift_threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
     },
 }
 
@@ -161,7 +181,20 @@ class MonitoringConfig(BaseModel):
     max_categories
         Categories kept per categorical feature's reference; the rest are pooled.
     concept_detector, concept_params
-        River detector fed the log loss of each learned label, and its arguments.
+        River detector fed ``concept_signal`` of each learned label, and its
+        arguments. ``hddm_a``, ``hddm_w`` and ``ddm`` take 0/1 values: the
+        ``error`` signal only.
+    concept_signal
+        What the detector watches per label (:func:`metrics.drift.concept_signal`):
+        ``error`` (the decision's 0/1 error), ``brier`` or ``log_loss``.
+    concept_warmup_labels
+        Labels after a start or a reset during which no concept drift is
+        reported (the model's own learning moves its loss).
+    drift_warmup_labels
+        Labels a model learns before its predictions and features enter the
+        drift windows: the reference is taken from a settled model, and the
+        first comparison waits for it. A stream without labels starts them
+        after ten times as many predictions.
     concept_action
         What the learner does on a concept drift detection: nothing, reset the
         model, or start a challenger.
@@ -206,8 +239,11 @@ class MonitoringConfig(BaseModel):
         (), max_length=32
     )
     max_categories: int = Field(50, ge=1, le=1000)
-    concept_detector: Literal["adwin", "page_hinkley"] = "adwin"
+    concept_detector: Literal["adwin", "page_hinkley", "hddm_a", "hddm_w", "ddm"] = "adwin"
     concept_params: dict[str, int | float | str] = Field(default_factory=dict)
+    concept_signal: Literal["error", "brier", "log_loss"] = "error"
+    concept_warmup_labels: int = Field(1000, ge=0, le=1_000_000)
+    drift_warmup_labels: int = Field(1000, ge=0, le=1_000_000)
     concept_action: Literal["none", "reset", "challenger"] = "none"
     max_detections: int = Field(1000, ge=1, le=100_000)
     max_drift_events: int = Field(1000, ge=1, le=100_000)
@@ -230,6 +266,11 @@ class MonitoringConfig(BaseModel):
                     f"concept_params.{name} of {self.concept_detector} must be {allowed[1]}"
                     f" (got {value!r})"
                 )
+        if self.concept_detector in BINARY_DETECTORS and self.concept_signal != "error":
+            raise ValueError(
+                f"concept_detector {self.concept_detector} takes 0/1 values:"
+                f" set concept_signal to error (it is {self.concept_signal})"
+            )
         return self
 
     def summary(self) -> dict[str, Any]:

@@ -278,6 +278,8 @@ OUT_OF_RANGE = [
     ("monitoring.reference_size", 9, 1_000_001),
     ("monitoring.window_size", 9, 1_000_001),
     ("monitoring.n_bins", 1, 101),
+    ("monitoring.concept_warmup_labels", -1, 1_000_001),
+    ("monitoring.drift_warmup_labels", -1, 1_000_001),
     ("monitoring.evaluate_every", 0, 1_000_001),
     ("monitoring.max_categories", 0, 1001),
     ("monitoring.max_detections", 0, 100_001),
