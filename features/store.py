@@ -28,8 +28,9 @@ TTL of event time (the latest event, label or watermark time the store has
 seen) is gone, with its watermarks. Both agree on any stream that spans less
 than the TTL, and a stream processed live meets both clocks at the same pace.
 Every other key the script writes expires too (snapshots, after
-``store.snapshot_ttl_s``) or is one of a fixed set per partition whose size is
-bounded (the pending labels and the implicit-label deadlines).
+``store.snapshot_ttl_s``) or is one of a fixed set of keys per partition: the
+pending labels (at most ``store.pending_max``) and the implicit-label deadlines
+(the events of the last ``store.implicit_negative_after_s`` of event time).
 
 Examples
 --------
