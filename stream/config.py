@@ -61,10 +61,12 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from river.base import Classifier
 
 from features.schema import Limits
 from features.store import StoreConfig
 from features.vector import FeatureConfig
+from learners.models import DEFAULT_BUCKETS, DEFAULT_MAX_CATEGORIES, build_model
 from metrics.thresholds import MonitoringConfig
 
 __all__ = [
@@ -389,6 +391,29 @@ class ModelConfig(BaseModel):
         description="A preset (logistic, hoeffding_tree, arf) or package.module:function.",
     )
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Decision threshold.")
+    max_categories: int = Field(
+        default=DEFAULT_MAX_CATEGORIES,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Values of each string feature a preset model keeps apart; later values share "
+            "category_buckets buckets (0: no bound)."
+        ),
+    )
+    category_buckets: int = Field(
+        default=DEFAULT_BUCKETS,
+        ge=1,
+        le=65_536,
+        description="Buckets per string feature for the values beyond max_categories.",
+    )
+
+    def build(self, spec: str | None = None) -> Classifier:
+        """A fresh model for ``spec`` (default: ``self.spec``) with this vocabulary bound.
+
+        >>> ModelConfig(max_categories=8).build().__class__.__name__
+        'Pipeline'
+        """
+        return build_model(spec or self.spec, self.max_categories, self.category_buckets)
 
 
 class CheckpointConfig(BaseModel):
