@@ -311,7 +311,6 @@ class MemoryStore:
             applied = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
         elif op.event_id in self.pending:
             applied = self.pending.pop(op.event_id)
-            self._compact_pending()
         elif self.config.implicit_negative_after_s > 0:
             deadline = op.timestamp_ms + int(self.config.implicit_negative_after_s * 1000)
             heapq.heappush(self.deadlines.setdefault(op.partition, []), (deadline, op.event_id))
@@ -386,9 +385,14 @@ class MemoryStore:
                 taken.append(ExpiredLabel(entry[1], self.pending.pop(entry[1]), cause))
         return taken
 
+    def pending_entries(self) -> int:
+        """Entries in the pending labels' heaps: at most ``4 * pending + 2048`` after a batch."""
+        by_partition = sum(len(heap) for heap in self._pending_by_partition.values())
+        return len(self._pending_all) + by_partition
+
     def _compact_pending(self) -> None:
         """Drop the heaps' entries of labels that left, once they outnumber the rest."""
-        if len(self._pending_all) <= 2 * len(self.pending) + 1024:
+        if self.pending_entries() <= 4 * len(self.pending) + 2048:
             return
         self._pending_all = [entry for entry in self._pending_all if self._is_pending(entry)]
         heapq.heapify(self._pending_all)

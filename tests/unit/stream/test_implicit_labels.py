@@ -116,6 +116,7 @@ def test_the_pending_limit_holds_when_labels_come_without_any_event():
         out = processor.process(labels[start : start + 250])
         letters += out.dead_letters
         assert processor.store.pending_count() <= 100
+        assert processor.store.pending_entries() <= 4 * 100 + 2048, "its index is bounded too"
     assert processor.store.pending_count() == 100
     assert sorted(processor.store.pending) == sorted(f"ghost{n}" for n in range(2900, 3000))
     assert [d.offset for d in letters] == list(range(2900)), "the oldest leave first"
