@@ -130,6 +130,14 @@ local function evict(event_id, cause)
   if waiting ~= '' then redis.call('ZREM', pending_zset(partition_of(pending_source(waiting))), event_id) end
 end
 
+-- Labels left waiting by a version that kept no set of them all join it once.
+if redis.call('EXISTS', pending_all) == 0 and redis.call('HLEN', pending_hash) > 0 then
+  local waiting = redis.call('HGETALL', pending_hash)
+  for i = 1, #waiting, 2 do
+    redis.call('ZADD', pending_all, string.match(waiting[i + 1], '|([^|]*)$'), waiting[i])
+  end
+end
+
 for event_id, score in pairs(scores) do
   local snap = snapshot_key(event_id)
   if redis.call('EXISTS', snap) == 1 then redis.call('HSET', snap, 'sc', score) end

@@ -184,3 +184,33 @@ def test_redis_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
         assert memory.pending_count() == remote.pending_count() <= config.pending_max
     assert causes == {"ttl", "max_wait", "overflow"}
     assert {2, 3} <= waited, "labels:2 and labels:3 (no events partition) expire too"
+
+
+def test_labels_left_waiting_without_the_set_of_them_all_are_bounded_and_expire(
+    redis_url, unique_prefix
+):
+    client = redis.Redis.from_url(redis_url)
+    config = StoreConfig(
+        key_prefix=unique_prefix, pending_max=3, pending_ttl_s=60, pending_max_wait_s=600
+    )
+    t0 = 1_767_225_600_000
+    for n in range(4):  # as an earlier version stored them: the hash and a partition's set
+        client.hset(f"{unique_prefix}:pl", f"old{n}", f"1|1|lb:5:{n}|{t0 + n}")
+        client.zadd(f"{unique_prefix}:plz:5", {f"old{n}": t0 + n})
+    store = RedisStore(client, config, InteractionConfig())
+
+    outcome = store.apply([LabelOp("new", "lb:0:0", 1.0, 1.0, t0 + 10)], {}, {}, -1)
+    assert [(e.event_id, e.cause) for e in outcome.expired] == [
+        ("old0", "overflow"),
+        ("old1", "overflow"),
+    ]
+    assert store.pending_count() == 3
+
+    outcome = store.apply([], {}, {}, t0 + 600_003)
+    assert [(e.event_id, e.cause) for e in outcome.expired] == [
+        ("old2", "max_wait"),
+        ("old3", "max_wait"),
+    ]
+    assert outcome.expired[0].label.source == "lb:5:2"
+    assert store.pending_count() == 1
+    assert client.zcard(f"{unique_prefix}:plz:5") == 0
