@@ -10,12 +10,17 @@
 --           leaves out the payload, states and score
 -- ARGV[3] scores of earlier events to store in their snapshots, JSON object {event_id: "score"}
 -- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, state_ttl_ms (0: entities
---           never expire), pending_max, pending_ttl_ms, implicit_ms (0: off), sweep_max,
---           and watermarks: an array of
---           [partition, event time] for the partitions this worker owns. Labels wait,
+--           never expire), pending_max, pending_ttl_ms, max_wait_ms, implicit_ms (0: off),
+--           sweep_max, watermarks: an array of [partition, event time] for the partitions
+--           this worker owns, and clock: the worker's event time over all of them (-1: none
+--           yet). Labels wait,
 --           and events wait for implicit labels, in one sorted set per partition, and
 --           only the owner of a partition expires them, by that partition's event time
 --           (events and labels are keyed by event id, so they share partition numbers).
+--           Every waiting label is also in one sorted set of them all: past pending_max
+--           the oldest leaves as soon as a label is added, and a label leaves once any
+--           worker's clock passes its time by max_wait_ms (a label partition with no
+--           events partition of its number has no owner to expire it otherwise).
 --
 -- An entity is a hash: ``v``, its state as little-endian doubles (count, positives,
 -- labelled, last_ms, decay_ref_ms, then one decayed count per half-life: exact, and
@@ -32,8 +37,9 @@
 --   E: {"new"|"replay"|"duplicate", states, label}   label: "" or "value|weight|source|timestamp|at"
 --      states: the entities' ``v`` before the event, concatenated (a new one's: ``empty_state``)
 --   L: {"learn"|"relearn"|"pending"|"duplicate"|"late"|"noop", payload, states, score}
---   then {"X", event_id, label} per pending label evicted, {"I", event_id, payload, states, score}
---   per implicit negative label.
+--   then {"X", event_id, label, cause} per pending label that left without its event (cause:
+--   "overflow" as labels were added, then "ttl" per partition, then "max_wait"), and
+--   {"I", event_id, payload, states, score} per implicit negative label.
 
 local prefix = ARGV[1]
 local ops = cjson.decode(ARGV[2])
@@ -52,6 +58,7 @@ local state_ttl = params.state_ttl_ms or 0
 local function keep_alive(key)
   if state_ttl > 0 then redis.call('PEXPIRE', key, state_ttl) end
 end
+local pending_all = prefix .. ':plz:all'
 
 local function partition_of(source) return string.match(source, ':(%d+):%d+$') end
 
@@ -123,6 +130,27 @@ end
 local function pending_expire(event_id, source)
   redis.call('HDEL', pending_hash, event_id)
   redis.call('ZREM', pending_zset(partition_of(source)), event_id)
+  redis.call('ZREM', pending_all, event_id)
+end
+
+local function pending_source(waiting) return string.match(waiting, '^[^|]*|[^|]*|(.*)|[^|]*$') end
+
+-- Labels that leave the pending set without their event, replied after the operations.
+local evicted = {}
+local function evict(event_id, cause)
+  local waiting = redis.call('HGET', pending_hash, event_id) or ''
+  evicted[#evicted + 1] = {'X', event_id, waiting, cause}
+  redis.call('HDEL', pending_hash, event_id)
+  redis.call('ZREM', pending_all, event_id)
+  if waiting ~= '' then redis.call('ZREM', pending_zset(partition_of(pending_source(waiting))), event_id) end
+end
+
+-- Labels left waiting by a version that kept no set of them all join it once.
+if redis.call('EXISTS', pending_all) == 0 and redis.call('HLEN', pending_hash) > 0 then
+  local waiting = redis.call('HGETALL', pending_hash)
+  for i = 1, #waiting, 2 do
+    redis.call('ZADD', pending_all, string.match(waiting[i + 1], '|([^|]*)$'), waiting[i])
+  end
 end
 
 for event_id, score in pairs(scores) do
@@ -176,11 +204,15 @@ for _, op in ipairs(ops) do
     local s = redis.call('HMGET', snap, 'src', 'lab', 'lat', 'k')
     if not s[1] then
       local waiting = redis.call('HGET', pending_hash, event_id)
-      if waiting and string.match(waiting, '^[^|]*|[^|]*|(.*)|[^|]*$') ~= source then
+      if waiting and pending_source(waiting) ~= source then
         replies[#replies + 1] = {'duplicate', '', '', ''}
       else
         redis.call('HSET', pending_hash, event_id, fmt(value) .. '|' .. fmt(weight) .. '|' .. source .. '|' .. int(ts))
         redis.call('ZADD', pending_zset(partition_of(source)), ts, event_id)
+        redis.call('ZADD', pending_all, ts, event_id)
+        while redis.call('ZCARD', pending_all) > params.pending_max do
+          evict(redis.call('ZRANGE', pending_all, 0, 0)[1], 'overflow')
+        end
         replies[#replies + 1] = {'pending', '', '', ''}
       end
     elseif s[2] == source then
@@ -204,19 +236,17 @@ end
 
 for _, mark in ipairs(params.watermarks) do
   local partition, watermark = mark[1], mark[2]
-  local zset = pending_zset(partition)
-  local stale = redis.call('ZRANGEBYSCORE', zset, '-inf', watermark - params.pending_ttl_ms)
-  local overflow = redis.call('ZCARD', zset) - #stale - params.pending_max
-  if overflow > 0 then
-    local oldest = redis.call('ZRANGE', zset, #stale, #stale + overflow - 1)
-    for _, event_id in ipairs(oldest) do stale[#stale + 1] = event_id end
-  end
+  local stale = redis.call('ZRANGEBYSCORE', pending_zset(partition), '-inf', watermark - params.pending_ttl_ms)
   for _, event_id in ipairs(stale) do
-    replies[#replies + 1] = {'X', event_id, redis.call('HGET', pending_hash, event_id) or ''}
-    redis.call('HDEL', pending_hash, event_id)
-    redis.call('ZREM', zset, event_id)
+    evict(event_id, 'ttl')
+    redis.call('ZREM', pending_zset(partition), event_id)
   end
 end
+if params.clock >= 0 then
+  local stale = redis.call('ZRANGEBYSCORE', pending_all, '-inf', params.clock - params.max_wait_ms)
+  for _, event_id in ipairs(stale) do evict(event_id, 'max_wait') end
+end
+for _, reply in ipairs(evicted) do replies[#replies + 1] = reply end
 
 if params.implicit_ms > 0 then
   for _, mark in ipairs(params.watermarks) do

@@ -70,6 +70,7 @@ __all__ = [
     "EventOp",
     "EventOutcome",
     "ExpiredLabel",
+    "ExpiryCause",
     "InteractionStore",
     "LabelOp",
     "LabelOutcome",
@@ -82,7 +83,21 @@ __all__ = [
 
 
 class StoreConfig(BaseModel):
-    """Retention of entity state, snapshots and pending labels, and implicit labelling."""
+    """Retention of entity state, snapshots and pending labels, implicit labelling,
+    and the event-time watermark that drives their expiry.
+
+    A label ahead of its event waits in the pending set until one of these
+    comes first: its event claims it; its partition's watermark passes its
+    time by ``pending_ttl_s``; the processor-wide watermark passes it by
+    ``pending_max_wait_s`` (the bound for labels whose partition number has no
+    events partition, or whose events partition is owned elsewhere and lags);
+    ``pending_max`` labels are waiting and it is the oldest. Every one that
+    leaves without its event is a dead letter (``unknown_event``).
+
+    >>> config = StoreConfig(pending_ttl_s=7200, pending_max_wait_s=3600)
+    >>> config.max_wait_ms  # never shorter than the partition's own window
+    7200000
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -112,7 +127,25 @@ class StoreConfig(BaseModel):
         default=3600.0,
         gt=0,
         le=31_536_000,
-        description="Event time a label waits for its event.",
+        description="Event time a label waits for its event, by its partition's watermark.",
+    )
+    pending_max_wait_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=31_536_000,
+        description="Longest event time a label waits, on the processor's watermark.",
+    )
+    watermark_window: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="A partition's latest event times its watermark is taken from.",
+    )
+    watermark_quantile: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="The quantile of them that is the watermark (1: the newest, no outlier guard).",
     )
     implicit_negative_after_s: float = Field(
         default=0.0,
@@ -153,6 +186,12 @@ class StoreConfig(BaseModel):
                 " before its implicit label is due"
             )
         return self
+
+    @property
+    def max_wait_ms(self) -> int:
+        """How long a label waits at most, in event time: ``pending_max_wait_s``, or
+        ``pending_ttl_s`` when that is longer."""
+        return int(max(self.pending_max_wait_s, self.pending_ttl_s) * 1000)
 
 
 @dataclass(slots=True, frozen=True)
@@ -215,12 +254,18 @@ class LabelOutcome:
     score: float | None = None
 
 
+ExpiryCause = Literal["ttl", "max_wait", "overflow"]
+
+
 @dataclass(slots=True, frozen=True)
 class ExpiredLabel:
-    """A label whose event never came within the pending window."""
+    """A label whose event never came: its partition's pending window passed
+    (``ttl``), its longest wait passed (``max_wait``), or it was the oldest of
+    more than ``pending_max`` waiting labels (``overflow``)."""
 
     event_id: str
     label: AppliedLabel | None
+    cause: ExpiryCause = "ttl"
 
 
 @dataclass(slots=True)
@@ -236,8 +281,10 @@ class InteractionStore(Protocol):
         ops: Sequence[EventOp | LabelOp],
         scores: Mapping[str, float],
         watermarks: Mapping[int, int],
+        clock_ms: int = -1,
     ) -> BatchOutcome:
-        """Apply the batch; ``watermarks``: event time reached per owned partition."""
+        """Apply the batch; ``watermarks``: event time reached per owned partition;
+        ``clock_ms``: the caller's watermark over all its partitions (-1: none yet)."""
         ...
 
     def pending_count(self) -> int:
@@ -297,6 +344,11 @@ class MemoryStore:
         self.watermarks: dict[str, dict[int, int]] = {}
         self.snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self.pending: dict[str, AppliedLabel] = {}
+        # The pending labels by (timestamp, event_id), all of them and per label
+        # partition: heaps whose entries of labels no longer pending are skipped.
+        self._pending_all: list[tuple[int, str]] = []
+        self._pending_by_partition: dict[int, list[tuple[int, str]]] = {}
+        self._evicted: list[ExpiredLabel] = []
         self.deadlines: dict[int, list[tuple[int, str]]] = {}
         #: Event time of each entity's last update, least recently updated first.
         self.updated: OrderedDict[str, int] = OrderedDict()
@@ -387,9 +439,7 @@ class MemoryStore:
             waiting = self.pending.get(op.event_id)
             if waiting is not None and waiting.source != op.source:
                 return LabelOutcome("duplicate", op.event_id)
-            self.pending[op.event_id] = AppliedLabel(
-                op.label, op.weight, op.source, op.timestamp_ms
-            )
+            self._add_pending(op)
             return LabelOutcome("pending", op.event_id)
         if snap.label_source == op.source:
             status = "noop" if snap.label_at == "event" else "relearn"
@@ -416,19 +466,65 @@ class MemoryStore:
             return LabelOutcome(status, op.event_id)
         return LabelOutcome(status, op.event_id, snap.payload, snap.states, snap.score)
 
+    def _add_pending(self, op: LabelOp) -> None:
+        """A label waits for its event; past ``pending_max`` the oldest waiting one leaves."""
+        known = op.event_id in self.pending
+        self.pending[op.event_id] = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
+        if not known:
+            entry = (op.timestamp_ms, op.event_id)
+            heapq.heappush(self._pending_all, entry)
+            partition = split_source(op.source)[1]
+            heapq.heappush(self._pending_by_partition.setdefault(partition, []), entry)
+        while len(self.pending) > self.config.pending_max:
+            self._evicted += self._pop_pending(self._pending_all, None, "overflow", 1)
+
+    def _is_pending(self, entry: tuple[int, str], partition: int | None = None) -> bool:
+        """Whether a heap entry is a waiting label (of ``partition``, when given)."""
+        label = self.pending.get(entry[1])
+        if label is None or label.timestamp_ms != entry[0]:
+            return False
+        return partition is None or split_source(label.source)[1] == partition
+
+    def _pop_pending(
+        self,
+        heap: list[tuple[int, str]],
+        cutoff: int | None,
+        cause: ExpiryCause,
+        most: int = -1,
+        partition: int | None = None,
+    ) -> list[ExpiredLabel]:
+        """The waiting labels of ``heap``, oldest first, up to ``cutoff`` (None: any), at
+        most ``most`` (-1: all), taken out of the pending set."""
+        taken: list[ExpiredLabel] = []
+        while heap and len(taken) != most and (cutoff is None or heap[0][0] <= cutoff):
+            entry = heapq.heappop(heap)
+            if self._is_pending(entry, partition):
+                taken.append(ExpiredLabel(entry[1], self.pending.pop(entry[1]), cause))
+        return taken
+
+    def pending_entries(self) -> int:
+        """Entries in the pending labels' heaps: at most ``4 * pending + 2048`` after a batch."""
+        by_partition = sum(len(heap) for heap in self._pending_by_partition.values())
+        return len(self._pending_all) + by_partition
+
+    def _compact_pending(self) -> None:
+        """Drop the heaps' entries of labels that left, once they outnumber the rest."""
+        if self.pending_entries() <= 4 * len(self.pending) + 2048:
+            return
+        self._pending_all = [entry for entry in self._pending_all if self._is_pending(entry)]
+        heapq.heapify(self._pending_all)
+        for partition, heap in list(self._pending_by_partition.items()):
+            live = [entry for entry in heap if self._is_pending(entry, partition)]
+            heapq.heapify(live)
+            if live:
+                self._pending_by_partition[partition] = live
+            else:
+                del self._pending_by_partition[partition]
+
     def _expire_pending(self, partition: int, watermark_ms: int) -> list[ExpiredLabel]:
         cutoff = watermark_ms - int(self.config.pending_ttl_s * 1000)
-        mine = [
-            (event_id, label)
-            for event_id, label in self.pending.items()
-            if split_source(label.source)[1] == partition
-        ]
-        by_age = sorted(mine, key=lambda item: (item[1].timestamp_ms, item[0]))
-        stale = [event_id for event_id, label in by_age if label.timestamp_ms <= cutoff]
-        overflow = len(by_age) - len(stale) - self.config.pending_max
-        if overflow > 0:
-            stale += [event_id for event_id, _ in by_age[len(stale) : len(stale) + overflow]]
-        return [ExpiredLabel(event_id, self.pending.pop(event_id)) for event_id in stale]
+        heap = self._pending_by_partition.get(partition, [])
+        return self._pop_pending(heap, cutoff, "ttl", partition=partition)
 
     def _sweep_implicit(self, partition: int, watermark_ms: int) -> list[LabelOutcome]:
         swept = []
@@ -452,6 +548,7 @@ class MemoryStore:
         ops: Sequence[EventOp | LabelOp],
         scores: Mapping[str, float],
         watermarks: Mapping[int, int],
+        clock_ms: int = -1,
     ) -> BatchOutcome:
         for event_id, score in scores.items():
             snap = self.snapshots.get(event_id)
@@ -464,10 +561,15 @@ class MemoryStore:
                 outcomes.append(self._event(op))
             else:
                 outcomes.append(self._label(op))
+        expired, self._evicted = self._evicted, []
         marks = sorted(watermarks.items())
         for _, mark in marks:
             self._tick(mark)
-        expired = [label for p, mark in marks for label in self._expire_pending(p, mark)]
+        expired += [label for p, mark in marks for label in self._expire_pending(p, mark)]
+        if clock_ms >= 0:
+            cutoff = clock_ms - self.config.max_wait_ms
+            expired += self._pop_pending(self._pending_all, cutoff, "max_wait")
+        self._compact_pending()
         implicit = []
         if self.config.implicit_negative_after_s:
             implicit = [label for p, mark in marks for label in self._sweep_implicit(p, mark)]
@@ -549,6 +651,7 @@ class RedisStore:
             "snapshot_ttl_ms": int(config.snapshot_ttl_s * 1000),
             "pending_max": config.pending_max,
             "pending_ttl_ms": int(config.pending_ttl_s * 1000),
+            "max_wait_ms": config.max_wait_ms,
             "implicit_ms": int(config.implicit_negative_after_s * 1000),
             "sweep_max": config.sweep_max,
             "state_ttl_ms": int(config.state_ttl_s * 1000),
@@ -570,6 +673,7 @@ class RedisStore:
         ops: Sequence[EventOp | LabelOp],
         scores: Mapping[str, float],
         watermarks: Mapping[int, int],
+        clock_ms: int = -1,
     ) -> BatchOutcome:
         encoded = []
         for op in ops:
@@ -593,7 +697,9 @@ class RedisStore:
                 encoded.append(
                     ["L", op.event_id, op.source, op.label, op.weight, op.timestamp_ms, op.held]
                 )
-        params = orjson.dumps({**self._params, "watermarks": sorted(watermarks.items())})
+        params = orjson.dumps(
+            {**self._params, "watermarks": sorted(watermarks.items()), "clock": clock_ms}
+        )
         replies = self._script(
             args=[
                 self.config.key_prefix,
@@ -630,7 +736,8 @@ class RedisStore:
         for reply in replies[len(ops) :]:
             event_id = reply[1].decode()
             if reply[0] == b"X":
-                expired.append(ExpiredLabel(event_id, _parse_pending(reply[2].decode())))
+                cause: ExpiryCause = reply[3].decode()  # type: ignore[assignment]
+                expired.append(ExpiredLabel(event_id, _parse_pending(reply[2].decode()), cause))
             else:
                 payload = reply[2]
                 implicit.append(

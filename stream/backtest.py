@@ -186,6 +186,8 @@ def backtest(
         settings.features,
         settings.limits,
         settings.model.threshold,
+        watermark_window=settings.store.watermark_window,
+        watermark_quantile=settings.store.watermark_quantile,
     )
     records: Iterable[Record] = file_records(read_records(path))
     if label_delay_s is not None:

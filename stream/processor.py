@@ -58,6 +58,7 @@ from learners.models import is_positive, learn, score
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
+from stream.watermark import PartitionClock
 
 __all__ = [
     "BatchOutput",
@@ -199,6 +200,15 @@ class ModelSlot:
 
 STAGE_NAMES = ("decode", "redis", "features", "score", "learn")
 
+#: Why a label left the pending set without its event, by :attr:`ExpiredLabel.cause`.
+_EXPIRY_DETAIL = {
+    "ttl": "no event with this event_id arrived within the pending window",
+    "max_wait": "no event with this event_id arrived within the longest pending wait "
+    "(store.pending_max_wait_s of event time)",
+    "overflow": "evicted from the pending window: it was the oldest of more than "
+    "store.pending_max labels waiting for their events",
+}
+
 
 @dataclass(slots=True, frozen=True)
 class _Scored:
@@ -232,6 +242,8 @@ class PreparedBatch:
     watermarks: dict[int, int]
     #: What the batch's labels' events were scored with, taken from the recent events.
     held: dict[str, _Scored] = field(default_factory=dict)
+    #: The processor-wide watermark when the batch was decoded (-1: none yet).
+    clock_ms: int = -1
 
 
 class Processor:
@@ -241,6 +253,10 @@ class Processor:
     others score and learn in the shadow (challengers, or a side-by-side
     comparison in a backtest). With ``keep_examples`` each batch's output
     carries its learned labels with the features the model saw (:class:`Example`).
+
+    Event time is tracked per events partition by a :class:`~stream.watermark.PartitionClock`
+    (``watermark_window``, ``watermark_quantile``: ``store.watermark_*`` in the
+    settings), so a few events dated far ahead do not expire the labels that wait.
     """
 
     def __init__(
@@ -253,6 +269,8 @@ class Processor:
         metrics: WorkerMetrics | None = None,
         recent_events: int = 10_000,
         keep_examples: bool = False,
+        watermark_window: int = 32,
+        watermark_quantile: float = 0.5,
     ) -> None:
         if not slots:
             raise ValueError("a processor needs at least one model")
@@ -262,8 +280,11 @@ class Processor:
         self.limits = limits
         self.threshold = threshold
         self.metrics = metrics
+        #: Event time up to which every owned events partition is in (0: not yet).
         self.watermark_ms = 0
-        self._partition_time: dict[tuple[str, int], int] = {}
+        self._clock = (watermark_window, watermark_quantile)
+        PartitionClock(*self._clock)  # refuses a bad window or quantile now
+        self._clocks: dict[tuple[str, int], PartitionClock] = {}
         self._deferred_scores: dict[str, float] = {}
         self._recent: OrderedDict[str, _Scored] = OrderedDict()
         self._recent_max = recent_events
@@ -441,8 +462,9 @@ class Processor:
         held: dict[str, _Scored] = {}
         ops, events, valid = self._decode(records, out, held)
         self._advance_watermark(ops, valid)
+        clock_ms = self.watermark_ms if self.watermark_ms > 0 else -1
         batch = PreparedBatch(
-            out, ops, events, valid, self._deferred_scores, self._watermarks(), held
+            out, ops, events, valid, self._deferred_scores, self._watermarks(), held, clock_ms
         )
         self._deferred_scores = {}
         out.stage_seconds = dict.fromkeys(STAGE_NAMES, 0.0)
@@ -453,7 +475,7 @@ class Processor:
         """The batch's one store call; it may run in another thread while the batch
         before it is finished: nothing it reads or writes is the model's."""
         t0 = time.perf_counter()
-        result = self.store.apply(batch.ops, batch.scores, batch.watermarks)
+        result = self.store.apply(batch.ops, batch.scores, batch.watermarks, batch.clock_ms)
         batch.out.stage_seconds["redis"] = time.perf_counter() - t0
         return result
 
@@ -555,28 +577,59 @@ class Processor:
                 slot.monitor.publish()
 
     def _watermarks(self) -> dict[int, int]:
-        """Per owned partition, the newest event time seen: up to there its events are in.
+        """Per owned partition, its watermark: up to there its events are in.
 
         A label waiting in partition p can only be claimed by an event of
         partition p (both are keyed by event id), so p's own event time decides
         when it has waited long enough, whatever the other partitions do.
         """
-        return {p: t for (_, p), t in self._partition_time.items() if t >= 0}
+        return {p: c.watermark_ms for (_, p), c in self._clocks.items() if c.watermark_ms >= 0}
 
     def _advance_watermark(self, ops: Sequence[EventOp | LabelOp], valid: Sequence[Record]) -> None:
-        """Track each partition's newest event time; ``watermark_ms`` is their minimum."""
+        """Each event moves its partition's clock; ``watermark_ms`` is their minimum.
+
+        A partition's watermark is a low quantile of its recent event times
+        (:class:`~stream.watermark.PartitionClock`), never the time of one event
+        alone, so neither it nor the minimum over the partitions jumps with an
+        event dated far ahead. Both depend only on the events in their order.
+
+        >>> from features.interactions import InteractionConfig
+        >>> from features.store import MemoryStore, StoreConfig
+        >>> from features.vector import FeatureConfig
+        >>> from learners.models import build_model
+        >>> store = MemoryStore(StoreConfig(), InteractionConfig())
+        >>> processor = Processor([ModelSlot("m", build_model("logistic"))], store,
+        ...                       FeatureConfig(), Limits(), 0.5, watermark_window=8)
+        >>> def event(n, t):
+        ...     value = b'{"event_id": "e%d", "timestamp": %d, "user_id": "u", "item_id": "i"}'
+        ...     return Record("events", value % (n, t), "events", 0, n)
+        >>> hour = 3_600_000
+        >>> t0 = 1_767_225_600_000
+        >>> _ = processor.process([event(n, t0 + n * 1000) for n in range(4)])
+        >>> processor.watermark_ms - t0
+        1000
+        >>> _ = processor.process([event(4, t0 + 20 * hour), event(5, t0 + 5000)])
+        >>> processor.watermark_ms - t0  # the median of 0, 1, 2, 3, 5 s and 20 h
+        2000
+        """
         for op, record in zip(ops, valid, strict=True):
             if isinstance(op, EventOp):
                 key = (record.topic, record.partition)
-                if op.timestamp_ms > self._partition_time.get(key, -1):
-                    self._partition_time[key] = op.timestamp_ms
-        if self._partition_time:
-            self.watermark_ms = max(self.watermark_ms, min(self._partition_time.values()))
+                clock = self._clocks.get(key)
+                if clock is None:
+                    clock = self._clocks[key] = PartitionClock(*self._clock)
+                clock.observe(op.timestamp_ms)
+        if self._clocks:
+            lowest = min(clock.watermark_ms for clock in self._clocks.values())
+            self.watermark_ms = max(self.watermark_ms, lowest)
 
     def assign(self, partitions: Iterable[tuple[str, int]]) -> None:
-        """The event partitions this processor owns: the watermark waits for each of them."""
+        """The event partitions this processor owns: the watermark waits for each of them.
+
+        A partition it keeps keeps its clock; one it gets starts a new one.
+        """
         owned = set(partitions)
-        self._partition_time = {key: self._partition_time.get(key, -1) for key in owned}
+        self._clocks = {key: self._clocks.get(key) or PartitionClock(*self._clock) for key in owned}
 
     def _expired(self, expired: ExpiredLabel, out: BatchOutput) -> None:
         """A label whose event never came: the label record goes to the dead letters."""
@@ -588,7 +641,7 @@ class Processor:
         out.dead_letters.append(
             DeadLetter(
                 "unknown_event",
-                "no event with this event_id arrived within the pending window",
+                _EXPIRY_DETAIL[expired.cause],
                 orjson.dumps(record),
                 topic,
                 partition,

@@ -140,9 +140,13 @@ class RetryingStore:
         ops: Sequence[EventOp | LabelOp],
         scores: Mapping[str, float],
         watermarks: Mapping[int, int],
+        clock_ms: int = -1,
     ) -> BatchOutcome:
         return retrying(
-            lambda: self.store.apply(ops, scores, watermarks), "redis", REDIS_ERRORS, self.metrics
+            lambda: self.store.apply(ops, scores, watermarks, clock_ms),
+            "redis",
+            REDIS_ERRORS,
+            self.metrics,
         )
 
     def pending_count(self) -> int:
@@ -306,6 +310,8 @@ class Worker:
             settings.model.threshold,
             self.metrics,
             keep_examples=settings.kafka.topics.examples is not None,
+            watermark_window=settings.store.watermark_window,
+            watermark_quantile=settings.store.watermark_quantile,
         )
         self.source: KafkaSource | RdKafkaSource | None = None
         self.sink: KafkaSink | RdKafkaSink | None = None

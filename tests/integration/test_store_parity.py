@@ -9,7 +9,15 @@ import pytest
 import redis
 
 from features.interactions import InteractionConfig, entity_ids
-from features.store import EventOp, LabelOp, LabelOutcome, MemoryStore, RedisStore, StoreConfig
+from features.store import (
+    EventOp,
+    LabelOp,
+    LabelOutcome,
+    MemoryStore,
+    RedisStore,
+    StoreConfig,
+    split_source,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +114,103 @@ def test_a_held_label_is_answered_without_the_events_payload_and_states(redis_ur
         ("learn", payload, outcomes[1].states, 0.75),
     ]
     assert [kind for kind, _ in outcomes[1].states] == ["user", "item", "user_item"]
+
+
+def pending_ops(rng: random.Random, n: int) -> list[EventOp | LabelOp]:
+    """Labels in four label partitions, events in two: labels:2 and labels:3 have no
+    events partition of their number; most labels' events never come."""
+    ops: list[EventOp | LabelOp] = []
+    t = 1_700_000_000_000
+    offsets = [0] * 4
+    for i in range(n):
+        t += rng.randrange(0, 3000)
+        if rng.random() < 0.4:
+            partition = i % 2
+            entities = entity_ids(f"u{rng.randrange(10)}", f"i{rng.randrange(10)}", None)
+            payload = orjson.dumps({"kinds": [kind for kind, _ in entities]})
+            ops.append(
+                EventOp(
+                    f"e{i}", f"ev:{partition}:{i}", partition, i, t, entities, payload, None, 1.0
+                )
+            )
+        else:
+            partition = rng.randrange(4)
+            target = f"e{rng.randrange(i, i + 40)}" if rng.random() < 0.3 else f"ghost{i}"
+            source = f"lb:{partition}:{offsets[partition]}"
+            offsets[partition] += 1
+            ops.append(LabelOp(target, source, 1.0, 1.0, t - rng.randrange(0, 20_000)))
+        if rng.random() < 0.03:
+            ops.append(ops[rng.randrange(len(ops))])  # a record read again
+        if i % 1000 == 999:  # a burst of labels without events: over pending_max
+            for _ in range(80):
+                partition = rng.randrange(4)
+                source = f"lb:{partition}:{offsets[partition]}"
+                offsets[partition] += 1
+                ops.append(LabelOp(f"burst{source}", source, 0.0, 1.0, t))
+    return ops
+
+
+def test_redis_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
+    redis_url, unique_prefix
+):
+    rng = random.Random(7)
+    features = InteractionConfig()
+    config = StoreConfig(
+        key_prefix=unique_prefix, pending_max=60, pending_ttl_s=30, pending_max_wait_s=90
+    )
+    memory = MemoryStore(config, features)
+    remote = RedisStore(redis.Redis.from_url(redis_url), config, features)
+    ops = pending_ops(rng, 4000)
+    causes: set[str] = set()
+    waited: set[int] = set()
+    start = 0
+    while start < len(ops):
+        batch = ops[start : start + rng.randrange(1, 80)]
+        start += len(batch)
+        times = [op.timestamp_ms for op in batch]
+        marks = {0: max(times) - 30_000, 1: min(times)} if rng.random() < 0.9 else {}
+        clock = min(marks.values()) if marks else -1
+        expected = memory.apply(batch, {}, marks, clock)
+        actual = remote.apply(batch, {}, marks, clock)
+        for mine, theirs in zip(expected.outcomes, actual.outcomes, strict=True):
+            assert (mine.status, mine.states) == (theirs.status, theirs.states)
+        assert expected.expired == actual.expired
+        causes |= {e.cause for e in expected.expired}
+        waited |= {
+            split_source(e.label.source)[1]
+            for e in expected.expired
+            if e.label and e.cause == "max_wait"
+        }
+        assert memory.pending_count() == remote.pending_count() <= config.pending_max
+    assert causes == {"ttl", "max_wait", "overflow"}
+    assert {2, 3} <= waited, "labels:2 and labels:3 (no events partition) expire too"
+
+
+def test_labels_left_waiting_without_the_set_of_them_all_are_bounded_and_expire(
+    redis_url, unique_prefix
+):
+    client = redis.Redis.from_url(redis_url)
+    config = StoreConfig(
+        key_prefix=unique_prefix, pending_max=3, pending_ttl_s=60, pending_max_wait_s=600
+    )
+    t0 = 1_767_225_600_000
+    for n in range(4):  # as an earlier version stored them: the hash and a partition's set
+        client.hset(f"{unique_prefix}:pl", f"old{n}", f"1|1|lb:5:{n}|{t0 + n}")
+        client.zadd(f"{unique_prefix}:plz:5", {f"old{n}": t0 + n})
+    store = RedisStore(client, config, InteractionConfig())
+
+    outcome = store.apply([LabelOp("new", "lb:0:0", 1.0, 1.0, t0 + 10)], {}, {}, -1)
+    assert [(e.event_id, e.cause) for e in outcome.expired] == [
+        ("old0", "overflow"),
+        ("old1", "overflow"),
+    ]
+    assert store.pending_count() == 3
+
+    outcome = store.apply([], {}, {}, t0 + 600_003)
+    assert [(e.event_id, e.cause) for e in outcome.expired] == [
+        ("old2", "max_wait"),
+        ("old3", "max_wait"),
+    ]
+    assert outcome.expired[0].label.source == "lb:5:2"
+    assert store.pending_count() == 1
+    assert client.zcard(f"{unique_prefix}:plz:5") == 0

@@ -36,8 +36,16 @@ def processor(keep_examples: bool = True) -> tuple[Processor, Recorder]:
     slot = ModelSlot("champion", model)
     slot.version = "7"
     store = MemoryStore(StoreConfig(implicit_negative_after_s=WINDOW_S), InteractionConfig())
+    # The newest event time is the watermark (quantile 1): the stream's last event alone
+    # passes e2's window.
     proc = Processor(
-        [slot], store, FeatureConfig(), Limits(), threshold=0.5, keep_examples=keep_examples
+        [slot],
+        store,
+        FeatureConfig(),
+        Limits(),
+        threshold=0.5,
+        keep_examples=keep_examples,
+        watermark_quantile=1.0,
     )
     proc.assign([("events", 0)])
     return proc, model

@@ -27,7 +27,12 @@ HOUR = 3_600_000
 class Rig:
     """A processor on a memory store, with helpers to make records and read counters."""
 
-    def __init__(self, store: StoreConfig | None = None, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        store: StoreConfig | None = None,
+        limits: Limits | None = None,
+        watermark_quantile: float = 0.5,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.store = MemoryStore(store or StoreConfig(), InteractionConfig())
         self.processor = Processor(
@@ -37,6 +42,7 @@ class Rig:
             limits or Limits(),
             threshold=0.5,
             metrics=WorkerMetrics(self.registry),
+            watermark_quantile=watermark_quantile,
         )
         self.offsets = {"events": 0, "labels": 0}
 
@@ -148,7 +154,8 @@ def test_a_label_for_an_unknown_event_waits_then_its_event_claims_it():
 
 
 def test_a_label_whose_event_never_comes_is_a_dead_letter_after_the_pending_window():
-    rig = Rig(StoreConfig(pending_ttl_s=3600))
+    # The newest event time is the watermark (quantile 1), so single events move it.
+    rig = Rig(StoreConfig(pending_ttl_s=3600), watermark_quantile=1.0)
     orphan = rig.label("ghost", T0, value=1.0, weight=2.5)
     out = rig.processor.process([orphan, rig.event("e1", T0)])
     assert out.dead_letters == [] and "ghost" in rig.store.pending
@@ -171,7 +178,7 @@ def test_a_label_whose_event_never_comes_is_a_dead_letter_after_the_pending_wind
 
 
 def test_an_unknown_event_dead_letter_keeps_the_whole_label_record():
-    rig = Rig(StoreConfig(pending_ttl_s=60))
+    rig = Rig(StoreConfig(pending_ttl_s=60), watermark_quantile=1.0)
     orphan = rig.label("ghost", T0, value=1.0, weight=2.5)
     rig.processor.process([orphan])
     out = rig.processor.process([rig.event("e1", T0 + HOUR)])
