@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from river import base, compose, forest, linear_model, optim, preprocessing, tree
@@ -137,12 +137,11 @@ def learn(model: base.Classifier, x: dict, label: float, weight: float) -> None:
         model.learn_one(x, is_positive(label), w=weight)
 
 
-def _all_finite(values: Iterable[float]) -> bool:
-    """Every value finite: one sum in the common case, a scan when the sum is not finite."""
-    values = list(values)
-    if math.isfinite(sum(values)):
+def _all_finite(table: Any) -> bool:
+    """Every value of ``table`` finite: one sum in the common case, a scan when it is not."""
+    if math.isfinite(sum(table.values())):
         return True
-    return all(math.isfinite(v) for v in values)
+    return all(math.isfinite(v) for v in table.values())
 
 
 #: Parts without numeric state of their own.
@@ -207,7 +206,7 @@ class FiniteCheck:
         for owner, name in self.numbers:
             if not math.isfinite(getattr(owner, name)):
                 return False
-        return all(_all_finite(table.values()) for table in self.tables)
+        return all(_all_finite(table) for table in self.tables)
 
 
 def is_finite(model: base.Classifier, probe: dict | None = None) -> bool:
