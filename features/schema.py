@@ -43,10 +43,32 @@ overflows a double (``1e999``)
 event time before ``Limits.min_timestamp_ms`` or more than     ``timestamp_out_of_range``
 ``Limits.max_future_ms`` past the clock (``now_ms``)
 a label outside [0, 1], a weight outside (0, 1e6]              ``invalid_value``
+a number in ``features`` or ``context`` outside its bound      ``invalid_value``
+(``Limits.feature_bounds`` by name, else
+[-``Limits.max_abs_value``, ``Limits.max_abs_value``])
 =============================================================  ==========================
 
 An ISO-8601 timestamp without a zone is refused rather than guessed: the
 same string would mean different instants on machines in different zones.
+A number far outside what the model was built for (a length of ``1e300``) would
+overflow the model's arithmetic, so it is refused with the feature and the bound:
+
+>>> decode_event(b'{"event_id": "e3", "timestamp": 1714552200000, "user_id": "u1",'
+...              b' "item_id": "i1", "features": {"length": 1e300}}', limits)
+Traceback (most recent call last):
+...
+features.schema.DecodeError: invalid_value: features.length: 1e+300 is outside [-1e+09, 1e+09]
+>>> bounded = Limits(feature_bounds={"length": (0, 1e6)})
+>>> try:
+...     decode_event(b'{"event_id": "e3", "timestamp": 1714552200000, "user_id": "u1",'
+...                  b' "item_id": "i1", "features": {"length": -1}}', bounded)
+... except DecodeError as error:
+...     print(error.detail)
+features.length: -1 is outside [0, 1e+06] (feature_bounds)
+
+A label weight above ``Limits.max_label_weight`` is not refused: the processor
+clips it to that bound (and counts it), so one label cannot outweigh thousands.
+
 ``duplicate_event`` and ``unknown_event`` are given later, by the processor, to
 records that decode but conflict with the stream's state (an event id seen from
 another record; a label whose event never came); ``duplicate_label`` is reserved
@@ -78,6 +100,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 __all__ = [
@@ -107,6 +130,7 @@ REASONS: tuple[str, ...] = (
     "duplicate_event",
     "unknown_event",
     "duplicate_label",
+    "poisoned_model",
 )
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -161,6 +185,34 @@ class Limits(BaseModel):
     unknown_fields: Literal["ignore", "reject"] = Field(
         default="ignore", description="What to do with fields the schema does not know."
     )
+    max_abs_value: float = Field(
+        default=1e9,
+        gt=0,
+        le=1e15,
+        description="Largest magnitude of a number in `features` or `context` without a bound"
+        " of its own; beyond it the record is refused (invalid_value).",
+    )
+    feature_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Per name, the [low, high] range of a number in `features` or `context`"
+        ", e.g. {length: [0, 1e6]}; replaces max_abs_value for that name.",
+    )
+    max_label_weight: float = Field(
+        default=100.0,
+        gt=0,
+        le=1e6,
+        description="Label weights above this are clipped to it before learning (and counted).",
+    )
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> Limits:
+        for name, (low, high) in self.feature_bounds.items():
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(
+                    f"feature_bounds[{name!r}]: expected finite [low, high] with low <= high,"
+                    f" got [{low}, {high}]"
+                )
+        return self
 
 
 def to_epoch_ms(value: Any) -> int:
@@ -368,6 +420,27 @@ def _check_time(timestamp: int, limits: Limits, now_ms: int | None) -> None:
         )
 
 
+def _check_values(section: str, values: dict[str, Any], limits: Limits) -> None:
+    """Refuse a number of ``features`` or ``context`` outside its bound (``invalid_value``)."""
+    bounds = limits.feature_bounds
+    top = limits.max_abs_value
+    for name, value in values.items():
+        if type(value) is str or type(value) is bool:
+            continue
+        bound = bounds.get(name)
+        if bound is None:
+            if -top <= value <= top:
+                continue
+            where = f"[{-top:g}, {top:g}]"
+        else:
+            if bound[0] <= value <= bound[1]:
+                continue
+            where = f"[{bound[0]:g}, {bound[1]:g}] (feature_bounds)"
+        raise DecodeError(
+            "invalid_value", f"{_location((section, name))}: {value:g} is outside {where}"
+        )
+
+
 _EVENT_FIELDS = frozenset(Event.model_fields)
 _LABEL_FIELDS = frozenset(Label.model_fields)
 
@@ -388,6 +461,8 @@ def decode_event(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event
         event = Event.model_validate(obj)
     except ValidationError as exc:
         raise _reason_of(exc) from None
+    _check_values("features", event.features, limits)
+    _check_values("context", event.context, limits)
     _check_time(event.timestamp, limits, now_ms)
     return event
 

@@ -22,24 +22,37 @@ True
 Traceback (most recent call last):
 ...
 ValueError: unknown model 'svm': use a preset (logistic, hoeffding_tree, arf) or module:function
+
+A model whose numbers overflowed is broken for good (its scores turn NaN or
+stick at 0 or 1); :func:`is_finite` tells, cheaply enough to run after every learn:
+
+>>> is_finite(model)
+True
+>>> learn(model, {"clicks": 1e300, "device": "ios"}, 0.0, 1.0)
+>>> is_finite(model)
+False
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import zlib
 from collections.abc import Callable
+from typing import Any
 
-from river import base, forest, linear_model, optim, preprocessing, tree
+from river import base, compose, forest, linear_model, optim, preprocessing, tree
 
 __all__ = [
+    "BoundedCategories",
     "DEFAULT_BUCKETS",
     "DEFAULT_MAX_CATEGORIES",
-    "PRESETS",
-    "BoundedCategories",
+    "FiniteCheck",
     "Numbers",
+    "PRESETS",
     "Strings",
     "build_model",
+    "is_finite",
     "is_positive",
     "learn",
     "score",
@@ -232,3 +245,93 @@ def learn(model: base.Classifier, x: dict, label: float, weight: float) -> None:
         model.learn_one(x, is_positive(label))
     else:
         model.learn_one(x, is_positive(label), w=weight)
+
+
+def _all_finite(table: Any) -> bool:
+    """Every value of ``table`` finite: one sum in the common case, a scan when it is not."""
+    if math.isfinite(sum(table.values())):
+        return True
+    return all(math.isfinite(v) for v in table.values())
+
+
+#: Parts without numeric state of their own.
+_STATELESS: tuple[type, ...] = (
+    Numbers,
+    Strings,
+    BoundedCategories,
+    preprocessing.OneHotEncoder,
+    compose.Select,
+    compose.SelectType,
+    compose.Discard,
+)
+
+
+class FiniteCheck:
+    """The numeric state of a model, gathered once, tested for finiteness on each call.
+
+    It walks pipelines and unions down to the parts it knows: linear models
+    (weights and intercept, with plain SGD) and standard scalers (means and
+    variances), and parts without numeric state. Anything else (trees,
+    forests, other River estimators) is listed in ``opaque``: its state is
+    not seen here, and a caller tests it by scoring a probe (:func:`is_finite`).
+    An object that is not a River estimator (a test double) is not inspected.
+    The check holds references to the model's tables, so it is built again
+    when the model object is replaced (``check.model is not model``).
+
+    Examples
+    --------
+    >>> check = FiniteCheck(build_model("logistic"))
+    >>> check(), check.opaque
+    (True, ())
+    >>> FiniteCheck(build_model("hoeffding_tree")).opaque
+    ('HoeffdingTreeClassifier',)
+    """
+
+    __slots__ = ("model", "numbers", "opaque", "tables")
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.tables: list[Any] = []
+        self.numbers: list[tuple[Any, str]] = []
+        opaque: list[str] = []
+        self._gather(model, opaque)
+        self.opaque = tuple(opaque)
+
+    def _gather(self, part: Any, opaque: list[str]) -> None:
+        if isinstance(part, compose.Pipeline):
+            for step in part.steps.values():
+                self._gather(step, opaque)
+        elif isinstance(part, compose.TransformerUnion):
+            for transformer in part.transformers.values():
+                self._gather(transformer, opaque)
+        elif isinstance(part, preprocessing.StandardScaler) and part.window_size is None:
+            self.tables += [part.means, part.vars]
+        elif isinstance(part, linear_model.base.GLM) and type(part.optimizer) is optim.SGD:
+            self.tables.append(part._weights)
+            self.numbers.append((part, "intercept"))
+        elif isinstance(part, base.Base) and not isinstance(part, _STATELESS):
+            opaque.append(type(part).__name__)
+
+    def __call__(self) -> bool:
+        """Whether every number of the known parts is finite."""
+        for owner, name in self.numbers:
+            if not math.isfinite(getattr(owner, name)):
+                return False
+        return all(_all_finite(table) for table in self.tables)
+
+
+def is_finite(model: base.Classifier, probe: dict | None = None) -> bool:
+    """Whether ``model``'s numeric state is finite; ``probe`` tests the parts not walked.
+
+    A model with parts :class:`FiniteCheck` cannot see into counts as finite
+    unless its score of ``probe`` is not.
+
+    >>> model = build_model("hoeffding_tree")
+    >>> learn(model, {"a": 1.0}, 1.0, 1.0)
+    >>> is_finite(model), is_finite(model, {"a": 2.0})
+    (True, True)
+    """
+    check = FiniteCheck(model)
+    if not check():
+        return False
+    return probe is None or not check.opaque or math.isfinite(score(model, probe))

@@ -63,11 +63,14 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from learners.models import FiniteCheck
+
 __all__ = [
     "KEY_ENV",
     "MAGIC",
     "MIN_KEY_BYTES",
     "ModelRegistry",
+    "NonFiniteModelError",
     "RegistryError",
     "SnapshotError",
     "SnapshotInfo",
@@ -95,6 +98,10 @@ class RegistryError(ValueError):
 
 class SnapshotError(RegistryError):
     """A snapshot refused: unsigned, tampered, signed with another key, or no key at all."""
+
+
+class NonFiniteModelError(RegistryError):
+    """A model with NaN or infinite numbers: it is never saved, so never checkpointed or served."""
 
 
 def _no_key() -> SnapshotError:
@@ -448,7 +455,20 @@ class ModelRegistry:
         metrics: Mapping[str, float | None],
         note: str = "",
     ) -> SnapshotInfo:
-        """Store ``model`` as the next version (allocated atomically); it is not promoted."""
+        """Store ``model`` as the next version (allocated atomically); it is not promoted.
+
+        Raises
+        ------
+        NonFiniteModelError
+            The model has NaN or infinite weights or statistics
+            (:class:`learners.models.FiniteCheck`); nothing is written.
+        """
+        check = FiniteCheck(model)
+        if not check():
+            raise NonFiniteModelError(
+                f"model {name!r} (parent v{parent}) has NaN or infinite weights or statistics"
+                " after learning; it is not saved"
+            )
         payload = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         fields = {
             "name": name,

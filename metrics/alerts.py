@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -63,6 +64,16 @@ DEAD_LETTERS = "streamlearn_dead_letters_total"
 RECORDS_CONSUMED = "streamlearn_records_consumed_total"
 UNDELIVERED = "streamlearn_undelivered_records_total"
 DEPENDENCY_UP = "streamlearn_dependency_up"
+PREDICTIONS = "streamlearn_predictions_total"
+LABELS_SKIPPED = "streamlearn_labels_skipped_total"
+SCORES_NOT_FINITE = "streamlearn_scores_not_finite_total"
+CHECKPOINTS_REFUSED = "streamlearn_checkpoints_refused_total"
+#: Every series of the workers, with its name copied into a ``metric`` label, so
+#: arithmetic on them keeps series of different names apart.
+ALL_SERIES = (
+    f'label_replace({{__name__=~"streamlearn_.+", job="{JOB}"}},'
+    ' "metric", "$1", "__name__", "(.+)")'
+)
 #: Window of ``increase()`` over the undelivered-records counter.
 UNDELIVERED_WINDOW = "5m"
 
@@ -487,6 +498,52 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
             ),
         ),
         AlertRule(
+            alert="StreamlearnSeriesNotFinite",
+            group="streamlearn-model",
+            # NaN * 0 and Inf * 0 are NaN, and NaN != 0; a finite value times 0 is 0.
+            expr=(
+                f"({ALL_SERIES} * 0 != 0) and on (job, instance) "
+                f"(increase({PREDICTIONS}[{t.not_finite_window}]) > {t.not_finite_min_predictions})"
+            ),
+            for_=t.not_finite_for,
+            severity="warning",
+            summary="{{ $labels.metric }} of {{ $labels.instance }} is NaN or infinite",
+            description=(
+                "{{ $labels.metric }} on {{ $labels.instance }} has been NaN or infinite for "
+                f"{t.not_finite_for} while the worker published more than "
+                f"{t.not_finite_min_predictions} predictions in {t.not_finite_window}. A drift or "
+                "quality statistic that stays undefined this long means a broken input (no "
+                "labels of one class, a feature that is never sent) or a model with non-finite "
+                f"numbers: see {LABELS_SKIPPED} with reason poisoned_model, and "
+                f"{SCORES_NOT_FINITE}."
+            ),
+            scenarios=(
+                _not_finite_scenario(t, math.nan),
+                _not_finite_scenario(t, math.inf),
+            ),
+        ),
+        AlertRule(
+            alert="StreamlearnModelNotFinite",
+            group="streamlearn-model",
+            expr=(
+                f'increase({LABELS_SKIPPED}{{reason="poisoned_model"}}[{t.poisoned_window}]) > 0'
+                f" or increase({SCORES_NOT_FINITE}[{t.poisoned_window}]) > 0"
+                f" or increase({CHECKPOINTS_REFUSED}[{t.poisoned_window}]) > 0"
+            ),
+            for_="0m",
+            severity="critical",
+            summary="A model of {{ $labels.instance }} met non-finite numbers",
+            description=(
+                f"In the last {t.poisoned_window}, {{{{ $labels.instance }}}} undid a label that "
+                "left a model with NaN or infinite numbers (dead letters with reason "
+                "poisoned_model), scored an event NaN or infinite (reason not_finite), or refused "
+                "to checkpoint a non-finite model. No bad score was published and no bad model "
+                "saved; find the records in the dead-letter topic and fix their source or the "
+                "feature bounds (limits.feature_bounds)."
+            ),
+            scenarios=(_poisoned_scenario(t),),
+        ),
+        AlertRule(
             alert="StreamlearnPredictionsUndelivered",
             group="streamlearn-serving",
             expr=f"increase({UNDELIVERED}[{UNDELIVERED_WINDOW}]) > 0",
@@ -577,6 +634,49 @@ def _dead_letter_scenario(t: AlertThresholds) -> Scenario:
         end=_BEFORE + during,
         value=dead / consumed,
         resolve_after=300.0 + 180.0,
+    )
+
+
+def _not_finite_scenario(t: AlertThresholds, abnormal: float) -> Scenario:
+    """A drift gauge turns NaN (or infinite) on a worker publishing predictions steadily."""
+    during = duration_seconds(t.not_finite_for) + 900.0
+    after = 1800.0
+    total = _BEFORE + during + after
+    per_sample = float(t.not_finite_min_predictions) / _steps(_BEFORE) + 1.0
+    series_labels = dict(_INSTANCE)
+    # The values notation has no repetition of NaN or Inf ("NaNx9"): spelled out.
+    spelled = " ".join(["NaN" if math.isnan(abnormal) else "Inf"] * _steps(during))
+    gauge = f"0.05x{_steps(_BEFORE) - 1} {spelled} 0.05x{_steps(after) - 1}"
+    return Scenario(
+        series=(
+            (_selector(PREDICTION_PSI, series_labels), gauge),
+            (_selector("streamlearn_predictions_total", series_labels),
+             _counter_values([(per_sample, total)])),
+        ),
+        start=_BEFORE,
+        end=_BEFORE + during,
+        value=abnormal,
+        labels={**series_labels, "metric": PREDICTION_PSI},
+    )  # fmt: skip
+
+
+def _poisoned_scenario(t: AlertThresholds) -> Scenario:
+    """One label undone as poisoned_model."""
+    during = 60.0
+    labels = {**_INSTANCE, "reason": "poisoned_model"}
+    return Scenario(
+        series=(
+            (
+                _selector(LABELS_SKIPPED, labels),
+                _counter_values([(0.0, _BEFORE), (1.0, during), (0.0, 3600.0)]),
+            ),
+        ),
+        start=_BEFORE,
+        end=_BEFORE + during,
+        value=1.0,
+        labels=labels,
+        resolve_after=duration_seconds(t.poisoned_window) + 180.0,
+        fire_after=60.0,
     )
 
 

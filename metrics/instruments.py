@@ -92,6 +92,23 @@ class WorkerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.label_weights_clipped = Counter(
+            "streamlearn_label_weights_clipped",
+            "Label weights above limits.max_label_weight, clipped to it before learning.",
+            registry=registry,
+        )
+        self.scores_not_finite = Counter(
+            "streamlearn_scores_not_finite",
+            "Scores that were NaN or infinite, never published; the champion's event goes"
+            " to the dead letters (not_finite).",
+            registry=registry,
+        )
+        self.checkpoints_refused = Counter(
+            "streamlearn_checkpoints_refused",
+            "Checkpoints not written because the model had non-finite numbers; the offsets"
+            " stay uncommitted.",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "streamlearn_dead_letters",
             "Records sent to the dead-letter topic, by reason.",

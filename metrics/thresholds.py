@@ -58,6 +58,15 @@ class AlertThresholds(BaseModel):
         Dead letters per consumed record.
     concept_drift_window
         Window of ``increase()`` over the concept-drift detections counter.
+    not_finite_window, not_finite_min_predictions
+        A streamlearn series that is NaN or infinite alerts only on a worker that
+        published more than ``not_finite_min_predictions`` predictions in the last
+        ``not_finite_window``: the drift and quality gauges start at NaN ("no data
+        yet") and stay so until their windows fill (about 3000 predictions with
+        the default monitoring windows), which is no fault.
+    poisoned_window
+        Window of ``increase()`` over the counters of labels undone because they
+        left a model non-finite, non-finite scores and refused checkpoints.
     *_for
         Durations a condition must hold before its alert fires.
     """
@@ -74,8 +83,11 @@ class AlertThresholds(BaseModel):
     auc_min: float = Field(0.55, ge=0, le=1)
     consumer_lag_records: int = Field(10_000, gt=0, le=1_000_000_000_000)
     dead_letter_ratio: float = Field(0.01, gt=0, le=1)
+    not_finite_min_predictions: int = Field(5000, ge=0, le=1_000_000_000)
 
     concept_drift_window: Duration = "15m"
+    not_finite_window: Duration = "1h"
+    poisoned_window: Duration = "15m"
     prediction_drift_for: Duration = "10m"
     positive_rate_for: Duration = "2m"
     feature_drift_for: Duration = "15m"
@@ -86,6 +98,7 @@ class AlertThresholds(BaseModel):
     worker_down_for: Duration = "1m"
     dependency_down_for: Duration = "1m"
     undelivered_for: Duration = "1m"
+    not_finite_for: Duration = "15m"
 
     @model_validator(mode="after")
     def _ordered(self) -> AlertThresholds:

@@ -31,6 +31,8 @@ Examples
 from __future__ import annotations
 
 import logging
+import math
+import pickle  # noqa: S403 - the processor's own model, pickled and loaded in memory
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -54,7 +56,7 @@ from features.store import (
     split_source,
 )
 from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
-from learners.models import is_positive, learn, score
+from learners.models import FiniteCheck, is_positive, learn, score
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
@@ -210,6 +212,30 @@ _EXPIRY_DETAIL = {
 }
 
 
+@dataclass(slots=True)
+class _Undo:
+    """A slot's model as it was before its first learn of the batch, to undo a bad learn.
+
+    ``start``: how many of the batch's learned labels came before the snapshot.
+    """
+
+    model: base.Classifier
+    snapshot: bytes
+    start: int
+
+
+@dataclass(slots=True)
+class _Learned:
+    """A label the batch's models learned, kept until the batch is finished."""
+
+    x: dict
+    label: AppliedLabel
+    event_id: str
+    kind: str
+    record: Record | None
+    example: Example | None = None
+
+
 @dataclass(slots=True, frozen=True)
 class _Scored:
     """What an event awaiting its label was scored with: the label often follows soon."""
@@ -290,6 +316,13 @@ class Processor:
         self._recent_max = recent_events
         self.keep_examples = keep_examples
         self.events_seen = 0
+        #: Per slot name, the model before the batch's first learn (see :meth:`_learn_all`).
+        self._undo: dict[str, _Undo] = {}
+        #: The batch's learned labels, in order.
+        self._learned: list[_Learned] = []
+        #: Slots with parts the finiteness check cannot see into: probed at the batch's end.
+        self._probe_due: set[str] = set()
+        self._checks: dict[str, FiniteCheck] = {}
 
     # ------------------------------------------------------------------ decode
 
@@ -328,12 +361,17 @@ class Processor:
                     scored = self._recent.pop(label.event_id, None)
                     if scored is not None:
                         held[label.event_id] = scored
+                    weight = label.weight
+                    if weight > self.limits.max_label_weight:
+                        weight = self.limits.max_label_weight
+                        if self.metrics is not None:
+                            self.metrics.label_weights_clipped.inc()
                     ops.append(
                         LabelOp(
                             label.event_id,
                             record.source,
                             label.value,
-                            label.weight,
+                            weight,
                             label.timestamp,
                             scored is not None,
                         )
@@ -362,33 +400,38 @@ class Processor:
         event_time_ms: int,
         kind: str,
         out: BatchOutput,
+        record: Record | None = None,
     ) -> None:
         """Every model learns the label; ``scores``: what each gave the event, when known.
 
         The batch counts the label, and keeps it with ``x`` as an example when asked to.
+        A label that would leave a model non-finite is not learned by any model
+        and goes to the dead letters (``record``: the record that carried it).
         """
+        entry = _Learned(x, label, event_id, kind, record)
+        poisoned = self._learn_all(entry)
+        if poisoned is not None:
+            self._refuse(entry, poisoned, out)
+            return
         if self.keep_examples:
             champion = self.slots[0]
-            out.examples.append(
-                Example(
-                    event_id,
-                    x,
-                    label.value,
-                    label.weight,
-                    kind,
-                    label.source,
-                    event_time_ms,
-                    label.timestamp_ms,
-                    scores[0] if scores else None,
-                    champion.version,
-                )
+            entry.example = Example(
+                event_id,
+                x,
+                label.value,
+                label.weight,
+                kind,
+                label.source,
+                event_time_ms,
+                label.timestamp_ms,
+                scores[0] if scores else None,
+                champion.version,
             )
+            out.examples.append(entry.example)
         out.labels_learned += 1
         drifted = False
         y_true = is_positive(label.value)
         for index, slot in enumerate(self.slots):
-            learn(slot.model, x, label.value, label.weight)
-            slot.labels_learned += 1
             given = scores[index] if index < len(scores) else None
             if given is None:
                 continue
@@ -401,6 +444,120 @@ class Processor:
             self._on_concept_drift(self.slots[0], event_time_ms)
         if self.metrics is not None:
             self.metrics.labels_learned.labels(source=kind).inc()
+
+    def _learn_all(self, entry: _Learned) -> str | None:
+        """Every slot learns the label; None, or the name of a slot it left non-finite.
+
+        Each slot's model is pickled before its first learn of the batch (one
+        snapshot per slot and batch, not one per learn). After each learn a
+        :class:`~learners.models.FiniteCheck` looks at the numbers of the
+        model's parts it knows (linear weights, scaler statistics); when they
+        are not all finite, every slot that learned the label is rebuilt from
+        its snapshot and the batch's labels learned since, so the label is as
+        if it had never come, and the same records give the same model on a
+        replay. Parts it cannot see into (trees, forests) are probed once at
+        the batch's end (:meth:`_probe`).
+        """
+        x, value, weight = entry.x, entry.label.value, entry.label.weight
+        done: list[ModelSlot] = []
+        for slot in self.slots:
+            undo = self._undo.get(slot.name)
+            if undo is None or undo.model is not slot.model:
+                snapshot = pickle.dumps(slot.model, protocol=pickle.HIGHEST_PROTOCOL)
+                self._undo[slot.name] = _Undo(slot.model, snapshot, len(self._learned))
+            learn(slot.model, x, value, weight)
+            done.append(slot)
+            check = self._check(slot.model, slot.name)
+            if not check():
+                for learned in done:
+                    self._rebuild(learned, set())
+                return slot.name
+            if check.opaque:
+                self._probe_due.add(slot.name)
+        self._learned.append(entry)
+        for slot in self.slots:
+            slot.labels_learned += 1
+        return None
+
+    def _check(self, model: base.Classifier, name: str) -> FiniteCheck:
+        """The finiteness check of ``model``, built again when the slot's model changed."""
+        check = self._checks.get(name)
+        if check is None or check.model is not model:
+            check = self._checks[name] = FiniteCheck(model)
+        return check
+
+    def _rebuild(self, slot: ModelSlot, skip: set[int]) -> None:
+        """The slot's model from its batch snapshot and the labels learned since, less ``skip``."""
+        undo = self._undo[slot.name]
+        model = pickle.loads(undo.snapshot)  # noqa: S301 - pickled above, by this process
+        for index in range(undo.start, len(self._learned)):
+            if index not in skip:
+                entry = self._learned[index]
+                learn(model, entry.x, entry.label.value, entry.label.weight)
+        slot.model = undo.model = model
+
+    def _probe(self, out: BatchOutput) -> None:
+        """At the batch's end, score the last learned example with each model that has
+        opaque parts; a non-finite score finds the labels to blame, one learn at a time.
+
+        The blamed labels are taken back: no model keeps them, they leave the
+        batch's examples and count, and go to the dead letters.
+        """
+        probe_due, self._probe_due = self._probe_due, set()
+        bad: set[int] = set()
+        blamed: dict[int, str] = {}
+        for slot in self.slots:
+            undo = self._undo.get(slot.name)
+            if slot.name not in probe_due or undo is None or undo.model is not slot.model:
+                continue
+            if undo.start >= len(self._learned):
+                continue
+            if math.isfinite(score(slot.model, self._learned[-1].x)):
+                continue
+            model = pickle.loads(undo.snapshot)  # noqa: S301 - pickled above, by this process
+            for index in range(undo.start, len(self._learned)):
+                if index in bad:
+                    continue
+                entry = self._learned[index]
+                before = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+                learn(model, entry.x, entry.label.value, entry.label.weight)
+                if not (FiniteCheck(model)() and math.isfinite(score(model, entry.x))):
+                    model = pickle.loads(before)  # noqa: S301 - pickled just above
+                    bad.add(index)
+                    blamed[index] = slot.name
+            slot.model = undo.model = model
+        if not bad:
+            return
+        for slot in self.slots:
+            if slot.name in self._undo and self._undo[slot.name].model is slot.model:
+                self._rebuild(slot, bad)
+        for index in sorted(bad):
+            entry = self._learned[index]
+            if entry.example is not None:
+                out.examples = [e for e in out.examples if e is not entry.example]
+            out.labels_learned -= 1
+            for slot in self.slots:
+                slot.labels_learned -= 1
+            self._refuse(entry, blamed[index], out)
+
+    def _refuse(self, entry: _Learned, slot_name: str, out: BatchOutput) -> None:
+        """A label no model learned because it left ``slot_name``'s model non-finite."""
+        label, kind, event_id = entry.label, entry.kind, entry.event_id
+        detail = (
+            f"learning the {kind} label of event {event_id!r} (label {label.value:g}, weight "
+            f"{label.weight:g}) left model {slot_name!r} with non-finite numbers; it was undone"
+            " and no model learned this label"
+        )
+        log.warning("%s", detail)
+        record = entry.record
+        if record is None:
+            body = {"event_id": event_id, "label": label.value, "weight": label.weight}
+            body.update(kind=kind, timestamp=label.timestamp_ms)
+            where = split_source(label.source) if label.source.count(":") >= 2 else (kind, -1, -1)
+            record = Record("labels", orjson.dumps(body), *where)
+        self._dead_letter(out, "poisoned_model", detail, record)
+        if self.metrics is not None:
+            self.metrics.labels_skipped.labels(reason="poisoned_model").inc()
 
     def _on_concept_drift(self, champion: ModelSlot, event_time_ms: int) -> None:
         """The configured action on a concept drift of the champion: reset, or a challenger."""
@@ -492,19 +649,22 @@ class Processor:
         of a large batch do not wait for its last one; the output has them too.
         """
         out, stages = batch.out, batch.out.stage_seconds
+        self._undo, self._learned = {}, []
         rows = zip(batch.ops, batch.events, result.outcomes, batch.valid, strict=True)
         for op, event, outcome, record in rows:
             if isinstance(outcome, EventOutcome):
                 assert event is not None
                 self._event_outcome(event, outcome, record, out, stages, emit)
             else:
-                self._label_outcome(op, outcome, out, batch.held)
+                self._label_outcome(op, outcome, out, batch.held, record)
         t3 = time.perf_counter()
         for implicit in result.implicit:
             self._implicit(implicit, out)
         for expired in result.expired:
             self._expired(expired, out)
+        self._probe(out)
         stages["learn"] += time.perf_counter() - t3
+        self._undo, self._learned = {}, []
         self._observe(out, batch.events)
         return out
 
@@ -526,30 +686,63 @@ class Processor:
         a = clock()
         x = features_of(event, outcome.states, self.features)
         b = clock()
-        scores = [score(slot.model, x) for slot in self.slots]
+        scores: list[float | None] = [score(slot.model, x) for slot in self.slots]
         c = clock()
         self.events_seen += 1
+        published = False
         for index, (slot, p) in enumerate(zip(self.slots, scores, strict=True)):
             slot.events_scored += 1
+            if p is None or not math.isfinite(p):
+                # Never published (it would be JSON null) nor fed to the monitors.
+                scores[index] = None
+                self._not_finite(event.event_id, slot, p, record, out, index == 0)
+                continue
             decision = p > self.threshold
             prediction = Prediction(
                 event.event_id, slot.name, slot.version, p, decision, event.timestamp,
                 record.timestamp_ms,
             )  # fmt: skip
             (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
+            published = published or index == 0
             if slot.monitor is not None:
                 slot.monitor.observe_prediction(p, decision, x, event.timestamp)
-        self._deferred_scores[event.event_id] = scores[0]
+        if scores[0] is not None:
+            self._deferred_scores[event.event_id] = scores[0]
         if outcome.label is None:
             self._remember(event.event_id, _Scored(scores, x, event.timestamp))
         else:
-            kind = "inline" if outcome.label.source == record.source else "labels"
-            self._learn(event.event_id, x, outcome.label, scores, event.timestamp, kind, out)
+            inline = outcome.label.source == record.source
+            kind = "inline" if inline else "labels"
+            self._learn(
+                event.event_id, x, outcome.label, scores, event.timestamp, kind, out,
+                record if inline else None,
+            )  # fmt: skip
         stages["features"] += b - a
         stages["score"] += c - b
         stages["learn"] += clock() - c
-        if emit is not None:
+        if emit is not None and published:
             emit(out.predictions[-1])
+
+    def _not_finite(
+        self,
+        event_id: str,
+        slot: ModelSlot,
+        p: float | None,
+        record: Record,
+        out: BatchOutput,
+        champion: bool,
+    ) -> None:
+        """A score that is not a number: counted; the champion's event goes to the dead letters."""
+        if self.metrics is not None:
+            self.metrics.scores_not_finite.inc()
+        if champion:
+            detail = (
+                f"model {slot.name!r} v{slot.version} scored event {event_id!r} {p}: its features"
+                " overflow the model's arithmetic; no prediction was published"
+            )
+            self._dead_letter(out, "not_finite", detail, record)
+        else:
+            log.warning("model %r scored event %r %s: not published", slot.name, event_id, p)
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
         """An event whose label window passed in silence: learned as a negative."""
@@ -663,13 +856,14 @@ class Processor:
         outcome: LabelOutcome,
         out: BatchOutput,
         held: dict[str, _Scored],
+        record: Record | None = None,
     ) -> None:
         assert isinstance(op, LabelOp)
         if outcome.status in ("learn", "relearn"):
             scored = self._scored(outcome, held)
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
             x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
-            self._learn(outcome.event_id, x, label, scores, event_time_ms, "labels", out)
+            self._learn(outcome.event_id, x, label, scores, event_time_ms, "labels", out, record)
             if self.metrics is not None:
                 delay_ms = max(0, op.timestamp_ms - event_time_ms)
                 self.metrics.label_delay.observe(delay_ms / 1000)

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from features.store import BatchOutcome, EventOp, LabelOp, RedisStore
 from learners.checkpoint import Checkpoint, CheckpointStore
-from learners.registry import ModelRegistry
+from learners.registry import ModelRegistry, NonFiniteModelError
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings
@@ -461,18 +461,26 @@ class Worker:
         quality = monitor.snapshot()["quality"] if monitor is not None else {}
         models, checkpoints = self.models, self.checkpoints
         note = f"checkpoint of {self.name} in {self.settings.kafka.group_id}"
-        info = self._redis(
-            lambda: models.save(
-                self.slot.model,
-                name=self.slot.name,
-                parent=self.slot.version,
-                events_scored=self.slot.events_scored,
-                labels_learned=self.slot.labels_learned,
-                offsets=names,
-                metrics={k: v for k, v in quality.items() if isinstance(v, float | int | None)},
-                note=note,
+        try:
+            info = self._redis(
+                lambda: models.save(
+                    self.slot.model,
+                    name=self.slot.name,
+                    parent=self.slot.version,
+                    events_scored=self.slot.events_scored,
+                    labels_learned=self.slot.labels_learned,
+                    offsets=names,
+                    metrics={k: v for k, v in quality.items() if isinstance(v, float | int | None)},
+                    note=note,
+                )
             )
-        )
+        except NonFiniteModelError as error:
+            # Its offsets stay uncommitted: a restart resumes from the last finite model.
+            log.error("checkpoint skipped, offsets not committed: %s", error)
+            self.metrics.checkpoints_refused.inc()
+            self._labels_since_checkpoint = 0
+            self._last_checkpoint = time.monotonic()
+            return
         self._redis(lambda: checkpoints.prepare(Checkpoint(info.version, names, self._generation)))
         self.sink.commit(offsets, self.source)
         self._redis(checkpoints.confirm)

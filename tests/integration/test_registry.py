@@ -15,6 +15,7 @@ from learners.model_cli import model_app
 from learners.models import build_model, learn, score
 from learners.registry import (
     ModelRegistry,
+    NonFiniteModelError,
     RegistryError,
     SnapshotError,
     pack_envelope,
@@ -411,3 +412,15 @@ def test_prune_keeps_the_newest_checkpoints_and_never_the_current_or_history(
     assert deleted == [versions[3]]
     remaining = [info.version for info in registry.list()]
     assert remaining == [*versions[:3], *versions[4:], other]
+
+
+def test_a_model_with_nan_weights_is_never_saved(registry: ModelRegistry) -> None:
+    """A checkpoint of a poisoned model would bring the NaN back after every restart."""
+    good = save(registry, trained("ios"))
+    poisoned = trained("web")
+    learn(poisoned, {"clicks": 1e300, "device": "ios"}, True, 1.0)
+    with pytest.raises(NonFiniteModelError, match="NaN or infinite"):
+        save(registry, poisoned, parent=good.version)
+    assert [info.version for info in registry.list()] == [good.version]
+    model, _ = registry.load(good.version)
+    assert all(0.0 < p < 1.0 for p in scores(model))

@@ -515,8 +515,8 @@ def test_fractional_labels_and_weights_are_accepted():
 
 
 def test_every_decode_reason_has_a_test_here():
-    """The reasons decode can give are the whole set less the processor's three."""
-    processor_reasons = {"duplicate_event", "unknown_event", "duplicate_label"}
+    """The reasons decode can give are the whole set less the processor's four."""
+    processor_reasons = {"duplicate_event", "unknown_event", "duplicate_label", "poisoned_model"}
     tested = {
         "too_large",
         "not_utf8",

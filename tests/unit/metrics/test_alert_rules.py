@@ -44,6 +44,8 @@ REQUIRED = {
     "StreamlearnWorkerDown",
     "StreamlearnDependencyDown",
     "StreamlearnPredictionsUndelivered",
+    "StreamlearnSeriesNotFinite",
+    "StreamlearnModelNotFinite",
 }
 
 OTHER_THRESHOLDS = AlertThresholds(
@@ -212,4 +214,37 @@ def test_alertmanager_config_passes_amtool(tmp_path: Path, url: str | None) -> N
         path = tmp_path / "alertmanager.yml"
         path.write_text(alertmanager_config(url))
     result = _run(AMTOOL, "check-config", path)  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_nan_gauges_of_a_worker_still_filling_its_windows_do_not_alert(tmp_path: Path) -> None:
+    """Gauges start at NaN (no data yet): only a busy worker's NaN is a fault."""
+    t = AlertThresholds()
+    rules, _ = _write(tmp_path, t)
+    nan_for_two_hours = " ".join(["NaN"] * 480)
+    selector = '{job="streamlearn", instance="w:1"}'
+    doc = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    {
+                        "series": f"streamlearn_prediction_psi{selector}",
+                        "values": nan_for_two_hours,
+                    },
+                    {"series": f"streamlearn_predictions_total{selector}", "values": "0+1x479"},
+                ],
+                "alert_rule_test": [
+                    {"alertname": "StreamlearnSeriesNotFinite", "eval_time": m, "exp_alerts": []}
+                    for m in ("20m", "1h", "1h50m")
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "quiet.yml"
+    test_file.write_text(yaml.safe_dump(doc))
+    result = _run(PROMTOOL, "test", "rules", test_file)  # type: ignore[arg-type]
     assert result.returncode == 0, result.stdout + result.stderr
