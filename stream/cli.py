@@ -309,7 +309,7 @@ def backtest(
     if redis is not None:
         prefix = settings.store.key_prefix
         what = "deleted at the end" if fresh and not keep_state else "kept"
-        console.print(f"backtest state in {redis} under key prefix {prefix!r} ({what})")
+        console.print(f"backtest state in {safe_url(redis)} under key prefix {prefix!r} ({what})")
         live = load_settings_quietly(config)
         if live is not None and prefix == live.store.key_prefix:
             console.print(
@@ -353,6 +353,22 @@ def backtest(
     console.print(f"report in {report}")
 
 
+def safe_url(url: str) -> str:
+    """A URL as it may be printed: its password, if any, hidden.
+
+    >>> safe_url("redis://user:s3cret@host:6379/0"), safe_url("redis://host:6379")
+    ('redis://user:***@host:6379/0', 'redis://host:6379')
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def load_settings_quietly(path: Path | None) -> Settings | None:
     """The settings without overrides (the live workers'), or None if they do not load."""
     try:
@@ -376,8 +392,8 @@ def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
     except redis_client.RedisError as error:
         console.print(
             f"[yellow]the backtest's keys under {prefix!r} were not deleted ({error});"
-            f" delete them with: redis-cli -u {redis_url} --scan --pattern '{prefix}:*'"
-            f" | xargs redis-cli -u {redis_url} unlink"
+            f" delete them with: redis-cli -u {safe_url(redis_url)} --scan --pattern"
+            f" '{prefix}:*' | xargs redis-cli -u {safe_url(redis_url)} unlink"
         )
         return
     console.print(f"deleted the backtest's {deleted} keys under {prefix!r}")
