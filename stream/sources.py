@@ -358,22 +358,56 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
+class _Lines:
+    """The file's lines as the CSV reader takes them, keeping the current row's text."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.taken: list[str] = []
+        self.count = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self.handle)
+        self.taken.append(line)
+        self.count += 1
+        return line
+
+
+#: The most text of a row that is not CSV kept in its dead letter (the default record limit).
+_MAX_ROW_TEXT = 64 * 1024
+
+
 def _csv(path: Path) -> Iterator[bytes | BadRow]:
     with _open_csv(path) as handle:
-        reader = csv.DictReader(handle)
+        lines = _Lines(handle)
+        # strict: an unterminated quote is an error instead of swallowing the rows after it
+        reader = csv.DictReader(lines, strict=True)
+        _ = reader.fieldnames  # the header, checked by _csv_header
         while True:
+            lines.taken.clear()
+            before = lines.count
             try:
                 row = next(reader)
+            except csv.Error as error:
+                start = before + 1 + _blank_lines(lines.taken)
+                text = "".join(lines.taken)
+                cells: dict[str, Any] = {"text": _printable(text[:_MAX_ROW_TEXT])}
+                if len(text) > _MAX_ROW_TEXT:
+                    cells["truncated_from_chars"] = len(text)
+                reason = "too_large" if "larger than field limit" in str(error) else "invalid_value"
+                yield BadRow(reason, f"line {start}, not CSV: {error}", orjson.dumps(cells), start)
+                continue
             except StopIteration:
                 return
-            except csv.Error as error:
-                reason = "too_large" if "larger than field limit" in str(error) else "invalid_value"
-                line = reader.line_num
-                yield BadRow(
-                    reason, f"line {line}, not CSV: {error}", orjson.dumps({"line": line}), line
-                )
-                continue
-            yield encode_row(row, reader.line_num)
+            yield encode_row(row, before + 1 + _blank_lines(lines.taken))
+
+
+def _blank_lines(taken: list[str]) -> int:
+    """How many blank lines the CSV reader skipped before the row it read."""
+    return next((index for index, line in enumerate(taken) if line.strip()), 0)
 
 
 def _open_parquet(path: Path) -> Any:

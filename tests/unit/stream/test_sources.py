@@ -177,3 +177,19 @@ def test_a_file_that_is_not_parquet_is_one_message(tmp_path):
     path.write_text("hello")
     with pytest.raises(SourceError, match="not a readable Parquet file"):
         read_records(path)
+
+
+def test_an_unterminated_quote_is_refused_with_its_text_instead_of_swallowing_the_rest(tmp_path):
+    body = f'{HEADER},x\ne1,{NOW_MS},u,i,"open\ne2,{NOW_MS},u,i,1\n'
+    (bad,) = read_records(csv_file(tmp_path, body))
+    assert isinstance(bad, BadRow) and bad.reason == "invalid_value" and bad.line == 2
+    assert "e2," in orjson.loads(bad.value)["text"]  # the swallowed row is in the dead letter
+
+
+def test_a_field_over_the_csv_limit_is_too_large_and_the_next_row_is_read(tmp_path):
+    body = f"{HEADER},x\n\ne1,{NOW_MS},u,i,{'y' * 200_000}\ne2,{NOW_MS},u,i,1\n"
+    bad, good = read_records(csv_file(tmp_path, body))
+    assert isinstance(bad, BadRow) and bad.reason == "too_large"
+    assert bad.line == 3 and bad.detail.startswith("line 3,")  # the blank line counted
+    assert orjson.loads(bad.value)["truncated_from_chars"] > 200_000
+    assert orjson.loads(good)["event_id"] == "e2"
