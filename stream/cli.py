@@ -142,11 +142,11 @@ def produce(
 ) -> None:
     """Send a JSON-lines file of events and labels to Kafka, keyed by event_id.
 
-    A line the producer refuses (larger than ``kafka.max_request_size``, ...) stops
+    A line the producer refuses (larger than its ``max_request_size``, 1 MiB) stops
     it: the records before that line are flushed, and the message says how many
     the broker acknowledged and which line stopped it, to resume from there.
     """
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, MessageSizeTooLargeError
 
     from stream.kafka_io import (
         KafkaSink,
@@ -207,14 +207,19 @@ def produce(
     if stopped is not None:
         number, size, error = stopped
         acknowledged = counts["events"] + counts["labels"]
+        hint = (
+            "Shorten or remove that line: the producer refuses a record over its"
+            " max_request_size (1 MiB) before sending it."
+            if isinstance(error, MessageSizeTooLargeError)
+            else "Check the broker and the line."
+        )
         console.print(
             f"[red]line {number} of {file} ({size:,} bytes) stopped the send:[/red]"
             f" {escape(str(error))}\n"
             f"{acknowledged} records before it were sent and acknowledged"
             f" ({counts['events']} to {topics['events']!r}, {counts['labels']} to"
-            f" {topics['labels']!r}); nothing from line {number} on was sent. Fix or remove"
-            f" that line (the size limit is kafka.max_request_size) and send the rest with"
-            f" `tail -n +{number} {file} > rest.jsonl`."
+            f" {topics['labels']!r}); nothing from line {number} on was sent. {hint}"
+            f" Then send the rest with `tail -n +{number} {file} > rest.jsonl`."
         )
         raise typer.Exit(1)
     console.print(
