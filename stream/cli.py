@@ -295,6 +295,8 @@ def backtest(
     The report is written beside ``--report`` and renamed into place once complete:
     an interrupted backtest leaves the previous report as it was.
     """
+    from redis.exceptions import RedisError
+
     from stream.backtest import backtest as run_backtest
     from stream.backtest import fresh_key_prefix
     from stream.report import staged_folder, write_report
@@ -347,6 +349,12 @@ def backtest(
             summary = write_report(result, staging)
     except SourceError as error:
         console.print(f"[red]cannot read the file:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    except RedisError as error:
+        console.print(
+            f"[red]Redis at {safe_url(redis or '')}:[/red] {escape(str(error))}; the previous"
+            " report is left as it was"
+        )
         raise typer.Exit(1) from None
     except ValueError as error:
         console.print(f"[red]cannot run the backtest:[/red] {escape(str(error))}")

@@ -112,3 +112,19 @@ def test_a_finished_backtest_replaces_the_previous_report_entirely(tmp_path):
     assert "stale" not in (report / "summary.json").read_text()
     assert not (report / "old-model.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "world.jsonl"]
+
+
+def test_backtest_with_a_redis_out_of_reach_exits_1_and_keeps_the_previous_report(tmp_path):
+    path = world_file(tmp_path, events=20)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "summary.json").write_text('{"previous": true}')
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    command = ["backtest", str(path), "--redis", f"redis://127.0.0.1:{port}/0"]
+    result = CliRunner().invoke(app, [*command, "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert f"Redis at redis://127.0.0.1:{port}/0" in flat(result.output)
+    assert (report / "summary.json").read_text() == '{"previous": true}'
