@@ -30,7 +30,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from features.interactions import EntityState, entity_ids, observe
 from features.schema import DecodeError, decode_event, decode_label
 from features.vector import features_of
-from learners.models import build_model, learn, score
+from learners.models import learn, score
 from stream.config import Settings, load_settings
 
 __all__ = ["NaiveWorker", "main", "state_from_hash", "state_to_hash"]
@@ -73,7 +73,7 @@ class NaiveWorker:
         self.settings = settings
         self.prefix = settings.store.key_prefix + ":naive"
         self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
-        self.model = build_model(settings.model.spec)
+        self.model = settings.model.build()
         self.producer = KafkaProducer(
             client_id=kafka.client_id + "-naive", acks="all", linger_ms=0, **kafka.client_options()
         )

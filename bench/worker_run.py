@@ -30,7 +30,7 @@ import psutil
 
 from features.store import BatchOutcome
 from learners.registry import KEY_ENV, signing_key_from_env
-from stream.config import Settings, load_settings
+from stream.config import MaskingFormatter, Settings, load_settings
 from stream.processor import BatchOutput, Prediction, PreparedBatch, Record
 from stream.worker import Worker
 
@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--until-end", action="store_true", help="stop at the start's end offsets")
     mode.add_argument("--idle", type=float, help="stop after this many seconds without records")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     settings = load_settings(args.config)
     key = signing_key_from_env() if os.environ.get(KEY_ENV) else None
     worker = BenchWorker(settings, args.control, args.name, key, args.until_end, args.idle or 0.0)

@@ -9,8 +9,9 @@
 --           held: the caller holds the event's features, so a learned label's reply
 --           leaves out the payload, states and score
 -- ARGV[3] scores of earlier events to store in their snapshots, JSON object {event_id: "score"}
--- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, pending_max,
---           pending_ttl_ms, implicit_ms (0: off), sweep_max, and watermarks: an array of
+-- ARGV[4] parameters, JSON object: half_lives_ms, snapshot_ttl_ms, state_ttl_ms (0: entities
+--           never expire), pending_max, pending_ttl_ms, implicit_ms (0: off), sweep_max,
+--           and watermarks: an array of
 --           [partition, event time] for the partitions this worker owns. Labels wait,
 --           and events wait for implicit labels, in one sorted set per partition, and
 --           only the owner of a partition expires them, by that partition's event time
@@ -19,7 +20,13 @@
 -- An entity is a hash: ``v``, its state as little-endian doubles (count, positives,
 -- labelled, last_ms, decay_ref_ms, then one decayed count per half-life: exact, and
 -- no decimal formatting), and per partition ``w<partition>``, the offset of the last
--- event of that partition applied to it (its replays are recognised by it).
+-- event of that partition applied to it (its replays are recognised by it). Every update
+-- of an entity sets its TTL again (state_ttl_ms), so only active entities stay.
+--
+-- Keys written: entities (TTL state_ttl_ms), snapshots ``s:<event id>`` (TTL
+-- snapshot_ttl_ms, set when written; later fields keep it), and per partition the
+-- bounded pending-label set (``pl``, ``plz:<partition>``) and implicit-label deadlines
+-- (``dl:<partition>``).
 --
 -- Returns one reply per operation, then the swept records:
 --   E: {"new"|"replay"|"duplicate", states, label}   label: "" or "value|weight|source|timestamp|at"
@@ -39,6 +46,12 @@ local empty = {0, 0, 0, -1, 0}
 for k = 1, #half_lives do empty[5 + k] = 0 end
 local empty_state = struct.pack(state_format, unpack(empty))
 local pending_hash = prefix .. ':pl'
+local state_ttl = params.state_ttl_ms or 0
+
+-- An entity was updated: its state lives state_ttl more.
+local function keep_alive(key)
+  if state_ttl > 0 then redis.call('PEXPIRE', key, state_ttl) end
+end
 
 local function partition_of(source) return string.match(source, ':(%d+):%d+$') end
 
@@ -72,6 +85,7 @@ local function observe(key, v, applied, mark, offset, ts)
     for k = 1, #half_lives do s[5 + k] = s[5 + k] + 2 ^ (-(r - ts) / half_lives[k]) end
   end
   redis.call('HSET', key, 'v', pack(s), mark, int(offset))
+  keep_alive(key)
 end
 
 -- A label's value added to the positives and one to the labelled count of each entity;
@@ -82,6 +96,7 @@ local function observe_label(keys, value, labelled)
     s[2] = s[2] + value
     s[3] = s[3] + labelled
     redis.call('HSET', key, 'v', pack(s))
+    keep_alive(key)
   end
 end
 

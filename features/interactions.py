@@ -32,8 +32,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ENTITY_KINDS",
@@ -53,18 +54,29 @@ ENTITY_KINDS: tuple[str, ...] = ("user", "item", "author", "user_item", "user_au
 class InteractionConfig(BaseModel):
     """How interaction features are computed."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    half_lives_s: tuple[float, ...] = Field(
+    half_lives_s: tuple[Annotated[float, Field(gt=0.0, le=315_360_000.0)], ...] = Field(
         default=(3600.0, 86400.0, 604800.0),
         min_length=1,
         max_length=6,
-        description="Half-lives of the decayed counts, in seconds of event time.",
+        description="Half-lives of the decayed counts, in seconds of event time (at most ten"
+        " years), each giving its feature a distinct name.",
     )
     prior_rate: float = Field(default=0.05, ge=0.0, le=1.0, description="Prior positive rate.")
     prior_strength: float = Field(
-        default=10.0, gt=0.0, description="Pseudo-labels the prior rate is worth."
+        default=10.0, gt=0.0, le=1_000_000.0, description="Pseudo-labels the prior rate is worth."
     )
+
+    @model_validator(mode="after")
+    def _distinct_half_lives(self) -> InteractionConfig:
+        names = [_duration_name(h) for h in self.half_lives_s]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"half_lives_s must be distinct: {list(self.half_lives_s)} name the features"
+                f" {names}"
+            )
+        return self
 
     @cached_property
     def half_lives_ms(self) -> tuple[float, ...]:

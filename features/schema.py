@@ -134,16 +134,29 @@ class DecodeError(ValueError):
 class Limits(BaseModel):
     """Size and range limits applied to every record."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    max_bytes: int = Field(default=64 * 1024, gt=0, description="Largest accepted record value.")
-    max_context: int = Field(default=32, gt=0, description="Most entries in `context`.")
-    max_features: int = Field(default=256, gt=0, description="Most entries in `features`.")
+    max_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        le=64 * 1024 * 1024,
+        description="Largest accepted record value.",
+    )
+    max_context: int = Field(default=32, gt=0, le=10_000, description="Most entries in `context`.")
+    max_features: int = Field(
+        default=256, gt=0, le=100_000, description="Most entries in `features`."
+    )
     min_timestamp_ms: int = Field(
-        default=946_684_800_000, description="Oldest accepted event time (2000-01-01)."
+        default=946_684_800_000,
+        ge=0,
+        le=4_102_444_800_000,
+        description="Oldest accepted event time (2000-01-01); at most 2100-01-01.",
     )
     max_future_ms: int = Field(
-        default=86_400_000, ge=0, description="How far past the wall clock an event time may be."
+        default=86_400_000,
+        ge=0,
+        le=31_536_000_000,
+        description="How far past the wall clock an event time may be (at most 365 days).",
     )
     unknown_fields: Literal["ignore", "reject"] = Field(
         default="ignore", description="What to do with fields the schema does not know."

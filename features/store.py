@@ -19,6 +19,19 @@ In Redis an entity is a hash of its state, ``v`` (packed doubles: see
 :func:`decode_state`, or :meth:`RedisStore.state` for one entity), and one
 watermark ``w<partition>`` per partition that touched it.
 
+Entity state lives ``store.state_ttl_s`` after its last update (0: forever), so
+the state kept is bounded by the entities active within that time. Redis
+expires keys on its own clock: every update of an entity (an event counted, a
+label) sets the key's TTL again, in the same script call. The in-process store
+runs in *event time* instead, as backtests do: an entity not updated for the
+TTL of event time (the latest event, label or watermark time the store has
+seen) is gone, with its watermarks. Both agree on any stream that spans less
+than the TTL, and a stream processed live meets both clocks at the same pace.
+Every other key the script writes expires too (snapshots, after
+``store.snapshot_ttl_s``) or is one of a fixed set of keys per partition: the
+pending labels (at most ``store.pending_max``) and the implicit-label deadlines
+(the events of the last ``store.implicit_negative_after_s`` of event time).
+
 Examples
 --------
 >>> from features.interactions import InteractionConfig
@@ -47,7 +60,7 @@ from typing import Literal, Protocol
 
 import orjson
 import redis
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.interactions import EntityState, InteractionConfig, observe, observe_label
 
@@ -69,29 +82,77 @@ __all__ = [
 
 
 class StoreConfig(BaseModel):
-    """Retention of snapshots and pending labels, and implicit labelling."""
+    """Retention of entity state, snapshots and pending labels, and implicit labelling."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    key_prefix: str = Field(default="sl", min_length=1, max_length=64)
+    key_prefix: str = Field(
+        default="sl",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\s{}]+$",
+        description="Prefix of every Redis key: no whitespace, no hash-tag braces.",
+    )
     snapshot_ttl_s: float = Field(
-        default=172_800.0, gt=0, description="How long a scored event waits for its label."
+        default=172_800.0,
+        gt=0,
+        le=31_536_000,
+        description="How long a scored event waits for its label (at most 365 days).",
     )
     max_snapshots: int = Field(
-        default=2_000_000, gt=0, description="Snapshots kept by the in-process store."
+        default=2_000_000,
+        gt=0,
+        le=1_000_000_000,
+        description="Snapshots kept by the in-process store.",
     )
     pending_max: int = Field(
-        default=100_000, gt=0, description="Most labels waiting for their event."
+        default=100_000, gt=0, le=100_000_000, description="Most labels waiting for their event."
     )
     pending_ttl_s: float = Field(
-        default=3600.0, gt=0, description="Event time a label waits for its event."
+        default=3600.0,
+        gt=0,
+        le=31_536_000,
+        description="Event time a label waits for its event.",
     )
     implicit_negative_after_s: float = Field(
         default=0.0,
         ge=0,
-        description="Learn an event as negative when no label came this long after it (0: off).",
+        le=31_536_000,
+        description="Learn an event as negative when no label came this long after it (0: off);"
+        " below snapshot_ttl_s, since the event's snapshot must outlive the wait.",
     )
-    sweep_max: int = Field(default=10_000, gt=0, description="Most implicit labels per batch.")
+    sweep_max: int = Field(
+        default=10_000, gt=0, le=1_000_000, description="Most implicit labels per batch."
+    )
+    state_ttl_s: float = Field(
+        default=2_592_000.0,
+        ge=0,
+        le=315_360_000,
+        description=(
+            "How long an entity's state lives after its last update (0: forever, at most"
+            " 10 years); event time in the in-process store, the Redis clock in Redis."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _state_outlives_snapshots(self) -> StoreConfig:
+        if 0 < self.state_ttl_s < self.snapshot_ttl_s:
+            raise ValueError(
+                f"state_ttl_s ({self.state_ttl_s:g}) must be 0 (never expire) or at least "
+                f"snapshot_ttl_s ({self.snapshot_ttl_s:g}), so that a label finds the state "
+                "its event counted"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _implicit_within_snapshot_ttl(self) -> StoreConfig:
+        if self.implicit_negative_after_s >= self.snapshot_ttl_s:
+            raise ValueError(
+                f"implicit_negative_after_s ({self.implicit_negative_after_s:g}) must be below"
+                f" snapshot_ttl_s ({self.snapshot_ttl_s:g}): the event's snapshot would expire"
+                " before its implicit label is due"
+            )
+        return self
 
 
 @dataclass(slots=True, frozen=True)
@@ -214,24 +275,78 @@ class _Snapshot:
 
 
 class MemoryStore:
-    """The in-process store: same semantics as :class:`RedisStore`, bounded by count."""
+    """The in-process store: same semantics as :class:`RedisStore`, bounded by count
+    (snapshots) and by event time (entity state, ``state_ttl_s``).
+
+    >>> from features.interactions import InteractionConfig
+    >>> config = StoreConfig(snapshot_ttl_s=60, state_ttl_s=60)
+    >>> store = MemoryStore(config, InteractionConfig(half_lives_s=(3600.0,)))
+    >>> def event(i, ts):
+    ...     return EventOp(f"e{i}", f"ev:0:{i}", 0, i, ts, [("user", "u")], b"{}", None, 1.0)
+    >>> _ = store.apply([event(0, 0), event(1, 59_000)], {}, {})
+    >>> store.apply([event(2, 118_000)], {}, {}).outcomes[0].states[0][1].count
+    2
+    >>> store.apply([event(3, 180_000)], {}, {}).outcomes[0].states[0][1].count
+    0
+    """
 
     def __init__(self, config: StoreConfig, features: InteractionConfig) -> None:
         self.config = config
         self.features = features
         self.entities: dict[str, EntityState] = {}
-        self.watermarks: dict[tuple[str, int], int] = {}
+        self.watermarks: dict[str, dict[int, int]] = {}
         self.snapshots: OrderedDict[str, _Snapshot] = OrderedDict()
         self.pending: dict[str, AppliedLabel] = {}
         self.deadlines: dict[int, list[tuple[int, str]]] = {}
+        #: Event time of each entity's last update, least recently updated first.
+        self.updated: OrderedDict[str, int] = OrderedDict()
+        #: The latest event time seen: the clock entity state expires by.
+        self.clock_ms = -(2**63)
+        self._state_ttl_ms = int(config.state_ttl_s * 1000)
+
+    def _tick(self, timestamp_ms: int) -> None:
+        if timestamp_ms > self.clock_ms:
+            self.clock_ms = timestamp_ms
+
+    def _expired(self, key: str) -> bool:
+        updated = self.updated.get(key)
+        return (
+            self._state_ttl_ms > 0
+            and updated is not None
+            and updated + self._state_ttl_ms <= self.clock_ms
+        )
+
+    def _forget(self, key: str) -> None:
+        self.entities.pop(key, None)
+        self.watermarks.pop(key, None)
+        self.updated.pop(key, None)
+
+    def _set(self, key: str, state: EntityState, timestamp_ms: int) -> None:
+        """Store an entity's new state and restart its lifetime (Redis: PEXPIRE)."""
+        self.entities[key] = state
+        updated = self.updated.pop(key, timestamp_ms)
+        self.updated[key] = max(updated, timestamp_ms)
+
+    def _evict_expired(self) -> None:
+        """Drop the entities not updated for the state TTL; the rest expire when read."""
+        if self._state_ttl_ms <= 0:
+            return
+        cutoff = self.clock_ms - self._state_ttl_ms
+        while self.updated:
+            key, updated = next(iter(self.updated.items()))
+            if updated > cutoff:
+                break
+            self._forget(key)
 
     def _state(self, key: str) -> EntityState:
+        if self._expired(key):
+            self._forget(key)
         state = self.entities.get(key)
         return state if state is not None else EntityState.empty(self.features)
 
     def _apply_label(self, snap: _Snapshot, label: AppliedLabel, at: str) -> None:
         for key in snap.keys:
-            self.entities[key] = observe_label(self._state(key), label.value)
+            self._set(key, observe_label(self._state(key), label.value), label.timestamp_ms)
         snap.label, snap.label_at, snap.label_source = label, at, label.source
 
     def _event(self, op: EventOp) -> EventOutcome:
@@ -246,9 +361,10 @@ class MemoryStore:
         for (kind, _), key in zip(op.entities, keys, strict=True):
             state = self._state(key)
             states.append((kind, state))
-            if op.offset > self.watermarks.get((key, op.partition), -1):
-                self.entities[key] = observe(state, op.timestamp_ms, self.features)
-                self.watermarks[key, op.partition] = op.offset
+            marks = self.watermarks.setdefault(key, {})
+            if op.offset > marks.get(op.partition, -1):
+                self._set(key, observe(state, op.timestamp_ms, self.features), op.timestamp_ms)
+                marks[op.partition] = op.offset
         snap = _Snapshot(op.source, op.payload, states, keys)
         self.snapshots[op.event_id] = snap
         if len(self.snapshots) > self.config.max_snapshots:
@@ -282,7 +398,9 @@ class MemoryStore:
             if op.label > 0:
                 for key in snap.keys:
                     state = self._state(key)
-                    self.entities[key] = replace(state, positives=state.positives + op.label)
+                    self._set(
+                        key, replace(state, positives=state.positives + op.label), op.timestamp_ms
+                    )
             snap.label_source = "late:" + op.source
             return LabelOutcome("late", op.event_id)
         if snap.label_source:
@@ -341,15 +459,19 @@ class MemoryStore:
                 snap.score = score
         outcomes: list[EventOutcome | LabelOutcome] = []
         for op in ops:
+            self._tick(op.timestamp_ms)
             if isinstance(op, EventOp):
                 outcomes.append(self._event(op))
             else:
                 outcomes.append(self._label(op))
         marks = sorted(watermarks.items())
+        for _, mark in marks:
+            self._tick(mark)
         expired = [label for p, mark in marks for label in self._expire_pending(p, mark)]
         implicit = []
         if self.config.implicit_negative_after_s:
             implicit = [label for p, mark in marks for label in self._sweep_implicit(p, mark)]
+        self._evict_expired()
         return BatchOutcome(outcomes, expired, implicit)
 
 
@@ -429,6 +551,7 @@ class RedisStore:
             "pending_ttl_ms": int(config.pending_ttl_s * 1000),
             "implicit_ms": int(config.implicit_negative_after_s * 1000),
             "sweep_max": config.sweep_max,
+            "state_ttl_ms": int(config.state_ttl_s * 1000),
         }
 
     def pending_count(self) -> int:

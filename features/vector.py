@@ -47,7 +47,7 @@ __all__ = ["FeatureConfig", "features_from_snapshot", "features_of", "snapshot_p
 class FeatureConfig(BaseModel):
     """What the model sees."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     mode: Literal["default", "raw"] = Field(
         default="default",

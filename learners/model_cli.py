@@ -15,7 +15,6 @@ Examples
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +34,7 @@ from learners.registry import (
     SnapshotInfo,
     signing_key_from_env,
 )
-from stream.config import ConfigError, load_settings
+from stream.config import ConfigError, load_settings, mask_url
 from stream.ui import console
 
 __all__ = ["metric_cell", "model_app", "registry_table"]
@@ -90,13 +89,6 @@ def registry_table(
     return table
 
 
-def _without_credentials(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def _say(message: str) -> None:
     _out.print(message, markup=False, highlight=False, soft_wrap=True)
 
@@ -134,8 +126,8 @@ def _registry(config: Path | None) -> Iterator[ModelRegistry]:
     except RegistryError as error:
         raise _fail(str(error)) from None
     except redis.RedisError as error:
-        where = _without_credentials(settings.redis.url)
-        raise _fail(f"Redis at {where} failed: {error}", code=1) from None
+        where = mask_url(settings.redis.url)
+        raise _fail(f"Redis at {where} failed: {mask_url(str(error))}", code=1) from None
     except OSError as error:
         raise _fail(str(error), code=1) from None
     finally:

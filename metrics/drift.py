@@ -33,7 +33,9 @@ import numpy as np
 from river import drift as river_drift
 
 __all__ = [
+    "BINARY_DETECTORS",
     "DETECTORS",
+    "SIGNALS",
     "OTHER",
     "CategoricalShift",
     "ConceptDrift",
@@ -43,6 +45,7 @@ __all__ = [
     "PredictionDriftReport",
     "bin_counts",
     "categorical_shift",
+    "concept_signal",
     "ks_statistic",
     "psi",
     "quantile_edges",
@@ -55,7 +58,42 @@ OTHER = "__other__"
 DETECTORS: dict[str, type] = {
     "adwin": river_drift.ADWIN,
     "page_hinkley": river_drift.PageHinkley,
+    "hddm_a": river_drift.binary.HDDMA,
+    "hddm_w": river_drift.binary.HDDMW,
+    "ddm": river_drift.binary.DDM,
 }
+
+#: Detectors that take only 0/1 values: they watch the ``error`` signal alone.
+BINARY_DETECTORS = frozenset({"hddm_a", "hddm_w", "ddm"})
+
+#: What the concept drift detector is fed per learned label; see :func:`concept_signal`.
+SIGNALS = ("error", "brier", "log_loss")
+
+
+def concept_signal(signal: str, y_true: bool, score: float, threshold: float = 0.5) -> float:
+    """The loss of one labelled prediction that a concept drift detector watches.
+
+    ``error`` is the 0/1 error of the decision at ``threshold``, ``brier`` the
+    squared error of the score (both in [0, 1], what ADWIN's bound assumes);
+    ``log_loss`` is unbounded, so one confident mistake outweighs hundreds of
+    labels and the detector's windows never separate cleanly.
+
+    >>> concept_signal("error", True, 0.3), concept_signal("error", False, 0.3)
+    (1.0, 0.0)
+    >>> concept_signal("brier", True, 0.75)
+    0.0625
+    >>> round(concept_signal("log_loss", True, 0.5), 4)
+    0.6931
+    """
+    if signal == "error":
+        return float((score > threshold) != y_true)
+    if signal == "brier":
+        return (float(y_true) - score) ** 2
+    if signal == "log_loss":
+        p = min(max(score, 1e-15), 1 - 1e-15)
+        return -math.log(p if y_true else 1 - p)
+    raise ValueError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
+
 
 Mode = Literal["first_n", "trailing"]
 
@@ -636,16 +674,26 @@ class ConceptDrift:
     max_detections
         Detections kept in :attr:`detections` (the oldest are dropped);
         :attr:`n_detections` counts them all.
+    warmup
+        Losses after the start (or a :meth:`reset`) whose detections are not
+        reported: a model that is still learning changes its loss by itself.
+        The detector learns from them all the same.
 
     Examples
     --------
     >>> cd = ConceptDrift("adwin")
-    >>> hits = [cd.update(0.1 if i < 1000 else 2.0, event_time=i) for i in range(1200)]
+    >>> hits = [cd.update(0.1 if i < 1000 else 0.9, event_time=i) for i in range(1200)]
     >>> first = hits.index(True)
     >>> 1000 <= first < 1100
     True
     >>> cd.detections[0] == Detection(index=first, event_time=first)
     True
+
+    A loss that falls (a model learning) is no drift, and warm-up is quiet:
+
+    >>> cd = ConceptDrift("adwin", warmup=500)
+    >>> any(cd.update(0.9 if i < 1000 else 0.1) for i in range(1200)), cd.n_improvements
+    (False, 1)
     """
 
     def __init__(
@@ -653,6 +701,7 @@ class ConceptDrift:
         detector: str = "adwin",
         params: Mapping[str, Any] | None = None,
         max_detections: int = 1000,
+        warmup: int = 0,
     ) -> None:
         if detector not in DETECTORS:
             raise ValueError(f"unknown detector {detector!r}; choose one of {sorted(DETECTORS)}")
@@ -665,9 +714,11 @@ class ConceptDrift:
         except TypeError as exc:
             raise ValueError(f"bad parameters for {detector}: {exc}") from exc
         self.detections: deque[Detection] = deque(maxlen=max_detections)
+        self.warmup = warmup
         self.n = 0
         self.n_detections = 0
         self.n_improvements = 0
+        self._since_reset = 0
 
     def update(self, loss: float, event_time: float | None = None) -> bool:
         """Feed one loss; True when the detector signals that the loss went up.
@@ -677,12 +728,17 @@ class ConceptDrift:
         """
         index = self.n
         self.n += 1
+        self._since_reset += 1
         before = getattr(self.detector, "estimation", None)
         self.detector.update(loss)
         if self.detector.drift_detected:
             after = getattr(self.detector, "estimation", None)
+            # ADWIN keeps the recent sub-window after a cut: its mean above the whole
+            # window's mean before the cut means the recent losses are the higher ones.
             if before is not None and after is not None and after <= before:
                 self.n_improvements += 1
+                return False
+            if self._since_reset <= self.warmup:
                 return False
             self.detections.append(Detection(index=index, event_time=event_time))
             self.n_detections += 1
@@ -690,5 +746,6 @@ class ConceptDrift:
         return False
 
     def reset(self) -> None:
-        """Start the detector afresh (the index and the detections are kept)."""
+        """Start the detector afresh, warm-up included (the index and the detections are kept)."""
         self.detector = DETECTORS[self.detector_name](**self.params)
+        self._since_reset = 0

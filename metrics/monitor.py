@@ -10,7 +10,8 @@ Examples
 >>> from prometheus_client import CollectorRegistry
 >>> from metrics.thresholds import MonitoringConfig
 >>> registry = CollectorRegistry()
->>> config = MonitoringConfig(reference_size=100, window_size=100, evaluate_every=10)
+>>> config = MonitoringConfig(reference_size=100, window_size=100, evaluate_every=10,
+...                           drift_warmup_labels=0)
 >>> monitor = Monitor(config, MonitoringMetrics(registry))
 >>> for i in range(200):
 ...     score = 0.9 if i >= 100 and i % 5 else (i % 10) / 20
@@ -31,8 +32,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from metrics.drift import ConceptDrift, FeatureDrift, PredictionDrift, PredictionDriftReport
-from metrics.quality import QualityReport, RollingQuality, binary_log_loss
+from metrics.drift import (
+    ConceptDrift,
+    FeatureDrift,
+    PredictionDrift,
+    PredictionDriftReport,
+    concept_signal,
+)
+from metrics.quality import QualityReport, RollingQuality
 from metrics.thresholds import AlertThresholds, MonitoringConfig
 
 __all__ = [
@@ -281,8 +288,12 @@ class Monitor:
             max_categories=config.max_categories,
         )
         self.concept = ConceptDrift(
-            config.concept_detector, config.concept_params, max_detections=config.max_detections
+            config.concept_detector,
+            config.concept_params,
+            max_detections=config.max_detections,
+            warmup=config.concept_warmup_labels,
         )
+        self.threshold = threshold
         self.quality = RollingQuality(
             window=config.quality_window,
             threshold=threshold,
@@ -300,6 +311,8 @@ class Monitor:
         self._feature_report: dict[str, dict[str, Any]] = {}
         self._quality_report: QualityReport | None = None
         self._published_detections = 0
+        self._labels_since_reset = 0
+        self._predictions_since_reset = 0
         if metrics is not None:
             metrics.set_thresholds(self.thresholds)
             metrics.declare_features(config.features)
@@ -311,11 +324,17 @@ class Monitor:
         features: Mapping[str, Any] | None = None,
         event_time_ms: float | None = None,
     ) -> None:
-        """Record one prediction: its score, decision and the features it used."""
-        self.prediction.update(score, decision)
-        if features is not None and self.features.features:
-            self.features.update(features)
+        """Record one prediction: its score, decision and the features it used.
+
+        Until the model has settled (``drift_warmup_labels``) the prediction is
+        counted but kept out of the drift windows.
+        """
+        if self.settled:
+            self.prediction.update(score, decision)
+            if features is not None and self.features.features:
+                self.features.update(features)
         self.n_predictions += 1
+        self._predictions_since_reset += 1
         if event_time_ms is not None:
             self.last_event_time_ms = event_time_ms
         self._tick()
@@ -335,7 +354,9 @@ class Monitor:
         self.quality.update(y_true, score, weight)
         index = self.n_labels
         self.n_labels += 1
-        detected = self.concept.update(binary_log_loss(y_true, score), event_time_ms)
+        self._labels_since_reset += 1
+        signal = concept_signal(self.config.concept_signal, y_true, score, self.threshold)
+        detected = self.concept.update(signal, event_time_ms)
         if detected:
             self.drift_events.append(
                 {
@@ -350,6 +371,12 @@ class Monitor:
                 self.metrics.drift_events.labels(kind="concept").inc()
         self._tick()
         return detected
+
+    @property
+    def settled(self) -> bool:
+        """Whether the model has learned enough for its predictions to enter the drift windows."""
+        warmup = self.config.drift_warmup_labels
+        return self._labels_since_reset >= warmup or self._predictions_since_reset >= 10 * warmup
 
     def _tick(self) -> None:
         self._observations += 1
@@ -430,7 +457,12 @@ class Monitor:
             self._published_detections = self.concept.n_detections
 
     def reset_reference(self) -> None:
-        """Start new reference windows (call when the served model version changes)."""
+        """Start new reference windows (call when the served model version changes).
+
+        The new model warms up again before its predictions enter the drift windows.
+        """
+        self._labels_since_reset = 0
+        self._predictions_since_reset = 0
         self.prediction.reset()
         self.features.reset()
         self.quality.reset()

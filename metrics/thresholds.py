@@ -21,11 +21,12 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for AlertThresh
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from metrics.drift import DETECTORS
+from metrics.drift import BINARY_DETECTORS, DETECTORS
 
 __all__ = ["AlertThresholds", "Duration", "MonitoringConfig"]
 
@@ -61,17 +62,17 @@ class AlertThresholds(BaseModel):
         Durations a condition must hold before its alert fires.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    psi_warning: float = Field(0.1, gt=0)
-    psi_critical: float = Field(0.25, gt=0)
+    psi_warning: float = Field(0.1, gt=0, le=10)
+    psi_critical: float = Field(0.25, gt=0, le=10)
     ks_critical: float = Field(0.2, gt=0, le=1)
-    positive_rate_ratio_high: float = Field(3.0, gt=1)
+    positive_rate_ratio_high: float = Field(3.0, gt=1, le=1000)
     positive_rate_ratio_low: float = Field(1 / 3, gt=0, lt=1)
-    p99_latency_seconds: float = Field(0.05, gt=0)
+    p99_latency_seconds: float = Field(0.05, gt=0, le=3600)
     auc_drop: float = Field(0.05, gt=0, lt=1)
     auc_min: float = Field(0.55, ge=0, le=1)
-    consumer_lag_records: int = Field(10_000, gt=0)
+    consumer_lag_records: int = Field(10_000, gt=0, le=1_000_000_000_000)
     dead_letter_ratio: float = Field(0.01, gt=0, le=1)
 
     concept_drift_window: Duration = "15m"
@@ -109,6 +110,53 @@ class AlertThresholds(BaseModel):
         }
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1_000_000
+
+
+def _probability(value: Any) -> bool:
+    return _number(value) and 0 < value < 1
+
+
+#: The valid values of each drift detector's arguments: (check, what is allowed).
+_DETECTOR_PARAMS: dict[str, dict[str, tuple[Any, str]]] = {
+    "adwin": {
+        "delta": (lambda v: _number(v) and 0 < v < 1, "a number in (0, 1)"),
+        "clock": (_count, "an integer in [1, 1000000]"),
+        "max_buckets": (_count, "an integer in [1, 1000000]"),
+        "min_window_length": (_count, "an integer in [1, 1000000]"),
+        "grace_period": (_count, "an integer in [1, 1000000]"),
+    },
+    "page_hinkley": {
+        "min_instances": (_count, "an integer in [1, 1000000]"),
+        "delta": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+        "threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
+        "alpha": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "mode": (lambda v: v in ("up", "down", "both"), "up, down or both"),
+    },
+    "hddm_a": {
+        "drift_confidence": (_probability, "a number in (0, 1)"),
+        "warning_confidence": (_probability, "a number in (0, 1)"),
+        "two_sided_test": (lambda v: isinstance(v, bool), "true or false"),
+    },
+    "hddm_w": {
+        "drift_confidence": (_probability, "a number in (0, 1)"),
+        "warning_confidence": (_probability, "a number in (0, 1)"),
+        "lambda_val": (_probability, "a number in (0, 1)"),
+        "two_sided_test": (lambda v: isinstance(v, bool), "true or false"),
+    },
+    "ddm": {
+        "warm_start": (_count, "an integer in [1, 1000000]"),
+        "warning_threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
+        "drift_threshold": (lambda v: _number(v) and v > 0, "a number > 0"),
+    },
+}
+
+
 class MonitoringConfig(BaseModel):
     """Settings of the drift and quality monitor (the ``monitoring`` config section).
 
@@ -133,7 +181,20 @@ class MonitoringConfig(BaseModel):
     max_categories
         Categories kept per categorical feature's reference; the rest are pooled.
     concept_detector, concept_params
-        River detector fed the log loss of each learned label, and its arguments.
+        River detector fed ``concept_signal`` of each learned label, and its
+        arguments. ``hddm_a``, ``hddm_w`` and ``ddm`` take 0/1 values: the
+        ``error`` signal only.
+    concept_signal
+        What the detector watches per label (:func:`metrics.drift.concept_signal`):
+        ``error`` (the decision's 0/1 error), ``brier`` or ``log_loss``.
+    concept_warmup_labels
+        Labels after a start or a reset during which no concept drift is
+        reported (the model's own learning moves its loss).
+    drift_warmup_labels
+        Labels a model learns before its predictions and features enter the
+        drift windows: the reference is taken from a settled model, and the
+        first comparison waits for it. A stream without labels starts them
+        after ten times as many predictions.
     concept_action
         What the learner does on a concept drift detection: nothing, reset the
         model, or start a challenger.
@@ -167,7 +228,7 @@ class MonitoringConfig(BaseModel):
     (the concept drift detector and the quality metrics watch that).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     reference_mode: Literal["first_n", "trailing"] = "trailing"
     reference_size: int = Field(2000, ge=10, le=1_000_000)
@@ -178,8 +239,11 @@ class MonitoringConfig(BaseModel):
         (), max_length=32
     )
     max_categories: int = Field(50, ge=1, le=1000)
-    concept_detector: Literal["adwin", "page_hinkley"] = "adwin"
+    concept_detector: Literal["adwin", "page_hinkley", "hddm_a", "hddm_w", "ddm"] = "adwin"
     concept_params: dict[str, int | float | str] = Field(default_factory=dict)
+    concept_signal: Literal["error", "brier", "log_loss"] = "error"
+    concept_warmup_labels: int = Field(1000, ge=0, le=1_000_000)
+    drift_warmup_labels: int = Field(1000, ge=0, le=1_000_000)
     concept_action: Literal["none", "reset", "challenger"] = "none"
     max_detections: int = Field(1000, ge=1, le=100_000)
     max_drift_events: int = Field(1000, ge=1, le=100_000)
@@ -195,6 +259,18 @@ class MonitoringConfig(BaseModel):
             DETECTORS[self.concept_detector](**self.concept_params)
         except TypeError as exc:
             raise ValueError(f"bad concept_params for {self.concept_detector}: {exc}") from exc
+        for name, value in self.concept_params.items():
+            allowed = _DETECTOR_PARAMS[self.concept_detector].get(name)
+            if allowed is not None and not allowed[0](value):
+                raise ValueError(
+                    f"concept_params.{name} of {self.concept_detector} must be {allowed[1]}"
+                    f" (got {value!r})"
+                )
+        if self.concept_detector in BINARY_DETECTORS and self.concept_signal != "error":
+            raise ValueError(
+                f"concept_detector {self.concept_detector} takes 0/1 values:"
+                f" set concept_signal to error (it is {self.concept_signal})"
+            )
         return self
 
     def summary(self) -> dict[str, Any]:

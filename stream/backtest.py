@@ -36,7 +36,6 @@ import redis
 
 from features.schema import to_epoch_ms
 from features.store import InteractionStore, MemoryStore, RedisStore
-from learners.models import build_model
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 from stream.config import Settings
@@ -240,7 +239,7 @@ def backtest(
     slots = [
         ModelSlot(
             name,
-            build_model(spec),
+            settings.model.build(spec),
             spec,
             monitor=Monitor(settings.monitoring, threshold=settings.model.threshold),
             scorecard=Scorecard(settings.model.threshold, settings.monitoring.precision_target),

@@ -7,7 +7,11 @@ import faulthandler
 import logging
 import os
 import signal
+import sys
+import threading
+import traceback
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated, Any
 
 import orjson
@@ -17,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from learners.model_cli import model_app
-from stream.config import ConfigError, Settings, load_settings
+from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
 from stream.stack_cli import stack_app
 from stream.ui import console, progress
 
@@ -42,15 +46,34 @@ def settings_or_exit(path: Path | None, **overrides: object) -> Settings:
     try:
         return load_settings(path, **overrides)
     except ConfigError as error:
-        console.print(f"[red]configuration error[/red]\n{error}")
+        console.print("configuration error", style="red")
+        console.print(str(error), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
+def _masked_excepthook(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
+    """Print an uncaught exception as Python does, with the passwords of URLs masked."""
+    text = "".join(traceback.format_exception(kind, value, tb))
+    sys.stderr.write(mask_url(text))
+
+
+def _masked_thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "unknown"
+    sys.stderr.write(f"Exception in thread {name}:\n")
+    _masked_excepthook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+
+
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Log lines, and the traceback of a crash, with the passwords of URLs masked."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
+    sys.excepthook = _masked_excepthook
+    threading.excepthook = _masked_thread_excepthook
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
 
@@ -189,18 +212,21 @@ def produce(
     except UndeliveredError as error:
         sent = counts["events"] + counts["labels"]
         console.print(
-            f"[red]Kafka at {kafka.bootstrap_servers} refused {error.count} of {sent} records[/red]"
-            f" ({sent - error.count} acknowledged): {escape(str(error))}"
+            f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))} refused {error.count}"
+            f" of {sent} records[/red] ({sent - error.count} acknowledged):"
+            f" {escape(mask_url(str(error)))}"
         )
         if stopped is not None:
             console.print(
-                f"and line {stopped[0]} of {file} stopped the send: {escape(str(stopped[2]))}"
+                f"and line {stopped[0]} of {file} stopped the send:"
+                f" {escape(mask_url(str(stopped[2])))}"
             )
         raise typer.Exit(1) from None
     except KafkaError as error:
         sent = counts["events"] + counts["labels"]
         console.print(
-            f"[red]Kafka at {kafka.bootstrap_servers}:[/red] {escape(str(error))}\n"
+            f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))}:[/red]"
+            f" {escape(mask_url(str(error)))}\n"
             f"{sent} records were handed to the producer before it; their delivery is unknown"
         )
         raise typer.Exit(1) from None
@@ -215,7 +241,7 @@ def produce(
         )
         console.print(
             f"[red]line {number} of {file} ({size:,} bytes) stopped the send:[/red]"
-            f" {escape(str(error))}\n"
+            f" {escape(mask_url(str(error)))}\n"
             f"{acknowledged} records before it were sent and acknowledged"
             f" ({counts['events']} to {topics['events']!r}, {counts['labels']} to"
             f" {topics['labels']!r}); nothing from line {number} on was sent. {hint}"
@@ -224,7 +250,7 @@ def produce(
         raise typer.Exit(1)
     console.print(
         f"sent {counts['events']} records to {topics['events']!r} and "
-        f"{counts['labels']} to {topics['labels']!r} on {kafka.bootstrap_servers}"
+        f"{counts['labels']} to {topics['labels']!r} on {mask_url(kafka.bootstrap_servers)}"
     )
 
 
@@ -316,7 +342,9 @@ def backtest(
     if redis is not None:
         prefix = settings.store.key_prefix
         what = "deleted at the end" if fresh and not keep_state else "kept"
-        console.print(f"backtest state in {safe_url(redis)} under key prefix {prefix!r} ({what})")
+        console.print(
+            f"backtest state in {escape(mask_url(redis))} under key prefix {prefix!r} ({what})"
+        )
         live = load_settings_quietly(config)
         if live is not None and prefix == live.store.key_prefix:
             console.print(
@@ -352,7 +380,8 @@ def backtest(
         raise typer.Exit(1) from None
     except RedisError as error:
         console.print(
-            f"[red]Redis at {safe_url(redis or '')}:[/red] {escape(str(error))}; the previous"
+            f"[red]Redis at {escape(mask_url(redis or ''))}:[/red] {escape(mask_url(str(error)))};"
+            " the previous"
             " report is left as it was"
         )
         raise typer.Exit(1) from None
@@ -364,22 +393,6 @@ def backtest(
         raise typer.Exit(1) from None
     console.print(summary)
     console.print(f"report in {report}")
-
-
-def safe_url(url: str) -> str:
-    """A URL as it may be printed: its password, if any, hidden.
-
-    >>> safe_url("redis://user:s3cret@host:6379/0"), safe_url("redis://host:6379")
-    ('redis://user:***@host:6379/0', 'redis://host:6379')
-    """
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def load_settings_quietly(path: Path | None) -> Settings | None:
@@ -404,9 +417,10 @@ def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
         deleted = clear_state(client, prefix)
     except redis_client.RedisError as error:
         console.print(
-            f"[yellow]the backtest's keys under {prefix!r} were not deleted ({error});"
-            f" delete them with: redis-cli -u {safe_url(redis_url)} --scan --pattern"
-            f" '{prefix}:*' | xargs redis-cli -u {safe_url(redis_url)} unlink"
+            f"[yellow]the backtest's keys under {prefix!r} were not deleted"
+            f" ({escape(mask_url(str(error)))}); delete them with: redis-cli -u"
+            f" {escape(mask_url(redis_url))} --scan --pattern '{prefix}:*'"
+            f" | xargs redis-cli -u {escape(mask_url(redis_url))} unlink"
         )
         return
     console.print(f"deleted the backtest's {deleted} keys under {prefix!r}")
@@ -510,7 +524,13 @@ def replay(
                 max_gap_s=max_gap,
             )
     except KafkaError as error:
-        console.print(f"[red]Kafka at {settings.kafka.bootstrap_servers}:[/red] {error!r}")
+        console.print(
+            f"Kafka at {mask_url(settings.kafka.bootstrap_servers)}: {mask_url(repr(error))}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     console.print(summary.table())
 

@@ -3,7 +3,16 @@
 Values come, highest priority first, from keyword arguments, ``STREAMLEARN_*``
 environment variables (nested with ``__``, e.g. ``STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS``),
 a YAML file, and the defaults below. Secrets (passwords) are accepted from the
-environment only and never printed.
+environment only and never printed; a URL's password is masked wherever it is shown
+(:func:`mask_url`).
+
+Every section refuses a setting it does not know, at every nesting level and from every
+source, naming its dotted path and the nearest valid name. From the environment, a
+``STREAMLEARN_*`` variable with the ``__`` delimiter is a setting: one naming an unknown
+field of a section, or an unknown section, is refused too. A variable without ``__``
+(``STREAMLEARN_CONFIG``, ``STREAMLEARN_MODEL_KEY``, the test fixtures' variables) is
+not a setting and is left alone. Every number has its valid range and no setting is NaN
+or infinite.
 
 Examples
 --------
@@ -14,34 +23,57 @@ Examples
 Traceback (most recent call last):
 ...
 stream.config.ConfigError: kafka.max_poll_records: Input should be greater than 0 (got 0)
+>>> load_settings(store={"key_prefx": "team-a"})
+Traceback (most recent call last):
+...
+stream.config.ConfigError: store.key_prefx: unknown setting; did you mean store.key_prefix?
+>>> Settings(redis={"url": "redis://app:hunter2@cache:6379/0"}).redacted()["redis"]["url"]
+'redis://app:***@cache:6379/0'
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+import logging
+import os
+import re
+import types
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from river.base import Classifier
 
 from features.schema import Limits
 from features.store import StoreConfig
 from features.vector import FeatureConfig
+from learners.models import DEFAULT_BUCKETS, DEFAULT_MAX_CATEGORIES, build_model
 from metrics.thresholds import MonitoringConfig
 
 __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "KafkaConfig",
+    "MaskingFormatter",
     "MetricsConfig",
     "ModelConfig",
     "RedisConfig",
@@ -49,27 +81,124 @@ __all__ = [
     "TopicsConfig",
     "describe_error",
     "load_settings",
+    "mask_url",
 ]
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+_MASK = "***"
+#: ``scheme://userinfo@``: the userinfo runs to the last ``@`` before the path.
+_SCHEME_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][\w+.\-]*://)(?P<userinfo>[^\s/?#]*)@")
+#: ``user:password@host`` without a scheme (a Kafka bootstrap server, say).
+_BARE_USERINFO = re.compile(
+    r"(?<![\w.:/@%+\-])(?P<user>[\w.%+\-]+):(?P<password>[^\s/?#,'\"]*)@(?=[\w\[])"
+)
+#: A secret passed as a query parameter (``redis://host/0?password=...``).
+_SECRET_QUERY = re.compile(
+    r"(?P<key>[?&;](?:password|passwd|pwd|pass|secret|token|access_token|api_key|apikey)=)"
+    r"[^&#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every URL in it masked.
+
+    ``text`` is a URL, a comma-separated list of servers (Kafka's
+    ``bootstrap_servers``) or a message quoting them. ``user:password@`` becomes
+    ``user:***@``, a lone ``token@`` after a scheme becomes ``***@``, and a
+    ``password=`` (or ``token=``, ``secret=``) query parameter loses its value.
+    The rest is unchanged. Use it on every URL or server list that is printed,
+    logged or put in an error message.
+
+    Examples
+    --------
+    >>> mask_url("redis://user:secret@host:6379/0")
+    'redis://user:***@host:6379/0'
+    >>> mask_url("rediss://:s3cret@cache.internal:6380/1?password=again&db=1")
+    'rediss://:***@cache.internal:6380/1?password=***&db=1'
+    >>> mask_url("alice:pw@b1:9093,bob:p@ss@b2:9093")
+    'alice:***@b1:9093,bob:***@b2:9093'
+    >>> mask_url("SASL_SSL://alice:pw@b1:9093,SASL_SSL://bob:pw@b2:9093")
+    'SASL_SSL://alice:***@b1:9093,SASL_SSL://bob:***@b2:9093'
+    >>> mask_url("Redis at redis://default:tok3n@h:6379/0 failed: timeout")
+    'Redis at redis://default:***@h:6379/0 failed: timeout'
+    >>> mask_url("https://ghp_token@example.com/repo")
+    'https://***@example.com/repo'
+    >>> mask_url("redis://127.0.0.1:6390/0, broker-1:9092, ops@example.com")
+    'redis://127.0.0.1:6390/0, broker-1:9092, ops@example.com'
+    """
+
+    def scheme(match: re.Match[str]) -> str:
+        userinfo = match["userinfo"]
+        if not userinfo:
+            return match[0]
+        user, colon, _ = userinfo.partition(":")
+        return f"{match['scheme']}{user}{colon}{_MASK}@" if colon else f"{match['scheme']}{_MASK}@"
+
+    text = _SCHEME_USERINFO.sub(scheme, text)
+    text = _BARE_USERINFO.sub(lambda match: f"{match['user']}:{_MASK}@", text)
+    return _SECRET_QUERY.sub(lambda match: f"{match['key']}{_MASK}", text)
+
+
+class MaskingFormatter(logging.Formatter):
+    """A log formatter that passes every line, tracebacks included, through :func:`mask_url`.
+
+    A client library's message (a connection error quoting its URL, say) is masked
+    as well as streamlearn's own.
+
+    Examples
+    --------
+    >>> record = logging.LogRecord(
+    ...     "redis", logging.WARNING, __file__, 1, "cannot reach %s", ("redis://u:pw@h/0",), None
+    ... )
+    >>> MaskingFormatter("%(levelname)s %(message)s").format(record)
+    'WARNING cannot reach redis://u:***@h/0'
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(super().format(record))
+
+
+#: A Kafka topic name: ASCII letters, digits, ``.``, ``_`` and ``-``.
+_TOPIC = r"^[A-Za-z0-9._-]+$"
 
 
 class TopicsConfig(BaseModel):
     model_config = _FROZEN
 
-    events: str = Field(default="events", min_length=1, max_length=200)
-    labels: str = Field(default="labels", min_length=1, max_length=200)
-    predictions: str = Field(default="predictions", min_length=1, max_length=200)
-    dead_letter: str = Field(default="dead-letter", min_length=1, max_length=200)
+    events: str = Field(default="events", min_length=1, max_length=200, pattern=_TOPIC)
+    labels: str = Field(default="labels", min_length=1, max_length=200, pattern=_TOPIC)
+    predictions: str = Field(default="predictions", min_length=1, max_length=200, pattern=_TOPIC)
+    dead_letter: str = Field(default="dead-letter", min_length=1, max_length=200, pattern=_TOPIC)
     examples: str | None = Field(
         default=None,
         min_length=1,
         max_length=200,
+        pattern=_TOPIC,
         description="The training log: every learned label with the features the model saw,"
         " keyed by event_id (unset: not published).",
     )
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics.")
     create: bool = Field(default=True, description="Create missing topics at start.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicsConfig:
+        names = {
+            role: getattr(self, role)
+            for role in ("events", "labels", "predictions", "dead_letter", "examples")
+            if getattr(self, role) is not None
+        }
+        for role, name in names.items():
+            if name in (".", ".."):
+                raise ValueError(f"{role}: {name!r} is not a valid Kafka topic name")
+            shared = [other for other, same in names.items() if same == name and other != role]
+            if shared:
+                raise ValueError(
+                    f"{role} and {', '.join(shared)} are the same topic {name!r}: each role needs"
+                    " its own (a worker would read its own outputs as input)"
+                )
+        return self
 
 
 class KafkaConfig(BaseModel):
@@ -102,15 +231,22 @@ class KafkaConfig(BaseModel):
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(
-        default=10_000, ge=1000, description="How soon the group notices a dead worker."
+        default=10_000,
+        ge=1000,
+        le=1_800_000,
+        description="How soon the group notices a dead worker.",
     )
     commit_interval_s: float = Field(
         default=1.0,
         ge=0,
+        le=3600,
         description="Without checkpoints: commit offsets at most this often (at-least-once).",
     )
     metadata_max_age_ms: int = Field(
-        default=10_000, ge=1000, description="How often clients refresh cluster metadata."
+        default=10_000,
+        ge=1000,
+        le=3_600_000,
+        description="How often clients refresh cluster metadata.",
     )
     static_membership: bool = Field(
         default=False,
@@ -130,7 +266,7 @@ class KafkaConfig(BaseModel):
             " block past its timeout when the broker restarts (confluentinc/librdkafka#5456)."
         ),
     )
-    linger_ms: int = Field(default=5, ge=0)
+    linger_ms: int = Field(default=5, ge=0, le=60_000)
     batch_size: int = Field(
         default=256 * 1024,
         ge=1024,
@@ -144,6 +280,7 @@ class KafkaConfig(BaseModel):
     max_block_ms: int = Field(
         default=30_000,
         ge=1000,
+        le=3_600_000,
         description=(
             "Longest wait of a producer call (metadata, a transaction step, the last flush);"
             " past it the worker reconnects and resumes from its checkpoint."
@@ -151,11 +288,54 @@ class KafkaConfig(BaseModel):
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
+    sasl_username: str | None = Field(default=None, min_length=1)
     sasl_password: SecretStr | None = Field(default=None, description="Environment only.")
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        if any(not server.strip() for server in value.split(",")):
+            raise ValueError("a comma-separated list of host:port without empty entries")
+        return value
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaConfig:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism"
+                " (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        if not sasl:
+            stray = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is not None
+            ]
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} set but security_protocol is {self.security_protocol}:"
+                    " use SASL_PLAINTEXT or SASL_SSL"
+                )
+        elif self.sasl_username is None or self.sasl_password is None:
+            raise ValueError(
+                f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password"
+                " (STREAMLEARN_KAFKA__SASL_PASSWORD)"
+            )
+        tls = [
+            name
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+            if getattr(self, name) is not None
+        ]
+        if tls and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(
+                f"{', '.join(tls)} set but security_protocol is {self.security_protocol}:"
+                " use SSL or SASL_SSL"
+            )
+        return self
 
     def client_options(self) -> dict[str, Any]:
         """Connection and security options shared by every kafka-python client."""
@@ -180,10 +360,16 @@ class RedisConfig(BaseModel):
     model_config = _FROZEN
 
     url: str = Field(default="redis://127.0.0.1:6390/0", pattern=r"^rediss?://")
-    username: str | None = None
+    username: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = Field(default=None, description="Environment only.")
     ssl_ca_certs: Path | None = None
-    socket_timeout_s: float = Field(default=5.0, gt=0)
+    socket_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _tls(self) -> RedisConfig:
+        if self.ssl_ca_certs is not None and not self.url.startswith("rediss://"):
+            raise ValueError("ssl_ca_certs set but the url is not rediss:// (TLS)")
+        return self
 
     def client_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"socket_timeout": self.socket_timeout_s}
@@ -205,6 +391,29 @@ class ModelConfig(BaseModel):
         description="A preset (logistic, hoeffding_tree, arf) or package.module:function.",
     )
     threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Decision threshold.")
+    max_categories: int = Field(
+        default=DEFAULT_MAX_CATEGORIES,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Values of each string feature a preset model keeps apart; later values share "
+            "category_buckets buckets (0: no bound)."
+        ),
+    )
+    category_buckets: int = Field(
+        default=DEFAULT_BUCKETS,
+        ge=1,
+        le=65_536,
+        description="Buckets per string feature for the values beyond max_categories.",
+    )
+
+    def build(self, spec: str | None = None) -> Classifier:
+        """A fresh model for ``spec`` (default: ``self.spec``) with this vocabulary bound.
+
+        >>> ModelConfig(max_categories=8).build().__class__.__name__
+        'Pipeline'
+        """
+        return build_model(spec or self.spec, self.max_categories, self.category_buckets)
 
 
 class CheckpointConfig(BaseModel):
@@ -214,20 +423,30 @@ class CheckpointConfig(BaseModel):
         default=True,
         description="Snapshot the model with its offsets (needs STREAMLEARN_MODEL_KEY).",
     )
-    every_labels: int = Field(default=5000, gt=0, description="Checkpoint after this many labels.")
-    every_seconds: float = Field(default=30.0, gt=0, description="... or this many seconds.")
+    every_labels: int = Field(
+        default=5000, gt=0, le=100_000_000, description="Checkpoint after this many labels."
+    )
+    every_seconds: float = Field(
+        default=30.0, gt=0, le=86_400, description="... or this many seconds."
+    )
     keep_versions: int = Field(
-        default=10, ge=1, description="Checkpoint snapshots of a worker kept in the registry."
+        default=10,
+        ge=1,
+        le=10_000,
+        description="Checkpoint snapshots of a worker kept in the registry.",
     )
     registry_poll_seconds: float = Field(
-        default=1.0, gt=0, description="How often to look for a promoted or rolled-back model."
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="How often to look for a promoted or rolled-back model.",
     )
 
 
 class MetricsConfig(BaseModel):
     model_config = _FROZEN
 
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1)
     port: int = Field(default=9108, ge=0, le=65535, description="0: no /metrics server.")
 
 
@@ -258,18 +477,67 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = _CONFIG_FILE.get()
-        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        sources: tuple[PydanticBaseSettingsSource, ...] = (
+            init_settings,
+            env_settings,
+            _UnknownSections(settings_cls),
+        )
         if path is not None:
             sources += (YamlConfigSettingsSource(settings_cls, yaml_file=path),)
         return sources
 
     def redacted(self) -> dict[str, Any]:
-        """The effective configuration, secrets shown as ``**********``."""
-        return self.model_dump(mode="json")
+        """The effective configuration: secrets shown as ``**********``, URL passwords masked.
+
+        Examples
+        --------
+        >>> settings = Settings(kafka={"bootstrap_servers": "svc:pw@broker:9092"})
+        >>> settings.redacted()["kafka"]["bootstrap_servers"]
+        'svc:***@broker:9092'
+        """
+        tree = self.model_dump(mode="json")
+        for section, name in _URL_FIELDS:
+            tree[section][name] = mask_url(tree[section][name])
+        return tree
 
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("streamlearn_config_file", default=None)
 _SECRET_FIELDS = {("kafka", "sasl_password"), ("redis", "password")}
+_URL_FIELDS = (("kafka", "bootstrap_servers"), ("redis", "url"))
+_ENV_PREFIX = "STREAMLEARN_"
+_ENV_DELIMITER = "__"
+
+
+class _UnknownSections(PydanticBaseSettingsSource):
+    """``STREAMLEARN_X__...`` variables whose section ``x`` does not exist.
+
+    pydantic-settings reads a variable only when its first part names a field, so
+    ``STREAMLEARN_STOER__KEY_PREFIX`` would be dropped without a word. This source
+    hands such variables to the model as they are, which refuses them as unknown
+    settings. A variable without the ``__`` delimiter is not a setting and is not read.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        found: dict[str, Any] = {}
+        for variable, value in os.environ.items():
+            name = variable.upper()
+            if not name.startswith(_ENV_PREFIX) or _ENV_DELIMITER not in name:
+                continue
+            parts = name.removeprefix(_ENV_PREFIX).lower().split(_ENV_DELIMITER)
+            if parts[0] in fields or not all(parts):
+                continue
+            node = found
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):  # both STREAMLEARN_X__A and STREAMLEARN_X__A__B
+                    break
+            else:
+                node[parts[-1]] = value
+        return found
 
 
 class ConfigError(ValueError):
@@ -285,12 +553,82 @@ def _config_file(path: Path | None) -> Iterator[None]:
         _CONFIG_FILE.reset(token)
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's annotation (``X``, ``X | None``, ``tuple[X, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType, tuple, list, dict):
+        for arg in get_args(annotation):
+            model = _section_model(arg)
+            if model is not None:
+                return model
+    return None
+
+
+def _unknown_setting(loc: tuple[str | int, ...]) -> str:
+    """``a.b.c: unknown setting; did you mean a.b.d?``, and the variable it came from."""
+    where = ".".join(str(part) for part in loc)
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _section_model(field.annotation) if field is not None else None
+    message = f"{where}: unknown setting"
+    if model is not None:
+        known = list(model.model_fields)
+        parent = ".".join(str(part) for part in loc[:-1] if not isinstance(part, int))
+        close = difflib.get_close_matches(str(loc[-1]).lower(), known, n=1, cutoff=0.6)
+        if close:
+            message += f"; did you mean {'.'.join(filter(None, (parent, close[0])))}?"
+        else:
+            message += f"; valid: {', '.join(known)}"
+    variable = _ENV_PREFIX + _ENV_DELIMITER.join(str(part) for part in loc).upper()
+    sources = sorted(
+        name
+        for name in os.environ
+        if name.upper() == variable or name.upper().startswith(variable + _ENV_DELIMITER)
+    )
+    if sources:
+        message += f" (from the environment: {', '.join(sources)})"
+    return message
+
+
+def _is_secret(loc: tuple[str | int, ...]) -> bool:
+    """Whether ``loc`` is a secret field (or inside one), whose value is never shown."""
+    return any(tuple(loc[:2]) == secret for secret in _SECRET_FIELDS)
+
+
 def describe_error(error: ValidationError) -> str:
-    """One line per problem: the field's dotted path and what is allowed."""
+    """One line per problem: the field's dotted path and what is allowed.
+
+    An unknown setting gets the nearest valid name. The offending value is shown
+    with any URL password masked; a whole section (a check across its fields) is
+    not shown, since it may hold secrets.
+
+    Examples
+    --------
+    >>> try:
+    ...     Settings(redis={"url": "http://app:hunter2@cache:6379"})
+    ... except ValidationError as error:
+    ...     print(describe_error(error))
+    redis.url: String should match pattern '^rediss?://' (got 'http://app:***@cache:6379')
+    """
     lines = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"])
-        lines.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+        loc = tuple(item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(_unknown_setting(loc))
+            continue
+        where = ".".join(str(part) for part in loc) or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        if isinstance(value, Mapping | BaseModel | SecretStr) or _is_secret(loc):
+            lines.append(f"{where}: {message}")
+        else:
+            shown = mask_url(repr(value))
+            shown = shown if len(shown) <= 200 else shown[:200] + "..."
+            lines.append(f"{where}: {message} (got {shown})")
     return "\n".join(lines)
 
 
@@ -299,7 +637,10 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections")
         for section, name in _SECRET_FIELDS:

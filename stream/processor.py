@@ -54,7 +54,7 @@ from features.store import (
     split_source,
 )
 from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
-from learners.models import build_model, is_positive, learn, score
+from learners.models import is_positive, learn, score
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
@@ -389,7 +389,7 @@ class Processor:
             log.warning(
                 "concept drift at event time %d: %s starts afresh", event_time_ms, champion.name
             )
-            champion.model = build_model(champion.spec)
+            champion.model = champion.model.clone()
             champion.monitor.reset_reference()
         elif action == "challenger":
             name = champion.name + "/challenger"
@@ -400,7 +400,7 @@ class Processor:
             self.slots.append(
                 ModelSlot(
                     name,
-                    build_model(champion.spec),
+                    champion.model.clone(),
                     champion.spec,
                     monitor=monitor,
                     scorecard=scorecard,

@@ -30,7 +30,6 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from features.store import BatchOutcome, EventOp, LabelOp, RedisStore
 from learners.checkpoint import Checkpoint, CheckpointStore
-from learners.models import build_model
 from learners.registry import ModelRegistry
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
@@ -298,9 +297,7 @@ class Worker:
         monitor = Monitor(
             settings.monitoring, MonitoringMetrics(self.registry), settings.model.threshold
         )
-        self.slot = ModelSlot(
-            settings.model.spec, build_model(settings.model.spec), monitor=monitor
-        )
+        self.slot = ModelSlot(settings.model.spec, settings.model.build(), monitor=monitor)
         self.processor = Processor(
             [self.slot],
             RetryingStore(store, self.metrics),
@@ -408,7 +405,7 @@ class Worker:
         elif checkpoint is not None:
             self._use(checkpoint.version, "checkpoint")
         else:
-            self.slot.model = build_model(self.settings.model.spec)
+            self.slot.model = self.settings.model.build()
             self.slot.version, self.slot.labels_learned, self.slot.events_scored = "0", 0, 0
             self._announce()
         self._generation = generation

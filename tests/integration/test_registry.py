@@ -372,7 +372,7 @@ def test_cli_empty_registry_and_unreachable_redis(cli) -> None:
     assert result.exit_code == 0 and "no snapshots in registry" in result.stdout
     result = cli("list", STREAMLEARN_REDIS__URL="redis://user:secret@127.0.0.1:1/0")
     assert result.exit_code == 1
-    assert "Redis at redis://127.0.0.1:1/0 failed" in result.output
+    assert "Redis at redis://user:***@127.0.0.1:1/0 failed" in result.output
     assert "secret" not in result.output
 
 

@@ -407,7 +407,7 @@ def test_concept_drift_keeps_a_bounded_list() -> None:
 
 def test_concept_drift_rejects_unknown_detectors_and_params() -> None:
     with pytest.raises(ValueError, match="unknown detector"):
-        ConceptDrift("ddm")
+        ConceptDrift("kswin")
     with pytest.raises(ValueError, match="bad parameters"):
         ConceptDrift("adwin", {"nope": 1})
 

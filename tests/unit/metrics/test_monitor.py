@@ -21,6 +21,7 @@ def _config(**overrides: object) -> MonitoringConfig:
         "evaluate_every": 25,
         "quality_window": 200,
         "features": ("amount", "country"),
+        "drift_warmup_labels": 0,
     }
     base.update(overrides)
     return MonitoringConfig(**base)  # type: ignore[arg-type]
