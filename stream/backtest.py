@@ -9,11 +9,22 @@ With a label delay, an event's inline label is held back and released, as a
 label record, before the first event at or after ``event time + delay``: the
 order of ``river.stream.simulate_qa``, so a backtest matches
 ``river.evaluate.progressive_val_score(..., delay=...)``.
+
+A row that the file reader refuses (a :class:`stream.sources.BadRow`: ``nan`` in
+a CSV cell, more cells than columns, ...) is a dead letter with the reader's
+reason, counted with the others in ``summary.json``.
+
+With Redis, the backtest keeps its state under its own key prefix (the CLI
+makes a fresh ``backtest-<time>-<id>`` one unless told otherwise): under the
+live workers' prefix it would find every event already seen (``duplicate_event``)
+and would change their interaction counts. :func:`clear_state` removes a
+prefix's keys afterwards.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,10 +39,17 @@ from features.store import InteractionStore, MemoryStore, RedisStore
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 from stream.config import Settings
-from stream.processor import BatchOutput, ModelSlot, Processor, Record
-from stream.sources import read_records
+from stream.processor import BatchOutput, DeadLetter, ModelSlot, Processor, Record
+from stream.sources import BadRow, read_records
 
-__all__ = ["BacktestResult", "backtest", "delayed_labels", "file_records"]
+__all__ = [
+    "BacktestResult",
+    "backtest",
+    "clear_state",
+    "delayed_labels",
+    "file_records",
+    "fresh_key_prefix",
+]
 
 EVENTS_TOPIC = "file"
 LABELS_TOPIC = "delayed-labels"
@@ -46,9 +64,29 @@ DRIFT_ALERTS = {
 }
 
 
-def file_records(raw: Iterable[bytes]) -> Iterator[Record]:
-    """Records of a file, in file order, each addressed by its line number."""
+def file_records(
+    raw: Iterable[bytes | BadRow], refused: list[DeadLetter] | None = None
+) -> Iterator[Record]:
+    """Records of a file, in file order, each addressed by its line number.
+
+    A :class:`BadRow` becomes a dead letter appended to ``refused`` (it is an
+    error to meet one without that list).
+
+    >>> refused = []
+    >>> bad = BadRow("not_finite", "line 3, column 'x': 'nan' is not ...", b'{"x":"nan"}', 3)
+    >>> [r.offset for r in file_records([b'{"event_id": "e"}', bad, b"{}"], refused)]
+    [0, 2]
+    >>> [(d.reason, d.offset) for d in refused]
+    [('not_finite', 1)]
+    """
     for offset, value in enumerate(raw):
+        if isinstance(value, BadRow):
+            if refused is None:
+                raise ValueError(f"a refused row with nowhere to go: {value.detail}")
+            refused.append(
+                DeadLetter(value.reason, value.detail, value.value, EVENTS_TOPIC, 0, offset)
+            )
+            continue
         kind = "events"
         try:
             obj = orjson.loads(value)
@@ -139,6 +177,34 @@ def alert_for(kind: str, name: str) -> str:
     return DRIFT_ALERTS.get((kind, name)) or DRIFT_ALERTS.get((kind, None), "StreamlearnDrift")
 
 
+def fresh_key_prefix(now: float | None = None) -> str:
+    """A key prefix of its own for one backtest: ``backtest-<UTC time>-<random id>``.
+
+    >>> fresh_key_prefix(0.0).startswith("backtest-19700101T000000Z-")
+    True
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    return f"backtest-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def clear_state(client: redis.Redis, prefix: str, chunk: int = 500) -> int:
+    """Delete every key under ``prefix:`` (a backtest's state); returns how many.
+
+    Glob characters in the prefix are matched literally.
+    """
+    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + ":*"
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=chunk):
+        batch.append(key)
+        if len(batch) >= chunk:
+            deleted += int(client.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
+
+
 def _store(settings: Settings, redis_url: str | None) -> InteractionStore:
     if redis_url is None:
         return MemoryStore(settings.store, settings.features.interactions)
@@ -189,7 +255,8 @@ def backtest(
         watermark_window=settings.store.watermark_window,
         watermark_quantile=settings.store.watermark_quantile,
     )
-    records: Iterable[Record] = file_records(read_records(path))
+    refused: list[DeadLetter] = []
+    records: Iterable[Record] = file_records(read_records(path), refused)
     if label_delay_s is not None:
         records = delayed_labels(records, int(label_delay_s * 1000))
     result = BacktestResult(slots=slots)
@@ -199,6 +266,8 @@ def backtest(
         t0 = time.perf_counter()
         out = processor.process(batch)
         result.batch_seconds.append((len(batch), time.perf_counter() - t0))
+        out.dead_letters[:0] = refused  # rows refused by the reader while this batch was read
+        refused.clear()
         _write(out, predictions, dead_letters)
         result.labels_learned += out.labels_learned
         result.dead_letters.update(d.reason for d in out.dead_letters)
@@ -207,6 +276,9 @@ def backtest(
             next_point = (processor.events_seen // timeline_every + 1) * timeline_every
         if on_batch is not None:
             on_batch(len(batch))
+    if refused:  # refused rows after the last record
+        _write(BatchOutput(dead_letters=list(refused)), None, dead_letters)
+        result.dead_letters.update(d.reason for d in refused)
     processor.flush()
     result.slots = processor.slots
     result.seconds = time.perf_counter() - started

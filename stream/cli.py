@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import logging
 import os
@@ -11,11 +12,12 @@ import threading
 import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from learners.model_cli import model_app
@@ -113,9 +115,28 @@ def run(
         console.print(f"[yellow]{KEY_ENV} is not set: no checkpoints, offsets committed per batch")
     worker = Worker(settings, name=name, signing_key=key)
     if worker.settings.metrics.port:
-        worker.serve_metrics()
+        serve_metrics_or_exit(worker)
     summary = worker.run(idle_timeout_s=idle_timeout, max_records=max_records)
     console.print(summary_table(summary))
+
+
+def serve_metrics_or_exit(worker: Any) -> int:
+    """Start the worker's /metrics endpoint, or say which address is taken and exit 1."""
+    metrics = worker.settings.metrics
+    try:
+        return int(worker.serve_metrics())
+    except OSError as error:
+        why = (
+            "the address is in use (another worker or program listens there)"
+            if error.errno == errno.EADDRINUSE
+            else escape(str(error.strerror or error))
+        )
+        console.print(
+            f"[red]cannot serve /metrics on {metrics.host}:{metrics.port}:[/red] {why}\n"
+            "Choose another port with metrics.port in the config file or"
+            " STREAMLEARN_METRICS__PORT in the environment (0 disables /metrics)."
+        )
+        raise typer.Exit(1) from None
 
 
 def summary_table(summary: object) -> Table:
@@ -127,10 +148,14 @@ def summary_table(summary: object) -> Table:
     return table
 
 
-def read_json_lines(path: Path) -> list[bytes]:
-    """The non-empty lines of a JSON-lines file, as bytes."""
+def read_json_lines(path: Path) -> list[tuple[int, bytes]]:
+    """The non-empty lines of a JSON-lines file with their line numbers (from 1), as bytes."""
     with path.open("rb") as handle:
-        return [line.rstrip(b"\r\n") for line in handle if line.strip()]
+        return [
+            (number, line.rstrip(b"\r\n"))
+            for number, line in enumerate(handle, start=1)
+            if line.strip()
+        ]
 
 
 @app.command()
@@ -138,16 +163,33 @@ def produce(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines")],
     config: ConfigOption = None,
 ) -> None:
-    """Send a JSON-lines file of events and labels to Kafka, keyed by event_id."""
-    from kafka.errors import KafkaError
+    """Send a JSON-lines file of events and labels to Kafka, keyed by event_id.
 
-    from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+    A line the producer refuses (larger than its ``max_request_size``, 1 MiB) stops
+    it: the records before that line are flushed, and the message says how many
+    the broker acknowledged and which line stopped it, to resume from there.
+    """
+    from kafka.errors import KafkaError, MessageSizeTooLargeError
+
+    from stream.kafka_io import (
+        KafkaSink,
+        UndeliveredError,
+        ensure_topics,
+        event_key,
+        route,
+        topic_plan,
+    )
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
-    lines = read_json_lines(file)
+    try:
+        lines = read_json_lines(file)
+    except OSError as error:
+        console.print(f"[red]cannot read {file}:[/red] {error.strerror or error}")
+        raise typer.Exit(1) from None
     topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
     counts = {"events": 0, "labels": 0}
+    stopped: tuple[int, int, KafkaError] | None = None
     try:
         if kafka.topics.create:
             ensure_topics(kafka, topic_plan(kafka))
@@ -155,23 +197,57 @@ def produce(
         try:
             with progress() as bar:
                 task = bar.add_task(f"producing {file.name}", total=len(lines))
-                for line in lines:
+                for number, line in lines:
                     kind = route(line)
-                    sink.send(topics[kind], event_key(line), line)
+                    try:
+                        sink.send(topics[kind], event_key(line), line)
+                    except KafkaError as error:
+                        stopped = (number, len(line), error)
+                        break
                     counts[kind] += 1
                     bar.advance(task)
                 sink.flush()
         finally:
             sink.close()
-    except KafkaError as error:
+    except UndeliveredError as error:
+        sent = counts["events"] + counts["labels"]
         console.print(
-            f"Kafka at {mask_url(kafka.bootstrap_servers)}: {mask_url(str(error))}",
-            style="red",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))} refused {error.count}"
+            f" of {sent} records[/red] ({sent - error.count} acknowledged):"
+            f" {escape(mask_url(str(error)))}"
+        )
+        if stopped is not None:
+            console.print(
+                f"and line {stopped[0]} of {file} stopped the send:"
+                f" {escape(mask_url(str(stopped[2])))}"
+            )
+        raise typer.Exit(1) from None
+    except KafkaError as error:
+        sent = counts["events"] + counts["labels"]
+        console.print(
+            f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))}:[/red]"
+            f" {escape(mask_url(str(error)))}\n"
+            f"{sent} records were handed to the producer before it; their delivery is unknown"
         )
         raise typer.Exit(1) from None
+    if stopped is not None:
+        number, size, error = stopped
+        acknowledged = counts["events"] + counts["labels"]
+        hint = (
+            "Shorten or remove that line: the producer refuses a record over its"
+            " max_request_size (1 MiB) before sending it."
+            if isinstance(error, MessageSizeTooLargeError)
+            else "Check the broker and the line."
+        )
+        console.print(
+            f"[red]line {number} of {file} ({size:,} bytes) stopped the send:[/red]"
+            f" {escape(mask_url(str(error)))}\n"
+            f"{acknowledged} records before it were sent and acknowledged"
+            f" ({counts['events']} to {topics['events']!r}, {counts['labels']} to"
+            f" {topics['labels']!r}); nothing from line {number} on was sent. {hint}"
+            f" Then send the rest with `tail -n +{number} {file} > rest.jsonl`."
+        )
+        raise typer.Exit(1)
     console.print(
         f"sent {counts['events']} records to {topics['events']!r} and "
         f"{counts['labels']} to {topics['labels']!r} on {mask_url(kafka.bootstrap_servers)}"
@@ -226,42 +302,128 @@ def backtest(
     redis: Annotated[
         str | None, typer.Option("--redis", help="Keep interaction state in this Redis URL.")
     ] = None,
+    key_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis key prefix of the backtest's state (with --redis). Default: a fresh"
+            " backtest-<time>-<id> prefix, deleted at the end; never the live workers'"
+            " store.key_prefix unless given here."
+        ),
+    ] = None,
+    keep_state: Annotated[
+        bool,
+        typer.Option(help="Keep the fresh prefix's keys in Redis after the backtest."),
+    ] = False,
     report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("reports/backtest"),
 ) -> None:
-    """Run models over a historical file in-process, in event time, and write a report."""
+    """Run models over a historical file in-process, in event time, and write a report.
+
+    The report is written beside ``--report`` and renamed into place once complete:
+    an interrupted backtest leaves the previous report as it was.
+    """
+    from redis.exceptions import RedisError
+
     from stream.backtest import backtest as run_backtest
-    from stream.report import write_report
+    from stream.backtest import fresh_key_prefix
+    from stream.report import staged_folder, write_report
     from stream.runtime import tune_interpreter
+    from stream.sources import SourceError
 
     overrides: dict[str, object] = {}
     if features is not None:
         overrides["features"] = {"mode": features}
+    fresh = redis is not None and key_prefix is None
+    if redis is not None:
+        overrides["store"] = {"key_prefix": key_prefix or fresh_key_prefix()}
+    elif key_prefix is not None:
+        console.print("[yellow]--key-prefix is for --redis; the state stays in memory")
     tune_interpreter()
     settings = settings_or_exit(config, **overrides)
-    specs = model or [settings.model.spec]
-    report.mkdir(parents=True, exist_ok=True)
-    with (
-        (report / "predictions.jsonl").open("wb") as predictions,
-        (report / "dead_letters.jsonl").open("wb") as dead_letters,
-        progress() as bar,
-    ):
-        task = bar.add_task(f"backtest {file.name}", total=None)
-        try:
-            result = run_backtest(
-                file,
-                settings,
-                specs,
-                label_delay_s=label_delay,
-                redis_url=redis,
-                predictions=predictions,
-                dead_letters=dead_letters,
-                on_batch=lambda n: bar.advance(task, n),
+    if redis is not None:
+        prefix = settings.store.key_prefix
+        what = "deleted at the end" if fresh and not keep_state else "kept"
+        console.print(
+            f"backtest state in {escape(mask_url(redis))} under key prefix {prefix!r} ({what})"
+        )
+        live = load_settings_quietly(config)
+        if live is not None and prefix == live.store.key_prefix:
+            console.print(
+                f"[yellow]{prefix!r} is the live workers' store.key_prefix: the backtest sees"
+                " their events as duplicates and changes their interaction state"
             )
-        except ValueError as error:
-            console.print(f"[red]cannot run the backtest:[/red] {error}")
-            raise typer.Exit(2) from None
-    summary = write_report(result, report)
+    specs = model or [settings.model.spec]
+    try:
+        with staged_folder(report) as staging:
+            with (
+                (staging / "predictions.jsonl").open("wb") as predictions,
+                (staging / "dead_letters.jsonl").open("wb") as dead_letters,
+                progress() as bar,
+            ):
+                task = bar.add_task(f"backtest {file.name}", total=None)
+                try:
+                    result = run_backtest(
+                        file,
+                        settings,
+                        specs,
+                        label_delay_s=label_delay,
+                        redis_url=redis,
+                        predictions=predictions,
+                        dead_letters=dead_letters,
+                        on_batch=lambda n: bar.advance(task, n),
+                    )
+                finally:
+                    if fresh and not keep_state:
+                        _clear_backtest_state(redis, settings)
+            summary = write_report(result, staging)
+    except SourceError as error:
+        console.print(f"[red]cannot read the file:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    except RedisError as error:
+        console.print(
+            f"[red]Redis at {escape(mask_url(redis or ''))}:[/red] {escape(mask_url(str(error)))};"
+            " the previous"
+            " report is left as it was"
+        )
+        raise typer.Exit(1) from None
+    except ValueError as error:
+        console.print(f"[red]cannot run the backtest:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    except OSError as error:
+        console.print(f"[red]cannot write the report to {report}:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
     console.print(summary)
+    console.print(f"report in {report}")
+
+
+def load_settings_quietly(path: Path | None) -> Settings | None:
+    """The settings without overrides (the live workers'), or None if they do not load."""
+    try:
+        return load_settings(path)
+    except ConfigError:
+        return None
+
+
+def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
+    """Delete the backtest's keys; a Redis that is away only gets a message."""
+    import redis as redis_client
+
+    from stream.backtest import clear_state
+
+    if redis_url is None:
+        return
+    prefix = settings.store.key_prefix
+    try:
+        client = redis_client.Redis.from_url(redis_url, **settings.redis.client_options())
+        deleted = clear_state(client, prefix)
+    except redis_client.RedisError as error:
+        console.print(
+            f"[yellow]the backtest's keys under {prefix!r} were not deleted"
+            f" ({escape(mask_url(str(error)))}); delete them with: redis-cli -u"
+            f" {escape(mask_url(redis_url))} --scan --pattern '{prefix}:*'"
+            f" | xargs redis-cli -u {escape(mask_url(redis_url))} unlink"
+        )
+        return
+    console.print(f"deleted the backtest's {deleted} keys under {prefix!r}")
 
 
 @app.command("dataset")
@@ -315,24 +477,40 @@ def replay(
     until: Annotated[
         str | None, typer.Option(help="Only before this event time (ISO-8601 or epoch ms).")
     ] = None,
+    max_gap: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Longest wall-time wait, in seconds, for one gap in event time; longer gaps"
+            " are shortened to it (with --speed other than max).",
+        ),
+    ] = 60.0,
     config: ConfigOption = None,
 ) -> None:
     """Replay a historical file into Kafka in event-time order, at a chosen speed."""
     from kafka.errors import KafkaError
 
-    from stream.replay import parse_speed, parse_time, plan_replay
+    from stream.replay import gap_notice, parse_speed, parse_time, plan_replay
     from stream.replay import replay as run_replay
+    from stream.sources import SourceError
 
     settings = settings_or_exit(config)
     try:
         factor = parse_speed(speed)
         since_ms = parse_time(since) if since is not None else None
         until_ms = parse_time(until) if until is not None else None
-        with console.status(f"reading and ordering {file.name}"):
-            plan = plan_replay(file, labels, since_ms, until_ms)
     except ValueError as error:
         console.print(f"[red]cannot replay:[/red] {error}")
         raise typer.Exit(2) from None
+    try:
+        with console.status(f"reading and ordering {file.name}"):
+            plan = plan_replay(file, labels, since_ms, until_ms)
+    except SourceError as error:
+        console.print(f"[red]cannot replay:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    notice = gap_notice([line.time_ms for line in plan.lines], factor, max_gap)
+    if notice is not None:
+        console.print(f"[yellow]{escape(notice)}")
     try:
         with progress() as bar:
             task = bar.add_task(f"replay {file.name}", total=len(plan.lines))
@@ -343,6 +521,7 @@ def replay(
                 speed=factor,
                 plan=plan,
                 on_send=lambda n: bar.advance(task, n),
+                max_gap_s=max_gap,
             )
     except KafkaError as error:
         console.print(

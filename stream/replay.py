@@ -12,7 +12,18 @@ the events file comes before the labels file. A line that cannot be parsed, or
 has no usable timestamp, is still sent, right after the line before it in its
 file (it takes that line's time; at the top of a file, the file's first
 usable time), so the worker dead-letters it with a reason: nothing is dropped
-silently. Such lines are counted as ``unparseable`` in the summary.
+silently. Such lines are counted as ``unparseable`` in the summary. An event
+time that no calendar date holds (past year 9999) is no usable time either.
+
+A CSV or Parquet row that the reader refuses (a :class:`stream.sources.BadRow`:
+``nan`` in a cell, more cells than columns, ...) cannot be sent as an event:
+it goes to the dead-letter topic, in the worker's dead-letter format (reason,
+detail, the file as topic, its line as offset, the row's content), at its
+place in the order, and is counted by reason in the summary.
+
+A gap in event time longer than ``max_gap_s`` of wall time at the chosen speed
+(a ``timestamp: 0`` among this year's events: decades) is shortened to
+``max_gap_s``; :func:`gap_notice` says so before the replay starts.
 
 The whole file is read and sorted in memory: fine up to a few million lines
 (each line is kept as bytes plus a small tuple). Larger histories should be
@@ -29,6 +40,8 @@ Examples
 [(1000, 'events', True), (1000, 'events', False), (1500, 'labels', True), (2000, 'events', True)]
 >>> send_offsets([line.time_ms for line in ordered], speed=1000.0)
 [0.0, 0.0, 0.0005, 0.001]
+>>> send_offsets([0, 60_000, 86_400_000], speed=60.0, max_gap_s=5.0)
+[0.0, 1.0, 6.0]
 """
 
 from __future__ import annotations
@@ -48,12 +61,14 @@ from rich.table import Table
 from features.schema import to_epoch_ms
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, ensure_topics, event_key, topic_plan
-from stream.sources import read_records
+from stream.processor import DeadLetter
+from stream.sources import BadRow, read_records
 
 __all__ = [
     "Line",
     "ReplayPlan",
     "ReplaySummary",
+    "gap_notice",
     "in_range",
     "merge",
     "pace",
@@ -66,17 +81,25 @@ __all__ = [
     "timed_lines",
 ]
 
-Kind = Literal["events", "labels"]
+Kind = Literal["events", "labels", "dead_letter"]
+
+#: Event times that a calendar date holds (years 1 to 9999), in epoch ms.
+MIN_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One record to send: its event time (own or inherited), topic kind and bytes."""
+    """One record to send: its event time (own or inherited), topic kind and bytes.
+
+    ``refused`` is the reason of a row the reader refused (sent to the dead-letter topic).
+    """
 
     time_ms: int | None
     kind: Kind
     value: bytes
     parsed: bool
+    refused: str | None = None
 
 
 # ---------------------------------------------------------------------- parsing
@@ -89,6 +112,7 @@ def record_time(value: bytes) -> int | None:
     (1000, 5)
     >>> record_time(b"{oops"), record_time(b'{"timestamp": "yesterday"}'), record_time(b"[]")
     (None, None, None)
+    >>> record_time(b'{"timestamp": 1e300}')  # past year 9999: no date holds it
     """
     return _inspect(value)[0]
 
@@ -103,9 +127,10 @@ def _inspect(value: bytes) -> tuple[int | None, Kind]:
         return None, "events"
     kind: Kind = "labels" if "label" in obj and "user_id" not in obj else "events"
     try:
-        return to_epoch_ms(obj.get("timestamp")), kind
+        ms = to_epoch_ms(obj.get("timestamp"))
     except (ValueError, OverflowError):
         return None, kind
+    return (ms if MIN_MS <= ms <= MAX_MS else None), kind
 
 
 def parse_speed(text: str) -> float | None:
@@ -152,39 +177,73 @@ def parse_time(text: str) -> int:
 
 
 def iso(ms: int | None) -> str:
-    """Epoch ms as ISO-8601 UTC with milliseconds; ``-`` for None."""
+    """Epoch ms as ISO-8601 UTC with milliseconds; ``-`` for None.
+
+    >>> iso(1000), iso(None), iso(10**20)
+    ('1970-01-01T00:00:01.000Z', '-', '100000000000000000000 ms (no calendar date)')
+    """
     if ms is None:
         return "-"
+    if not MIN_MS <= ms <= MAX_MS:
+        return f"{ms} ms (no calendar date)"
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def duration(seconds: float) -> str:
+    """A wall or event-time span for people: seconds, minutes, hours, days or years.
+
+    >>> duration(42), duration(5400), duration(86400 * 3), duration(86400 * 365.25 * 56)
+    ('42 s', '90.0 min', '3.0 days', '56.0 years')
+    """
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    if seconds < 2 * 365.25 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    return f"{seconds / (365.25 * 86400):.1f} years"
 
 
 # ---------------------------------------------------------------------- ordering
 
 
-def timed_lines(raw: Iterable[bytes], kind: Kind | None = None) -> list[Line]:
+def timed_lines(
+    raw: Iterable[bytes | BadRow], kind: Kind | None = None, source: str = "file"
+) -> list[Line]:
     """The lines of one file with their event times, in file order.
 
     ``kind`` forces every line to one topic (a labels file); by default each
     line is routed by its content (the rule of :func:`stream.kafka_io.route`). A line
     without a usable time takes the time of the line before it, or the file's
     first usable time at the top; in a file without any, the time stays None.
+    A :class:`BadRow` becomes a dead letter (``source`` names the file in it).
+
+    >>> bad = BadRow("not_finite", "line 3, column 'x': 'nan' ...", b'{"x":"nan"}', 3)
+    >>> [(x.time_ms, x.kind, x.refused) for x in timed_lines([b'{"timestamp": 7}', bad])]
+    [(7, 'events', None), (7, 'dead_letter', 'not_finite')]
     """
     lines: list[Line] = []
     previous: int | None = None
-    leading: list[tuple[bytes, Kind]] = []
-    for value in raw:
-        own, routed = _inspect(value)
-        line_kind = kind or routed
+    leading: list[tuple[bytes, Kind, str | None]] = []
+    for item in raw:
+        if isinstance(item, BadRow):
+            letter = DeadLetter(item.reason, item.detail, item.value, source, 0, item.line)
+            value, own, line_kind, refused = letter.to_json(), None, "dead_letter", item.reason
+        else:
+            own, routed = _inspect(item)
+            value, line_kind, refused = item, kind or routed, None
         if own is None and previous is None:
-            leading.append((value, line_kind))
+            leading.append((value, line_kind, refused))
             continue
         if previous is None:
-            lines += [Line(own, k, v, False) for v, k in leading]
+            lines += [Line(own, k, v, False, r) for v, k, r in leading]
             leading = []
         if own is not None:
             previous = own
-        lines.append(Line(previous, line_kind, value, own is not None))
-    lines += [Line(None, k, v, False) for v, k in leading]
+        lines.append(Line(previous, line_kind, value, own is not None, refused))
+    lines += [Line(None, k, v, False, r) for v, k, r in leading]
     return lines
 
 
@@ -226,11 +285,15 @@ def in_range(
 # ---------------------------------------------------------------------- pacing
 
 
-def send_offsets(times_ms: Sequence[int | None], speed: float | None) -> list[float]:
+def send_offsets(
+    times_ms: Sequence[int | None], speed: float | None, max_gap_s: float | None = None
+) -> list[float]:
     """When to send each record, in wall seconds after the first send.
 
     The event-time gap from the first record divided by ``speed``; all zeros
     for ``max`` (None). Times must be in order; missing times count as the first.
+    With ``max_gap_s``, each gap between consecutive times waits at most that
+    long in wall time (the later records move earlier by what was cut).
 
     >>> send_offsets([1000, 1000, 4000, 61000], speed=60.0)
     [0.0, 0.0, 0.05, 1.0]
@@ -239,11 +302,59 @@ def send_offsets(times_ms: Sequence[int | None], speed: float | None) -> list[fl
     """
     if speed is None:
         return [0.0] * len(times_ms)
+    offsets: list[float] = []
+    previous: int | None = None
+    offset = 0.0
+    for t in times_ms:
+        if t is not None:
+            if previous is not None:
+                wait = (t - previous) / 1000.0 / speed
+                offset += wait if max_gap_s is None else min(wait, max_gap_s)
+            previous = t
+        offsets.append(offset)
+    return offsets
+
+
+def long_gaps(
+    times_ms: Sequence[int | None], speed: float | None, max_gap_s: float | None
+) -> list[tuple[int, int]]:
+    """The consecutive times ``(before, after)`` whose gap would wait over ``max_gap_s``.
+
+    >>> long_gaps([0, 1000, 1_767_225_600_000], speed=60.0, max_gap_s=60.0)
+    [(1000, 1767225600000)]
+    """
+    if speed is None or max_gap_s is None:
+        return []
     known = [t for t in times_ms if t is not None]
-    if not known:
-        return [0.0] * len(times_ms)
-    first = known[0]
-    return [0.0 if t is None else (t - first) / 1000.0 / speed for t in times_ms]
+    return [
+        (a, b)
+        for a, b in zip(known, known[1:], strict=False)
+        if (b - a) / 1000.0 / speed > max_gap_s
+    ]
+
+
+def gap_notice(
+    times_ms: Sequence[int | None], speed: float | None, max_gap_s: float | None
+) -> str | None:
+    """What a replay says, once, about the gaps it shortens; None when there is none.
+
+    >>> print(gap_notice([0, 1_767_225_600_000], speed=60.0, max_gap_s=60.0))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    a gap of 56.0 years in event time (1970-01-01T00:00:00.000Z to 2026-01-01T00:00:00.000Z)
+    would wait 340.9 days at 60x; 1 gap over 60 s of wall time is shortened to 60 s (--max-gap)
+    """
+    gaps = long_gaps(times_ms, speed, max_gap_s)
+    if not gaps or speed is None or max_gap_s is None:
+        return None
+    before, after = max(gaps, key=lambda gap: gap[1] - gap[0])
+    span = (after - before) / 1000.0
+    many = "1 gap" if len(gaps) == 1 else f"{len(gaps):,} gaps"
+    verb = "is" if len(gaps) == 1 else "are"
+    return (
+        f"a gap of {duration(span)} in event time ({iso(before)} to {iso(after)}) would wait"
+        f" {duration(span / speed)} at {speed:g}x; {many} over {duration(max_gap_s)} of wall"
+        f" time {verb} shortened to {duration(max_gap_s)} (--max-gap)"
+    )
 
 
 def pace(
@@ -287,7 +398,13 @@ class ReplayPlan:
 
     @property
     def unparseable(self) -> int:
-        return sum(1 for line in self.lines if not line.parsed)
+        """Lines sent to be dead-lettered by the worker (no usable time, or not JSON)."""
+        return sum(1 for line in self.lines if not line.parsed and line.refused is None)
+
+    @property
+    def refused(self) -> Counter[str]:
+        """Rows the reader refused (sent to the dead-letter topic), by reason."""
+        return Counter(line.refused for line in self.lines if line.refused is not None)
 
     @property
     def first_ms(self) -> int | None:
@@ -306,10 +423,13 @@ def plan_replay(
     since_ms: int | None = None,
     until_ms: int | None = None,
 ) -> ReplayPlan:
-    """Read, merge into event-time order and filter by time range (no Kafka)."""
-    files = [timed_lines(read_records(path))]
+    """Read, merge into event-time order and filter by time range (no Kafka).
+
+    Raises :class:`stream.sources.SourceError` for a file that cannot be read at all.
+    """
+    files = [timed_lines(read_records(path), source=path.name)]
     if labels is not None:
-        files.append(timed_lines(read_records(labels), kind="labels"))
+        files.append(timed_lines(read_records(labels), kind="labels", source=labels.name))
     lines, skipped = in_range(merge(*files), since_ms, until_ms)
     return ReplayPlan(lines, skipped)
 
@@ -320,11 +440,14 @@ class ReplaySummary:
 
     sent: Counter[str] = field(default_factory=Counter)
     unparseable: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
     wall_seconds: float = 0.0
     speed: float | None = None
+    max_gap_s: float | None = None
+    gaps_shortened: int = 0
 
     @property
     def achieved_speed(self) -> float | None:
@@ -340,11 +463,17 @@ class ReplaySummary:
         for topic, count in self.sent.items():
             table.add_row(f"sent to {topic}", f"{count:,}")
         table.add_row("unparseable (sent, to be dead-lettered)", f"{self.unparseable:,}")
+        for reason, count in sorted(self.refused.items()):
+            table.add_row(f"rows refused: {reason} (sent to dead-letter)", f"{count:,}")
         table.add_row("skipped (outside the time range)", f"{self.skipped:,}")
         table.add_row("first event time", iso(self.first_ms))
         table.add_row("last event time", iso(self.last_ms))
         table.add_row("wall seconds", f"{self.wall_seconds:.2f}")
         table.add_row("requested speed", "max" if self.speed is None else f"{self.speed:g}x")
+        if self.gaps_shortened:
+            table.add_row(
+                f"gaps shortened to {duration(self.max_gap_s or 0.0)}", f"{self.gaps_shortened:,}"
+            )
         achieved = self.achieved_speed
         table.add_row("achieved speed", "-" if achieved is None else f"{achieved:,.1f}x")
         return table
@@ -361,6 +490,7 @@ def replay(
     plan: ReplayPlan | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    max_gap_s: float | None = 60.0,
 ) -> ReplaySummary:
     """Send a file's records to Kafka in event-time order, paced by ``speed`` (None: max).
 
@@ -379,34 +509,50 @@ def replay(
         Called with the number of records just sent (progress).
     plan
         An already computed :func:`plan_replay` (the file is then not read again).
+    max_gap_s
+        The longest wall-time wait for one gap in event time (None: no bound);
+        longer gaps are shortened to it (:func:`gap_notice` says which).
     """
     if plan is None:
         plan = plan_replay(path, labels, since_ms, until_ms)
     kafka = settings.kafka
     if kafka.topics.create:
         ensure_topics(kafka, topic_plan(kafka))
-    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
+    topics = {
+        "events": kafka.topics.events,
+        "labels": kafka.topics.labels,
+        "dead_letter": kafka.topics.dead_letter,
+    }
+    lines = plan.lines
+    times = [line.time_ms for line in lines]
     summary = ReplaySummary(
         sent=Counter({topics["events"]: 0, topics["labels"]: 0}),
         unparseable=plan.unparseable,
+        refused=plan.refused,
         skipped=plan.skipped,
         first_ms=plan.first_ms,
         last_ms=plan.last_ms,
         speed=speed,
+        max_gap_s=max_gap_s,
+        gaps_shortened=len(long_gaps(times, speed, max_gap_s)),
     )
     sink = KafkaSink(kafka)
-    lines = plan.lines
     try:
 
         def send(index: int) -> None:
             line = lines[index]
             topic = topics[line.kind]
-            sink.send(topic, event_key(line.value), line.value)
+            if line.refused is not None:
+                letter = orjson.loads(line.value)
+                key = f"{letter['topic']}:{letter['partition']}:{letter['offset']}".encode()
+                sink.send(topic, key, line.value, [("reason", line.refused.encode())])
+            else:
+                sink.send(topic, event_key(line.value), line.value)
             summary.sent[topic] += 1
             if on_send is not None:
                 on_send(1)
 
-        start = pace(send_offsets([line.time_ms for line in lines], speed), send, clock, sleep)
+        start = pace(send_offsets(times, speed, max_gap_s), send, clock, sleep)
         sink.flush()
         summary.wall_seconds = clock() - start
     finally:

@@ -7,6 +7,10 @@ detections and alerts as vertical markers, the per-record processing time, and
 a Markdown page that ties them together. Everything but the timing numbers is
 a function of the result, so two backtests of one file give the same report.
 
+The CLI writes a report into a :func:`staged_folder` beside its target and
+renames it into place at the end: an interrupted backtest leaves the previous
+report whole, never its ``summary.json`` beside a partial new one.
+
 Plots are drawn with matplotlib's object API on the Agg canvas: no display,
 no global pyplot state.
 
@@ -22,8 +26,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +51,7 @@ __all__ = [
     "percentiles",
     "read_scores",
     "report_markdown",
+    "staged_folder",
     "summary_table",
     "write_report",
 ]
@@ -69,6 +78,58 @@ _ALERT_COLOURS = {
     "StreamlearnFeatureDriftPSI": "tab:olive",
 }
 _MAX_LISTED = 50
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A new empty folder beside ``target`` that replaces ``target`` when the block ends.
+
+    Write the whole report into the folder this yields. If the block raises (or
+    is interrupted), the folder is removed and ``target`` stays as it was; if it
+    ends, the previous ``target`` is moved aside, the new folder renamed to
+    ``target`` (on the same file system, so no copy) and the previous one removed.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "report"
+    >>> target.mkdir(); _ = (target / "summary.json").write_text("old")
+    >>> try:
+    ...     with staged_folder(target) as folder:
+    ...         _ = (folder / "summary.json").write_text("half")
+    ...         raise KeyboardInterrupt
+    ... except KeyboardInterrupt:
+    ...     pass
+    >>> (target / "summary.json").read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('old', ['report'])
+    >>> with staged_folder(target) as folder:
+    ...     _ = (folder / "summary.json").write_text("new")
+    >>> (target / "summary.json").read_text(), sorted(p.name for p in target.parent.iterdir())
+    ('new', ['report'])
+    """
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target} is a file; the report needs a folder there")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # as mkdir would make it, not mkdtemp's 0o700
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous: Path | None = None
+    if target.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.previous-", dir=target.parent))
+        target.rename(previous / target.name)
+    try:
+        staging.rename(target)
+    except OSError:
+        if previous is not None:
+            (previous / target.name).rename(target)
+            previous.rmdir()
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def write_report(result: BacktestResult, folder: Path) -> Table:
@@ -361,10 +422,18 @@ def _latency_figure(batch_seconds: Sequence[tuple[int, float]]) -> Figure:
 def summary_table(summary: dict[str, Any]) -> Table:
     """The models' final metrics, as the CLI prints them."""
     rate = summary.get("events_per_second")
+    dead = summary.get("dead_letters") or {}
     table = Table(
         title=(
             f"backtest: {summary['events']:,} events, {summary['labels_learned']:,} labels learned"
             + (f", {rate:,.0f} events/s" if rate else "")
+            + (
+                f", {sum(dead.values()):,} dead letters ("
+                + ", ".join(f"{r}: {n:,}" for r, n in dead.items())
+                + ")"
+                if dead
+                else ""
+            )
         ),
         caption="R@P: recall at the precision target; drift: drift detections (alerts)",
     )

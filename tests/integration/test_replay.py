@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from stream.config import Settings
 from stream.replay import replay
 from stream.synthetic import WorldConfig, generate_world
 
-from .pipeline import drain, run_workers, settings_for
+from .pipeline import drain, run_workers, settings_for, write_config
 
 
 def write_world(path: Path, config: WorldConfig) -> Path:
@@ -159,3 +160,147 @@ def test_cli_replay_merges_a_labels_file_filters_by_time_and_keys_by_event_id(
     for records in by_partition.values():  # event-time order within each partition
         times = [orjson.loads(v)["timestamp"] for v in records if v != b"{broken"]
         assert times == sorted(times)
+
+
+# ---------------------------------------------------------------------- messages and namespaces
+
+
+def flat(output: str) -> str:
+    return " ".join(output.split())
+
+
+def test_produce_stopped_by_an_oversize_line_says_which_line_and_how_many_were_acknowledged(
+    tmp_path, kafka_bootstrap, redis_url, unique_prefix
+):
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=1)
+    records = [
+        orjson.dumps({"event_id": f"e{n}", "timestamp": 1_767_225_600_000, "user_id": "u"})
+        for n in range(6)
+    ]
+    huge = orjson.dumps({"event_id": "big", "padding": "x" * 1_200_000})  # over max_request_size
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join([*records[:4], b"", huge, *records[4:]]) + b"\n")
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    result = CliRunner().invoke(app, ["produce", str(path), "--config", str(config)])
+
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    text = flat(result.output)
+    assert f"line 6 of {path}" in text  # its line in the file, the blank line counted
+    assert "4 records before it were sent and acknowledged" in text
+    assert "tail -n +6" in text
+    assert len(drain(kafka_bootstrap, settings.kafka.topics.events)) == 4
+
+
+def test_replay_sends_refused_csv_rows_to_the_dead_letter_topic_with_their_content(
+    tmp_path, kafka_bootstrap, redis_url, unique_prefix
+):
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=1)
+    start = 1_767_225_600_000
+    path = tmp_path / "rows.csv"
+    path.write_bytes(
+        b"\xef\xbb\xbfevent_id,timestamp,user_id,item_id,x\n"
+        + f"a,{start},u,i,1\nb,{start + 1},u,i,nan\nc,{start + 2},u,i,1,2\n".encode()
+        + f"d,{start + 3},u,i,{2**70}\ne,{start + 4},u,i,2\n".encode()
+    )
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    result = CliRunner().invoke(app, ["replay", str(path), "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    for reason in ("not_finite", "invalid_value", "too_large"):
+        assert f"rows refused: {reason} (sent to dead-letter) │ 1" in text
+    events = drain(kafka_bootstrap, settings.kafka.topics.events)
+    assert [orjson.loads(r.value)["event_id"] for r in events] == ["a", "e"]
+    letters = drain(kafka_bootstrap, settings.kafka.topics.dead_letter)
+    found = {dict(r.headers)["reason"].decode(): (r.key, orjson.loads(r.value)) for r in letters}
+    assert set(found) == {"not_finite", "invalid_value", "too_large"}
+    key, letter = found["not_finite"]
+    assert key == b"rows.csv:0:3" and letter["offset"] == 3
+    assert orjson.loads(letter["value"]) == {
+        "event_id": "b",
+        "timestamp": str(start + 1),
+        "user_id": "u",
+        "item_id": "i",
+        "x": "nan",
+    }
+
+
+def test_replay_at_speed_60_after_a_timestamp_0_line_warns_and_shortens_the_gap(
+    tmp_path, kafka_bootstrap, redis_url, unique_prefix
+):
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=1)
+    start = 1_767_225_600_000
+    lines = [{"event_id": "zero", "timestamp": 0, "user_id": "u", "item_id": "i"}]
+    lines += [
+        {"event_id": f"e{n}", "timestamp": start + n * 6000, "user_id": "u", "item_id": "i"}
+        for n in range(3)
+    ]
+    path = tmp_path / "gap.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    config = write_config(settings, tmp_path / "config.yaml")
+
+    began = time.monotonic()
+    result = CliRunner().invoke(
+        app, ["replay", str(path), "--speed", "60", "--max-gap", "1", "--config", str(config)]
+    )
+    elapsed = time.monotonic() - began
+
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "a gap of 56.0 years in event time" in text and "would wait 340.9 days at 60x" in text
+    assert "shortened to 1 s (--max-gap)" in text
+    assert text.count("a gap of") == 1  # said once
+    assert elapsed < 30, elapsed  # 1 s for the gap and 0.2 s for the rest, plus Kafka
+    assert len(drain(kafka_bootstrap, settings.kafka.topics.events)) == 4
+
+
+def test_backtest_with_redis_keeps_its_own_prefix_and_leaves_the_live_state_alone(
+    tmp_path, kafka_bootstrap, redis_url, unique_prefix, redis_client
+):
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix)
+    config = write_config(settings, tmp_path / "config.yaml")
+    path = write_world(tmp_path / "world.jsonl", WorldConfig(events=300, inline_labels=True))
+    runner = CliRunner()
+    base = ["backtest", str(path), "--config", str(config), "--redis", redis_url]
+
+    # The live workers' state: the same events, processed under store.key_prefix from
+    # other records (one line more at the top: every source offset differs).
+    shifted = tmp_path / "live.jsonl"
+    shifted.write_bytes(b"{not an event\n" + path.read_bytes())
+    live = backtest(shifted, settings, ["logistic"], redis_url=redis_url)
+    assert live.events == 300 and live.dead_letters == {"invalid_json": 1}
+    live_keys = sorted(redis_client.scan_iter(match=f"{unique_prefix}:*"))
+    live_state = {key: redis_client.dump(key) for key in live_keys}
+    assert live_keys
+
+    for run in range(2):
+        report = tmp_path / f"r{run}"
+        result = runner.invoke(app, [*base, "--report", str(report)])
+        assert result.exit_code == 0, result.output
+        said = re.search(
+            r"under key prefix '(backtest-[0-9TZ]+-[0-9a-f]{8})' \(deleted", flat(result.output)
+        )
+        assert said, result.output
+        summary = orjson.loads((report / "summary.json").read_bytes())
+        assert summary["events"] == 300 and summary["dead_letters"] == {}  # no duplicate_event
+        assert list(redis_client.scan_iter(match=f"{said[1]}:*")) == []  # cleaned up
+        assert "deleted the backtest's" in flat(result.output)
+
+    assert sorted(redis_client.scan_iter(match=f"{unique_prefix}:*")) == live_keys
+    assert {key: redis_client.dump(key) for key in live_keys} == live_state
+
+    shared = runner.invoke(
+        app, [*base, "--key-prefix", unique_prefix, "--report", str(tmp_path / "s")]
+    )
+    assert shared.exit_code == 0, shared.output
+    assert "the live workers' store.key_prefix" in flat(shared.output)  # when asked for: warned
+
+    kept = runner.invoke(app, [*base, "--keep-state", "--report", str(tmp_path / "k")])
+    assert kept.exit_code == 0, kept.output
+    prefix = re.search(r"key prefix '(backtest-[^']+)' \(kept\)", flat(kept.output))
+    assert prefix and list(redis_client.scan_iter(match=f"{prefix[1]}:*"))
+    for key in redis_client.scan_iter(match=f"{prefix[1]}:*"):
+        redis_client.delete(key)

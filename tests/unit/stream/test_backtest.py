@@ -135,3 +135,29 @@ def test_interaction_features_beat_the_producer_features_alone(tmp_path):
         auc[mode] = result.summary()["models"]["logistic"]["metrics"]["roc_auc"]
     print(f"progressive ROC AUC: interactions {auc['default']:.4f}, raw {auc['raw']:.4f}")
     assert auc["default"] > auc["raw"] + 0.05
+
+
+def test_rows_the_reader_refuses_are_dead_letters_with_their_reason_and_content(tmp_path):
+    world = [r for r in generate_world(WorldConfig(events=50, seed=3)) if "user_id" in r]
+    lines = ["event_id,timestamp,user_id,item_id,x"]
+    lines += [f"{r['event_id']},{r['timestamp']},{r['user_id']},{r['item_id']},1" for r in world]
+    first = world[0]
+    lines.insert(3, f"bad-1,{first['timestamp']},u,i,nan")
+    lines.insert(5, f"bad-2,{first['timestamp']},u,i,1,extra")
+    lines.append(f"bad-3,{first['timestamp']},u,i,{2**70}")  # after the last record
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(lines) + "\n")
+
+    letters = io.BytesIO()
+    result = backtest(path, Settings(), ["logistic"], dead_letters=letters, batch_size=20)
+
+    assert result.events == 50
+    assert result.dead_letters == {"not_finite": 1, "invalid_value": 1, "too_large": 1}
+    written = [orjson.loads(line) for line in letters.getvalue().splitlines()]
+    assert [(d["reason"], orjson.loads(d["value"])["event_id"]) for d in written] == [
+        ("not_finite", "bad-1"),
+        ("invalid_value", "bad-2"),
+        ("too_large", "bad-3"),
+    ]
+    assert "line 4, column 'x'" in written[0]["detail"]
+    assert result.summary()["dead_letters"] == dict(sorted(result.dead_letters.items()))

@@ -13,6 +13,7 @@ from stream.kafka_io import route
 from stream.replay import (
     Line,
     ReplaySummary,
+    gap_notice,
     in_range,
     merge,
     pace,
@@ -255,3 +256,78 @@ def test_content_routing_is_the_produce_commands_rule():
         orjson.dumps({"event_id": "a", "label": None}),
     ]
     assert [x.kind for x in timed_lines(values)] == [route(v) for v in values]
+
+
+# ---------------------------------------------------------------------- hardening
+
+
+def test_a_time_past_year_9999_is_no_usable_time_and_the_summary_still_prints(tmp_path: Path):
+    assert record_time(event("e", 400_000_000_000_000)) is None  # year 14645
+    assert record_time(event("e", 1e300)) is None
+    path = tmp_path / "far.jsonl"
+    path.write_bytes(b"\n".join([event("a", 1000), event("b", 400_000_000_000_000)]))
+    plan = plan_replay(path)
+    assert [x.time_ms for x in plan.lines] == [1000, 1000] and plan.unparseable == 1
+    summary = ReplaySummary(first_ms=-(10**20), last_ms=10**20, wall_seconds=1.0, speed=1.0)
+    console = Console(width=120, record=True)
+    console.print(summary.table())
+    assert "100000000000000000000 ms (no calendar date)" in console.export_text()
+
+
+def test_a_huge_gap_in_event_time_is_shortened_to_max_gap_and_said_once():
+    times = [0, 1_767_225_600_000, 1_767_225_660_000, 1_767_312_000_000]  # 1970, +1 min, +1 day
+    offsets = send_offsets(times, speed=60.0, max_gap_s=60.0)
+    assert offsets == [0.0, 60.0, 61.0, 121.0]
+    assert send_offsets(times, speed=60.0)[1] > 29_000_000  # 340 days without the bound
+    notice = gap_notice(times, speed=60.0, max_gap_s=60.0)
+    assert notice is not None
+    assert "56.0 years" in notice and "340.9 days" in notice  # the gap and the wait it spares
+    assert "2 gaps" in notice and "--max-gap" in notice
+    assert gap_notice(times, speed=None, max_gap_s=60.0) is None
+    assert gap_notice(times[1:3], speed=60.0, max_gap_s=60.0) is None
+
+
+def test_rows_the_reader_refuses_are_dead_letters_in_their_place(tmp_path: Path):
+    path = tmp_path / "rows.csv"
+    path.write_text(
+        "event_id,timestamp,user_id,item_id,x\n"
+        "a,2000,u,i,1\n"
+        "b,1000,u,i,nan\n"
+        "c,3000,u,i,1,extra\n"
+        "d,1500,u,i,2\n"
+    )
+    plan = plan_replay(path)
+    assert [(x.time_ms, x.kind, x.refused) for x in plan.lines] == [
+        (1500, "events", None),
+        (2000, "events", None),
+        (2000, "dead_letter", "not_finite"),
+        (2000, "dead_letter", "invalid_value"),
+    ]
+    assert plan.refused == {"not_finite": 1, "invalid_value": 1} and plan.unparseable == 0
+    letter = orjson.loads(plan.lines[2].value)
+    assert letter["reason"] == "not_finite" and letter["topic"] == "rows.csv"
+    assert letter["offset"] == 3 and "line 3, column 'x'" in letter["detail"]
+    assert orjson.loads(letter["value"])["event_id"] == "b"
+
+
+def test_replay_of_a_file_with_a_whole_file_problem_exits_1_with_a_message(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+
+    path = tmp_path / "naive.parquet"
+    table = pa.table(
+        {
+            "event_id": ["a"],
+            "timestamp": pa.array([1_767_225_600_000], pa.timestamp("ms")),
+            "user_id": ["u"],
+            "item_id": ["i"],
+        }
+    )
+    pq.write_table(table, path)
+    result = CliRunner().invoke(app, ["replay", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "without a time zone (timestamp[ms])" in " ".join(result.output.split())
