@@ -500,6 +500,7 @@ class _FeatureWindows:
         self.reference_key = -1
         self.edges: list[float] = []
         self.reference_bins: list[int] = []
+        self.reference_sorted: np.ndarray = np.empty(0)
         self.reference_counts: dict[str, int] = {}
         #: Current-window bin counts kept up to date on append once a
         #: ``first_n`` reference is frozen; None when they must be recounted.
@@ -508,6 +509,7 @@ class _FeatureWindows:
     def freeze(self, n_bins: int) -> None:
         windows = self.values
         reference = np.sort(_array(windows.reference))
+        self.reference_sorted = reference
         self.edges = quantile_edges(reference.tolist(), n_bins)
         self.reference_bins = bin_counts(reference, self.edges)
         self.reference_key = windows.reference_version
@@ -531,14 +533,19 @@ class _FeatureWindows:
 
 
 class FeatureDrift:
-    """Input drift of a bounded, configured list of features.
+    """Input drift of a configured list of features, or of every feature seen, bounded.
 
     A feature's kind is fixed by its first value: ``str`` is categorical (PSI
     over categories and total variation distance, see :func:`categorical_shift`),
-    ``int``/``float``/``bool`` numeric (PSI on the reference's quantile bins).
-    Missing (None) values are ignored; a string sent to a numeric feature is
-    counted as ``skipped``. Categorical references keep their
-    ``max_categories`` most frequent categories, the rest pool into :data:`OTHER`.
+    ``int``/``float``/``bool`` numeric (PSI on the reference's quantile bins,
+    and the two-sample KS statistic). Missing (None) values are ignored; a
+    string sent to a numeric feature is counted as ``skipped``. Categorical
+    references keep their ``max_categories`` most frequent categories, the
+    rest pool into :data:`OTHER`.
+
+    With ``features=None`` every feature of the observations is monitored, the
+    first ``max_features`` names seen; later new names are counted in
+    :attr:`n_unmonitored` and not kept.
 
     Examples
     --------
@@ -548,15 +555,22 @@ class FeatureDrift:
     >>> for i in range(50):
     ...     fd.update({"amount": float(i) + 100.0, "country": "fr" if i % 2 else "de"})
     >>> report = fd.report()
-    >>> report["amount"]["kind"], report["amount"]["psi"] > 0.25
-    ('numeric', True)
+    >>> report["amount"]["kind"], report["amount"]["psi"] > 0.25, report["amount"]["ks"]
+    ('numeric', True, 1.0)
     >>> report["country"]["kind"], report["country"]["psi"], report["country"]["tvd"]
     ('categorical', 0.0, 0.0)
+
+    Every feature seen, at most ``max_features``:
+
+    >>> fd = FeatureDrift(None, reference_size=10, window_size=10, max_features=2)
+    >>> fd.update({"a": 1.0, "b": "x", "c": 3.0})
+    >>> fd.features, fd.n_unmonitored
+    (('a', 'b'), 1)
     """
 
     def __init__(
         self,
-        features: Sequence[str],
+        features: Sequence[str] | None,
         reference_size: int = 1000,
         window_size: int = 1000,
         mode: Mode = "first_n",
@@ -566,48 +580,78 @@ class FeatureDrift:
         min_current: int | None = None,
         max_features: int = 32,
     ) -> None:
-        names = tuple(features)
-        if len(names) > max_features:
-            raise ValueError(f"at most {max_features} features are monitored, got {len(names)}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"feature names must be unique: {names}")
+        if features is not None:
+            names = tuple(features)
+            if len(names) > max_features:
+                raise ValueError(f"at most {max_features} features are monitored, got {len(names)}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"feature names must be unique: {names}")
         if max_categories < 1:
             raise ValueError(f"max_categories must be >= 1, got {max_categories}")
+        if max_features < 0:
+            raise ValueError(f"max_features must be >= 0, got {max_features}")
         self.min_current = _check_windows(reference_size, window_size, min_current)
-        self.features = names
+        self.auto = features is None
+        self.max_features = max_features
         self.n_bins = n_bins
         self.max_categories = max_categories
         self.every = every
         self.n = 0
-        self._state = {name: _FeatureWindows(reference_size, window_size, mode) for name in names}
+        #: Observations of names beyond ``max_features`` (auto mode), not monitored.
+        self.n_unmonitored = 0
+        self._sizes = (reference_size, window_size, mode)
+        self._state = {
+            name: _FeatureWindows(reference_size, window_size, mode) for name in features or ()
+        }
         self._computed_at = -1
         self._report: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The monitored feature names (in auto mode, those seen so far)."""
+        return tuple(self._state)
 
     def update(self, features: Mapping[str, Any]) -> None:
         """Add one observation of the monitored features (others are ignored)."""
         self.n += 1
+        if self.auto:
+            states = self._state
+            for name, value in features.items():
+                state = states.get(name)
+                if state is None:
+                    if value is None:
+                        continue
+                    if len(states) >= self.max_features:
+                        self.n_unmonitored += 1
+                        continue
+                    state = states[name] = _FeatureWindows(*self._sizes)
+                self._add(state, value)
+            return
         for name, state in self._state.items():
-            value = features.get(name)
-            if value is None:
-                continue
-            if state.kind is None:
-                state.kind = "categorical" if isinstance(value, str) else "numeric"
-            if state.kind == "categorical":
-                state.values.append(value if isinstance(value, str) else str(value))
-            elif isinstance(value, int | float):
-                state.append_numeric(float(value), self.n_bins)
-            else:
-                state.skipped += 1
+            self._add(state, features.get(name))
+
+    def _add(self, state: _FeatureWindows, value: Any) -> None:
+        if value is None:
+            return
+        kind = state.kind
+        if kind is None:
+            kind = state.kind = "categorical" if isinstance(value, str) else "numeric"
+        if kind == "categorical":
+            state.values.append(value if isinstance(value, str) else str(value))
+        elif isinstance(value, int | float):
+            state.append_numeric(float(value), self.n_bins)
+        else:
+            state.skipped += 1
 
     def reset(self) -> None:
-        """Forget all windows (kinds are kept)."""
+        """Forget all windows (kinds and monitored names are kept)."""
         for state in self._state.values():
             state.values.clear()
         self._report = None
         self._computed_at = -1
 
     def report(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
-        """Per feature: kind, window sizes, psi (and tvd for categorical), skipped."""
+        """Per feature: kind, window sizes, psi (ks for numeric, tvd for categorical), skipped."""
         if (
             refresh
             or self._report is None
@@ -628,6 +672,8 @@ class FeatureDrift:
         }
         if state.kind == "categorical":
             out["tvd"] = None
+        else:
+            out["ks"] = None
         if not windows.ready(self.min_current):
             return out
         fresh = state.reference_key != windows.reference_version
@@ -635,9 +681,11 @@ class FeatureDrift:
             if fresh:
                 state.freeze(self.n_bins)
             current = state.current_bins
+            cur_sorted = np.sort(_array(windows.current))
             if current is None:
-                current = bin_counts(windows.current, state.edges)
+                current = bin_counts(cur_sorted, state.edges)
             out["psi"] = psi(state.reference_bins, current)
+            out["ks"] = ks_statistic(state.reference_sorted, cur_sorted, assume_sorted=True)
         else:
             if fresh:
                 ref = Counter(windows.reference)
