@@ -464,6 +464,8 @@ class Monitor:
         self._feature_report: dict[str, dict[str, Any]] = {}
         self._quality_report: QualityReport | None = None
         self._slice_report: list[SliceReport] = []
+        self._details_at = 0
+        self._checked: tuple[dict[str, dict[str, Any]], list[SliceReport]] = ({}, [])
         #: A feature crossed ``psi_critical`` since :meth:`observe_prediction` last returned.
         self._feature_drift = False
         self._published_detections = 0
@@ -565,10 +567,16 @@ class Monitor:
         depend on when or how often the caller publishes.
         """
         self._pred_report = self.prediction.report(refresh=True)
-        self._feature_report = self.features.report(refresh=True)
+        due = self._observations - self._details_at >= self.config.detail_evaluate_every
+        if not scheduled or due:
+            self._feature_report = self.features.report(refresh=True)
+            if self.slices is not None:
+                self._slice_report = self.slices.report()
+            if scheduled:
+                # Crossings are checked on these only, whenever the caller publishes.
+                self._details_at = self._observations
+                self._checked = (self._feature_report, self._slice_report)
         self._quality_report = self.quality.report()
-        if self.slices is not None:
-            self._slice_report = self.slices.report()
         if scheduled:
             self._update_reference_auc(self._quality_report)
             self._record_crossings()
@@ -589,11 +597,12 @@ class Monitor:
                 and not t.positive_rate_ratio_low <= ratio <= t.positive_rate_ratio_high,
             ),
         ]
-        for name, report in self._feature_report.items():
+        feature_report, slice_report = self._checked
+        for name, report in feature_report.items():
             value = report["psi"]
             checks.append(("feature", name, value, value is not None and value > t.psi_critical))
         low, high = t.fairness_ratio_low, t.fairness_ratio_high
-        for r in self._slice_report:
+        for r in slice_report:
             for stat in ("score_ratio", "decision_rate_ratio"):
                 value = getattr(r, stat)
                 crossed = value is not None and not low <= value <= high
@@ -655,7 +664,8 @@ class Monitor:
         Examples
         --------
         >>> config = MonitoringConfig(reference_size=10, window_size=10, evaluate_every=5,
-        ...                           drift_warmup_labels=0, feature_top_k=2)
+        ...                           detail_evaluate_every=5, drift_warmup_labels=0,
+        ...                           feature_top_k=2)
         >>> m = Monitor(config)
         >>> for i in range(20):
         ...     _ = m.observe_prediction(0.5, False, {"a": i, "b": i % 2, "c": i % 3})
@@ -701,6 +711,8 @@ class Monitor:
         self.reference_roc_auc = None
         self.concept.reset()
         self._active.clear()
+        self._checked = ({}, [])
+        self._details_at = self._observations
         self.evaluate()
 
     def snapshot(self, refresh: bool = False) -> dict[str, Any]:

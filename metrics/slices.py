@@ -166,70 +166,88 @@ class SliceMonitor:
         self.window = window
         self.top_k = top_k
         self.min_count = min_count
-        self._predictions: deque[tuple[tuple[str | None, ...], float, bool]] = deque(maxlen=window)
-        self._labels: deque[tuple[tuple[str | None, ...], bool, float, float]] = deque(
-            maxlen=window
-        )
+        # Columns: one deque per key of the slice values, one per number.
+        self._pred_values = [deque[str | None](maxlen=window) for _ in self.keys]
+        self._scores: deque[float] = deque(maxlen=window)
+        self._decisions: deque[bool] = deque(maxlen=window)
+        self._label_values = [deque[str | None](maxlen=window) for _ in self.keys]
+        self._y: deque[bool] = deque(maxlen=window)
+        self._label_scores: deque[float] = deque(maxlen=window)
+        self._weights: deque[float] = deque(maxlen=window)
 
     def observe_prediction(
         self, values: tuple[str | None, ...], score: float, decision: bool
     ) -> None:
         """Add one prediction with its event's slice values (one per key)."""
-        self._predictions.append((values, score, decision))
+        for column, value in zip(self._pred_values, values, strict=True):
+            column.append(value)
+        self._scores.append(score)
+        self._decisions.append(decision)
 
     def observe_label(
         self, values: tuple[str | None, ...], y_true: bool, score: float, weight: float = 1.0
     ) -> None:
         """Add one learned label with the score it was given and its event's slice values."""
-        self._labels.append((values, y_true, score, weight))
+        for column, value in zip(self._label_values, values, strict=True):
+            column.append(value)
+        self._y.append(y_true)
+        self._label_scores.append(score)
+        self._weights.append(weight)
 
     def reset(self) -> None:
         """Empty both windows."""
-        self._predictions.clear()
-        self._labels.clear()
+        for column in (*self._pred_values, *self._label_values):
+            column.clear()
+        for numbers in (self._scores, self._decisions, self._y, self._label_scores, self._weights):
+            numbers.clear()
 
     def report(self) -> list[SliceReport]:
         """Every slice of every key, the most frequent first, :data:`OTHER_SLICE` last."""
         out: list[SliceReport] = []
-        preds = list(self._predictions)
-        labels = list(self._labels)
-        scores = np.fromiter((p[1] for p in preds), dtype=float, count=len(preds))
-        decisions = np.fromiter((p[2] for p in preds), dtype=bool, count=len(preds))
-        y = np.fromiter((lab[1] for lab in labels), dtype=bool, count=len(labels))
-        s = np.fromiter((lab[2] for lab in labels), dtype=float, count=len(labels))
-        w = np.fromiter((lab[3] for lab in labels), dtype=float, count=len(labels))
-        for j, key in enumerate(self.keys):
-            pred_values = [p[0][j] if j < len(p[0]) else None for p in preds]
-            label_values = [lab[0][j] if j < len(lab[0]) else None for lab in labels]
-            volume = Counter(v for v in pred_values if v is not None)
+        scores = np.array(self._scores, dtype=float)
+        decisions = np.array(self._decisions, dtype=float)
+        y = np.array(self._y, dtype=bool)
+        s = np.array(self._label_scores, dtype=float)
+        w = np.array(self._weights, dtype=float)
+        for key, pred_values, label_values in zip(
+            self.keys, self._pred_values, self._label_values, strict=True
+        ):
+            volume = Counter(pred_values)
+            volume.pop(None, None)
             top = [v for v, _ in volume.most_common(self.top_k)]
-            named = set(top)
-            pred_slices = np.array(
-                [None if v is None else v if v in named else OTHER_SLICE for v in pred_values],
-                dtype=object,
-            )
-            label_slices = np.array(
-                [None if v is None else v if v in named else OTHER_SLICE for v in label_values],
-                dtype=object,
-            )
-            has_pred = pred_slices != None  # noqa: E711 (element-wise)
             names = top + ([OTHER_SLICE] if len(volume) > len(top) else [])
-            for name in names:
-                in_pred = pred_slices == name
-                rest = has_pred & ~in_pred
-                in_label = label_slices == name
+            # Codes: 0..len(top)-1 the named values, len(top) the others, len(top)+1 no value.
+            other = len(top)
+            code = dict.fromkeys(volume, other)
+            code.update(dict.fromkeys(label_values, other))
+            code.update((v, i) for i, v in enumerate(top))
+            code[None] = other + 1
+            slots = other + 2
+            pred_codes = np.fromiter(map(code.__getitem__, pred_values), dtype=np.intp)
+            label_codes = np.fromiter(map(code.__getitem__, label_values), dtype=np.intp)
+            counts = np.bincount(pred_codes, minlength=slots)
+            score_sums = np.bincount(pred_codes, weights=scores, minlength=slots)
+            decision_sums = np.bincount(pred_codes, weights=decisions, minlength=slots)
+            n_all = int(counts[: slots - 1].sum())
+            score_all = float(score_sums[: slots - 1].sum())
+            decision_all = float(decision_sums[: slots - 1].sum())
+            for i, name in enumerate(names):
+                n = int(counts[i])
+                in_label = label_codes == i
                 out.append(
                     self._slice(
                         key,
                         name,
-                        scores,
-                        decisions,
-                        in_pred,
-                        rest,
+                        (n, float(score_sums[i]), float(decision_sums[i])),
+                        (
+                            n_all - n,
+                            score_all - float(score_sums[i]),
+                            decision_all - float(decision_sums[i]),
+                        ),
                         y[in_label],
                         s[in_label],
                         w[in_label],
-                    )  # fmt: skip
+                    )
                 )
         return out
 
@@ -237,25 +255,24 @@ class SliceMonitor:
         self,
         key: str,
         name: str,
-        scores: np.ndarray,
-        decisions: np.ndarray,
-        in_slice: np.ndarray,
-        rest: np.ndarray,
+        inside: tuple[int, float, float],
+        rest: tuple[int, float, float],
         y: np.ndarray,
         s: np.ndarray,
         w: np.ndarray,
     ) -> SliceReport:
-        n, n_rest = int(in_slice.sum()), int(rest.sum())
-        mean = float(scores[in_slice].mean()) if n else None
-        rate = float(decisions[in_slice].mean()) if n else None
+        """One slice from its and the rest's (count, score sum, positive decisions)."""
+        n, score_sum, decided = inside
+        n_rest, rest_score_sum, rest_decided = rest
+        mean = score_sum / n if n else None
+        rate = decided / n if n else None
         score_ratio = decision_ratio = None
         if n >= self.min_count and n_rest >= self.min_count:
-            rest_mean = float(scores[rest].mean())
+            rest_mean = rest_score_sum / n_rest
             if mean is not None and rest_mean > 0:
                 score_ratio = mean / rest_mean
             floor = 0.5 / min(n, n_rest)
-            rest_rate = float(decisions[rest].mean())
-            decision_ratio = max(rate or 0.0, floor) / max(rest_rate, floor)
+            decision_ratio = max(decided / n, floor) / max(rest_decided / n_rest, floor)
         total = float(w.sum())
         positive_rate = log_loss = None
         if len(y) and total > 0:

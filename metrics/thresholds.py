@@ -195,6 +195,12 @@ class MonitoringConfig(BaseModel):
         windowed statistics; bounds their cost per event. The default, 250,
         recomputes them about eight times per current window of 1000 events
         with their labels.
+    detail_evaluate_every
+        Observations between two computations of the per-feature (PSI, KS)
+        and per-slice statistics, at the first scheduled evaluation at or after
+        that many: their cost grows with the number of features and slices, so
+        they are computed less often than the prediction statistics (the
+        default, 1000, about twice per current window with its labels).
     features
         Features whose input drift is monitored (at most 32, each exported as a
         ``feature`` label value). Empty (the default): every input feature of
@@ -286,6 +292,7 @@ class MonitoringConfig(BaseModel):
     features: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(
         (), max_length=32
     )
+    detail_evaluate_every: int = Field(1000, ge=1, le=1_000_000)
     max_monitored_features: int = Field(64, ge=0, le=1000)
     feature_top_k: int = Field(10, ge=1, le=100)
     feature_action: Literal["alert", "challenger"] = "alert"
