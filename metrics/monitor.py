@@ -436,6 +436,7 @@ class Monitor:
                 window=config.slice_window,
                 top_k=config.slice_top_k,
                 min_count=config.slice_min_count,
+                min_decisions=config.slice_min_decisions,
             )
             if config.slices
             else None

@@ -143,6 +143,11 @@ class SliceMonitor:
         Values per key reported by name; the rest form :data:`OTHER_SLICE`.
     min_count
         Predictions both a slice and the rest need before its ratios are reported.
+    min_decisions
+        Positive decisions the smaller of the slice and the rest would hold at
+        the pooled decision rate before the decision-rate ratio is reported:
+        with rare positive decisions the ratio of two small counts is noise
+        (its relative error is about ``1 / sqrt(min_decisions)``).
 
     Notes
     -----
@@ -157,6 +162,7 @@ class SliceMonitor:
         window: int = 5000,
         top_k: int = 10,
         min_count: int = 200,
+        min_decisions: int = 100,
     ) -> None:
         self.keys = tuple(keys)
         for key in self.keys:
@@ -166,6 +172,7 @@ class SliceMonitor:
         self.window = window
         self.top_k = top_k
         self.min_count = min_count
+        self.min_decisions = min_decisions
         # Columns: one deque per key of the slice values, one per number.
         self._pred_values = [deque[str | None](maxlen=window) for _ in self.keys]
         self._scores: deque[float] = deque(maxlen=window)
@@ -271,8 +278,10 @@ class SliceMonitor:
             rest_mean = rest_score_sum / n_rest
             if mean is not None and rest_mean > 0:
                 score_ratio = mean / rest_mean
-            floor = 0.5 / min(n, n_rest)
-            decision_ratio = max(decided / n, floor) / max(rest_decided / n_rest, floor)
+            pooled = (decided + rest_decided) / (n + n_rest)
+            if pooled * min(n, n_rest) >= self.min_decisions:
+                floor = 0.5 / min(n, n_rest)
+                decision_ratio = max(decided / n, floor) / max(rest_decided / n_rest, floor)
         total = float(w.sum())
         positive_rate = log_loss = None
         if len(y) and total > 0:

@@ -232,6 +232,11 @@ class MonitoringConfig(BaseModel):
     slice_min_count
         Predictions a slice and the rest each need before its ratios are
         reported (fewer: NaN, which no alert matches).
+    slice_min_decisions
+        Positive decisions the smaller of a slice and the rest would hold at
+        their pooled decision rate before the decision-rate ratio is reported:
+        with rare positive decisions (clicks predicted at a few per cent) the
+        ratio of two small counts is noise, 1.3 or 0.77 on slices scored alike.
     max_categories
         Categories kept per categorical feature's reference; the rest are pooled.
     concept_detector, concept_params
@@ -306,6 +311,7 @@ class MonitoringConfig(BaseModel):
     slice_top_k: int = Field(10, ge=1, le=100)
     slice_window: int = Field(5000, ge=10, le=1_000_000)
     slice_min_count: int = Field(200, ge=1, le=1_000_000)
+    slice_min_decisions: int = Field(100, ge=1, le=1_000_000)
     max_categories: int = Field(50, ge=1, le=1000)
     concept_detector: Literal["adwin", "page_hinkley", "hddm_a", "hddm_w", "ddm"] = "adwin"
     concept_params: dict[str, int | float | str] = Field(default_factory=dict)
