@@ -26,6 +26,8 @@ import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from operator import is_not
 from typing import Any, Literal
 
 import numpy as np
@@ -491,6 +493,11 @@ class PredictionDrift:
         )
 
 
+_NOT_NONE = partial(is_not, None)
+_NUMBER_TYPES = frozenset({float, int, bool})
+_STR_TYPE = frozenset({str})
+
+
 class _Ring:
     """A fixed-capacity ring of floats, extended a block at a time."""
 
@@ -555,7 +562,7 @@ class _Column:
 
     def add(self, values: list[Any]) -> None:
         """Add a block of one feature's values (None: missing, ignored)."""
-        present = [v for v in values if v is not None]
+        present = list(filter(_NOT_NONE, values))
         if not present:
             return
         if self.kind is None:
@@ -563,7 +570,10 @@ class _Column:
             self._make()
         before = self._count
         if self.kind == "numeric":
-            numbers = [v for v in present if isinstance(v, int | float)]
+            if _NUMBER_TYPES.issuperset(map(type, present)):
+                numbers = present
+            else:
+                numbers = [v for v in present if isinstance(v, int | float)]
             self.skipped += len(present) - len(numbers)
             if not numbers:
                 return
@@ -581,7 +591,11 @@ class _Column:
                     current.extend(block)
             added = len(numbers)
         else:
-            texts = [v if isinstance(v, str) else str(v) for v in present]
+            texts = (
+                present
+                if _STR_TYPE.issuperset(map(type, present))
+                else [v if isinstance(v, str) else str(v) for v in present]
+            )
             added = len(texts)
             if isinstance(self._categories, deque):
                 self._categories.extend(texts)
