@@ -99,7 +99,7 @@ def run(
     try:
         summary = worker.run(idle_timeout_s=idle_timeout, max_records=max_records)
     except Refused as error:  # a wrong password or a missing permission: no retry helps
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{error}[/red]", soft_wrap=True)
         _exit_process(1)
         raise typer.Exit(1) from None
     console.print(summary_table(summary))

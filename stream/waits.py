@@ -175,9 +175,14 @@ def describe(error: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
-_REDIS_FIX = (
+_REDIS_CREDENTIALS = (
     "check the Redis user and password: redis.username (YAML or STREAMLEARN_REDIS__USERNAME)"
-    " and STREAMLEARN_REDIS__PASSWORD, and the user's ACL (its commands and key patterns)"
+    " and STREAMLEARN_REDIS__PASSWORD (environment only)"
+)
+_REDIS_ACL = (
+    "grant the Redis user (redis.username) the worker's keys (store.key_prefix, then ':*')"
+    " and commands in its ACL, or set redis.username and STREAMLEARN_REDIS__PASSWORD to a"
+    " user that has them"
 )
 
 
@@ -192,18 +197,17 @@ def redis_refusal(error: BaseException, url: str) -> Refused | None:
     >>> redis_refusal(redis.ConnectionError("Connection refused"), "redis://h/0") is None
     True
     """
-    refused = isinstance(
-        error,
-        redis.AuthenticationError
-        | redis.exceptions.AuthenticationWrongNumberOfArgsError
-        | redis.exceptions.NoPermissionError,
-    )
-    if not refused and isinstance(error, redis.ResponseError):
-        head = str(error).split(" ", 1)[0].upper()
-        refused = head in {"NOPERM", "WRONGPASS", "NOAUTH"}
-    if not refused:
-        return None
-    return Refused(f"Redis at {masked_url(url)}", describe(error), _REDIS_FIX)
+    where = f"Redis at {masked_url(url)}"
+    head = str(error).split(" ", 1)[0].upper()
+    if isinstance(error, redis.exceptions.NoPermissionError) or (
+        isinstance(error, redis.ResponseError) and head == "NOPERM"
+    ):
+        return Refused(where, describe(error), _REDIS_ACL)
+    if isinstance(
+        error, redis.AuthenticationError | redis.exceptions.AuthenticationWrongNumberOfArgsError
+    ) or (isinstance(error, redis.ResponseError) and head in {"WRONGPASS", "NOAUTH"}):
+        return Refused(where, describe(error), _REDIS_CREDENTIALS)
+    return None
 
 
 _KAFKA_CREDENTIALS = (

@@ -124,7 +124,7 @@ def retrying(
                 raise Stopped(outage.what) from exc
             line = outage.failed(exc)
             if line is not None:
-                log.warning("%s; retry %d in %.1f s", line, attempt + 1, delay(attempt))
+                log.warning("%s (retry %d in %.1f s)", line, attempt + 1, delay(attempt))
             if stop is None:
                 time.sleep(delay(attempt))
             elif stop.wait(delay(attempt)):
@@ -443,7 +443,7 @@ class Worker:
                 self.metrics.retries.labels(dependency="kafka").inc()
                 line = outage.failed(logged.last or exc)
                 if line is not None:
-                    log.warning("%s; trying again", line)
+                    log.warning("%s (trying again)", line)
                 if self._stop.wait(delay(attempt)):
                     raise Stopped(self._kafka_at) from None
                 attempt += 1
@@ -534,8 +534,12 @@ class Worker:
         checkpoint: Checkpoint | None = None
         if self.checkpoints is not None:
             store, source = self.checkpoints, self.source
-            with self._stop.waiting_for(self._kafka_at):  # it asks Kafka the committed offsets
-                checkpoint = self._redis(lambda: store.recover(source.committed))
+
+            def committed(names: list[str]) -> dict[str, int | None]:
+                with self._stop.waiting_for(self._kafka_at):
+                    return source.committed(names)
+
+            checkpoint = self._redis(lambda: store.recover(committed))
         current, generation = self._redis(self.models.current_state)
         if current is not None and generation > (checkpoint.generation if checkpoint else 0):
             self._use(current, f"promoted, generation {generation}")
