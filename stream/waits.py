@@ -283,9 +283,15 @@ class LoggedErrors(logging.Filter):
 
     LOGGERS = ("kafka.net.manager", "kafka.net.connection", "kafka.conn")
 
+    #: The most errors kept (a bootstrap attempt logs a few per connection).
+    KEEP = 100
+
     def __init__(self) -> None:
         super().__init__()
         self.last: BaseException | None = None
+        #: Every error logged, oldest first: a refused SASL login shows among connection
+        #: errors (the broker may close the connection before its answer is read).
+        self.seen: list[BaseException] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
@@ -294,6 +300,8 @@ class LoggedErrors(logging.Filter):
                 arg, kafka_errors.KafkaTimeoutError
             ):
                 self.last = arg
+                if len(self.seen) < self.KEEP:
+                    self.seen.append(arg)
         return True
 
     @contextmanager

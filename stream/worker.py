@@ -434,9 +434,8 @@ class Worker:
                     self._open_clients()
             except KafkaError as exc:
                 self._disconnect(timeout_s=1.0)
-                refused = kafka_refusal(exc, kafka.bootstrap_servers) or kafka_refusal(
-                    logged.last, kafka.bootstrap_servers
-                )
+                refusals = (kafka_refusal(e, kafka.bootstrap_servers) for e in [exc, *logged.seen])
+                refused = next((r for r in refusals if r is not None), None)
                 if refused is not None:
                     raise refused from None
                 self.metrics.dependency_up.labels(dependency="kafka").set(0)

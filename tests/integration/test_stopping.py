@@ -13,11 +13,12 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from stream.stack import free_ports
+from stream.stack import Stack, free_ports
 from stream.synthetic import WorldConfig, generate_world
 
 from .pipeline import (
@@ -149,3 +150,51 @@ def test_refused_redis_credentials_end_the_worker_with_exit_code_1_naming_the_se
     assert "unreachable since" not in text, "refused credentials are not retried"
     assert "Traceback" not in text
     assert given not in text
+
+
+SASL_USER, SASL_PASSWORD = "alice", "alice-Secret-7"
+
+
+@pytest.fixture(scope="module")
+def sasl_kafka(tmp_path_factory) -> Iterator[str]:
+    """A broker of the module's own with a SASL listener; its bootstrap address."""
+    from tests.conftest import config_for_tests
+
+    (port,) = free_ports(1)
+    config = config_for_tests(tmp_path_factory.mktemp("sasl") / "stack").model_copy(
+        update={"kafka_sasl_port": port, "kafka_sasl_users": ((SASL_USER, SASL_PASSWORD),)}
+    )
+    stack = Stack(config)
+    stack.up(services=["kafka"])
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stack.down()
+
+
+def test_a_wrong_kafka_sasl_password_ends_the_worker_with_exit_code_1_naming_the_settings(
+    sasl_kafka, redis_url, unique_prefix, tmp_path
+):
+    """Kafka refusing the SASL login is not Kafka being away: exit 1 at once, no retries."""
+    settings = settings_for(
+        sasl_kafka,
+        redis_url,
+        unique_prefix,
+        partitions=1,
+        kafka={
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-256",
+            "sasl_username": SASL_USER,
+        },
+    )
+    config = write_config(settings, tmp_path / "worker.yaml")
+    log = tmp_path / "worker.log"
+    process = worker_process(config, env={"STREAMLEARN_KAFKA__SASL_PASSWORD": "not-the-password"})
+    started = time.monotonic()
+    assert exit_code(process, log, 120) == 1, worker_state(process, log)
+    text = log.read_text(errors="replace")
+    assert f"Kafka at {sasl_kafka} refused the worker" in text
+    assert "STREAMLEARN_KAFKA__SASL_PASSWORD" in text and "kafka.sasl_username" in text
+    assert "unreachable since" not in text, "a refused login is not retried"
+    assert "Traceback" not in text and "not-the-password" not in text
+    assert time.monotonic() - started < 60
