@@ -97,7 +97,7 @@ class StopFlag:
     (True, True, True)
     """
 
-    def __init__(self, grace_s: float = 1.0) -> None:
+    def __init__(self, grace_s: float = 1.5) -> None:
         self.grace_s = grace_s
         self._event = threading.Event()
         self._since: float | None = None
