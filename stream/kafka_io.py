@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -79,9 +79,19 @@ def topic_plan(config: KafkaConfig) -> dict[str, int]:
     return {name: t.partitions for name in names if name is not None}
 
 
-def ensure_topics(config: KafkaConfig, topics: Mapping[str, int]) -> list[str]:
-    """Create the topics that are missing; returns the names created."""
-    admin = KafkaAdminClient(client_id=config.client_id + "-admin", **config.client_options())
+def ensure_topics(
+    config: KafkaConfig, topics: Mapping[str, int], bootstrap_timeout_ms: int | None = None
+) -> list[str]:
+    """Create the topics that are missing; returns the names created.
+
+    ``bootstrap_timeout_ms`` bounds the wait for a first broker (kafka-python's
+    default: 30 s), as for :class:`KafkaSource` and :class:`KafkaSink`.
+    """
+    admin = KafkaAdminClient(
+        client_id=config.client_id + "-admin",
+        **_bootstrap(bootstrap_timeout_ms),
+        **config.client_options(),
+    )
     try:
         existing = set(admin.list_topics())
         missing = [
@@ -99,6 +109,11 @@ def ensure_topics(config: KafkaConfig, topics: Mapping[str, int]) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def _bootstrap(timeout_ms: int | None) -> dict[str, Any]:
+    """The option that bounds a kafka-python client's wait for its first broker, when given."""
+    return {} if timeout_ms is None else {"bootstrap_timeout_ms": timeout_ms}
 
 
 def route(line: bytes) -> str:
@@ -175,10 +190,15 @@ class KafkaSource:
     transaction), never automatically. :attr:`revocations` counts the
     rebalances that took partitions from this consumer: work done since the
     last commit may then be done again by the partitions' next owner.
+    ``bootstrap_timeout_ms`` bounds the wait for a first broker at construction.
     """
 
     def __init__(
-        self, config: KafkaConfig, read_committed: bool = True, instance_id: str | None = None
+        self,
+        config: KafkaConfig,
+        read_committed: bool = True,
+        instance_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,
     ) -> None:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
@@ -199,6 +219,7 @@ class KafkaSource:
             heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),
             isolation_level="read_committed" if read_committed else "read_uncommitted",
             group_instance_id=instance_id if config.static_membership else None,
+            **_bootstrap(bootstrap_timeout_ms),
             **config.client_options(),
         )
         self.consumer.subscribe(topics=list(self.kinds), listener=self._revocations)
@@ -339,8 +360,9 @@ class KafkaSource:
         lags = self.lag()
         return len(lags) == len(assigned) and not any(lags.values())
 
-    def close(self) -> None:
-        self.consumer.close()
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group and close; ``timeout_s`` bounds the wait for the coordinator."""
+        self.consumer.close(timeout_ms=None if timeout_s is None else max(1, int(timeout_s * 1000)))
 
 
 class UndeliveredError(KafkaError):
@@ -439,7 +461,8 @@ class KafkaSink:
     Every send is checked before the offsets of its inputs are committed: a
     record the broker refused or never acknowledged raises
     :class:`UndeliveredError` at :meth:`commit` instead of being lost behind a
-    committed offset.
+    committed offset. Every wait is bounded by ``kafka.max_block_ms``, and by
+    :attr:`limit` of it: a worker asked to stop gives its last waits a grace period.
     """
 
     #: A batch's predictions go out together once it is scored: kafka-python's sender
@@ -447,9 +470,17 @@ class KafkaSink:
     #: to take the GIL from scoring (the transactional worker lost 13-27 % of its rate).
     send_as_scored = False
 
-    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        transactional_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,
+    ) -> None:
         self.config = config
+        #: Caps each wait (seconds) of the sink: the identity unless the owner bounds them.
+        self.limit: Callable[[float], float] = lambda timeout_s: timeout_s
         options: dict[str, Any] = {
+            **_bootstrap(bootstrap_timeout_ms),
             "client_id": config.client_id,
             "linger_ms": config.linger_ms,
             "batch_size": config.batch_size,
@@ -513,9 +544,9 @@ class KafkaSink:
 
         Raises :class:`UndeliveredError` if it refused or never acknowledged some of them.
         """
-        timeout_s = self.config.max_block_ms / 1000
-        self._flush_producer(timeout_s)
-        self.deliveries.check(timeout_s)
+        deadline = time.monotonic() + self.limit(self.config.max_block_ms / 1000)
+        self._flush_producer(deadline - time.monotonic())
+        self.deliveries.check(max(0.0, deadline - time.monotonic()))
 
     def _flush_producer(self, timeout_s: float) -> None:
         # kafka-python's flush raises UnknownError("Future not done") when the broker
@@ -537,7 +568,7 @@ class KafkaSink:
             self._await(self._transactions().begin_abort(), "aborting the transaction")
 
     def close(self) -> None:
-        timeout_s = self.config.max_block_ms / 1000
+        timeout_s = self.limit(self.config.max_block_ms / 1000)
         try:
             self._flush_producer(timeout_s)
             self.producer.close(timeout=timeout_s)
@@ -554,5 +585,6 @@ class KafkaSink:
 
     def _await(self, result: Any, step: str) -> None:
         self.producer._sender.wakeup()
-        if not result.wait(timeout_ms=self.config.max_block_ms):
-            raise KafkaTimeoutError(f"{step} took longer than {self.config.max_block_ms} ms")
+        timeout_ms = max(1, int(self.limit(self.config.max_block_ms / 1000) * 1000))
+        if not result.wait(timeout_ms=timeout_ms):
+            raise KafkaTimeoutError(f"{step} took longer than {timeout_ms} ms")

@@ -22,7 +22,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,7 +102,11 @@ class RdKafkaSource:
     """
 
     def __init__(
-        self, config: KafkaConfig, read_committed: bool = True, instance_id: str | None = None
+        self,
+        config: KafkaConfig,
+        read_committed: bool = True,
+        instance_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,  # librdkafka connects in its own threads
     ) -> None:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
@@ -332,7 +336,7 @@ class RdKafkaSource:
                 self.consumer.seek(RdTopicPartition(topic, partition, offset))
             self.pause_assigned()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         with _raised_as_kafka_errors():
             self.consumer.close()
 
@@ -349,8 +353,15 @@ class RdKafkaSink:
     #: for its last one.
     send_as_scored = True
 
-    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        transactional_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,  # librdkafka connects in its own threads
+    ) -> None:
         self.config = config
+        #: Caps each wait (seconds) of the sink, as :attr:`stream.kafka_io.KafkaSink.limit`.
+        self.limit: Callable[[float], float] = lambda timeout_s: timeout_s
         self.deliveries = Deliveries()
         options: dict[str, Any] = {
             **librdkafka_options(config),
@@ -373,7 +384,7 @@ class RdKafkaSink:
 
     @property
     def _timeout_s(self) -> float:
-        return self.config.max_block_ms / 1000
+        return self.limit(self.config.max_block_ms / 1000)
 
     def _settle(self, error: Any, _message: Any) -> None:
         if error is None:
