@@ -185,6 +185,7 @@ def test_a_wrong_kafka_sasl_password_ends_the_worker_with_exit_code_1_naming_the
             "security_protocol": "SASL_PLAINTEXT",
             "sasl_mechanism": "SCRAM-SHA-256",
             "sasl_username": SASL_USER,
+            "sasl_password": "not-the-password",
         },
     )
     config = write_config(settings, tmp_path / "worker.yaml")
