@@ -115,14 +115,20 @@ def produce(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines")],
     config: ConfigOption = None,
 ) -> None:
-    """Send a JSON-lines file of events and labels to Kafka, keyed by event_id."""
+    """Send a JSON-lines file of events and labels to Kafka, keyed by event_id.
+
+    Each record carries its event time in the ``event-time`` header (a line without
+    one takes the time of the line before it), so that a worker catching up reads
+    the events and labels topics in event-time order.
+    """
     from kafka.errors import KafkaError
 
-    from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+    from stream.kafka_io import KafkaSink, ensure_topics, event_key, event_time_headers, topic_plan
+    from stream.replay import timed_lines
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
-    lines = read_json_lines(file)
+    lines = timed_lines(read_json_lines(file))
     topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
     counts = {"events": 0, "labels": 0}
     try:
@@ -133,9 +139,9 @@ def produce(
             with progress() as bar:
                 task = bar.add_task(f"producing {file.name}", total=len(lines))
                 for line in lines:
-                    kind = route(line)
-                    sink.send(topics[kind], event_key(line), line)
-                    counts[kind] += 1
+                    headers = event_time_headers(line.time_ms)
+                    sink.send(topics[line.kind], event_key(line.value), line.value, headers)
+                    counts[line.kind] += 1
                     bar.advance(task)
                 sink.flush()
         finally:
