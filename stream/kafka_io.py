@@ -439,6 +439,7 @@ class KafkaSource:
         self.rejoin_when_unassigned()
         if timeout_ms is None:
             timeout_ms = self.config.poll_timeout_ms
+        self._unpark()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
         order = self._order
         for tp, batch in polled.items():
@@ -474,6 +475,20 @@ class KafkaSource:
             if high is None or position is None or position.offset < high:
                 behind.add((tp.topic, tp.partition))
         return behind
+
+    def _unpark(self) -> None:
+        """Let the poll hand back the records kafka-python parked for a resumed partition.
+
+        kafka-python 3.0 parks the fetched records of a paused partition and
+        restores them on a later poll only when its in-line record slot is
+        None; a drained slot (empty, not None) leaves them parked, and a
+        partition with parked records is never fetched again: it would stay
+        silent for good. The drained slot holds nothing, so it is emptied.
+        """
+        fetcher = self.consumer._fetcher
+        inline = fetcher._next_partition_records
+        if inline is not None and not inline and fetcher._paused_partition_records:
+            fetcher._next_partition_records = None
 
     def _pause_ahead(self) -> None:
         """Pause the partitions holding records ahead of the others; resume the rest."""
