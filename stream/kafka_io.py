@@ -247,6 +247,11 @@ class TimeOrder:
         """The partitions that hold records: they wait for the others."""
         return set(self._held)
 
+    def first_offsets(self) -> dict[Partition, int]:
+        """The offset of the first record held, per partition holding any: where its
+        records handed out end."""
+        return {p: items[0][1].offset for p, items in self._held.items()}
+
     def add(self, partition: Partition, items: list[tuple[OrderKey, Record]]) -> None:
         """Hold the records of one partition just polled, in offset order, with their keys."""
         if not items:
@@ -529,9 +534,10 @@ class KafkaSource:
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     def positions(self) -> dict[tuple[str, int], int]:
-        """The next offset to read of every assigned partition."""
+        """The next offset to hand out of every assigned partition (records held wait in it)."""
         consumer = self.consumer
-        return {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+        fetched = {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+        return {**fetched, **self._order.first_offsets()}
 
     def pause_assigned(self) -> None:
         assigned = self.consumer.assignment()

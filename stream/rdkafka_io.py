@@ -214,7 +214,7 @@ class RdKafkaSource:
         for where a partition starts, asked once per assignment).
         """
         with _raised_as_kafka_errors():
-            positions = self.positions()
+            positions = self._fetch_positions()
             behind = set()
             for tp in self._assignment():
                 _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
@@ -313,6 +313,10 @@ class RdKafkaSource:
         return ends
 
     def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to hand out of every assigned partition (records held wait in it)."""
+        return {**self._fetch_positions(), **self._order.first_offsets()}
+
+    def _fetch_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every assigned partition.
 
         librdkafka knows a position only once a partition gave a record, and it
