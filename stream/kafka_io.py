@@ -413,9 +413,15 @@ class KafkaSource:
         return self._revocations.count
 
     def _forget(self, revoked: Any) -> None:
+        """Drop what the revoked partitions held, and resume those paused for the order."""
         partitions = {(tp.topic, tp.partition) for tp in revoked}
         self._order.forget(partitions)
-        self._paused -= partitions
+        paused, self._paused = partitions & self._paused, self._paused - partitions
+        if paused:
+            try:
+                self.consumer.resume(*(TopicPartition(*p) for p in paused))
+            except (KafkaError, KeyError) as exc:  # lost already
+                log.debug("could not resume %s: %s", sorted(paused), exc)
 
     def rejoin_when_unassigned(self) -> None:
         """Join the group again when it formed without partitions (topic metadata not yet in).

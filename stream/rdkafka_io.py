@@ -161,7 +161,17 @@ class RdKafkaSource:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._assigned -= revoked
         self._order.forget(revoked)
-        self._paused -= revoked
+        self._resume_revoked(revoked)
+
+    def _resume_revoked(self, revoked: set[Partition]) -> None:
+        """Resume the revoked partitions paused for the order: paused they would stay
+        silent if assigned again."""
+        paused, self._paused = revoked & self._paused, self._paused - revoked
+        if paused:
+            try:
+                self.consumer.resume([RdTopicPartition(*p) for p in paused])
+            except KafkaException as exc:  # lost already
+                log.debug("could not resume %s: %s", sorted(paused), exc)
 
     def rejoin_when_unassigned(self) -> None:
         """Nothing to do: librdkafka rejoins when the topics' metadata changes."""
