@@ -193,7 +193,10 @@ def produce(
 
     A line the producer refuses (larger than its ``max_request_size``, 1 MiB) stops
     it: the records before that line are flushed, and the message says how many
-    the broker acknowledged and which line stopped it, to resume from there.
+    the broker acknowledged and which line stopped it, to resume from there. Each
+    record carries its event time in the ``event-time`` header (a line without one
+    takes the time of the line before it), so that a worker catching up reads the
+    events and labels topics in event-time order.
     """
     from kafka.errors import KafkaError, MessageSizeTooLargeError
 
@@ -202,17 +205,20 @@ def produce(
         UndeliveredError,
         ensure_topics,
         event_key,
-        route,
+        event_time_headers,
         topic_plan,
     )
+    from stream.replay import timed_lines
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
     try:
-        lines = read_json_lines(file)
+        numbered = read_json_lines(file)
     except OSError as error:
         console.print(f"[red]cannot read {file}:[/red] {error.strerror or error}")
         raise typer.Exit(1) from None
+    numbers = [number for number, _ in numbered]
+    lines = list(zip(numbers, timed_lines(line for _, line in numbered), strict=True))
     topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
     counts = {"events": 0, "labels": 0}
     stopped: tuple[int, int, KafkaError] | None = None
@@ -224,13 +230,13 @@ def produce(
             with progress() as bar:
                 task = bar.add_task(f"producing {file.name}", total=len(lines))
                 for number, line in lines:
-                    kind = route(line)
+                    headers = event_time_headers(line.time_ms)
                     try:
-                        sink.send(topics[kind], event_key(line), line)
+                        sink.send(topics[line.kind], event_key(line.value), line.value, headers)
                     except KafkaError as error:
-                        stopped = (number, len(line), error)
+                        stopped = (number, len(line.value), error)
                         break
-                    counts[kind] += 1
+                    counts[line.kind] += 1
                     bar.advance(task)
                 sink.flush()
         finally:

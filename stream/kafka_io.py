@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -36,21 +37,35 @@ from stream.config import KafkaConfig
 from stream.processor import Record
 
 __all__ = [
+    "EVENT_TIME_HEADER",
     "Deliveries",
     "KafkaSink",
     "KafkaSource",
+    "TimeOrder",
     "UndeliveredError",
     "committed_records",
     "ensure_topics",
     "event_key",
-    "in_record_order",
+    "event_time_headers",
     "next_offsets",
+    "order_time",
     "route",
     "topic_plan",
 ]
 
 log = logging.getLogger(__name__)
 REJOIN_AFTER_S = 5.0
+
+#: The record header that carries a record's event time (epoch ms, ASCII digits);
+#: ``produce`` and ``replay`` set it, and the sources read records in its order.
+EVENT_TIME_HEADER = "event-time"
+#: How long polled records wait for a partition that has records to read but gives
+#: none (e.g. one that ends with a transaction marker) before they go without it.
+HOLD_LIMIT_S = 1.0
+
+Partition = tuple[str, int]
+#: (time, is an event, topic, partition, offset): labels before events of the same time.
+OrderKey = tuple[int, bool, str, int, int]
 
 
 def committed_records(bootstrap: str, topic: str, idle_ms: int = 3000) -> Iterator[Any]:
@@ -160,21 +175,204 @@ def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMet
     return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
 
 
-def in_record_order(records: list[Record]) -> list[Record]:
-    """``records`` sorted by (record time, topic, partition, offset), in place; returned."""
-    records.sort(key=lambda r: (r.timestamp_ms or 0, r.topic, r.partition, r.offset))
-    return records
+def event_time_headers(time_ms: int | None) -> list[tuple[str, bytes]] | None:
+    """The headers that give a record its event time, for the sources' ordering.
+
+    >>> event_time_headers(1767225600000), event_time_headers(None)
+    ([('event-time', b'1767225600000')], None)
+    """
+    if time_ms is None:
+        return None
+    return [(EVENT_TIME_HEADER, str(time_ms).encode())]
+
+
+def order_time(headers: Sequence[tuple[str, bytes | None]] | None, timestamp_ms: int | None) -> int:
+    """The time a record is read in: its event-time header, else its Kafka timestamp.
+
+    >>> order_time([("event-time", b"1500")], 9000), order_time(None, 9000)
+    (1500, 9000)
+    >>> order_time([("event-time", b"soon")], 9000), order_time([], None)
+    (9000, 0)
+    """
+    if headers:
+        for name, value in headers:
+            if name == EVENT_TIME_HEADER and value is not None:
+                try:
+                    return int(value)
+                except ValueError:
+                    break
+    return timestamp_ms if timestamp_ms is not None and timestamp_ms > 0 else 0
+
+
+class TimeOrder:
+    """Polled records, held until no assigned partition can still give an earlier one.
+
+    Records are released in (time, labels before events, topic, partition,
+    offset) order across every partition of both topics: a record waits while
+    a partition that still has records to read (``behind``) may give one that
+    comes before it. A partition's records come in offset order and, written
+    in event-time order, in time order, so its next record comes after the
+    latest one it gave. A partition read to its end holds nothing back (a
+    label that has not come yet is not waited for); one that has records to
+    read but gives none for ``hold_limit_s`` (a transaction marker at its
+    end) is then passed over until it gives one. A partition's records are
+    released as a prefix, so a committed offset never passes a record still
+    held: a record whose time goes back (a partition not written in time
+    order) comes right after the record before it, never before it.
+
+    The source pauses the partitions in :meth:`ahead` (they hold records) and
+    resumes the others, so the consumer fetches what the order waits for.
+
+    Examples
+    --------
+    >>> order = TimeOrder()
+    >>> def records(topic, kind, times):
+    ...     return [((t, kind == "events", topic, 0, n), Record(kind, b"", topic, 0, n, t))
+    ...             for n, t in enumerate(times)]
+    >>> order.add(("events", 0), records("events", "events", [10, 20, 30, 40]))
+    >>> [r.offset for r in order.release(lambda: {("events", 0), ("labels", 0)})]
+    []
+    >>> order.add(("labels", 0), records("labels", "labels", [20, 25]))
+    >>> [(r.kind, r.timestamp_ms) for r in order.release(lambda: {("events", 0), ("labels", 0)})]
+    [('events', 10), ('labels', 20), ('events', 20), ('labels', 25)]
+    >>> sorted(order.ahead()), order.held
+    ([('events', 0)], 2)
+    >>> [r.timestamp_ms for r in order.release(lambda: {("events", 0)})]  # labels read to the end
+    [30, 40]
+    """
+
+    def __init__(
+        self, hold_limit_s: float = HOLD_LIMIT_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.hold_limit_s = hold_limit_s
+        self.clock = clock
+        self._held: dict[Partition, list[tuple[OrderKey, Record]]] = {}
+        #: The greatest key each partition gave: its next records come after it.
+        self._last: dict[Partition, OrderKey] = {}
+        self._blocked_since: float | None = None
+        #: Partitions passed over (no record for ``hold_limit_s``) until they give one.
+        self._passed: set[Partition] = set()
+
+    @property
+    def held(self) -> int:
+        """Records held."""
+        return sum(map(len, self._held.values()))
+
+    def ahead(self) -> set[Partition]:
+        """The partitions that hold records: they wait for the others."""
+        return set(self._held)
+
+    def first_offsets(self) -> dict[Partition, int]:
+        """The offset of the first record held, per partition holding any: where its
+        records handed out end."""
+        return {p: items[0][1].offset for p, items in self._held.items()}
+
+    def add(self, partition: Partition, items: list[tuple[OrderKey, Record]]) -> None:
+        """Hold the records of one partition just polled, in offset order, with their keys."""
+        if not items:
+            return
+        last = self._last.get(partition)
+        latest = last[0] if last is not None else None
+        for n, (key, record) in enumerate(items):
+            if latest is not None and key[0] < latest:  # back in time: right after the latest
+                items[n] = ((latest, *key[1:]), record)  # type: ignore[assignment]
+            else:
+                latest = key[0]
+        self._last[partition] = items[-1][0]
+        held = self._held.get(partition)
+        if held:
+            held.extend(items)
+        else:
+            self._held[partition] = items
+        self._passed.discard(partition)
+
+    def release(self, behind: Callable[[], set[Partition]]) -> list[Record]:
+        """The held records that no partition can still precede, in order.
+
+        ``behind()`` names the assigned partitions that have records left to
+        read (asked only when records are held).
+        """
+        held = self._held
+        if not held:
+            return []
+        waiting = behind()
+        limit: OrderKey | None = None
+        empty = [p for p in waiting if p not in held and p not in self._passed]
+        if empty and self._stalled(empty):
+            empty = []
+        for p in empty:
+            last = self._last.get(p)
+            if last is None:  # nothing read from it yet: anything may come first
+                return []
+            limit = last if limit is None or last < limit else limit
+        if not empty:
+            self._blocked_since = None
+        for p in waiting:
+            if p in held:
+                last = self._last[p]
+                limit = last if limit is None or last < limit else limit
+        out: list[tuple[OrderKey, Record]] = []
+        for p in list(held):
+            items = held[p]
+            if limit is None or self._last[p] <= limit:
+                out += items
+                del held[p]
+                continue
+            n = 0
+            while n < len(items) and items[n][0] <= limit:
+                n += 1
+            if n:
+                out += items[:n]
+                held[p] = items[n:]
+        if out:
+            self._blocked_since = None
+        out.sort(key=itemgetter(0))
+        return [record for _, record in out]
+
+    def _stalled(self, empty: list[Partition]) -> bool:
+        """True once ``empty`` held the others back for ``hold_limit_s``; they are then
+        passed over until they give a record."""
+        now = self.clock()
+        if self._blocked_since is None:
+            self._blocked_since = now
+            return False
+        if now - self._blocked_since <= self.hold_limit_s:
+            return False
+        log.info(
+            "%s gave no record for %.1f s though not read to the end: reading on without it",
+            ", ".join(f"{t}:{p}" for t, p in sorted(empty)),
+            self.hold_limit_s,
+        )
+        self._passed.update(empty)
+        return True
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        """Drop what is held from ``partitions`` (revoked: their next owner reads them)."""
+        for p in partitions:
+            self._held.pop(p, None)
+            self._last.pop(p, None)
+            self._passed.discard(p)
+
+    def clear(self) -> None:
+        """Drop everything (the partitions are read again from elsewhere)."""
+        self._held.clear()
+        self._last.clear()
+        self._passed.clear()
+        self._blocked_since = None
 
 
 class _Revocations(ConsumerRebalanceListener):
     """Counts the rebalances that took partitions away (revoked, or lost to an expired session)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_revoked: Callable[[Any], None] | None = None) -> None:
         self.count = 0
+        self.on_revoked = on_revoked
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
             self.count += 1
+            if self.on_revoked is not None:
+                self.on_revoked(revoked)
 
     def on_partitions_lost(self, lost: Any) -> None:
         self.on_partitions_revoked(lost)
@@ -186,7 +384,10 @@ class _Revocations(ConsumerRebalanceListener):
 class KafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
-    Offsets are committed only when the caller says so (:meth:`commit` or a
+    Records come in event-time order across every partition of both topics
+    (:class:`TimeOrder`): a partition ahead of the others is paused until they
+    catch up, so a backlog is read as the live stream was. Offsets are
+    committed only when the caller says so (:meth:`commit` or a
     transaction), never automatically. :attr:`revocations` counts the
     rebalances that took partitions from this consumer: work done since the
     last commit may then be done again by the partitions' next owner.
@@ -205,7 +406,10 @@ class KafkaSource:
         self._unassigned_since: float | None = None
         #: Times the consumer joined the group again for lack of partitions.
         self.rejoins = 0
-        self._revocations = _Revocations()
+        self._order = TimeOrder()
+        #: The partitions paused because they hold records ahead of the others.
+        self._paused: set[Partition] = set()
+        self._revocations = _Revocations(self._forget)
         self.consumer = KafkaConsumer(
             group_id=config.group_id,
             client_id=config.client_id,
@@ -229,6 +433,17 @@ class KafkaSource:
         """Rebalances so far that took partitions from this consumer."""
         return self._revocations.count
 
+    def _forget(self, revoked: Any) -> None:
+        """Drop what the revoked partitions held, and resume those paused for the order."""
+        partitions = {(tp.topic, tp.partition) for tp in revoked}
+        self._order.forget(partitions)
+        paused, self._paused = partitions & self._paused, self._paused - partitions
+        if paused:
+            try:
+                self.consumer.resume(*(TopicPartition(*p) for p in paused))
+            except (KafkaError, KeyError) as exc:  # lost already
+                log.debug("could not resume %s: %s", sorted(paused), exc)
+
     def rejoin_when_unassigned(self) -> None:
         """Join the group again when it formed without partitions (topic metadata not yet in).
 
@@ -249,28 +464,75 @@ class KafkaSource:
             self.rejoins += 1
 
     def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
-        """The next records, in (record time, topic, partition, offset) order; may be empty.
+        """The next records, in event-time order across partitions (:class:`TimeOrder`).
 
         ``timeout_ms`` overrides the configured poll timeout (0: only what is there).
         """
         self.rejoin_when_unassigned()
         if timeout_ms is None:
             timeout_ms = self.config.poll_timeout_ms
+        self._unpark()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
-        records = [
-            Record(
-                self.kinds[tp.topic],
-                r.value or b"",
-                tp.topic,
-                tp.partition,
-                r.offset,
-                r.timestamp,
-                r.key,
-            )  # type: ignore[arg-type]
-            for tp, batch in polled.items()
-            for r in batch
-        ]
-        return in_record_order(records)
+        order = self._order
+        for tp, batch in polled.items():
+            topic, partition = tp.topic, tp.partition
+            kind = self.kinds[topic]
+            is_event = kind == "events"
+            order.add(
+                (topic, partition),
+                [
+                    (
+                        (order_time(r.headers, r.timestamp), is_event, topic, partition, r.offset),
+                        Record(
+                            kind, r.value or b"", topic, partition, r.offset, r.timestamp, r.key
+                        ),  # type: ignore[arg-type]
+                    )
+                    for r in batch
+                ],
+            )
+        records = order.release(self._behind)
+        self._pause_ahead()
+        return records
+
+    def _behind(self) -> set[Partition]:
+        """The assigned partitions with records left to read, as of the last fetch (no request).
+
+        kafka-python keeps each partition's position and the high watermark of
+        its last fetch response in its subscription state; its public
+        ``position()`` may ask the coordinator, so the state is read directly.
+        """
+        behind = set()
+        for tp, state in self.consumer._subscription.assignment.items():
+            high, position = state.highwater, state.position
+            if high is None or position is None or position.offset < high:
+                behind.add((tp.topic, tp.partition))
+        return behind
+
+    def _unpark(self) -> None:
+        """Let the poll hand back the records kafka-python parked for a resumed partition.
+
+        kafka-python 3.0 parks the fetched records of a paused partition and
+        restores them on a later poll only when its in-line record slot is
+        None; a drained slot (empty, not None) leaves them parked, and a
+        partition with parked records is never fetched again: it would stay
+        silent for good. The drained slot holds nothing, so it is emptied.
+        """
+        fetcher = self.consumer._fetcher
+        inline = fetcher._next_partition_records
+        if inline is not None and not inline and fetcher._paused_partition_records:
+            fetcher._next_partition_records = None
+
+    def _pause_ahead(self) -> None:
+        """Pause the partitions holding records ahead of the others; resume the rest."""
+        ahead = self._order.ahead()
+        if ahead == self._paused:
+            return
+        pause, resume = ahead - self._paused, self._paused - ahead
+        if pause:
+            self.consumer.pause(*(TopicPartition(*p) for p in pause))
+        if resume:
+            self.consumer.resume(*(TopicPartition(*p) for p in resume))
+        self._paused = ahead
 
     def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The offsets to commit once ``records`` are done (next offset per partition)."""
@@ -299,9 +561,10 @@ class KafkaSource:
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     def positions(self) -> dict[tuple[str, int], int]:
-        """The next offset to read of every assigned partition."""
+        """The next offset to hand out of every assigned partition (records held wait in it)."""
         consumer = self.consumer
-        return {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+        fetched = {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+        return {**fetched, **self._order.first_offsets()}
 
     def pause_assigned(self) -> None:
         assigned = self.consumer.assignment()
@@ -310,6 +573,7 @@ class KafkaSource:
 
     def resume_assigned(self) -> None:
         self.consumer.resume(*self.consumer.paused())
+        self._paused.clear()
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
@@ -328,6 +592,10 @@ class KafkaSource:
         A partition without one starts where ``auto_offset_reset`` says, as a
         newly assigned partition would. Returns the offset each now starts at.
         """
+        self._order.clear()
+        if self._paused:
+            self.consumer.resume(*(TopicPartition(*p) for p in self._paused))
+            self._paused.clear()
         starts = {}
         for tp in self.consumer.assignment():
             committed = self.consumer.committed(tp)
@@ -358,7 +626,7 @@ class KafkaSource:
         """True when every assigned partition has been read to its end (or none is assigned)."""
         assigned = self.consumer.assignment()
         lags = self.lag()
-        return len(lags) == len(assigned) and not any(lags.values())
+        return len(lags) == len(assigned) and not any(lags.values()) and not self._order.held
 
     def close(self, timeout_s: float | None = None) -> None:
         """Leave the group and close; ``timeout_s`` bounds the wait for the coordinator."""

@@ -33,7 +33,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream.config import KafkaConfig
-from stream.kafka_io import Deliveries, in_record_order, next_offsets
+from stream.kafka_io import Deliveries, Partition, TimeOrder, next_offsets, order_time
 from stream.processor import Record
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
@@ -98,7 +98,11 @@ def _log_client_error(error: Any) -> None:
 class RdKafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
-    The same methods as :class:`stream.kafka_io.KafkaSource`.
+    The same methods as :class:`stream.kafka_io.KafkaSource`, and the same
+    event-time order across every partition of both topics
+    (:class:`stream.kafka_io.TimeOrder`): librdkafka hands out a fetched
+    partition's backlog before the next one's, so a partition ahead of the
+    others is paused until they catch up.
     """
 
     def __init__(
@@ -120,6 +124,9 @@ class RdKafkaSource:
         #: The assignment as the rebalance callbacks left it, the one view of it every
         #: method uses: asking librdkafka waits for its main thread (~0.3 ms a call).
         self._assigned: set[tuple[str, int]] = set()
+        self._order = TimeOrder()
+        #: The partitions paused because they hold records ahead of the others.
+        self._paused: set[Partition] = set()
         options: dict[str, Any] = {
             **librdkafka_options(config),
             "group.id": config.group_id,
@@ -155,13 +162,26 @@ class RdKafkaSource:
         self._start_offsets.clear()
         if partitions:
             self.revocations += 1
-        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= revoked
+        self._order.forget(revoked)
+        self._resume_revoked(revoked)
+
+    def _resume_revoked(self, revoked: set[Partition]) -> None:
+        """Resume the revoked partitions paused for the order: paused they would stay
+        silent if assigned again."""
+        paused, self._paused = revoked & self._paused, self._paused - revoked
+        if paused:
+            try:
+                self.consumer.resume([RdTopicPartition(*p) for p in paused])
+            except KafkaException as exc:  # lost already
+                log.debug("could not resume %s: %s", sorted(paused), exc)
 
     def rejoin_when_unassigned(self) -> None:
         """Nothing to do: librdkafka rejoins when the topics' metadata changes."""
 
     def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
-        """The next records, in (record time, topic, partition, offset) order; may be empty.
+        """The next records, in event-time order across partitions; may be empty.
 
         Returns as soon as one record is there (``consume`` alone would wait
         for a full batch or the whole timeout).
@@ -175,8 +195,8 @@ class RdKafkaSource:
                 first = self.consumer.poll(timeout_ms / 1000)
                 if first is not None:
                     messages = [first, *self.consumer.consume(limit - 1, 0)]
-        records = []
         kinds = self.kinds
+        polled: dict[Partition, list[tuple[Any, Record]]] = {}
         for m in messages:
             error = m.error()
             if error is not None:
@@ -184,19 +204,51 @@ class RdKafkaSource:
                     raise LibrdkafkaError(error)
                 log.warning("consumer: %s", error)
                 continue
-            topic = m.topic()
-            records.append(
-                Record(
-                    kinds[topic],  # type: ignore[arg-type]
-                    m.value() or b"",
-                    topic,
-                    m.partition(),
-                    m.offset(),
-                    m.timestamp()[1],
-                    m.key(),
-                )
-            )
-        return in_record_order(records)
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            kind = kinds[topic]
+            timestamp = m.timestamp()[1]
+            key = (order_time(m.headers(), timestamp), kind == "events", topic, partition, offset)
+            record = Record(kind, m.value() or b"", topic, partition, offset, timestamp, m.key())  # type: ignore[arg-type]
+            items = polled.get((topic, partition))
+            if items is None:
+                polled[(topic, partition)] = [(key, record)]
+            else:
+                items.append((key, record))
+        order = self._order
+        for tp, items in polled.items():
+            order.add(tp, items)
+        records = order.release(self._behind)
+        self._pause_ahead()
+        return records
+
+    def _behind(self) -> set[Partition]:
+        """The assigned partitions with records left to read, as of the last fetch.
+
+        The positions and the high watermarks librdkafka holds (no request, but
+        for where a partition starts, asked once per assignment).
+        """
+        with _raised_as_kafka_errors():
+            positions = self._fetch_positions()
+            behind = set()
+            for tp in self._assignment():
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                name = (tp.topic, tp.partition)
+                if high < 0 or positions.get(name, -1) < high:
+                    behind.add(name)
+        return behind
+
+    def _pause_ahead(self) -> None:
+        """Pause the partitions holding records ahead of the others; resume the rest."""
+        ahead = self._order.ahead()
+        if ahead == self._paused:
+            return
+        pause, resume = ahead - self._paused, self._paused - ahead
+        with _raised_as_kafka_errors():
+            if pause:
+                self.consumer.pause([RdTopicPartition(*p) for p in pause])
+            if resume:
+                self.consumer.resume([RdTopicPartition(*p) for p in resume])
+        self._paused = ahead
 
     def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The offsets to commit once ``records`` are done (next offset per partition)."""
@@ -240,6 +292,11 @@ class RdKafkaSource:
         """
         reset = OFFSET_BEGINNING if self.config.auto_offset_reset == "earliest" else OFFSET_END
         starts: dict[tuple[str, int], int] = {}
+        self._order.clear()
+        if self._paused:
+            with _raised_as_kafka_errors():
+                self.consumer.resume([RdTopicPartition(*p) for p in self._paused])
+            self._paused.clear()
         if not self._assigned:
             return starts
         with _raised_as_kafka_errors():
@@ -270,6 +327,10 @@ class RdKafkaSource:
         return ends
 
     def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to hand out of every assigned partition (records held wait in it)."""
+        return {**self._fetch_positions(), **self._order.first_offsets()}
+
+    def _fetch_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every assigned partition.
 
         librdkafka knows a position only once a partition gave a record, and it
@@ -315,7 +376,7 @@ class RdKafkaSource:
         """True when every assigned partition has been read to its end (or none is assigned)."""
         assigned = self.assigned()
         lags = self.lag(cached=False)
-        return len(lags) == len(assigned) and not any(lags.values())
+        return len(lags) == len(assigned) and not any(lags.values()) and not self._order.held
 
     def pause_assigned(self) -> None:
         with _raised_as_kafka_errors():
@@ -324,6 +385,7 @@ class RdKafkaSource:
     def resume_assigned(self) -> None:
         with _raised_as_kafka_errors():
             self.consumer.resume(self._assignment())
+        self._paused.clear()
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
