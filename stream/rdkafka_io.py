@@ -33,7 +33,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream.config import KafkaConfig
-from stream.kafka_io import Deliveries, in_record_order, next_offsets
+from stream.kafka_io import Deliveries, in_record_order, next_offsets, refusal_reason
 from stream.processor import Record
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
@@ -52,13 +52,15 @@ class LibrdkafkaError(KafkaError):
 
     >>> from confluent_kafka import KafkaError as RdError
     >>> error = LibrdkafkaError(RdError(RdError._TIMED_OUT, "no reply"))
-    >>> error.retriable, "no reply" in str(error)
-    (False, True)
+    >>> error.retriable, "no reply" in str(error), error.errno == RdError._TIMED_OUT
+    (False, True, True)
     """
 
     def __init__(self, error: Any) -> None:
         super().__init__(f"{error.name()}: {error.str()}")
         self.retriable = bool(error.retriable())
+        #: The error code: a Kafka one (as kafka-python's ``errno``), or a negative local one.
+        self.errno = int(error.code())
 
 
 @contextmanager
@@ -375,11 +377,12 @@ class RdKafkaSink:
     def _timeout_s(self) -> float:
         return self.config.max_block_ms / 1000
 
-    def _settle(self, error: Any, _message: Any) -> None:
+    def _settle(self, error: Any, message: Any) -> None:
         if error is None:
             self.deliveries.delivered()
         else:
-            self.deliveries.failed(LibrdkafkaError(error))
+            output = (message.topic(), message.key(), message.value(), message.headers())
+            self.deliveries.failed(LibrdkafkaError(error), output)
 
     def begin(self) -> None:
         """Open a transaction unless one is open (a transaction may span many batches)."""
@@ -404,7 +407,27 @@ class RdKafkaSink:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     self.producer.poll(0.05)
+                except KafkaException as exc:
+                    if refusal_reason(LibrdkafkaError(exc.args[0])) is None:
+                        raise
+                    # over the producer's message.max.bytes: refused before it left, and
+                    # reported at the next check as kafka-python reports its own
+                    self.deliveries.sent()
+                    self.deliveries.failed(
+                        LibrdkafkaError(exc.args[0]), (topic, key, value, headers)
+                    )
+                    return
         self.deliveries.sent()
+
+    def flush(self) -> None:
+        """Send what is queued and wait for the answer to every send since the last flush.
+
+        Raises :class:`stream.kafka_io.UndeliveredError` if the broker refused or
+        never acknowledged some of them.
+        """
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.deliveries.check(timeout_s=0.0)
 
     def commit(
         self,
@@ -412,9 +435,7 @@ class RdKafkaSink:
         source: RdKafkaSource,
     ) -> None:
         """Make the batch's outputs visible and its input offsets committed."""
-        with _raised_as_kafka_errors():
-            self.producer.flush(self._timeout_s)
-        self.deliveries.check(timeout_s=0.0)
+        self.flush()
         if self.transactional:
             self.begin()
             with _raised_as_kafka_errors():
