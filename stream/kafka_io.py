@@ -569,6 +569,7 @@ class KafkaSink:
         if transactional_id:
             options["transactional_id"] = transactional_id
             options["enable_idempotence"] = True
+        self._options = options
         self.producer = KafkaProducer(**options)
         self.transactional = transactional_id is not None
         self.in_transaction = False
@@ -589,8 +590,32 @@ class KafkaSink:
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        future = self.producer.send(topic, key=key, value=value, headers=headers)
+        try:
+            future = self.producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError:
+            if self.transactional:  # failed for a record refused before? that is the error
+                self.flush()
+            raise
         self.deliveries.track(future, (topic, key, value, headers))
+
+    def send_alone(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send a record in a produce request of its own (one the broker refused before).
+
+        The broker refuses a whole record batch larger than the topic takes; a
+        record refused within one is tried again alone, so that only a record
+        too large by itself is refused again. Its outcome is checked at the next
+        :meth:`flush`, as any other send's.
+        """
+        timeout_s = self.config.max_block_ms / 1000
+        self._flush_producer(timeout_s)
+        self.send(topic, key, value, headers)
+        self._flush_producer(timeout_s)
 
     def commit(
         self,
@@ -625,7 +650,26 @@ class KafkaSink:
         """
         timeout_s = self.config.max_block_ms / 1000
         self._flush_producer(timeout_s)
-        self.deliveries.check(timeout_s)
+        try:
+            self.deliveries.check(timeout_s)
+        except UndeliveredError:
+            self._renew_if_failed()
+            raise
+
+    def _renew_if_failed(self) -> None:
+        """Replace the producer if a refused record left it failing every later send.
+
+        kafka-python's idempotent producer (its default) treats a record the broker
+        refuses (too large) as fatal and fails every later send with that error;
+        with every earlier send settled, a new producer loses nothing. (A
+        transactional producer only needs its transaction aborted.)
+        """
+        manager = getattr(self.producer, "_transaction_manager", None)
+        if self.transactional or manager is None or not manager.has_fatal_error():
+            return
+        log.info("the producer failed for good after a refused record: replacing it")
+        self.producer.close(timeout=0)
+        self.producer = KafkaProducer(**self._options)
 
     def _flush_producer(self, timeout_s: float) -> None:
         # kafka-python's flush raises UnknownError("Future not done") when the broker

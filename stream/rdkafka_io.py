@@ -409,6 +409,8 @@ class RdKafkaSink:
                     self.producer.poll(0.05)
                 except KafkaException as exc:
                     if refusal_reason(LibrdkafkaError(exc.args[0])) is None:
+                        if self.transactional:  # failed for a record refused before?
+                            self.flush()
                         raise
                     # over the producer's message.max.bytes: refused before it left, and
                     # reported at the next check as kafka-python reports its own
@@ -418,6 +420,25 @@ class RdKafkaSink:
                     )
                     return
         self.deliveries.sent()
+
+    def send_alone(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send a record in a produce request of its own (one the broker refused before).
+
+        librdkafka does not split a record batch the broker finds larger than
+        the topic takes: every record of it is refused. One refused so is tried
+        again alone; its outcome is checked at the next :meth:`flush`.
+        """
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.send(topic, key, value, headers)
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
 
     def flush(self) -> None:
         """Send what is queued and wait for the answer to every send since the last flush.

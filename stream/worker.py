@@ -225,13 +225,13 @@ class _PredictionSender:
         topic: str,
         metrics: WorkerMetrics,
         received_s: float,
-        dropped: Callable[[str, bytes], bool],
-        undeliverable: Mapping[tuple[str, bytes | None], str],
+        send_output: Callable[[str, bytes, bytes], None],
+        refusals: Mapping[tuple[str, bytes | None], int],
     ) -> None:
         self.sink, self.topic, self.metrics = sink, topic, metrics
         self.received_s = received_s
         self.seconds = 0.0
-        self.dropped, self.undeliverable = dropped, undeliverable
+        self.send_output, self.refusals = send_output, refusals
 
     def __call__(self, prediction: Prediction) -> None:
         t0 = time.perf_counter()
@@ -239,7 +239,9 @@ class _PredictionSender:
         latency_s = now - self.received_s
         value = prediction.to_json(latency_s * 1000)
         key = prediction.event_id.encode()
-        if not self.undeliverable or not self.dropped(self.topic, key):
+        if self.refusals:  # some output was refused: this one may be it
+            self.send_output(self.topic, key, value)
+        else:
             self.sink.send(self.topic, key, value)
         self.metrics.processing.observe(latency_s)
         if prediction.record_timestamp_ms is not None:
@@ -580,23 +582,13 @@ class Worker:
         configured = self.settings.kafka.dead_letter_max_bytes
         for letter in out.dead_letters:
             key = letter.source.encode()
-            if self._undeliverable and self._dropped(topics.dead_letter, key):
-                continue
-            bound = dead_letter_bound(
-                configured, self._dead_letter_topic_max, key, letter.reason[:128]
-            )
-            self.sink.send(
-                topics.dead_letter,
-                key,
-                letter.to_json(bound),
-                [("reason", letter.reason[:128].encode())],
-            )
+            reason = letter.reason[:128]
+            bound = dead_letter_bound(configured, self._dead_letter_topic_max, key, reason)
+            value = letter.to_json(bound)
+            self._send_output(topics.dead_letter, key, value, [("reason", reason.encode())])
         if topics.examples is not None:
             for example in out.examples:
-                key = example.event_id.encode()
-                if self._undeliverable and self._dropped(topics.examples, key):
-                    continue
-                self.sink.send(topics.examples, key, example.to_json())
+                self._send_output(topics.examples, example.event_id.encode(), example.to_json())
 
     # ------------------------------------------------------------------ refused outputs
 
@@ -645,6 +637,23 @@ class Worker:
             )
         return count
 
+    def _send_output(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send an output, unless it is undeliverable; alone if the broker refused it before."""
+        assert self.sink is not None
+        if self._refusals:
+            if self._dropped(topic, key):
+                return
+            if (topic, key) in self._refusals:
+                self.sink.send_alone(topic, key, value, headers)
+                return
+        self.sink.send(topic, key, value, headers)
+
     def _dropped(self, topic: str, key: bytes | None) -> bool:
         """True when the output (topic, key) is undeliverable: it is not sent again."""
         if (topic, key) not in self._undeliverable:
@@ -681,8 +690,8 @@ class Worker:
                     return
                 if self._stop.wait(delay(max(count for _, count in again) - 1)):
                     raise
-                for refused, _ in again:
-                    self.sink.send(refused.topic, refused.key, refused.value, refused.headers)
+                for refused, _ in again:  # alone: it may have been refused with its batch
+                    self.sink.send_alone(refused.topic, refused.key, refused.value, refused.headers)
 
     def _update_lag(self) -> None:
         assert self.source is not None
@@ -746,7 +755,7 @@ class Worker:
         self.sink.begin()
         topic = self.settings.kafka.topics.predictions
         send = _PredictionSender(
-            self.sink, topic, self.metrics, flight.received_s, self._dropped, self._undeliverable
+            self.sink, topic, self.metrics, flight.received_s, self._send_output, self._refusals
         )
         live = waited_s(flight.records, flight.received_s) <= CATCHING_UP_S
         emit = send if self.sink.send_as_scored and live else None

@@ -188,6 +188,7 @@ LARGE_BAD = [
     b"\xff\xfe" * 1_500,
 ]
 SMALL_BAD = [b"{oops", b'{"event_id": "bad-short", "timestamp": ']
+DROPPED = {"output": "dead_letter", "reason": "too_large"}
 TRANSACTIONS = [
     pytest.param("kafka-python", False, id="kafka-python"),
     pytest.param("librdkafka", False, id="librdkafka"),
@@ -271,8 +272,11 @@ def test_dead_letters_too_large_for_their_topic_are_truncated_to_fit_it(
         assert doc["size"] == len(raw)
         assert doc["truncated"] is (raw in LARGE_BAD)
         assert raw.startswith(kept) and (kept == raw) is (raw in SMALL_BAD)
-    assert sample(worker, "streamlearn_undelivered_records_total") == 0
-    assert worker.summary.recoveries == 0
+    assert sample(worker, "streamlearn_dropped_outputs_total", DROPPED) == 0
+    if client == "kafka-python":  # it splits a batch the topic refuses: each record fits alone
+        assert sample(worker, "streamlearn_undelivered_records_total") == 0
+        assert worker.summary.recoveries == 0
+    # librdkafka does not: the records of a refused batch are sent again, each alone
 
 
 @pytest.mark.parametrize(("client", "transactions"), TRANSACTIONS)
@@ -308,13 +312,13 @@ def test_dead_letters_the_topic_refuses_even_truncated_are_dropped_after_bounded
     assert sorted(letter["sha256"] for letter in letters) == sorted(
         hashlib.sha256(raw).hexdigest() for raw in SMALL_BAD
     ), "the dead letters that fit are delivered, the others dropped"
-    dropped = {"output": "dead_letter", "reason": "too_large"}
-    assert sample(worker, "streamlearn_dropped_outputs_total", dropped) == len(LARGE_BAD)
+    assert sample(worker, "streamlearn_dropped_outputs_total", DROPPED) == len(LARGE_BAD)
     refused = sample(worker, "streamlearn_undelivered_records_total")
+    assert refused >= 3 * len(LARGE_BAD)
     if transactions:  # each refusal aborts the transaction: the worker resumes, with backoff
-        assert refused >= 3 * len(LARGE_BAD)
         assert 1 <= worker.summary.recoveries <= 3 * len(LARGE_BAD)
     else:  # sent again in place: nothing else is sent twice
-        assert refused == 3 * len(LARGE_BAD)
         assert worker.summary.recoveries == 0
+        if client == "kafka-python":  # only the dead letters too large alone were refused
+            assert refused == 3 * len(LARGE_BAD)
     assert took > 1.5, "attempts are spaced by a backoff (0.5 s, then 1 s)"
