@@ -614,8 +614,10 @@ class KafkaSink:
         """
         timeout_s = self.config.max_block_ms / 1000
         self._flush_producer(timeout_s)
+        self._renew_if_failed()
         self.send(topic, key, value, headers)
         self._flush_producer(timeout_s)
+        self._renew_if_failed()  # settled: a refusal must not fail the next record's send
 
     def commit(
         self,
@@ -661,7 +663,7 @@ class KafkaSink:
 
         kafka-python's idempotent producer (its default) treats a record the broker
         refuses (too large) as fatal and fails every later send with that error;
-        with every earlier send settled, a new producer loses nothing. (A
+        every send not yet answered is failed with it, so a new producer loses nothing. (A
         transactional producer only needs its transaction aborted.)
         """
         manager = getattr(self.producer, "_transaction_manager", None)

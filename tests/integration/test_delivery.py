@@ -317,8 +317,9 @@ def test_dead_letters_the_topic_refuses_even_truncated_are_dropped_after_bounded
     assert refused >= 3 * len(LARGE_BAD)
     if transactions:  # each refusal aborts the transaction: the worker resumes, with backoff
         assert 1 <= worker.summary.recoveries <= 3 * len(LARGE_BAD)
-    else:  # sent again in place: nothing else is sent twice
+    else:  # sent again in place, alone: nothing else is sent twice
         assert worker.summary.recoveries == 0
-        if client == "kafka-python":  # only the dead letters too large alone were refused
-            assert refused == 3 * len(LARGE_BAD)
+        # a dead letter that fits is refused at most once: with its batch (librdkafka), or
+        # as a send after a refusal (kafka-python's idempotent producer fails them all)
+        assert refused <= 3 * len(LARGE_BAD) + len(SMALL_BAD)
     assert took > 1.5, "attempts are spaced by a backoff (0.5 s, then 1 s)"
