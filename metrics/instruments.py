@@ -186,6 +186,14 @@ class WorkerMetrics:
             " resumes from its last commit and sends them again.",
             registry=registry,
         )
+        self.dropped = Counter(
+            "streamlearn_dropped_outputs",
+            "Outputs the broker refused for themselves (reason: too_large, invalid_record)"
+            " kafka.max_delivery_attempts times, dropped so that the worker goes on, by"
+            " output (prediction, dead_letter, example).",
+            ["output", "reason"],
+            registry=registry,
+        )
         self.rewinds = Counter(
             "streamlearn_rebalance_rewinds",
             "Rebalances that took partitions while work was uncommitted: the worker undid"

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
@@ -29,7 +30,7 @@ from kafka import (
     KafkaProducer,
     TopicPartition,
 )
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownError
 from kafka.structs import OffsetAndMetadata
 
@@ -38,17 +39,21 @@ from stream.processor import Record
 
 __all__ = [
     "EVENT_TIME_HEADER",
+    "REFUSALS",
     "Deliveries",
     "KafkaSink",
     "KafkaSource",
+    "RefusedRecord",
     "TimeOrder",
     "UndeliveredError",
     "committed_records",
     "ensure_topics",
     "event_key",
     "event_time_headers",
+    "max_message_bytes",
     "next_offsets",
     "order_time",
+    "refusal_reason",
     "route",
     "topic_plan",
 ]
@@ -129,6 +134,47 @@ def ensure_topics(
 def _bootstrap(timeout_ms: int | None) -> dict[str, Any]:
     """The option that bounds a kafka-python client's wait for its first broker, when given."""
     return {} if timeout_ms is None else {"bootstrap_timeout_ms": timeout_ms}
+
+
+def max_message_bytes(
+    config: KafkaConfig, topic: str, bootstrap_timeout_ms: int | None = None
+) -> int | None:
+    """The ``max.message.bytes`` of ``topic`` (its own, or the broker's default).
+
+    None when the broker does not say (the topic is missing, or describing its
+    configuration is not allowed): the caller keeps its own limit.
+    """
+    admin = KafkaAdminClient(
+        client_id=config.client_id + "-admin",
+        **config.client_options(),
+        **_bootstrap(bootstrap_timeout_ms),
+    )
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        described = admin.describe_configs([resource], config_filter="all")
+    except KafkaError as exc:
+        log.warning("the max.message.bytes of %s is unknown: %s", topic, exc)
+        return None
+    finally:
+        admin.close()
+    return _config_value(described, topic, "max.message.bytes")
+
+
+def _config_value(described: Any, topic: str, name: str) -> int | None:
+    """``name`` of ``topic`` in what kafka-python's ``describe_configs`` returned.
+
+    >>> _config_value({"topic": {"t": {"max.message.bytes": {"value": "2000"}}}},
+    ...               "t", "max.message.bytes")
+    2000
+    >>> _config_value({"topic": {}}, "t", "max.message.bytes") is None
+    True
+    """
+    try:
+        entries = described["topic"][topic]
+        entry = entries[name]
+        return int(entry["value"] if isinstance(entry, dict) else entry)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def route(line: bytes) -> str:
@@ -633,17 +679,60 @@ class KafkaSource:
         self.consumer.close(timeout_ms=None if timeout_s is None else max(1, int(timeout_s * 1000)))
 
 
+#: Why the broker refused an output for itself, by error code: sending it again
+#: cannot succeed (unless the topic's configuration changes). Anything else (a
+#: timeout, the broker away, an aborted transaction) is not the record's fault.
+REFUSALS: dict[int, str] = {
+    10: "too_large",  # MESSAGE_TOO_LARGE (broker), MSG_SIZE_TOO_LARGE (librdkafka, local)
+    18: "too_large",  # RECORD_LIST_TOO_LARGE
+    87: "invalid_record",  # INVALID_RECORD (e.g. a compacted topic and no key)
+}
+
+
+def refusal_reason(error: BaseException) -> str | None:
+    """Why the broker refused a record for itself (``REFUSALS``), or None.
+
+    Errors of either client carry the Kafka error code in ``errno``.
+
+    >>> from kafka.errors import MessageSizeTooLargeError
+    >>> refusal_reason(MessageSizeTooLargeError()), refusal_reason(KafkaTimeoutError())
+    ('too_large', None)
+    """
+    errno = getattr(error, "errno", None)
+    return REFUSALS.get(errno) if isinstance(errno, int) else None
+
+
+@dataclass(slots=True, frozen=True)
+class RefusedRecord:
+    """An output the broker refused for itself, with what it takes to send it again."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+    #: One of the values of ``REFUSALS``.
+    reason: str
+    error: str
+
+
 class UndeliveredError(KafkaError):
     """Records the broker did not acknowledge: the offsets of their inputs stay uncommitted.
 
+    ``refused`` are those it refused for themselves (see :func:`refusal_reason`);
+    when they are all of them (``only_refused``), nothing else went wrong.
+
     >>> error = UndeliveredError(3, KafkaTimeoutError("expired"))
-    >>> error.count, str(error)
-    (3, 'UndeliveredError: 3 records were not delivered (first error: KafkaTimeoutError: expired)')
+    >>> error.count, error.only_refused
+    (3, False)
+    >>> str(error)
+    'UndeliveredError: 3 records were not delivered (first error: KafkaTimeoutError: expired)'
     """
 
     retriable = True
 
-    def __init__(self, count: int, first: BaseException | None) -> None:
+    def __init__(
+        self, count: int, first: BaseException | None, refused: tuple[RefusedRecord, ...] = ()
+    ) -> None:
         if first is None:
             detail = "unknown"
         elif isinstance(first, KafkaError):  # its str() starts with its class name
@@ -652,6 +741,11 @@ class UndeliveredError(KafkaError):
             detail = f"{type(first).__name__}: {first}"
         super().__init__(f"{count} records were not delivered (first error: {detail})")
         self.count = count
+        self.refused = refused
+
+    @property
+    def only_refused(self) -> bool:
+        return bool(self.refused) and len(self.refused) == self.count
 
 
 class Deliveries:
@@ -661,18 +755,23 @@ class Deliveries:
     of them and raises :class:`UndeliveredError` for those that failed. It
     does not rely on ``flush()`` alone: kafka-python's flush waits for the
     batches it finds when it starts, and a batch the broker finds too large is
-    split into new ones that it does not wait for.
+    split into new ones that it does not wait for. A send that failed for
+    itself (:func:`refusal_reason`) is kept, with its record, in the error's
+    ``refused``, so that the caller may send it again or drop it.
 
     >>> from kafka.future import Future
+    >>> from kafka.errors import MessageSizeTooLargeError
     >>> deliveries = Deliveries()
-    >>> first, second = Future(), Future()
+    >>> first, second, third = Future(), Future(), Future()
     >>> deliveries.track(first); deliveries.track(second)
+    >>> deliveries.track(third, ("dead-letter", b"events:0:7", b"{}", None))
     >>> _ = first.success("metadata"); _ = second.failure(KafkaTimeoutError("expired"))
+    >>> _ = third.failure(MessageSizeTooLargeError())
     >>> try:
     ...     deliveries.check(timeout_s=1.0)
     ... except UndeliveredError as error:
-    ...     print(error.count, "undelivered")
-    1 undelivered
+    ...     print(error.count, "undelivered,", [(r.key, r.reason) for r in error.refused])
+    2 undelivered, [(b'events:0:7', 'too_large')]
     >>> deliveries.check(timeout_s=1.0)  # each failure is raised once
     """
 
@@ -682,12 +781,22 @@ class Deliveries:
         self._settled = 0
         self._failed = 0
         self._first_failure: BaseException | None = None
+        self._refused: list[RefusedRecord] = []
 
-    def track(self, future: Any) -> None:
-        """Count a kafka-python send; its future settles it."""
+    def track(self, future: Any, output: tuple[Any, ...] | None = None) -> None:
+        """Count a kafka-python send; its future settles it.
+
+        ``output`` is the send's ``(topic, key, value, headers)``, kept if it is refused.
+        """
         self.sent()
         future.add_callback(self.delivered)
-        future.add_errback(self.failed)
+        if output is None:
+            future.add_errback(self.failed)
+        else:
+            future.add_errback(self._failed_output, output)
+
+    def _failed_output(self, output: tuple[Any, ...], error: BaseException) -> None:
+        self.failed(error, output)
 
     def sent(self) -> None:
         """Count one send whose outcome :meth:`delivered` or :meth:`failed` will report."""
@@ -698,12 +807,17 @@ class Deliveries:
             self._settled += 1
             self._settled_changed.notify_all()
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, output: tuple[Any, ...] | None = None) -> None:
+        """Settle a send that failed; ``output``: its ``(topic, key, value, headers)``."""
+        reason = refusal_reason(error) if output is not None else None
         with self._settled_changed:
             self._settled += 1
             self._failed += 1
             if self._first_failure is None:
                 self._first_failure = error
+            if reason is not None and output is not None:
+                topic, key, value, headers = output
+                self._refused.append(RefusedRecord(topic, key, value, headers, reason, str(error)))
             self._settled_changed.notify_all()
 
     def check(self, timeout_s: float) -> None:
@@ -712,15 +826,16 @@ class Deliveries:
             if not self._settled_changed.wait_for(lambda: self._settled >= self._sent, timeout_s):
                 waiting = self._sent - self._settled
                 raise KafkaTimeoutError(f"{waiting} records unacknowledged after {timeout_s:g} s")
-            failed, first = self._failed, self._first_failure
+            failed, first, refused = self._failed, self._first_failure, tuple(self._refused)
             self.reset()
         if failed:
-            raise UndeliveredError(failed, first)
+            raise UndeliveredError(failed, first, refused)
 
     def reset(self) -> None:
         """Forget every tracked send (their transaction was aborted, or the producer closed)."""
         self._sent = self._settled = self._failed = 0
         self._first_failure = None
+        self._refused = []
 
 
 class KafkaSink:
@@ -759,6 +874,7 @@ class KafkaSink:
         if transactional_id:
             options["transactional_id"] = transactional_id
             options["enable_idempotence"] = True
+        self._options = options
         self.producer = KafkaProducer(**options)
         self.transactional = transactional_id is not None
         self.in_transaction = False
@@ -779,7 +895,34 @@ class KafkaSink:
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self.deliveries.track(self.producer.send(topic, key=key, value=value, headers=headers))
+        try:
+            future = self.producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError:
+            if self.transactional:  # failed for a record refused before? that is the error
+                self.flush()
+            raise
+        self.deliveries.track(future, (topic, key, value, headers))
+
+    def send_alone(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send a record in a produce request of its own (one the broker refused before).
+
+        The broker refuses a whole record batch larger than the topic takes; a
+        record refused within one is tried again alone, so that only a record
+        too large by itself is refused again. Its outcome is checked at the next
+        :meth:`flush`, as any other send's.
+        """
+        timeout_s = self.config.max_block_ms / 1000
+        self._flush_producer(timeout_s)
+        self._renew_if_failed()
+        self.send(topic, key, value, headers)
+        self._flush_producer(timeout_s)
+        self._renew_if_failed()  # settled: a refusal must not fail the next record's send
 
     def commit(
         self,
@@ -814,7 +957,26 @@ class KafkaSink:
         """
         deadline = time.monotonic() + self.limit(self.config.max_block_ms / 1000)
         self._flush_producer(deadline - time.monotonic())
-        self.deliveries.check(max(0.0, deadline - time.monotonic()))
+        try:
+            self.deliveries.check(max(0.0, deadline - time.monotonic()))
+        except UndeliveredError:
+            self._renew_if_failed()
+            raise
+
+    def _renew_if_failed(self) -> None:
+        """Replace the producer if a refused record left it failing every later send.
+
+        kafka-python's idempotent producer (its default) treats a record the broker
+        refuses (too large) as fatal and fails every later send with that error;
+        every send not yet answered is failed with it, so a new producer loses nothing. (A
+        transactional producer only needs its transaction aborted.)
+        """
+        manager = getattr(self.producer, "_transaction_manager", None)
+        if self.transactional or manager is None or not manager.has_fatal_error():
+            return
+        log.info("the producer failed for good after a refused record: replacing it")
+        self.producer.close(timeout=0)
+        self.producer = KafkaProducer(**self._options)
 
     def _flush_producer(self, timeout_s: float) -> None:
         # kafka-python's flush raises UnknownError("Future not done") when the broker

@@ -33,7 +33,14 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream.config import KafkaConfig
-from stream.kafka_io import Deliveries, Partition, TimeOrder, next_offsets, order_time
+from stream.kafka_io import (
+    Deliveries,
+    Partition,
+    TimeOrder,
+    next_offsets,
+    order_time,
+    refusal_reason,
+)
 from stream.processor import Record
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
@@ -52,13 +59,15 @@ class LibrdkafkaError(KafkaError):
 
     >>> from confluent_kafka import KafkaError as RdError
     >>> error = LibrdkafkaError(RdError(RdError._TIMED_OUT, "no reply"))
-    >>> error.retriable, "no reply" in str(error)
-    (False, True)
+    >>> error.retriable, "no reply" in str(error), error.errno == RdError._TIMED_OUT
+    (False, True, True)
     """
 
     def __init__(self, error: Any) -> None:
         super().__init__(f"{error.name()}: {error.str()}")
         self.retriable = bool(error.retriable())
+        #: The error code: a Kafka one (as kafka-python's ``errno``), or a negative local one.
+        self.errno = int(error.code())
 
 
 @contextmanager
@@ -448,11 +457,12 @@ class RdKafkaSink:
     def _timeout_s(self) -> float:
         return self.limit(self.config.max_block_ms / 1000)
 
-    def _settle(self, error: Any, _message: Any) -> None:
+    def _settle(self, error: Any, message: Any) -> None:
         if error is None:
             self.deliveries.delivered()
         else:
-            self.deliveries.failed(LibrdkafkaError(error))
+            output = (message.topic(), message.key(), message.value(), message.headers())
+            self.deliveries.failed(LibrdkafkaError(error), output)
 
     def begin(self) -> None:
         """Open a transaction unless one is open (a transaction may span many batches)."""
@@ -477,7 +487,48 @@ class RdKafkaSink:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     self.producer.poll(0.05)
+                except KafkaException as exc:
+                    if refusal_reason(LibrdkafkaError(exc.args[0])) is None:
+                        if self.transactional:  # failed for a record refused before?
+                            self.flush()
+                        raise
+                    # over the producer's message.max.bytes: refused before it left, and
+                    # reported at the next check as kafka-python reports its own
+                    self.deliveries.sent()
+                    self.deliveries.failed(
+                        LibrdkafkaError(exc.args[0]), (topic, key, value, headers)
+                    )
+                    return
         self.deliveries.sent()
+
+    def send_alone(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send a record in a produce request of its own (one the broker refused before).
+
+        librdkafka does not split a record batch the broker finds larger than
+        the topic takes: every record of it is refused. One refused so is tried
+        again alone; its outcome is checked at the next :meth:`flush`.
+        """
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.send(topic, key, value, headers)
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+
+    def flush(self) -> None:
+        """Send what is queued and wait for the answer to every send since the last flush.
+
+        Raises :class:`stream.kafka_io.UndeliveredError` if the broker refused or
+        never acknowledged some of them.
+        """
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.deliveries.check(timeout_s=0.0)
 
     def commit(
         self,
@@ -485,9 +536,7 @@ class RdKafkaSink:
         source: RdKafkaSource,
     ) -> None:
         """Make the batch's outputs visible and its input offsets committed."""
-        with _raised_as_kafka_errors():
-            self.producer.flush(self._timeout_s)
-        self.deliveries.check(timeout_s=0.0)
+        self.flush()
         if self.transactional:
             self.begin()
             with _raised_as_kafka_errors():

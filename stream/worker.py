@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,8 +35,24 @@ from learners.registry import ModelRegistry, NonFiniteModelError
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings, mask_url
-from stream.kafka_io import KafkaSink, KafkaSource, UndeliveredError, ensure_topics, topic_plan
-from stream.processor import BatchOutput, ModelSlot, Prediction, PreparedBatch, Processor, Record
+from stream.kafka_io import (
+    KafkaSink,
+    KafkaSource,
+    RefusedRecord,
+    UndeliveredError,
+    ensure_topics,
+    max_message_bytes,
+    topic_plan,
+)
+from stream.processor import (
+    DEAD_LETTER_MIN_BYTES,
+    BatchOutput,
+    ModelSlot,
+    Prediction,
+    PreparedBatch,
+    Processor,
+    Record,
+)
 from stream.rdkafka_io import RdKafkaSink, RdKafkaSource
 from stream.runtime import tune_interpreter
 from stream.waits import (
@@ -48,7 +65,14 @@ from stream.waits import (
     redis_refusal,
 )
 
-__all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays", "retrying"]
+__all__ = [
+    "RetryingStore",
+    "Worker",
+    "WorkerSummary",
+    "backoff_delays",
+    "dead_letter_bound",
+    "retrying",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -155,6 +179,20 @@ def waited_s(records: Sequence[Record], polled_s: float) -> float:
     return polled_s - min(stamps) / 1000 if stamps else 0.0
 
 
+def _key_text(key: bytes | None) -> str:
+    """A record key for a log line.
+
+    >>> _key_text(b"events:0:7"), _key_text(None), _key_text(b"\\xff")
+    ("'events:0:7'", 'without a key', "b'\\\\xff'")
+    """
+    if key is None:
+        return "without a key"
+    try:
+        return repr(key.decode())
+    except UnicodeDecodeError:
+        return repr(key)
+
+
 def _partition_list(partitions: set[tuple[str, int]]) -> str:
     """Partitions for a log line, sorted.
 
@@ -164,6 +202,34 @@ def _partition_list(partitions: set[tuple[str, int]]) -> str:
     'none'
     """
     return ", ".join(f"{topic}:{p}" for topic, p in sorted(partitions)) or "none"
+
+
+#: Bytes a record takes in its topic besides its value, key and headers: the record
+#: batch's header (61) and the record's own varints, with room to spare.
+RECORD_OVERHEAD = 128
+#: Outputs whose refusals are remembered at most (the oldest are forgotten first).
+REFUSALS_REMEMBERED = 10_000
+
+
+def dead_letter_bound(configured: int, topic_max: int | None, key: bytes, reason: str) -> int:
+    """The largest dead letter value its topic accepts, with its key and reason header.
+
+    ``topic_max`` is the topic's ``max.message.bytes`` (None: unknown); the bound
+    is never under :data:`stream.processor.DEAD_LETTER_MIN_BYTES`, so a topic
+    smaller than that refuses the dead letter, which is then dropped after its
+    attempts.
+
+    >>> dead_letter_bound(262_144, None, b"events:0:7", "invalid_json")
+    262144
+    >>> dead_letter_bound(262_144, 2_000, b"events:0:7", "invalid_json")
+    1844
+    >>> dead_letter_bound(262_144, 600, b"events:0:7", "invalid_json")
+    1024
+    """
+    if topic_max is None:
+        return configured
+    room = topic_max - RECORD_OVERHEAD - len(key) - len("reason") - len(reason.encode())
+    return max(DEAD_LETTER_MIN_BYTES, min(configured, room))
 
 
 class RetryingStore:
@@ -218,18 +284,29 @@ class _PredictionSender:
     """Publishes a batch's predictions, each as it is handed over, and times the sending."""
 
     def __init__(
-        self, sink: KafkaSink | RdKafkaSink, topic: str, metrics: WorkerMetrics, received_s: float
+        self,
+        sink: KafkaSink | RdKafkaSink,
+        topic: str,
+        metrics: WorkerMetrics,
+        received_s: float,
+        send_output: Callable[[str, bytes, bytes], None],
+        refusals: Mapping[tuple[str, bytes | None], int],
     ) -> None:
         self.sink, self.topic, self.metrics = sink, topic, metrics
         self.received_s = received_s
         self.seconds = 0.0
+        self.send_output, self.refusals = send_output, refusals
 
     def __call__(self, prediction: Prediction) -> None:
         t0 = time.perf_counter()
         now = time.time()
         latency_s = now - self.received_s
         value = prediction.to_json(latency_s * 1000)
-        self.sink.send(self.topic, prediction.event_id.encode(), value)
+        key = prediction.event_id.encode()
+        if self.refusals:  # some output was refused: this one may be it
+            self.send_output(self.topic, key, value)
+        else:
+            self.sink.send(self.topic, key, value)
         self.metrics.processing.observe(latency_s)
         if prediction.record_timestamp_ms is not None:
             delay = max(0.0, now - prediction.record_timestamp_ms / 1000)
@@ -390,6 +467,11 @@ class Worker:
         self._assignment: set[tuple[str, int]] = set()
         self._revocations = 0
         self._inflight: _InFlight | None = None
+        #: Refusals so far of each output the broker refused for itself, by (topic, key).
+        self._refusals: OrderedDict[tuple[str, bytes | None], int] = OrderedDict()
+        #: The outputs refused ``kafka.max_delivery_attempts`` times, with why: dropped when sent.
+        self._undeliverable: dict[tuple[str, bytes | None], str] = {}
+        self._dead_letter_topic_max: int | None = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-store")
         self._http: Any = None
         self._announce()
@@ -456,6 +538,9 @@ class Worker:
         kafka = self.settings.kafka
         if kafka.topics.create:
             ensure_topics(kafka, topic_plan(kafka), CONNECT_ATTEMPT_MS)
+        self._dead_letter_topic_max = max_message_bytes(
+            kafka, kafka.topics.dead_letter, CONNECT_ATTEMPT_MS
+        )
         source: type[KafkaSource | RdKafkaSource] = KafkaSource
         sink: type[KafkaSink | RdKafkaSink] = KafkaSink
         if kafka.client == "librdkafka":
@@ -579,6 +664,7 @@ class Worker:
     def checkpoint(self) -> None:
         """Snapshot the model, then commit the offsets it reflects (two phases)."""
         assert self.source is not None and self.sink is not None
+        self._deliver()
         offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._uncommitted.items()}
         if self.checkpoints is None or self.models is None:
             with self._stop.waiting_for(self._kafka_at):
@@ -641,16 +727,119 @@ class Worker:
             for prediction in out.predictions:
                 send(prediction)
         self.metrics.predictions.inc(len(out.predictions))
+        configured = self.settings.kafka.dead_letter_max_bytes
         for letter in out.dead_letters:
-            self.sink.send(
-                topics.dead_letter,
-                f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
-                letter.to_json(),
-                [("reason", letter.reason.encode())],
-            )
+            key = letter.source.encode()
+            reason = letter.reason[:128]
+            bound = dead_letter_bound(configured, self._dead_letter_topic_max, key, reason)
+            value = letter.to_json(bound)
+            self._send_output(topics.dead_letter, key, value, [("reason", reason.encode())])
         if topics.examples is not None:
             for example in out.examples:
-                self.sink.send(topics.examples, example.event_id.encode(), example.to_json())
+                self._send_output(topics.examples, example.event_id.encode(), example.to_json())
+
+    # ------------------------------------------------------------------ refused outputs
+
+    def _output_kind(self, topic: str) -> str:
+        topics = self.settings.kafka.topics
+        if topic == topics.dead_letter:
+            return "dead_letter"
+        return "example" if topic == topics.examples else "prediction"
+
+    def _refused(self, refused: RefusedRecord) -> int:
+        """Count one more refusal of ``refused``; returns its refusals so far.
+
+        At ``kafka.max_delivery_attempts`` the output becomes undeliverable: it is
+        dropped instead of sent from then on (:meth:`_dropped`). Refusals are
+        remembered in memory, by (topic, key): a dead letter's key is its source
+        record, a prediction's and an example's the event id; a restarted worker
+        tries again, as many times.
+        """
+        output = (refused.topic, refused.key)
+        count = self._refusals.pop(output, 0) + 1
+        self._refusals[output] = count
+        while len(self._refusals) > REFUSALS_REMEMBERED:
+            forgotten, _ = self._refusals.popitem(last=False)
+            self._undeliverable.pop(forgotten, None)
+        limit = self.settings.kafka.max_delivery_attempts
+        log.warning(
+            "the broker refused the %s %s for %s (%s): attempt %d of %d",
+            self._output_kind(refused.topic),
+            _key_text(refused.key),
+            refused.topic,
+            refused.error,
+            count,
+            limit,
+        )
+        if count == limit:  # counted once, when decided; dropped whenever it comes again
+            self._undeliverable[output] = refused.reason
+            kind = self._output_kind(refused.topic)
+            self.metrics.dropped.labels(output=kind, reason=refused.reason).inc()
+            log.error(
+                "dropping the %s %s for %s: refused (%s) %d times",
+                kind,
+                _key_text(refused.key),
+                refused.topic,
+                refused.reason,
+                count,
+            )
+        return count
+
+    def _send_output(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send an output, unless it is undeliverable; alone if the broker refused it before."""
+        assert self.sink is not None
+        if self._refusals:
+            if self._dropped(topic, key):
+                return
+            if (topic, key) in self._refusals:
+                self.sink.send_alone(topic, key, value, headers)
+                return
+        self.sink.send(topic, key, value, headers)
+
+    def _dropped(self, topic: str, key: bytes | None) -> bool:
+        """True when the output (topic, key) is undeliverable: it is not sent again."""
+        if (topic, key) not in self._undeliverable:
+            return False
+        log.info("not sending the undeliverable %s %s", self._output_kind(topic), _key_text(key))
+        return True
+
+    def _deliver(self) -> None:
+        """Wait for the broker's answer to every output since the last commit.
+
+        Without transactions, outputs it refused for themselves (too large,
+        invalid) are sent again in place, after a backoff, until it takes them
+        or they reach ``kafka.max_delivery_attempts`` and are dropped: the
+        outputs it took are not sent twice, and the worker goes on. Any other
+        failure, or any in a transaction (the broker then aborts it), raises
+        :class:`UndeliveredError` for :meth:`_recover`.
+        """
+        assert self.sink is not None
+        delay = backoff_delays(0.5, 10.0)
+        while True:
+            try:
+                self.sink.flush()
+                return
+            except UndeliveredError as error:
+                if self.sink.transactional or not error.only_refused or self._stop.is_set():
+                    raise
+                self.metrics.undelivered.inc(error.count)
+                again = []
+                for refused in error.refused:
+                    count = self._refused(refused)
+                    if not self._dropped(refused.topic, refused.key):
+                        again.append((refused, count))
+                if not again:
+                    return
+                if self._stop.wait(delay(max(count for _, count in again) - 1)):
+                    raise
+                for refused, _ in again:  # alone: it may have been refused with its batch
+                    self.sink.send_alone(refused.topic, refused.key, refused.value, refused.headers)
 
     def _update_lag(self) -> None:
         assert self.source is not None
@@ -715,7 +904,9 @@ class Worker:
         assert self.sink is not None
         self.sink.begin()
         topic = self.settings.kafka.topics.predictions
-        send = _PredictionSender(self.sink, topic, self.metrics, flight.received_s)
+        send = _PredictionSender(
+            self.sink, topic, self.metrics, flight.received_s, self._send_output, self._refusals
+        )
         live = waited_s(flight.records, flight.received_s) <= CATCHING_UP_S
         emit = send if self.sink.send_as_scored and live else None
         t0 = time.perf_counter()
@@ -777,8 +968,10 @@ class Worker:
     def _recover(self, error: Exception) -> None:
         """After a Kafka failure: drop the clients, reconnect, resume from the checkpoint."""
         log.warning("kafka failed (%s): resuming from the last checkpoint", error)
+        refusals = 0
         if isinstance(error, UndeliveredError):
             self.metrics.undelivered.inc(error.count)
+            refusals = max((self._refused(refused) for refused in error.refused), default=0)
         self._drop_inflight()
         self.metrics.dependency_up.labels(dependency="kafka").set(0)
         self.metrics.retries.labels(dependency="kafka").inc()
@@ -790,6 +983,8 @@ class Worker:
                 log.warning("abort failed: %s", exc)
         self._disconnect(timeout_s=1.0)
         delay = backoff_delays(0.5, 10.0)
+        if refusals:  # the same records come again: not in a tight loop
+            self._stop.wait(delay(refusals - 1))
         attempt = 0
         while True:
             self._connect()  # waits for a broker; Stopped or Refused end the wait
