@@ -19,6 +19,7 @@ from metrics.alerts import (
     alert_rules,
     alertmanager_config,
     duration_seconds,
+    recording_rules,
     rule_tests_yaml,
     rules_yaml,
 )
@@ -136,7 +137,11 @@ def test_rules_carry_the_thresholds() -> None:
         "streamlearn_online_roc_auc < streamlearn_reference_roc_auc - 0.1"
     )
     doc = yaml.safe_load(rules_yaml(t))
-    assert {g["name"] for g in doc["groups"]} == {"streamlearn-model", "streamlearn-serving"}
+    assert {g["name"] for g in doc["groups"]} == {
+        "streamlearn-model",
+        "streamlearn-serving",
+        "streamlearn-labels",
+    }
 
 
 def _write(root: Path, t: AlertThresholds) -> tuple[Path, Path]:
@@ -169,13 +174,18 @@ def test_committed_rule_tests_prove_every_alert_fires_and_resolves() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     doc = yaml.safe_load((REPO / RULE_TESTS_PATH).read_text())
     tested = set()
+    recorded = set()
     for group in doc["tests"]:
+        if "promql_expr_test" in group:
+            recorded.update(c["expr"] for c in group["promql_expr_test"])
+            continue
         checks = group["alert_rule_test"]
         assert checks[0]["exp_alerts"] == [], group["name"]  # quiet before
         assert any(c["exp_alerts"] for c in checks), group["name"]  # fires
         assert checks[-1]["exp_alerts"] == [], group["name"]  # resolves
         tested.add(checks[0]["alertname"])
     assert tested == set(alert_names())
+    assert recorded == {r["record"] for r in recording_rules()}
 
 
 @needs_promtool
