@@ -95,10 +95,20 @@ def up(
     alertmanager_port: Annotated[
         int | None, typer.Option(help="Alertmanager port. (default 9094)")
     ] = None,
+    alerts_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the alert receiver Alertmanager notifies. (default 9095)"),
+    ] = None,
     appendonly: Annotated[
         bool | None, typer.Option("--appendonly/--no-appendonly", help="Redis AOF persistence.")
     ] = None,
-    alertmanager: Annotated[bool, typer.Option(help="Also start Alertmanager.")] = False,
+    alertmanager: Annotated[
+        bool,
+        typer.Option(
+            help="Also start Alertmanager and the alert receiver it notifies"
+            " (`streamlearn alerts list --log ROOT/alerts/alerts.jsonl` shows the alerts)."
+        ),
+    ] = False,
     topics: Annotated[
         list[str] | None,
         typer.Option("--topics", help="Topics to create, NAME[:PARTITIONS], comma separated."),
@@ -125,6 +135,7 @@ def up(
                 "redis_port": redis_port,
                 "prometheus_port": prometheus_port,
                 "alertmanager_port": alertmanager_port,
+                "alerts_port": alerts_port,
                 "redis_appendonly": appendonly,
                 "scrape_interval": scrape_interval,
                 "evaluation_interval": scrape_interval,

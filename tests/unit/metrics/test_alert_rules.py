@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from metrics.alerts import (
     ALERTMANAGER_PATH,
+    DEFAULT_WEBHOOK_URL,
     RULE_TESTS_PATH,
     RULES_PATH,
     alert_names,
@@ -258,3 +259,17 @@ def test_nan_gauges_of_a_worker_still_filling_its_windows_do_not_alert(tmp_path:
     test_file.write_text(yaml.safe_dump(doc))
     result = _run(PROMTOOL, "test", "rules", test_file)  # type: ignore[arg-type]
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed")
+def test_the_receiver_examples_are_a_valid_config_that_keeps_the_streamlearn_receiver() -> None:
+    path = REPO / "deploy/alertmanager/receivers.example.yml"
+    result = _run(AMTOOL, "check-config", path)  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = yaml.safe_load(path.read_text())
+    kinds = {key for r in doc["receivers"] for key in r if key.endswith("_configs")}
+    assert kinds == {"webhook_configs", "email_configs", "slack_configs"}
+    first = doc["route"]["routes"][0]
+    assert first == {"receiver": "streamlearn-alerts", "continue": True}
+    hook = next(r for r in doc["receivers"] if r["name"] == "streamlearn-alerts")
+    assert hook["webhook_configs"][0]["url"] == DEFAULT_WEBHOOK_URL
