@@ -526,6 +526,13 @@ class Stack:
             )
         return rows
 
+    def reload_prometheus(self) -> bool:
+        """Ask our running Prometheus to reload its config and rule files; False if none."""
+        if not self._is_ours("prometheus"):
+            return False
+        self._report("prometheus: reloading its rules")
+        return _http_ok(self.config.host, self.config.prometheus_port, "/-/reload", method="POST")
+
     def pids(self) -> dict[str, int]:
         """Return the pid of each running service of ours."""
         return {s.service: s.pid for s in self.status() if s.pid is not None}

@@ -21,7 +21,10 @@ from rich.table import Table
 from stream.stack import Stack, StackConfig, create_topics, default_root
 from stream.stack_install import StackError
 
-__all__ = ["parse_topics", "stack_app", "status_table"]
+__all__ = ["parse_topics", "stack_app", "status_table", "write_config_rules"]
+
+#: The rule file the stack writes from a configuration's thresholds.
+CONFIG_RULES_FILE = "streamlearn-alerts.yml"
 
 stack_app = typer.Typer(
     name="stack",
@@ -70,6 +73,37 @@ def status_table(stack: Stack) -> Table:
             row.url,
         )
     return table
+
+
+def write_config_rules(rules_dir: Path, config_file: Path) -> bool:
+    """Write the alert rules for the thresholds of streamlearn config ``config_file``.
+
+    Returns whether the rule file changed. Raises ValueError when the config is invalid.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "c.yaml").write_text("monitoring: {thresholds: {psi_critical: 0.3}}")
+    >>> write_config_rules(folder / "rules", folder / "c.yaml")
+    True
+    >>> "streamlearn_prediction_psi > 0.3" in (folder / "rules" / CONFIG_RULES_FILE).read_text()
+    True
+    >>> write_config_rules(folder / "rules", folder / "c.yaml")
+    False
+    """
+    from metrics.__main__ import load_thresholds
+    from metrics.alerts import rules_yaml
+
+    text = rules_yaml(load_thresholds(config_file))
+    path = rules_dir / CONFIG_RULES_FILE
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    tmp = rules_dir / f".{CONFIG_RULES_FILE}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return True
 
 
 def _load(root: Path | None, overrides: dict[str, Any]) -> StackConfig:
@@ -123,6 +157,15 @@ def up(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for each service. (default 120)")
     ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="streamlearn YAML config: Prometheus gets alert rules generated from its"
+            " monitoring.thresholds (under ROOT/prometheus/rules) instead of the committed ones.",
+        ),
+    ] = None,
 ) -> None:
     """Start the stack (reusing services already running from the same root)."""
     wanted_topics = parse_topics(topics or [])
@@ -143,9 +186,16 @@ def up(
                 "startup_timeout": timeout,
             },
         )
+        rules_changed = False
+        if config_file is not None:
+            rules_dir = config.root / "prometheus" / "rules"
+            rules_changed = write_config_rules(rules_dir, config_file)
+            config = config.model_copy(update={"rules_dir": rules_dir})
         with _console.status("starting the stack") as spinner:
             stack = Stack(config, reporter=lambda msg: spinner.update(msg))
             stack.up(alertmanager=alertmanager)
+            if rules_changed:
+                stack.reload_prometheus()
             if wanted_topics:
                 spinner.update(f"creating topics {', '.join(wanted_topics)}")
                 create_topics(config.kafka_bootstrap, wanted_topics)

@@ -155,7 +155,7 @@ def worker() -> Iterator[Worker]:
 
 
 @pytest.fixture
-def webhook(alert_log: Path) -> Received:
+def received(alert_log: Path) -> Received:
     return Received(alert_log)
 
 
@@ -206,12 +206,12 @@ def in_alertmanager(alertmanager_url: str, alertname: str, target: str) -> list[
     return get_json(f"{alertmanager_url}/api/v2/alerts?{params}")
 
 
-def test_concept_drift_alert_reaches_the_webhook(
+def test_concept_drift_alert_reaches_the_receiver_and_alerts_list(
     prometheus_url: str,
     alertmanager_url: str,
     scrape_target: Callable[..., str],
     worker: Worker,
-    webhook: Received,
+    received: Received,
 ) -> None:
     target = scrape_target(worker.address)
     wait_for(lambda: scraped(prometheus_url, target), 60, f"Prometheus to scrape {target}")
@@ -230,14 +230,14 @@ def test_concept_drift_alert_reaches_the_webhook(
         "the alert in Alertmanager",
     )
     note = wait_for(
-        lambda: webhook.alerts("StreamlearnConceptDrift", target, "firing"),
+        lambda: received.alerts("StreamlearnConceptDrift", target, "firing"),
         60,
         "the firing notification in the receiver's log",
     )[0]
     assert note["labels"]["job"] == "streamlearn"
     listed = [
         a
-        for a in webhook.listed()
+        for a in received.listed()
         if a["labels"].get("alertname") == "StreamlearnConceptDrift"
         and a["labels"].get("target") == target
     ]
@@ -247,11 +247,11 @@ def test_concept_drift_alert_reaches_the_webhook(
     assert listed[0]["startsAt"] and listed[0]["endsAt"] and listed[0]["received"]
 
 
-def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
+def test_positive_rate_shift_fires_then_resolves_at_the_receiver(
     prometheus_url: str,
     scrape_target: Callable[..., str],
     worker: Worker,
-    webhook: Received,
+    received: Received,
 ) -> None:
     worker.predictions(400, 0.05)  # reference 5% positive
     worker.predictions(200, 0.80)  # the broken-pipeline jump
@@ -266,7 +266,7 @@ def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
         "StreamlearnPositiveRateShift firing",
     )
     note = wait_for(
-        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "firing"),
+        lambda: received.alerts("StreamlearnPositiveRateShift", target, "firing"),
         60,
         "the firing notification",
     )[0]
@@ -283,7 +283,7 @@ def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
         "the alert to resolve in Prometheus",
     )
     wait_for(
-        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "resolved"),
+        lambda: received.alerts("StreamlearnPositiveRateShift", target, "resolved"),
         90,
         "the resolved notification",
     )

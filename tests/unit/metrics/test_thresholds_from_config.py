@@ -165,3 +165,37 @@ def test_module_entry_point_checks_deployed_rules_against_a_config(
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "psi_critical" in result.stderr
+
+
+def test_stack_up_with_a_config_writes_its_rules_and_refuses_a_bad_one(
+    config: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+    from stream.stack_cli import CONFIG_RULES_FILE, write_config_rules
+
+    rules_dir = tmp_path / "rules"
+    assert write_config_rules(rules_dir, config)
+    assert (
+        check_rules(
+            AlertThresholds(
+                psi_critical=0.37,
+                consumer_lag_records=54321,
+                label_lag_seconds=1800,
+                latency_for="7m",
+            ),
+            rules_dir,
+        )
+        == []
+    )
+    assert not write_config_rules(rules_dir, config)
+    assert [p.name for p in rules_dir.iterdir()] == [CONFIG_RULES_FILE]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitoring:\n  thresholds:\n    psi_warning: 0.5\n")  # above psi_critical
+    result = CliRunner().invoke(
+        app, ["stack", "up", "--root", str(tmp_path / "stack"), "--config", str(bad)]
+    )
+    assert result.exit_code == 1
+    assert "stack up failed" in result.output and "psi_warning" in result.output
+    assert not (tmp_path / "stack" / "run").exists(), "nothing was started"
