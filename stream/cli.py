@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from learners.model_cli import model_app
+from stream.alerts_cli import alerts_app
 from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
 from stream.stack_cli import stack_app
 from stream.ui import console, progress
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.add_typer(model_app, name="model")
+app.add_typer(alerts_app, name="alerts")
 
 ConfigOption = Annotated[
     Path | None,

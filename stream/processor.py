@@ -513,7 +513,7 @@ class Processor:
         if drifted:
             self._on_concept_drift(self.slots[0], event_time_ms)
         if self.metrics is not None:
-            self.metrics.labels_learned.labels(source=kind).inc()
+            self.metrics.observe_label(kind, y_true, event_time_ms)
 
     def _learn_all(self, entry: _Learned) -> str | None:
         """Every slot learns the label; None, or the name of a slot it left non-finite.

@@ -297,6 +297,7 @@ OUT_OF_RANGE = [
     ("monitoring.quality_window", 9, 1_000_001),
     ("monitoring.precision_target", 0.0, 1.001),
     ("monitoring.thresholds.not_finite_min_predictions", -1, 1_000_000_001),
+    ("monitoring.thresholds.label_lag_seconds", 0, 31_536_001),
     ("monitoring.thresholds.psi_warning", 0.0, 10.01),
     ("monitoring.thresholds.psi_critical", 0.0, 10.01),
     ("monitoring.thresholds.ks_critical", 0.0, 1.001),
