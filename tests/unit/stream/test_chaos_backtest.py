@@ -89,7 +89,7 @@ def run_backtest(cases: list[Case], config: Settings) -> tuple[Outcome, Any]:
 def check_run(cases: list[Case]) -> None:
     config = Settings(store={"pending_max": 50})
     outcome, result = run_backtest(cases, config)
-    check_invariants(cases, outcome, max_dead_letter=config.limits.max_bytes * 2 + 4096)
+    check_invariants(cases, outcome, max_dead_letter=config.kafka.dead_letter_max_bytes)
     slot = result.slots[0]
     assert non_finite(slot.model) == [], "the model holds non-finite numbers"
     assert slot.monitor is not None
