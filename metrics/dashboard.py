@@ -22,7 +22,16 @@ from typing import Any
 
 import yaml
 
-from metrics.alerts import CONSUMER_LAG, DEAD_LETTERS, EVENT_TO_PREDICTION, JOB, RECORDS_CONSUMED
+from metrics.alerts import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENT_TO_PREDICTION,
+    JOB,
+    LAST_EVENT,
+    LAST_LABEL_EVENT,
+    POSITIVE_LABEL_RATE,
+    RECORDS_CONSUMED,
+)
 from metrics.monitor import (
     CONCEPT_DRIFT_DETECTIONS,
     DRIFT_EVENTS,
@@ -365,6 +374,26 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         "Event-time watermark behind wall clock",
         [("time() - max(streamlearn_last_event_timestamp_seconds)", "delay")],
         unit="s",
+    )
+    lay.timeseries(
+        "Positive label rate (click-through rate)",
+        [(POSITIVE_LABEL_RATE, "{{job}}")],
+        unit="percentunit",
+        description="Positive labels per learned label over 5m (implicit negatives included):"
+        " the recording rule " + POSITIVE_LABEL_RATE + ".",
+        min_value=0,
+    )
+    lay.timeseries(
+        "Label freshness: newest labelled event behind the newest event",
+        [
+            (f"max by (instance) ({LAST_EVENT} - {LAST_LABEL_EVENT})", "{{instance}}"),
+            *_threshold_series("label_lag_seconds"),
+        ],
+        unit="s",
+        description="Event time between a worker's newest event and the newest event it learned"
+        " an explicit label for; StreamlearnLabelsStale fires above label_lag_seconds.",
+        thresholds=_steps((t.label_lag_seconds, "red")),
+        min_value=0,
     )
 
     lay.row("Prediction drift")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["LATENCY_BUCKETS", "STAGES", "WorkerMetrics"]
+__all__ = ["LABEL_SOURCES", "LATENCY_BUCKETS", "STAGES", "WorkerMetrics"]
 
 #: Seconds; resolves single milliseconds up to 100 ms, then coarser up to 10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -59,6 +59,9 @@ STAGES: tuple[str, ...] = (
     "commit",
 )
 
+#: How a learned label arrived; the only values of the ``source`` label.
+LABEL_SOURCES: tuple[str, ...] = ("inline", "labels", "implicit")
+
 
 class WorkerMetrics:
     """The worker's own metrics, registered on ``registry``."""
@@ -84,6 +87,19 @@ class WorkerMetrics:
             "streamlearn_labels_learned",
             "Labels the model learned from, by how the label arrived.",
             ["source"],
+            registry=registry,
+        )
+        self.labels_positive = Counter(
+            "streamlearn_labels_positive",
+            "Learned labels that were positive (a click), by how the label arrived;"
+            " over streamlearn_labels_learned_total it is the click-through rate.",
+            ["source"],
+            registry=registry,
+        )
+        self.last_label_event_timestamp = Gauge(
+            "streamlearn_last_label_event_timestamp_seconds",
+            "Event time of the newest event that learned an explicit label (inline or from"
+            " the labels topic; implicit negatives excluded): label freshness.",
             registry=registry,
         )
         self.labels_skipped = Counter(
@@ -186,6 +202,14 @@ class WorkerMetrics:
             " resumes from its last commit and sends them again.",
             registry=registry,
         )
+        self.dropped = Counter(
+            "streamlearn_dropped_outputs",
+            "Outputs the broker refused for themselves (reason: too_large, invalid_record)"
+            " kafka.max_delivery_attempts times, dropped so that the worker goes on, by"
+            " output (prediction, dead_letter, example).",
+            ["output", "reason"],
+            registry=registry,
+        )
         self.rewinds = Counter(
             "streamlearn_rebalance_rewinds",
             "Rebalances that took partitions while work was uncommitted: the worker undid"
@@ -215,6 +239,44 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+        for source in LABEL_SOURCES:
+            self.labels_learned.labels(source=source)
+            self.labels_positive.labels(source=source)
+        self._newest_label_event_s = 0.0
+
+    def observe_label(self, source: str, positive: bool, event_time_ms: int) -> None:
+        """Count one learned label, and move the label-freshness gauge for an explicit one.
+
+        Parameters
+        ----------
+        source
+            How the label arrived (one of :data:`LABEL_SOURCES`).
+        positive
+            Whether the label is positive (a click).
+        event_time_ms
+            Event time of the event the label belongs to; the gauge never moves back.
+
+        Examples
+        --------
+        >>> from prometheus_client import CollectorRegistry
+        >>> registry = CollectorRegistry()
+        >>> m = WorkerMetrics(registry)
+        >>> m.observe_label("labels", True, 1_767_000_000_000)
+        >>> m.observe_label("implicit", False, 1_767_000_900_000)
+        >>> m.observe_label("inline", False, 1_766_000_000_000)
+        >>> registry.get_sample_value("streamlearn_labels_positive_total", {"source": "labels"})
+        1.0
+        >>> registry.get_sample_value("streamlearn_labels_learned_total", {"source": "implicit"})
+        1.0
+        >>> registry.get_sample_value("streamlearn_last_label_event_timestamp_seconds")
+        1767000000.0
+        """
+        self.labels_learned.labels(source=source).inc()
+        if positive:
+            self.labels_positive.labels(source=source).inc()
+        if source != "implicit" and event_time_ms / 1000.0 > self._newest_label_event_s:
+            self._newest_label_event_s = event_time_ms / 1000.0
+            self.last_label_event_timestamp.set(self._newest_label_event_s)
         for dependency in ("kafka", "redis"):
             self.retries.labels(dependency=dependency)
             self.dependency_up.labels(dependency=dependency).set(1)

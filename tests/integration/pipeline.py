@@ -29,9 +29,10 @@ from stream.kafka_io import (
     committed_records,
     ensure_topics,
     event_key,
-    route,
+    event_time_headers,
     topic_plan,
 )
+from stream.replay import timed_lines
 from stream.worker import Worker, WorkerSummary
 
 
@@ -68,10 +69,11 @@ def produce(settings: Settings, lines: Iterable[bytes]) -> Counter[str]:
     topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
     sink = KafkaSink(kafka)
     counts: Counter[str] = Counter()
-    for line in lines:
-        kind = route(line)
-        sink.send(topics[kind], event_key(line), line)
-        counts[kind] += 1
+    for line in timed_lines(lines):
+        sink.send(
+            topics[line.kind], event_key(line.value), line.value, event_time_headers(line.time_ms)
+        )
+        counts[line.kind] += 1
     sink.flush()
     sink.close()
     return counts
@@ -185,8 +187,11 @@ def lines_of(records: Iterable[dict[str, Any]]) -> list[bytes]:
 
 
 def write_config(settings: Settings, path: Path) -> Path:
-    """The settings as a YAML config file for a worker process."""
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    """The settings as a YAML config file for a worker process; secrets are left out (a
+    worker takes them from its environment only)."""
+    secrets = {"kafka": {"sasl_password"}, "redis": {"password"}}
+    data = settings.model_dump(mode="json", exclude=secrets)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
