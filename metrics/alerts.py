@@ -31,6 +31,8 @@ from metrics.monitor import (
     PREDICTION_KS,
     PREDICTION_PSI,
     REFERENCE_ROC_AUC,
+    SLICE_DECISION_RATE_RATIO,
+    SLICE_SCORE_RATIO,
 )
 from metrics.thresholds import AlertThresholds
 
@@ -361,6 +363,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
                 ),
             ),
         ),
+        _fairness_rule(t, value3),
         AlertRule(
             alert="StreamlearnConceptDrift",
             group="streamlearn-model",
@@ -771,6 +774,41 @@ def _undelivered_scenario() -> Scenario:
         value=0.0,
         labels=dict(_INSTANCE),
         resolve_after=duration_seconds(UNDELIVERED_WINDOW) + 180.0,
+    )
+
+
+def _fairness_rule(t: AlertThresholds, value3: str) -> AlertRule:
+    """A slice scored (or decided) out of proportion to the rest of the traffic."""
+    low, high = t.fairness_ratio_low, t.fairness_ratio_high
+    expr = " or ".join(
+        f"{name} {op} {bound!r}"
+        for name in (SLICE_SCORE_RATIO, SLICE_DECISION_RATE_RATIO)
+        for op, bound in (("<", low), (">", high))
+    )
+    where = {"slice_key": "context.group", "slice": "b"}
+    return AlertRule(
+        alert="StreamlearnFairnessGap",
+        group="streamlearn-model",
+        expr=expr,
+        for_=t.fairness_for,
+        severity="warning",
+        summary=(
+            "Slice {{ $labels.slice_key }}={{ $labels.slice }} gets "
+            f"{value3}x the rest's scores or positive decisions"
+        ),
+        description=(
+            "On {{ $labels.instance }} the mean score or the positive-decision rate of slice "
+            "{{ $labels.slice_key }}={{ $labels.slice }} is "
+            f"{value3} times that of the other events, outside [{low:.3g}, {high:.3g}] for "
+            f"{t.fairness_for}. Check whether the model's inputs or its labels treat this "
+            "group differently (a feature proxying for it, fewer labels, a shifted source)."
+        ),
+        scenarios=(
+            _gauge_scenario(SLICE_SCORE_RATIO, 1.0, round(high * 1.6, 6), t.fairness_for, where),
+            _gauge_scenario(
+                SLICE_DECISION_RATE_RATIO, 1.0, round(low / 2, 6), t.fairness_for, where
+            ),
+        ),
     )
 
 

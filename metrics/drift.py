@@ -23,10 +23,11 @@ Examples
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
+from operator import is_not
 from typing import Any, Literal
 
 import numpy as np
@@ -492,53 +493,205 @@ class PredictionDrift:
         )
 
 
-class _FeatureWindows:
+_NOT_NONE = partial(is_not, None)
+_NUMBER_TYPES = frozenset({float, int, bool})
+_STR_TYPE = frozenset({str})
+
+
+class _Ring:
+    """A fixed-capacity ring of floats, extended a block at a time."""
+
+    def __init__(self, capacity: int) -> None:
+        self.buffer = np.empty(capacity)
+        self.capacity = capacity
+        self.head = 0  # the next slot written; the oldest value once full
+        self.n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        k, cap = len(values), self.capacity
+        if k >= cap:
+            self.buffer[:] = values[k - cap :]
+            self.head, self.n = 0, cap
+            return
+        end = self.head + k
+        if end <= cap:
+            self.buffer[self.head : end] = values
+        else:
+            first = cap - self.head
+            self.buffer[self.head :] = values[:first]
+            self.buffer[: end - cap] = values[first:]
+        self.head = end % cap
+        self.n = min(cap, self.n + k)
+
+    def ordered(self) -> np.ndarray:
+        """The values, oldest first (a copy when the ring has wrapped)."""
+        if self.n < self.capacity:
+            return self.buffer[: self.n]
+        return np.concatenate((self.buffer[self.head :], self.buffer[: self.head]))
+
+    def clear(self) -> None:
+        self.head = self.n = 0
+
+
+class _Column:
+    """One feature's reference and current windows, filled a block of observations at a time.
+
+    Numeric values live in numpy rings, categories in deques: adding a block is
+    a few C-level copies, whatever its length. ``"trailing"``: one ring of
+    ``reference_size + window_size`` values, the newest ``window_size`` the
+    current window; ``"first_n"``: the first ``reference_size`` values, then a
+    ring of the last ``window_size``.
+    """
+
     def __init__(self, reference_size: int, window_size: int, mode: Mode) -> None:
         self.kind: Literal["numeric", "categorical"] | None = None
-        self.values = _Windows(reference_size, window_size, mode)
+        self.reference_size = reference_size
+        self.window_size = window_size
+        self.mode = mode
         self.skipped = 0
+        #: Bumped whenever the reference changes (for the caches keyed on it).
+        self.reference_version = 0
         self.reference_key = -1
         self.edges: list[float] = []
         self.reference_bins: list[int] = []
+        self.reference_sorted: np.ndarray = np.empty(0)
         self.reference_counts: dict[str, int] = {}
-        #: Current-window bin counts kept up to date on append once a
-        #: ``first_n`` reference is frozen; None when they must be recounted.
-        self.current_bins: list[int] | None = None
+        self._count = 0  # values added since the last clear (capped at both windows)
+        self._numbers: tuple[_Ring, _Ring] | _Ring | None = None
+        self._categories: tuple[list[str], deque[str]] | deque[str] | None = None
 
-    def freeze(self, n_bins: int) -> None:
-        windows = self.values
-        reference = np.sort(_array(windows.reference))
-        self.edges = quantile_edges(reference.tolist(), n_bins)
-        self.reference_bins = bin_counts(reference, self.edges)
-        self.reference_key = windows.reference_version
-        if windows.mode == "first_n" and len(windows.reference) == windows.reference_size:
-            self.current_bins = bin_counts(windows.current, self.edges)
+    def add(self, values: list[Any]) -> None:
+        """Add a block of one feature's values (None: missing, ignored)."""
+        present = list(filter(_NOT_NONE, values))
+        if not present:
+            return
+        if self.kind is None:
+            self.kind = "categorical" if isinstance(present[0], str) else "numeric"
+            self._make()
+        before = self._count
+        if self.kind == "numeric":
+            if _NUMBER_TYPES.issuperset(map(type, present)):
+                numbers = present
+            else:
+                numbers = [v for v in present if isinstance(v, int | float)]
+            self.skipped += len(present) - len(numbers)
+            if not numbers:
+                return
+            block = np.array(numbers, dtype=float)
+            if isinstance(self._numbers, _Ring):
+                self._numbers.extend(block)
+            else:
+                assert self._numbers is not None
+                reference, current = self._numbers
+                room = self.reference_size - reference.n
+                if room > 0:
+                    reference.extend(block[:room])
+                    block = block[room:]
+                if len(block):
+                    current.extend(block)
+            added = len(numbers)
         else:
-            self.current_bins = None
+            texts = (
+                present
+                if _STR_TYPE.issuperset(map(type, present))
+                else [v if isinstance(v, str) else str(v) for v in present]
+            )
+            added = len(texts)
+            if isinstance(self._categories, deque):
+                self._categories.extend(texts)
+            else:
+                assert self._categories is not None
+                reference_list, current_deque = self._categories
+                room = self.reference_size - len(reference_list)
+                if room > 0:
+                    reference_list.extend(texts[:room])
+                    texts = texts[room:]
+                current_deque.extend(texts)
+        total = self.reference_size + self.window_size
+        self._count = min(total, before + added)
+        if self.mode == "trailing":
+            if self._count > self.window_size:
+                self.reference_version += 1
+        elif before < self.reference_size:
+            self.reference_version += 1
 
-    def append_numeric(self, x: float, n_bins: int) -> None:
-        windows = self.values
-        if windows.mode == "first_n" and len(windows.reference) == windows.reference_size:
-            if self.reference_key != windows.reference_version or self.current_bins is None:
-                self.freeze(n_bins)
-            bins = self.current_bins
-            assert bins is not None
-            current = windows.current
-            if len(current) == windows.window_size:
-                bins[bisect_right(self.edges, current[0])] -= 1
-            bins[bisect_right(self.edges, x)] += 1
-        windows.append(x)
+    def _make(self) -> None:
+        trailing = self.mode == "trailing"
+        size = self.reference_size + self.window_size
+        if self.kind == "numeric":
+            self._numbers = (
+                _Ring(size) if trailing else (_Ring(self.reference_size), _Ring(self.window_size))
+            )
+        else:
+            self._categories = (
+                deque(maxlen=size) if trailing else ([], deque(maxlen=self.window_size))
+            )
+
+    @property
+    def n_reference(self) -> int:
+        if self.mode == "trailing":
+            return max(0, self._count - self.window_size)
+        return min(self._count, self.reference_size)
+
+    @property
+    def n_current(self) -> int:
+        if self.mode == "trailing":
+            return min(self._count, self.window_size)
+        return min(max(0, self._count - self.reference_size), self.window_size)
+
+    def ready(self, min_current: int) -> bool:
+        return self.n_reference == self.reference_size and self.n_current >= min_current
+
+    def split(self) -> tuple[Any, Any]:
+        """The reference and current windows (numpy arrays, or lists of categories)."""
+        if self.kind == "numeric":
+            if isinstance(self._numbers, _Ring):
+                values = self._numbers.ordered()
+                cut = len(values) - self.n_current
+                return values[:cut], values[cut:]
+            assert self._numbers is not None
+            return self._numbers[0].ordered(), self._numbers[1].ordered()
+        if isinstance(self._categories, deque):
+            texts = list(self._categories)
+            cut = len(texts) - self.n_current
+            return texts[:cut], texts[cut:]
+        assert self._categories is not None
+        return self._categories[0], list(self._categories[1])
+
+    def clear(self) -> None:
+        self._count = 0
+        self.reference_version += 1
+        if isinstance(self._numbers, _Ring):
+            self._numbers.clear()
+        elif self._numbers is not None:
+            self._numbers[0].clear()
+            self._numbers[1].clear()
+        if isinstance(self._categories, deque):
+            self._categories.clear()
+        elif self._categories is not None:
+            self._categories[0].clear()
+            self._categories[1].clear()
 
 
 class FeatureDrift:
-    """Input drift of a bounded, configured list of features.
+    """Input drift of a configured list of features, or of every feature seen, bounded.
 
     A feature's kind is fixed by its first value: ``str`` is categorical (PSI
     over categories and total variation distance, see :func:`categorical_shift`),
-    ``int``/``float``/``bool`` numeric (PSI on the reference's quantile bins).
-    Missing (None) values are ignored; a string sent to a numeric feature is
-    counted as ``skipped``. Categorical references keep their
-    ``max_categories`` most frequent categories, the rest pool into :data:`OTHER`.
+    ``int``/``float``/``bool`` numeric (PSI on the reference's quantile bins,
+    and the two-sample KS statistic). Missing (None) values are ignored; a
+    string sent to a numeric feature is counted as ``skipped``. Categorical
+    references keep their ``max_categories`` most frequent categories, the
+    rest pool into :data:`OTHER`.
+
+    With ``features=None`` every feature of the observations is monitored, the
+    first ``max_features`` names seen; later new names are not kept (their
+    number, up to 10,000, is :attr:`n_unmonitored`).
+
+    :meth:`update` keeps a reference to the observation (which must not change
+    afterwards); every ``flush_every`` observations, and before a report, the
+    block is split into one column per feature and added to its windows, so
+    the cost per observation does not grow with the number of features.
 
     Examples
     --------
@@ -548,15 +701,23 @@ class FeatureDrift:
     >>> for i in range(50):
     ...     fd.update({"amount": float(i) + 100.0, "country": "fr" if i % 2 else "de"})
     >>> report = fd.report()
-    >>> report["amount"]["kind"], report["amount"]["psi"] > 0.25
-    ('numeric', True)
+    >>> report["amount"]["kind"], report["amount"]["psi"] > 0.25, report["amount"]["ks"]
+    ('numeric', True, 1.0)
     >>> report["country"]["kind"], report["country"]["psi"], report["country"]["tvd"]
     ('categorical', 0.0, 0.0)
+
+    Every feature seen, at most ``max_features``:
+
+    >>> fd = FeatureDrift(None, reference_size=10, window_size=10, max_features=2)
+    >>> fd.update({"a": 1.0, "b": "x", "c": 3.0})
+    >>> _ = fd.report()
+    >>> fd.features, fd.n_unmonitored
+    (('a', 'b'), 1)
     """
 
     def __init__(
         self,
-        features: Sequence[str],
+        features: Sequence[str] | None,
         reference_size: int = 1000,
         window_size: int = 1000,
         mode: Mode = "first_n",
@@ -565,92 +726,150 @@ class FeatureDrift:
         every: int = 1,
         min_current: int | None = None,
         max_features: int = 32,
+        flush_every: int = 256,
     ) -> None:
-        names = tuple(features)
-        if len(names) > max_features:
-            raise ValueError(f"at most {max_features} features are monitored, got {len(names)}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"feature names must be unique: {names}")
+        if features is not None:
+            names = tuple(features)
+            if len(names) > max_features:
+                raise ValueError(f"at most {max_features} features are monitored, got {len(names)}")
+            if len(set(names)) != len(names):
+                raise ValueError(f"feature names must be unique: {names}")
         if max_categories < 1:
             raise ValueError(f"max_categories must be >= 1, got {max_categories}")
+        if max_features < 0:
+            raise ValueError(f"max_features must be >= 0, got {max_features}")
         self.min_current = _check_windows(reference_size, window_size, min_current)
-        self.features = names
+        self.auto = features is None
+        self.max_features = max_features
         self.n_bins = n_bins
         self.max_categories = max_categories
         self.every = every
         self.n = 0
-        self._state = {name: _FeatureWindows(reference_size, window_size, mode) for name in names}
+        self.flush_every = max(1, flush_every)
+        self._refused: set[str] = set()
+        self._pending: list[Mapping[str, Any]] = []
+        self._sizes = (reference_size, window_size, mode)
+        self._state = {name: _Column(reference_size, window_size, mode) for name in features or ()}
         self._computed_at = -1
         self._report: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The monitored feature names (in auto mode, those seen so far)."""
+        return tuple(self._state)
+
+    @property
+    def n_unmonitored(self) -> int:
+        """Distinct feature names seen beyond ``max_features`` (counted up to 10,000)."""
+        return len(self._refused)
 
     def update(self, features: Mapping[str, Any]) -> None:
         """Add one observation of the monitored features (others are ignored)."""
         self.n += 1
-        for name, state in self._state.items():
-            value = features.get(name)
-            if value is None:
-                continue
-            if state.kind is None:
-                state.kind = "categorical" if isinstance(value, str) else "numeric"
-            if state.kind == "categorical":
-                state.values.append(value if isinstance(value, str) else str(value))
-            elif isinstance(value, int | float):
-                state.append_numeric(float(value), self.n_bins)
-            else:
-                state.skipped += 1
+        self._pending.append(features)
+        if len(self._pending) >= self.flush_every:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        states = self._state
+        if self.auto:
+            new = set().union(*rows).difference(states, self._refused)
+            if new:
+                self._admit(rows, new)
+        for name, column in states.items():
+            column.add([row.get(name) for row in rows])
+
+    def _admit(self, rows: list[Mapping[str, Any]], new: set[str]) -> None:
+        """Monitor the new names with a value, in the order first seen, up to ``max_features``."""
+        states = self._state
+        for row in rows:
+            for name, value in row.items():
+                if name not in new or value is None:
+                    continue
+                new.discard(name)
+                if len(states) < self.max_features:
+                    states[name] = _Column(*self._sizes)
+                elif len(self._refused) < 10_000:
+                    self._refused.add(name)
+            if not new:
+                return
 
     def reset(self) -> None:
-        """Forget all windows (kinds are kept)."""
-        for state in self._state.values():
-            state.values.clear()
+        """Forget all windows (kinds and monitored names are kept)."""
+        self._pending = []
+        for column in self._state.values():
+            column.clear()
         self._report = None
         self._computed_at = -1
 
     def report(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
-        """Per feature: kind, window sizes, psi (and tvd for categorical), skipped."""
+        """Per feature: kind, window sizes, psi (ks for numeric, tvd for categorical), skipped."""
         if (
             refresh
             or self._report is None
             or (self.n != self._computed_at and self.n - self._computed_at >= self.every)
         ):
+            self._flush()
             self._report = {name: self._compute(state) for name, state in self._state.items()}
             self._computed_at = self.n
         return self._report
 
-    def _compute(self, state: _FeatureWindows) -> dict[str, Any]:
-        windows = state.values
+    def _compute(self, state: _Column) -> dict[str, Any]:
         out: dict[str, Any] = {
             "kind": state.kind,
-            "n_reference": len(windows.reference),
-            "n_current": len(windows.current),
+            "n_reference": state.n_reference,
+            "n_current": state.n_current,
             "psi": None,
             "skipped": state.skipped,
         }
         if state.kind == "categorical":
             out["tvd"] = None
-        if not windows.ready(self.min_current):
+        else:
+            out["ks"] = None
+        if not state.ready(self.min_current):
             return out
-        fresh = state.reference_key != windows.reference_version
+        reference, current = state.split()
+        fresh = state.reference_key != state.reference_version
         if state.kind == "numeric":
             if fresh:
-                state.freeze(self.n_bins)
-            current = state.current_bins
-            if current is None:
-                current = bin_counts(windows.current, state.edges)
-            out["psi"] = psi(state.reference_bins, current)
+                state.reference_sorted = np.sort(reference)
+                state.edges = _sorted_edges(state.reference_sorted, self.n_bins)
+                state.reference_bins = bin_counts(state.reference_sorted, state.edges)
+                state.reference_key = state.reference_version
+            cur_sorted = np.sort(current)
+            out["psi"] = psi(state.reference_bins, bin_counts(cur_sorted, state.edges))
+            out["ks"] = ks_statistic(state.reference_sorted, cur_sorted, assume_sorted=True)
         else:
             if fresh:
-                ref = Counter(windows.reference)
+                ref = Counter(reference)
                 kept = dict(ref.most_common(self.max_categories))
                 rest = sum(ref.values()) - sum(kept.values())
                 if rest:
                     kept[OTHER] = kept.get(OTHER, 0) + rest
                 state.reference_counts = kept
-                state.reference_key = windows.reference_version
-            shift = categorical_shift(state.reference_counts, Counter(windows.current))
+                state.reference_key = state.reference_version
+            shift = categorical_shift(state.reference_counts, Counter(current))
             out["psi"] = shift.psi
             out["tvd"] = shift.tvd
         return out
+
+
+def _sorted_edges(ordered: np.ndarray, n_bins: int) -> list[float]:
+    """:func:`quantile_edges` of an already sorted array, computed by numpy.
+
+    >>> _sorted_edges(np.arange(10.0), 5) == quantile_edges(range(10), 5)
+    True
+    >>> _sorted_edges(np.array([0.0, 0.0, 0.0, 1.0]), 4)
+    [0.0, 1.0]
+    """
+    n = len(ordered)
+    if n == 0:
+        return []
+    index = np.minimum(n - 1, (np.arange(1, n_bins) * n) // n_bins)
+    return np.unique(ordered[index]).tolist()
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ class AlertThresholds(BaseModel):
         Records behind the end of a topic, summed over its partitions.
     dead_letter_ratio
         Dead letters per consumed record.
+    fairness_ratio_low, fairness_ratio_high
+        Allowed band of a slice's mean score (and decision rate) over the rest's
+        (``streamlearn_slice_score_ratio``, ``streamlearn_slice_decision_rate_ratio``);
+        the defaults are the four-fifths rule and its inverse.
     concept_drift_window
         Window of ``increase()`` over the concept-drift detections counter.
     not_finite_window, not_finite_min_predictions
@@ -89,6 +93,8 @@ class AlertThresholds(BaseModel):
     consumer_lag_records: int = Field(10_000, gt=0, le=1_000_000_000_000)
     dead_letter_ratio: float = Field(0.01, gt=0, le=1)
     not_finite_min_predictions: int = Field(5000, ge=0, le=1_000_000_000)
+    fairness_ratio_low: float = Field(0.8, gt=0, lt=1)
+    fairness_ratio_high: float = Field(1.25, gt=1, le=1000)
     label_lag_seconds: float = Field(7200.0, gt=0, le=31_536_000)
 
     concept_drift_window: Duration = "15m"
@@ -97,6 +103,7 @@ class AlertThresholds(BaseModel):
     prediction_drift_for: Duration = "10m"
     positive_rate_for: Duration = "2m"
     feature_drift_for: Duration = "15m"
+    fairness_for: Duration = "15m"
     quality_for: Duration = "10m"
     latency_for: Duration = "5m"
     consumer_lag_for: Duration = "5m"
@@ -195,9 +202,48 @@ class MonitoringConfig(BaseModel):
         windowed statistics; bounds their cost per event. The default, 250,
         recomputes them about eight times per current window of 1000 events
         with their labels.
+    detail_evaluate_every
+        Observations between two computations of the per-feature (PSI, KS)
+        and per-slice statistics, at the first scheduled evaluation at or after
+        that many: their cost grows with the number of features and slices, so
+        they are computed less often than the prediction statistics (the
+        default, 1000, about twice per current window with its labels).
     features
-        Features whose input drift is monitored (at most 32: each becomes a
-        ``feature`` label value).
+        Features whose input drift is monitored (at most 32, each exported as a
+        ``feature`` label value). Empty (the default): every input feature of
+        the model, the first ``max_monitored_features`` seen, of which only the
+        ``feature_top_k`` with the highest PSI are exported by name.
+    max_monitored_features
+        Features with drift windows when ``features`` is empty (0: no feature
+        drift); later new names are not monitored.
+    feature_top_k
+        Features exported as ``streamlearn_feature_psi{feature}`` and
+        ``streamlearn_feature_ks{feature}`` when ``features`` is empty: the
+        names of the current top K by PSI; a name leaving the top K has its
+        series removed, so a scrape never holds more than K. The others are
+        summarised by ``streamlearn_feature_psi_max`` and
+        ``streamlearn_features_drifted`` (PSI above ``psi_critical``).
+    feature_action
+        What a feature drift of the champion (a feature's PSI crossing
+        ``psi_critical``) does besides its drift event and alert: ``alert``
+        nothing more, ``challenger`` start a challenger as ``concept_action``
+        does.
+    slices
+        Slice keys: ``context.<name>`` (a field of the event's context) or an
+        event field (``author_id``, ``item_id``, ``user_id``); at most 8.
+    slice_top_k
+        Values per slice key reported by name: the most frequent in the slice
+        window; the rest pool into the slice ``other``.
+    slice_window
+        Predictions, and labels, in the slice windows.
+    slice_min_count
+        Predictions a slice and the rest each need before its ratios are
+        reported (fewer: NaN, which no alert matches).
+    slice_min_decisions
+        Positive decisions the smaller of a slice and the rest would hold at
+        their pooled decision rate before the decision-rate ratio is reported:
+        with rare positive decisions (clicks predicted at a few per cent) the
+        ratio of two small counts is noise, 1.3 or 0.77 on slices scored alike.
     max_categories
         Categories kept per categorical feature's reference; the rest are pooled.
     concept_detector, concept_params
@@ -258,6 +304,21 @@ class MonitoringConfig(BaseModel):
     features: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = Field(
         (), max_length=32
     )
+    detail_evaluate_every: int = Field(1000, ge=1, le=1_000_000)
+    max_monitored_features: int = Field(64, ge=0, le=1000)
+    feature_top_k: int = Field(10, ge=1, le=100)
+    feature_action: Literal["alert", "challenger"] = "alert"
+    slices: tuple[
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^(context\.[^\s]{1,64}|author_id|item_id|user_id)$"),
+        ],
+        ...,
+    ] = Field((), max_length=8)
+    slice_top_k: int = Field(10, ge=1, le=100)
+    slice_window: int = Field(5000, ge=10, le=1_000_000)
+    slice_min_count: int = Field(200, ge=1, le=1_000_000)
+    slice_min_decisions: int = Field(100, ge=1, le=1_000_000)
     max_categories: int = Field(50, ge=1, le=1000)
     concept_detector: Literal["adwin", "page_hinkley", "hddm_a", "hddm_w", "ddm"] = "adwin"
     concept_params: dict[str, int | float | str] = Field(default_factory=dict)
@@ -275,6 +336,8 @@ class MonitoringConfig(BaseModel):
     def _check(self) -> MonitoringConfig:
         if len(set(self.features)) != len(self.features):
             raise ValueError(f"monitored features must be unique: {self.features}")
+        if len(set(self.slices)) != len(self.slices):
+            raise ValueError(f"slice keys must be unique: {self.slices}")
         try:
             DETECTORS[self.concept_detector](**self.concept_params)
         except TypeError as exc:

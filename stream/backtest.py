@@ -61,6 +61,7 @@ DRIFT_ALERTS = {
     ("prediction", "positive_rate_ratio"): "StreamlearnPositiveRateShift",
     ("concept", None): "StreamlearnConceptDrift",
     ("feature", None): "StreamlearnFeatureDriftPSI",
+    ("fairness", None): "StreamlearnFairnessGap",
 }
 
 
@@ -154,6 +155,8 @@ class BacktestResult:
                 {k: e[k] for k in ("kind", "name", "event_index", "timestamp", "value")}
                 for e in slot.monitor.drift_events
             ]
+            snapshot = slot.monitor.snapshot()
+            t = slot.monitor.thresholds
             models[slot.name] = {
                 "metrics": slot.scorecard.result(),
                 "events_scored": slot.events_scored,
@@ -162,6 +165,12 @@ class BacktestResult:
                 "alerts": [
                     {**event, "alert": alert_for(event["kind"], event["name"])} for event in drift
                 ],
+                "feature_drift": {
+                    **snapshot["feature_summary"],
+                    "top": slot.monitor.exported_features(),
+                },
+                "slices": snapshot["slices"],
+                "fairness_band": [t.fairness_ratio_low, t.fairness_ratio_high],
             }
         return {
             "events": self.events,

@@ -299,6 +299,16 @@ def generate(
     explicit_negatives: Annotated[
         bool, typer.Option(help="Send negative labels once the click window passed.")
     ] = True,
+    group_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of users in group b (context field `group`; 0: none)."
+        ),
+    ] = 0.0,
+    group_effect: Annotated[
+        float,
+        typer.Option(min=-10.0, max=10.0, help="Added to the click logit of group b's events."),
+    ] = 0.0,
 ) -> None:
     """Write a synthetic world (events, then clicks as delayed labels) as JSON lines."""
     from stream.synthetic import WorldConfig, generate_world
@@ -310,6 +320,8 @@ def generate(
         items=items,
         inline_labels=inline_labels,
         explicit_negatives=explicit_negatives,
+        group_share=group_share,
+        group_effect=group_effect,
     )
     n = 0
     with out.open("wb") as handle:

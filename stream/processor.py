@@ -61,6 +61,7 @@ from learners.models import FiniteCheck, is_positive, learn, score
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
+from metrics.slices import slice_values
 from stream.watermark import PartitionClock
 
 __all__ = [
@@ -313,6 +314,8 @@ class _Scored:
     scores: Sequence[float | None]
     x: dict
     event_time_ms: int
+    #: The event's slice values (``monitoring.slices``), None when unknown.
+    slices: tuple[str | None, ...] | None = None
 
 
 @dataclass
@@ -393,6 +396,9 @@ class Processor:
         #: Slots with parts the finiteness check cannot see into: probed at the batch's end.
         self._probe_due: set[str] = set()
         self._checks: dict[str, FiniteCheck] = {}
+        champion = self.slots[0].monitor
+        #: The champion's monitor's slice keys: what each event's slice values are taken for.
+        self._slice_keys = champion.config.slices if champion is not None else ()
 
     # ------------------------------------------------------------------ decode
 
@@ -471,6 +477,7 @@ class Processor:
         kind: str,
         out: BatchOutput,
         record: Record | None = None,
+        slices: tuple[str | None, ...] | None = None,
     ) -> None:
         """Every model learns the label; ``scores``: what each gave the event, when known.
 
@@ -506,12 +513,14 @@ class Processor:
             if given is None:
                 continue
             if slot.monitor is not None:
-                detected = slot.monitor.observe_label(given, y_true, label.weight, event_time_ms)
+                detected = slot.monitor.observe_label(
+                    given, y_true, label.weight, event_time_ms, slices
+                )
                 drifted = drifted or (detected and index == 0)
             if slot.scorecard is not None:
                 slot.scorecard.update(y_true, given)
         if drifted:
-            self._on_concept_drift(self.slots[0], event_time_ms)
+            self._on_drift(self.slots[0], event_time_ms, "concept")
         if self.metrics is not None:
             self.metrics.observe_label(kind, y_true, event_time_ms)
 
@@ -629,10 +638,15 @@ class Processor:
         if self.metrics is not None:
             self.metrics.labels_skipped.labels(reason="poisoned_model").inc()
 
-    def _on_concept_drift(self, champion: ModelSlot, event_time_ms: int) -> None:
-        """The configured action on a concept drift of the champion: reset, or a challenger."""
+    def _on_drift(self, champion: ModelSlot, event_time_ms: int, kind: str) -> None:
+        """The configured action on a drift of the champion: reset, or a challenger.
+
+        ``kind``: ``concept`` (``monitoring.concept_action``: none, reset or
+        challenger) or ``feature`` (``monitoring.feature_action``: alert or challenger).
+        """
         assert champion.monitor is not None
-        action = champion.monitor.config.concept_action
+        config = champion.monitor.config
+        action = config.concept_action if kind == "concept" else config.feature_action
         if action == "reset":
             log.warning(
                 "concept drift at event time %d: %s starts afresh", event_time_ms, champion.name
@@ -642,7 +656,7 @@ class Processor:
         elif action == "challenger":
             name = champion.name + "/challenger"
             self.slots = [slot for slot in self.slots if slot.name != name]
-            log.warning("concept drift at event time %d: %s starts learning", event_time_ms, name)
+            log.warning("%s drift at event time %d: %s starts learning", kind, event_time_ms, name)
             monitor = Monitor(champion.monitor.config, threshold=self.threshold)
             scorecard = Scorecard(self.threshold) if champion.scorecard is not None else None
             self.slots.append(
@@ -673,7 +687,10 @@ class Processor:
         if scored is not None:
             return scored
         x = features_from_snapshot(outcome.payload, outcome.states, self.features)
-        return _Scored([outcome.score], x, orjson.loads(outcome.payload)["ts"])
+        snap = orjson.loads(outcome.payload)
+        # The snapshot keeps the context, not the ids: an event-field slice is unknown here.
+        slices = slice_values(self._slice_keys, snap["ctx"]) if self._slice_keys else None
+        return _Scored([outcome.score], x, snap["ts"], slices)
 
     # ------------------------------------------------------------------ process
 
@@ -759,7 +776,8 @@ class Processor:
         scores: list[float | None] = [score(slot.model, x) for slot in self.slots]
         c = clock()
         self.events_seen += 1
-        published = False
+        published = feature_drift = False
+        slices = slice_values(self._slice_keys, event.context, event) if self._slice_keys else None
         for index, (slot, p) in enumerate(zip(self.slots, scores, strict=True)):
             slot.events_scored += 1
             if p is None or not math.isfinite(p):
@@ -775,17 +793,20 @@ class Processor:
             (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
             published = published or index == 0
             if slot.monitor is not None:
-                slot.monitor.observe_prediction(p, decision, x, event.timestamp)
+                drifted = slot.monitor.observe_prediction(p, decision, x, event.timestamp, slices)
+                feature_drift = feature_drift or (drifted and index == 0)
+        if feature_drift:
+            self._on_drift(self.slots[0], event.timestamp, "feature")
         if scores[0] is not None:
             self._deferred_scores[event.event_id] = scores[0]
         if outcome.label is None:
-            self._remember(event.event_id, _Scored(scores, x, event.timestamp))
+            self._remember(event.event_id, _Scored(scores, x, event.timestamp, slices))
         else:
             inline = outcome.label.source == record.source
             kind = "inline" if inline else "labels"
             self._learn(
                 event.event_id, x, outcome.label, scores, event.timestamp, kind, out,
-                record if inline else None,
+                record if inline else None, slices,
             )  # fmt: skip
         stages["features"] += b - a
         stages["score"] += c - b
@@ -819,8 +840,9 @@ class Processor:
         scored = self._scored(implicit, {})
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(
-            implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit", out
-        )
+            implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",
+            out, slices=scored.slices,
+        )  # fmt: skip
         if self.metrics is not None:
             delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
             self.metrics.label_delay.observe(delay_ms / 1000)
@@ -933,7 +955,10 @@ class Processor:
             scored = self._scored(outcome, held)
             label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
             x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
-            self._learn(outcome.event_id, x, label, scores, event_time_ms, "labels", out, record)
+            self._learn(
+                outcome.event_id, x, label, scores, event_time_ms, "labels", out, record,
+                scored.slices,
+            )  # fmt: skip
             if self.metrics is not None:
                 delay_ms = max(0, op.timestamp_ms - event_time_ms)
                 self.metrics.label_delay.observe(delay_ms / 1000)

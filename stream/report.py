@@ -457,6 +457,66 @@ def _markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> lis
     return lines
 
 
+def _ratio(value: float | None, band: Sequence[float] | None) -> str:
+    """A ratio, marked when outside the fairness band."""
+    text = _number(value, 3)
+    if value is not None and band and not band[0] <= value <= band[1]:
+        text += " ⚠"
+    return text
+
+
+def _slices_markdown(summary: dict[str, Any]) -> list[str]:
+    """The ``Slices`` section: one table per model, a row per slice.
+
+    >>> summary = {"models": {"m": {"fairness_band": [0.8, 1.25], "slices": [
+    ...     {"slice_key": "context.group", "slice": "b", "n_predictions": 300,
+    ...      "mean_score": 0.6, "decision_rate": 1.0, "n_labels": 300,
+    ...      "positive_label_rate": 0.5, "roc_auc": 0.7, "log_loss": 0.6,
+    ...      "score_ratio": 2.0, "decision_rate_ratio": 1.0}]}}}
+    >>> row = _slices_markdown(summary)[6]
+    >>> row.split(" | ")[:2], row.split(" | ")[-2:]
+    (['| `context.group`', '`b`'], ['2.000 ⚠', '1.000 |'])
+    """
+    models = {n: m for n, m in summary["models"].items() if m.get("slices")}
+    if not models:
+        return []
+    lines = ["## Slices", ""]
+    for name, model in models.items():
+        band = model.get("fairness_band")
+        lines.append(f"### `{name}`")
+        lines.append("")
+        rows = [
+            [
+                f"`{r['slice_key']}`",
+                f"`{r['slice']}`",
+                f"{r['n_predictions']:,}",
+                _number(r["mean_score"]),
+                _number(r["decision_rate"]),
+                f"{r['n_labels']:,}",
+                _number(r["positive_label_rate"]),
+                _number(r["roc_auc"]),
+                _number(r["log_loss"]),
+                _ratio(r["score_ratio"], band),
+                _ratio(r["decision_rate_ratio"], band),
+            ]
+            for r in model["slices"]
+        ]
+        header = [
+            "slice key", "slice", "predictions", "mean score", "decision rate", "labels",
+            "positive labels", "ROC AUC", "log loss", "score ratio", "decision-rate ratio",
+        ]  # fmt: skip
+        lines += _markdown_table(header, rows)
+        lines.append("")
+        if band:
+            lines += [
+                "Ratios: the slice's mean score (decision rate) over the rest's, over the last "
+                f"slice window; ⚠ outside the fairness band [{band[0]:.3g}, {band[1]:.3g}] "
+                "(`StreamlearnFairnessGap`).",
+                "",
+            ]
+    return lines
+
+
 def report_markdown(
     summary: dict[str, Any], plots: Sequence[str], latency: dict[float, float] | None = None
 ) -> str:
@@ -525,6 +585,7 @@ def report_markdown(
         if len(alerts) > _MAX_LISTED:
             lines.append(f"\n… and {len(alerts) - _MAX_LISTED} more (see `summary.json`).")
         lines.append("")
+    lines += _slices_markdown(summary)
     lines += ["## Plots", ""]
     for plot in plots:
         caption = PLOTS.get(plot, plot)

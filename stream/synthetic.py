@@ -22,6 +22,13 @@ nearly every event positive until the labels of the broken events come back
 users click as before, and every random draw is the same, so the stream
 differs from the undrifted one only in those features from those indices on.
 
+A group can be given to the users (``group_share > 0``): a share of them
+belong to group ``b``, the rest to ``a``, and their events carry it as the
+context field ``group``; ``group_effect`` is added to the click logit of
+group ``b``'s events, so a model that learns it scores that slice higher (a
+fairness gap to find with ``monitoring.slices: [context.group]``). Groups are
+drawn from their own random stream, so the rest of the world stays the same.
+
 Examples
 --------
 >>> records = list(generate_world(WorldConfig(events=50, seed=7)))
@@ -32,6 +39,9 @@ Examples
 >>> broken = generate_world(WorldConfig(events=50, seed=7, broken_at=40))
 >>> [e["features"] for e in broken if "user_id" in e][40]
 {'quality_hint': 100.0, 'length': 0}
+>>> grouped = generate_world(WorldConfig(events=50, seed=7, group_share=0.5))
+>>> sorted({e["context"]["group"] for e in grouped if "user_id" in e})
+['a', 'b']
 """
 
 from __future__ import annotations
@@ -79,6 +89,18 @@ class WorldConfig(BaseModel):
     broken_hint: float = Field(
         default=100.0, description="The constant `quality_hint` of a broken pipeline."
     )
+    group_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of users in group `b` (0: no `group` context field).",
+    )
+    group_effect: float = Field(
+        default=0.0,
+        ge=-10.0,
+        le=10.0,
+        description="Added to the click logit of group `b`'s events.",
+    )
 
 
 def _sigmoid(z: float) -> float:
@@ -96,6 +118,7 @@ class World:
     user_peak_hour: list[int] = field(default_factory=list)
     user_device: list[str] = field(default_factory=list)
     user_country: list[str] = field(default_factory=list)
+    user_group: list[str] = field(default_factory=list)
     item_profile: list[list[float]] = field(default_factory=list)
     item_quality: list[float] = field(default_factory=list)
     item_author: list[int] = field(default_factory=list)
@@ -118,6 +141,10 @@ class World:
             world.user_peak_hour.append(rng.randrange(24))
             world.user_device.append(rng.choice(["ios", "android", "web"]))
             world.user_country.append(rng.choice(["fr", "de", "us", "br", "in"]))
+        groups = random.Random(f"{config.seed}-group")
+        world.user_group = [
+            "b" if groups.random() < config.group_share else "a" for _ in range(config.users)
+        ]
         world.author_quality = [rng.gauss(0.0, 0.7) for _ in range(config.authors)]
         for rank in range(config.items):
             world.item_profile.append(vector())
@@ -143,6 +170,7 @@ class World:
             + 0.6 * math.cos(math.pi * hours_away / 12.0)
             + (0.3 if device == "ios" else 0.0)
             + (1.2 if (user, author) in self.clicked_authors else 0.0)
+            + (self.config.group_effect if self.user_group[user] == "b" else 0.0)
         )
         return _sigmoid(z)
 
@@ -176,7 +204,7 @@ def generate_world(config: WorldConfig) -> Iterator[dict[str, Any]]:
             "user_id": f"u{user}",
             "item_id": f"i{item}",
             "author_id": f"a{author}",
-            "context": {"device": device, "country": world.user_country[user]},
+            "context": _context(config, world, user, device),
             "features": _producer_features(config, n, world.item_quality[item], rng),
         }
         if config.inline_labels:
@@ -196,6 +224,13 @@ def generate_world(config: WorldConfig) -> Iterator[dict[str, Any]]:
         _insert(pending, (timestamp + delay_ms, sequence, label))
     for _, _, label in pending:
         yield label
+
+
+def _context(config: WorldConfig, world: World, user: int, device: str) -> dict[str, str]:
+    context = {"device": device, "country": world.user_country[user]}
+    if config.group_share > 0:
+        context["group"] = world.user_group[user]
+    return context
 
 
 def _producer_features(

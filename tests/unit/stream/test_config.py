@@ -291,6 +291,13 @@ OUT_OF_RANGE = [
     ("monitoring.concept_warmup_labels", -1, 1_000_001),
     ("monitoring.drift_warmup_labels", -1, 1_000_001),
     ("monitoring.evaluate_every", 0, 1_000_001),
+    ("monitoring.detail_evaluate_every", 0, 1_000_001),
+    ("monitoring.max_monitored_features", -1, 1001),
+    ("monitoring.feature_top_k", 0, 101),
+    ("monitoring.slice_top_k", 0, 101),
+    ("monitoring.slice_window", 9, 1_000_001),
+    ("monitoring.slice_min_count", 0, 1_000_001),
+    ("monitoring.slice_min_decisions", 0, 1_000_001),
     ("monitoring.max_categories", 0, 1001),
     ("monitoring.max_detections", 0, 100_001),
     ("monitoring.max_drift_events", 0, 100_001),
@@ -308,6 +315,8 @@ OUT_OF_RANGE = [
     ("monitoring.thresholds.auc_min", -0.001, 1.001),
     ("monitoring.thresholds.consumer_lag_records", 0, 1_000_000_000_001),
     ("monitoring.thresholds.dead_letter_ratio", 0.0, 1.001),
+    ("monitoring.thresholds.fairness_ratio_low", 0.0, 1.0),
+    ("monitoring.thresholds.fairness_ratio_high", 1.0, 1000.001),
 ]
 
 
