@@ -327,3 +327,47 @@ def test_fuzzed_requests_never_get_a_5xx_and_never_change_the_state(
     assert unchanged(before, keyspace(redis_client, unique_prefix)) == []
     assert {200, 413, 422} <= set(statuses), sorted(set(statuses))
     assert "streamlearn_serve_errors_total" in metrics
+
+
+def test_the_served_model_follows_promotions_rollbacks_and_newer_checkpoints(
+    redis_url: str, redis_client: redis.Redis, unique_prefix: str
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from learners.checkpoint import Checkpoint
+    from metrics.serving import ServeMetrics
+    from stream.serve import ModelFollower
+
+    settings = api_settings(redis_url, unique_prefix)
+    registry = ModelRegistry(redis_client, unique_prefix, KEY)
+    prom = CollectorRegistry()
+    follower = ModelFollower(settings, registry, ServeMetrics(prom))
+    assert follower.refresh().source == "untrained"
+
+    def save(note: str = "") -> str:
+        return registry.save(
+            trained_model(), name="logistic", parent=None, events_scored=1,
+            labels_learned=1, offsets={}, metrics={}, note=note,
+        ).version  # fmt: skip
+
+    one, two = save(), save()
+    registry.promote(one)
+    assert (follower.refresh().version, follower.served.source) == (one, "promoted")
+    registry.promote(two)
+    assert follower.refresh().version == two
+    # a worker checkpoints the model it learns from v2 (generation 2)
+    checkpoints = CheckpointStore(redis_client, unique_prefix, settings.kafka.group_id, "w-0")
+    three = save("checkpoint")
+    checkpoints.prepare(Checkpoint(three, {"events:0": 10}, generation=2))
+    assert follower.refresh().version == two, "a prepared checkpoint is not served"
+    checkpoints.confirm()
+    assert (follower.refresh().version, follower.served.source) == (three, "checkpoint")
+    assert prom.get_sample_value("streamlearn_serve_model_version") == int(three)
+    assert 0 <= prom.get_sample_value("streamlearn_serve_model_age_seconds") < 60
+    # a rollback (generation 3) wins over the checkpoint made under generation 2
+    assert registry.rollback() == one
+    assert (follower.refresh().version, follower.served.source) == (one, "promoted")
+    # Redis away: the model served stays, the failure is counted and said
+    follower.registry = ModelRegistry(redis.Redis(port=1), unique_prefix, KEY)
+    assert follower.refresh().version == one and follower.last_error
+    assert prom.get_sample_value("streamlearn_serve_refresh_failures_total") == 1.0
