@@ -186,6 +186,7 @@ async def _open_loop(url: str, path: str, bodies: list[bytes], rate: float, seco
     idle: list[_Connection] = []
     opened: list[_Connection] = []
     freed = asyncio.Event()
+    refused: dict[int, int] = {}
     latencies: list[float] = []
     errors = 0
     loop = asyncio.get_running_loop()
@@ -216,7 +217,9 @@ async def _open_loop(url: str, path: str, bodies: list[bytes], rate: float, seco
                 break
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 continue
-        errors += status != 200
+        if status != 200:
+            errors += 1
+            refused[status] = refused.get(status, 0) + 1
         latencies.append((loop.time() - scheduled) * 1000)
 
     await asyncio.gather(*(one(i) for i in range(total)))
@@ -229,6 +232,7 @@ async def _open_loop(url: str, path: str, bodies: list[bytes], rate: float, seco
         "max": max(latencies),
         "n": total,
         "errors": errors,
+        "errors_by_status": {str(k): v for k, v in sorted(refused.items())},
         "achieved_rps": total / elapsed,
         "connections": len(opened),
         "client_cpu_us_per_request": client_cpu / total * 1e6,
@@ -332,7 +336,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/serve"))
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
-    rank_rates = [float(r) for r in args.rank_rates.split(",")]
+    rank_rates = [float(r) for r in args.rank_rates.split(",") if r]
     key = secrets.token_hex(32)
     os.environ["STREAMLEARN_MODEL_KEY"] = key
     load_start = [round(v, 2) for v in os.getloadavg()]

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 
 _REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
+#: Redis connections of one API process.
+REDIS_CONNECTIONS = 32
+
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
@@ -82,7 +85,15 @@ class ServeState:
         self.registry = registry or CollectorRegistry()
         self.metrics = ServeMetrics(self.registry)
         options = settings.redis.client_options()
-        self.client = redis.asyncio.Redis.from_url(settings.redis.url, **options)
+        # A bounded pool: under a burst, requests wait for one of its connections (up to
+        # the socket timeout) instead of each opening its own.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.redis.url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=settings.redis.socket_timeout_s,
+            **options,
+        )
+        self.client = redis.asyncio.Redis(connection_pool=pool)
         self.sync_client = redis.Redis.from_url(settings.redis.url, **options)
         self.reader = StateReader(
             self.client,
@@ -140,6 +151,7 @@ def _endpoint(name: str, handler: Handler) -> Callable[[Request], Awaitable[Resp
             state.metrics.error(name, error.reason)
             response = _json(error.body(), error.status)
         except _REDIS_ERRORS as error:
+            log.warning("%s: Redis error %s: %s", name, type(error).__name__, error)
             state.metrics.error(name, "redis_unavailable")
             detail = f"Redis is out of reach ({type(error).__name__}); try again"
             response = _json({"error": "redis_unavailable", "detail": detail}, 503)
