@@ -279,9 +279,10 @@ def score_events(
 ) -> list[float]:
     """The model's score of each event, from the worker's features of the state it read.
 
-    One ``predict_proba_one`` per event: the presets' pipelines (bounded one-hot
-    encoding, scaling) have no many-variant giving the same numbers, and these are
-    the numbers the worker computes.
+    One ``predict_proba_one`` per event, the worker's call, so the numbers are the
+    worker's: River's ``predict_proba_many`` takes a pandas DataFrame (pandas is not a
+    dependency) and the presets' own parts (:class:`learners.models.BoundedCategories`)
+    have no many-variant.
     """
     return [
         score(model, features_of(event, list(state), config))
