@@ -111,7 +111,9 @@ __all__ = [
     "Limits",
     "decode_event",
     "decode_label",
+    "json_error",
     "to_epoch_ms",
+    "validate_event",
 ]
 
 #: Every reason a record can be refused for; the values of the ``reason`` metric label.
@@ -447,7 +449,21 @@ _LABEL_FIELDS = frozenset(Label.model_fields)
 
 def decode_event(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event:
     """Decode and validate one event record, or raise :class:`DecodeError`."""
-    obj = _load(raw, limits, _EVENT_FIELDS)
+    return validate_event(_load(raw, limits, _EVENT_FIELDS), limits, now_ms)
+
+
+def validate_event(obj: dict[str, Any], limits: Limits, now_ms: int | None = None) -> Event:
+    """Validate one event already parsed from JSON, or raise :class:`DecodeError`.
+
+    What :func:`decode_event` does after parsing, for callers that receive events
+    inside a larger document (the HTTP API's ranking requests).
+
+    >>> validate_event({"event_id": "e", "timestamp": 0, "user_id": "u", "item_id": ""},
+    ...                Limits())
+    Traceback (most recent call last):
+    ...
+    features.schema.DecodeError: empty_key: item_id: String should have at least 1 character
+    """
     context, features = obj.get("context"), obj.get("features")
     if isinstance(context, dict) and len(context) > limits.max_context:
         raise DecodeError(
@@ -465,6 +481,19 @@ def decode_event(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event
     _check_values("context", event.context, limits)
     _check_time(event.timestamp, limits, now_ms)
     return event
+
+
+def json_error(raw: bytes, exc: orjson.JSONDecodeError) -> DecodeError:
+    """Why orjson refused ``raw`` (``not_utf8``, ``not_finite``, ``too_large`` or
+    ``invalid_json``), as :func:`decode_event` says it.
+
+    >>> try:
+    ...     orjson.loads(b'{"a": NaN}')
+    ... except orjson.JSONDecodeError as exc:
+    ...     json_error(b'{"a": NaN}', exc).reason
+    'not_finite'
+    """
+    return _not_json(raw, exc)
 
 
 def decode_label(raw: bytes, limits: Limits, now_ms: int | None = None) -> Label:

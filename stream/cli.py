@@ -148,6 +148,40 @@ def _exit_process(code: int) -> None:
     os._exit(code)
 
 
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address (default serve.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes (default serve.workers).")
+    ] = None,
+    verbose: bool = False,
+) -> None:
+    """Score and rank over HTTP: POST /score, POST /rank, GET /healthz, /readyz, /metrics.
+
+    Reads the workers' interaction state in Redis (never writes it) and serves the model
+    they serve: the promoted registry version, refreshed from their newest checkpoint.
+    """
+    from stream.serve_app import run_server
+
+    _logging(verbose)
+    overrides = {
+        k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
+    }
+    settings = settings_or_exit(config)
+    if overrides:
+        settings = settings_or_exit(config, serve={**settings.serve.model_dump(), **overrides})
+    if config is not None:
+        os.environ["STREAMLEARN_CONFIG"] = str(config)  # read by each worker process
+    serve_config = settings.serve
+    console.print(
+        f"serving on http://{serve_config.host}:{serve_config.port}"
+        f" ({serve_config.workers} worker{'s' if serve_config.workers > 1 else ''})"
+    )
+    run_server(settings, serve_config.host, serve_config.port, serve_config.workers)
+
+
 def serve_metrics_or_exit(worker: Any) -> int:
     """Start the worker's /metrics endpoint, or say which address is taken and exit 1."""
     metrics = worker.settings.metrics
@@ -439,6 +473,45 @@ def backtest(
         raise typer.Exit(1) from None
     console.print(summary)
     console.print(f"report in {report}")
+
+
+@app.command("rank-eval")
+def rank_eval(
+    config: ConfigOption = None,
+    events: Annotated[int, typer.Option(min=100, help="Synthetic events to train on.")] = 20_000,
+    requests: Annotated[int, typer.Option(min=1, help="Feed requests to rank.")] = 500,
+    candidates: Annotated[int, typer.Option(min=2, help="Candidates per feed.")] = 100,
+    seed: int = 42,
+    model: Annotated[str | None, typer.Option(help="Preset or module:function.")] = None,
+    report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path(
+        "reports/rank-eval"
+    ),
+) -> None:
+    """Rank synthetic feeds by the model, by popularity and at random: NDCG@10, MRR, hit@10.
+
+    The model learns the synthetic stream through the worker's code, then ranks feed
+    requests as ``POST /rank`` would; ``summary.json`` and ``report.md`` go to ``--report``.
+    """
+    from stream.ranking import RANKERS, write_report
+    from stream.ranking import rank_eval as run_rank_eval
+    from stream.synthetic import WorldConfig
+
+    overrides = {"model": {"spec": model}} if model else {}
+    settings = settings_or_exit(config, **overrides)
+    with progress() as bar:
+        bar.add_task(f"rank-eval: {events:,} events, {requests} feeds", total=None)
+        result = run_rank_eval(
+            settings, WorldConfig(events=events, seed=seed), requests, candidates
+        )
+    summary = write_report(result, report)
+    table = Table("ranker", "NDCG@10", "MRR", "hit rate@10")
+    for name in RANKERS:
+        values = summary["metrics"][name]
+        table.add_row(
+            name, f"{values['ndcg@10']:.4f}", f"{values['mrr']:.4f}", f"{values['hit_rate@10']:.4f}"
+        )
+    console.print(table)
+    console.print(f"report: {report / 'report.md'}")
 
 
 def load_settings_quietly(path: Path | None) -> Settings | None:

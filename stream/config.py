@@ -77,6 +77,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "RedisConfig",
+    "ServeConfig",
     "Settings",
     "TopicsConfig",
     "describe_error",
@@ -471,6 +472,35 @@ class MetricsConfig(BaseModel):
     port: int = Field(default=9108, ge=0, le=65535, description="0: no /metrics server.")
 
 
+class ServeConfig(BaseModel):
+    """The HTTP scoring and ranking API (``streamlearn serve``).
+
+    >>> ServeConfig().max_candidates, ServeConfig().refresh_seconds
+    (1000, 5.0)
+    """
+
+    model_config = _FROZEN
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes.")
+    max_candidates: int = Field(
+        default=1000, ge=1, le=100_000, description="Most candidates in one /rank request."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=67_108_864,
+        description="Largest request body; a larger one is refused with 413.",
+    )
+    refresh_seconds: float = Field(
+        default=5.0,
+        ge=0.05,
+        le=3600,
+        description="How often to look for a promoted model or a newer worker checkpoint.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a worker, a replay or a backtest needs to know."""
 
@@ -487,6 +517,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
     @classmethod
     def settings_customise_sources(

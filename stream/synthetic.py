@@ -54,7 +54,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["World", "WorldConfig", "generate_world"]
+__all__ = ["FeedRequest", "World", "WorldConfig", "feed_requests", "generate_world"]
 
 
 class WorldConfig(BaseModel):
@@ -175,9 +175,13 @@ class World:
         return _sigmoid(z)
 
 
-def generate_world(config: WorldConfig) -> Iterator[dict[str, Any]]:
-    """Events and labels of the world as JSON-ready dicts, in event-time order."""
-    world = World.create(config)
+def generate_world(config: WorldConfig, world: World | None = None) -> Iterator[dict[str, Any]]:
+    """Events and labels of the world as JSON-ready dicts, in event-time order.
+
+    ``world``: the world to run (default: a new one of ``config``); after the stream it
+    holds what happened (who clicked which author), e.g. for :func:`feed_requests`.
+    """
+    world = world if world is not None else World.create(config)
     rng = world.rng
     items = list(range(config.items))
     pending: list[tuple[int, int, dict[str, Any]]] = []  # (timestamp, sequence, label)
@@ -231,6 +235,81 @@ def _context(config: WorldConfig, world: World, user: int, device: str) -> dict[
     if config.group_share > 0:
         context["group"] = world.user_group[user]
     return context
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """A feed to rank: a user at a moment, the candidate items, and the ones clicked."""
+
+    request_id: str
+    user_id: str
+    timestamp: int
+    context: dict[str, Any]
+    candidates: list[dict[str, Any]]
+    clicked: frozenset[str]
+
+    def body(self) -> dict[str, Any]:
+        """The ``POST /rank`` request for this feed."""
+        return {
+            "request_id": self.request_id,
+            "user_id": self.user_id,
+            "timestamp": self.timestamp,
+            "context": self.context,
+            "candidates": self.candidates,
+        }
+
+
+def feed_requests(
+    world: World, start_ms: int, count: int, candidates: int, spacing_s: float = 60.0
+) -> Iterator[FeedRequest]:
+    """Feed requests after ``start_ms``: a user, ``candidates`` distinct items drawn by
+    popularity (as a candidate generator would), and the items the user clicks, each
+    with the world's click probability at that moment.
+
+    >>> world = World.create(WorldConfig(items=50, seed=3))
+    >>> feed = next(feed_requests(world, 1_767_225_600_000, 1, 20))
+    >>> len(feed.candidates), len({c["item_id"] for c in feed.candidates})
+    (20, 20)
+    >>> feed.clicked <= {c["item_id"] for c in feed.candidates}
+    True
+    """
+    config, rng = world.config, world.rng
+    items = list(range(config.items))
+    size = min(candidates, config.items)
+    t = float(start_ms)
+    for n in range(count):
+        t += rng.expovariate(1.0 / spacing_s) * 1000.0
+        timestamp = int(t)
+        user = rng.randrange(config.users)
+        device = world.user_device[user]
+        hour = (timestamp % 86_400_000) / 3_600_000
+        chosen: list[int] = [] if 2 * size <= config.items else rng.sample(items, size)
+        seen: set[int] = set(chosen)
+        while len(chosen) < size:
+            item = rng.choices(items, weights=world.item_weight)[0]
+            if item not in seen:
+                seen.add(item)
+                chosen.append(item)
+        clicked = frozenset(
+            f"i{item}"
+            for item in chosen
+            if rng.random() < world.click_probability(user, item, hour, device)
+        )
+        yield FeedRequest(
+            f"feed-{config.seed}-{n}",
+            f"u{user}",
+            timestamp,
+            _context(config, world, user, device),
+            [
+                {
+                    "item_id": f"i{item}",
+                    "author_id": f"a{world.item_author[item]}",
+                    "features": _producer_features(config, 0, world.item_quality[item], rng),
+                }
+                for item in chosen
+            ],
+            clicked,
+        )
 
 
 def _producer_features(

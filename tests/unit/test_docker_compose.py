@@ -181,6 +181,7 @@ def test_services(compose: dict[str, Any]) -> None:
         "grafana",
         "worker",
         "replay",
+        "api",
     }
     assert services["replay"]["profiles"] == ["replay"]
     assert services["worker"]["command"] == ["run"]
@@ -333,7 +334,7 @@ def _settings_of(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Se
     return load_settings()
 
 
-@pytest.mark.parametrize("name", ["worker", "replay"])
+@pytest.mark.parametrize("name", ["worker", "replay", "api"])
 def test_service_environment_is_valid_settings(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
@@ -343,6 +344,20 @@ def test_service_environment_is_valid_settings(
     settings = _settings_of(service, monkeypatch)
     assert settings.kafka.bootstrap_servers == "kafka:9092"
     assert settings.redis.url == "redis://redis:6379/0"
+
+
+def test_api_serves_on_its_published_port_and_prometheus_scrapes_it(
+    compose: dict[str, Any], prometheus: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = compose["services"]["api"]
+    settings = _settings_of(api, monkeypatch)
+    assert api["command"] == ["serve"] and api["image"] == compose["services"]["worker"]["image"]
+    assert settings.serve.host == "0.0.0.0"
+    assert [str(p).rsplit(":", 1)[-1] for p in api["ports"]] == [str(settings.serve.port)]
+    assert f":{settings.serve.port}/readyz" in " ".join(api["healthcheck"]["test"])
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    targets = [t for sc in jobs["streamlearn-api"]["static_configs"] for t in sc["targets"]]
+    assert targets == [f"api:{settings.serve.port}"]
 
 
 def test_worker_model_key_comes_from_the_host_environment() -> None:

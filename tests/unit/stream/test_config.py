@@ -317,6 +317,11 @@ OUT_OF_RANGE = [
     ("monitoring.thresholds.dead_letter_ratio", 0.0, 1.001),
     ("monitoring.thresholds.fairness_ratio_low", 0.0, 1.0),
     ("monitoring.thresholds.fairness_ratio_high", 1.0, 1000.001),
+    ("serve.port", 0, 65_536),
+    ("serve.workers", 0, 65),
+    ("serve.max_candidates", 0, 100_001),
+    ("serve.max_body_bytes", 1023, 67_108_865),
+    ("serve.refresh_seconds", 0.049, 3601.0),
 ]
 
 
