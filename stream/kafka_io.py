@@ -32,6 +32,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownError
 from kafka.structs import OffsetAndMetadata
 
+from features.schema import RecordKind, line_kind
 from stream.config import KafkaConfig
 from stream.processor import Record
 
@@ -101,19 +102,15 @@ def ensure_topics(config: KafkaConfig, topics: Mapping[str, int]) -> list[str]:
         admin.close()
 
 
-def route(line: bytes) -> str:
+def route(line: bytes) -> RecordKind:
     """``labels`` for a label record, ``events`` for anything else (bad records included).
+
+    The rule is :func:`features.schema.line_kind`'s.
 
     >>> route(b'{"event_id": "e", "timestamp": 1, "label": true}'), route(b"{oops")
     ('labels', 'events')
     """
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return "events"
-    if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
-        return "labels"
-    return "events"
+    return line_kind(line)
 
 
 def event_key(line: bytes) -> bytes | None:
