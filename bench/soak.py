@@ -23,11 +23,7 @@ from pathlib import Path
 import redis
 from rich.table import Table
 
-from stream.stack import Stack
-from stream.synthetic import WorldConfig, generate_world
-from stream.ui import console
-from tests.conftest import config_for_tests
-from tests.integration.pipeline import (
+from stream.harness import (
     drain,
     kill_randomly,
     labels_learned_by_last_checkpoint,
@@ -39,12 +35,15 @@ from tests.integration.pipeline import (
     worker_process,
     write_config,
 )
+from stream.stack import Stack, fast_stack_config
+from stream.synthetic import WorldConfig, generate_world
+from stream.ui import console
 
 KEY = "soak-signing-key-" + "0" * 32
 
 
 def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, bool]:
-    stack = Stack(config_for_tests(workdir / "stack"))
+    stack = Stack(fast_stack_config(workdir / "stack"))
     stack.up(services=["kafka", "redis"])
     try:
         cfg = stack.config
