@@ -23,6 +23,19 @@ from typing import Any, Literal
 
 import yaml
 
+from metrics.instruments import (
+    CHECKPOINTS_REFUSED,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    DEPENDENCY_RETRIES,
+    DEPENDENCY_UP,
+    EVENT_TO_PREDICTION,
+    LABELS_SKIPPED,
+    PREDICTIONS,
+    RECORDS_CONSUMED,
+    SCORES_NOT_FINITE,
+    UNDELIVERED,
+)
 from metrics.monitor import (
     CONCEPT_DRIFT_DETECTIONS,
     FEATURE_PSI,
@@ -58,16 +71,6 @@ ALERTMANAGER_PATH = "deploy/alertmanager/alertmanager.yml"
 #: Where the committed Alertmanager config sends notifications.
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9095/alerts"
 
-EVENT_TO_PREDICTION = "streamlearn_event_to_prediction_seconds"
-CONSUMER_LAG = "streamlearn_consumer_lag_records"
-DEAD_LETTERS = "streamlearn_dead_letters_total"
-RECORDS_CONSUMED = "streamlearn_records_consumed_total"
-UNDELIVERED = "streamlearn_undelivered_records_total"
-DEPENDENCY_UP = "streamlearn_dependency_up"
-PREDICTIONS = "streamlearn_predictions_total"
-LABELS_SKIPPED = "streamlearn_labels_skipped_total"
-SCORES_NOT_FINITE = "streamlearn_scores_not_finite_total"
-CHECKPOINTS_REFUSED = "streamlearn_checkpoints_refused_total"
 #: Every series of the workers, with its name copied into a ``metric`` label, so
 #: arithmetic on them keeps series of different names apart.
 ALL_SERIES = (
@@ -461,7 +464,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
             description=(
                 f"Dead letters per consumed record over 5m is {value3}, above "
                 f"{t.dead_letter_ratio!r} for {t.dead_letter_for}. See "
-                "streamlearn_dead_letters_total by reason."
+                f"{DEAD_LETTERS} by reason."
             ),
             scenarios=(_dead_letter_scenario(t),),
         ),
@@ -489,7 +492,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
                 "The last call of {{ $labels.instance }} to {{ $labels.dependency }} failed and "
                 f"none has succeeded for {t.dependency_down_for}. The worker waits and retries "
                 "with backoff, so it scores and learns nothing until the service is back: check "
-                "the service, then streamlearn_dependency_retries_total."
+                f"the service, then {DEPENDENCY_RETRIES}."
             ),
             scenarios=(
                 _gauge_scenario(
@@ -650,7 +653,7 @@ def _not_finite_scenario(t: AlertThresholds, abnormal: float) -> Scenario:
     return Scenario(
         series=(
             (_selector(PREDICTION_PSI, series_labels), gauge),
-            (_selector("streamlearn_predictions_total", series_labels),
+            (_selector(PREDICTIONS, series_labels),
              _counter_values([(per_sample, total)])),
         ),
         start=_BEFORE,

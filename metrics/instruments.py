@@ -22,7 +22,67 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["LATENCY_BUCKETS", "STAGES", "WorkerMetrics"]
+__all__ = [
+    "BATCHES",
+    "BATCH_RECORDS",
+    "CHECKPOINTS",
+    "CHECKPOINTS_REFUSED",
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "DEPENDENCY_RETRIES",
+    "DEPENDENCY_UP",
+    "EVENTS",
+    "EVENT_TO_PREDICTION",
+    "LABELS_LEARNED",
+    "LABELS_RECEIVED",
+    "LABELS_SKIPPED",
+    "LABEL_DELAY",
+    "LABEL_WEIGHTS_CLIPPED",
+    "LAST_EVENT_TIMESTAMP",
+    "LATENCY_BUCKETS",
+    "MODEL_INFO",
+    "PENDING_LABELS",
+    "PREDICTIONS",
+    "PROCESSING",
+    "REBALANCE_REWINDS",
+    "RECORDS_CONSUMED",
+    "REDIS_ROUND_TRIP",
+    "SCORES_NOT_FINITE",
+    "STAGES",
+    "STAGE_DURATION",
+    "UNDELIVERED",
+    "WorkerMetrics",
+]
+
+#: The names of the worker's series as Prometheus exposes them (a counter's with
+#: ``_total``, an info's with ``_info``; a histogram's series add ``_bucket``,
+#: ``_sum`` and ``_count``): the alert rules and the dashboard query these.
+EVENTS = "streamlearn_events_total"
+PREDICTIONS = "streamlearn_predictions_total"
+LABELS_RECEIVED = "streamlearn_labels_received_total"
+LABELS_LEARNED = "streamlearn_labels_learned_total"
+LABELS_SKIPPED = "streamlearn_labels_skipped_total"
+LABEL_WEIGHTS_CLIPPED = "streamlearn_label_weights_clipped_total"
+SCORES_NOT_FINITE = "streamlearn_scores_not_finite_total"
+CHECKPOINTS_REFUSED = "streamlearn_checkpoints_refused_total"
+DEAD_LETTERS = "streamlearn_dead_letters_total"
+RECORDS_CONSUMED = "streamlearn_records_consumed_total"
+BATCHES = "streamlearn_batches_total"
+STAGE_DURATION = "streamlearn_stage_duration_seconds"
+EVENT_TO_PREDICTION = "streamlearn_event_to_prediction_seconds"
+PROCESSING = "streamlearn_processing_seconds"
+REDIS_ROUND_TRIP = "streamlearn_redis_round_trip_seconds"
+BATCH_RECORDS = "streamlearn_batch_records"
+CONSUMER_LAG = "streamlearn_consumer_lag_records"
+LABEL_DELAY = "streamlearn_label_delay_seconds"
+PENDING_LABELS = "streamlearn_pending_labels"
+DEPENDENCY_RETRIES = "streamlearn_dependency_retries_total"
+UNDELIVERED = "streamlearn_undelivered_records_total"
+REBALANCE_REWINDS = "streamlearn_rebalance_rewinds_total"
+DEPENDENCY_UP = "streamlearn_dependency_up"
+MODEL_INFO = "streamlearn_model_info"
+LAST_EVENT_TIMESTAMP = "streamlearn_last_event_timestamp_seconds"
+CHECKPOINTS = "streamlearn_checkpoints_total"
 
 #: Seconds; resolves single milliseconds up to 100 ms, then coarser up to 10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -66,150 +126,150 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events = Counter(
-            "streamlearn_events",
+            EVENTS.removesuffix("_total"),
             "Valid events decoded from the events topic.",
             registry=registry,
         )
         self.predictions = Counter(
-            "streamlearn_predictions",
+            PREDICTIONS.removesuffix("_total"),
             "Predictions published.",
             registry=registry,
         )
         self.labels_received = Counter(
-            "streamlearn_labels_received",
+            LABELS_RECEIVED.removesuffix("_total"),
             "Label records decoded from the labels topic or carried inline by an event.",
             registry=registry,
         )
         self.labels_learned = Counter(
-            "streamlearn_labels_learned",
+            LABELS_LEARNED.removesuffix("_total"),
             "Labels the model learned from, by how the label arrived.",
             ["source"],
             registry=registry,
         )
         self.labels_skipped = Counter(
-            "streamlearn_labels_skipped",
+            LABELS_SKIPPED.removesuffix("_total"),
             "Labels that were not learned, by reason.",
             ["reason"],
             registry=registry,
         )
         self.label_weights_clipped = Counter(
-            "streamlearn_label_weights_clipped",
+            LABEL_WEIGHTS_CLIPPED.removesuffix("_total"),
             "Label weights above limits.max_label_weight, clipped to it before learning.",
             registry=registry,
         )
         self.scores_not_finite = Counter(
-            "streamlearn_scores_not_finite",
+            SCORES_NOT_FINITE.removesuffix("_total"),
             "Scores that were NaN or infinite, never published; the champion's event goes"
             " to the dead letters (not_finite).",
             registry=registry,
         )
         self.checkpoints_refused = Counter(
-            "streamlearn_checkpoints_refused",
+            CHECKPOINTS_REFUSED.removesuffix("_total"),
             "Checkpoints not written because the model had non-finite numbers; the offsets"
             " stay uncommitted.",
             registry=registry,
         )
         self.dead_letters = Counter(
-            "streamlearn_dead_letters",
+            DEAD_LETTERS.removesuffix("_total"),
             "Records sent to the dead-letter topic, by reason.",
             ["reason"],
             registry=registry,
         )
         self.records = Counter(
-            "streamlearn_records_consumed",
+            RECORDS_CONSUMED.removesuffix("_total"),
             "Records polled from Kafka, by topic kind (events or labels).",
             ["kind"],
             registry=registry,
         )
         self.batches = Counter(
-            "streamlearn_batches",
+            BATCHES.removesuffix("_total"),
             "Batches processed.",
             registry=registry,
         )
         self.stage_seconds = Histogram(
-            "streamlearn_stage_duration_seconds",
+            STAGE_DURATION,
             "Time spent per batch in each stage of the worker.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.event_to_prediction = Histogram(
-            "streamlearn_event_to_prediction_seconds",
+            EVENT_TO_PREDICTION,
             "From the Kafka record's timestamp to the prediction being handed to the producer.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.processing = Histogram(
-            "streamlearn_processing_seconds",
+            PROCESSING,
             "From the batch's poll returning to the prediction being handed to the producer.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.redis_round_trip = Histogram(
-            "streamlearn_redis_round_trip_seconds",
+            REDIS_ROUND_TRIP,
             "Duration of one Redis round trip (a pipeline or script call).",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(
-            "streamlearn_batch_records",
+            BATCH_RECORDS,
             "Records per polled batch.",
             buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=registry,
         )
         self.consumer_lag = Gauge(
-            "streamlearn_consumer_lag_records",
+            CONSUMER_LAG,
             "Records between the consumer's position and the end of the partition.",
             ["topic", "partition"],
             registry=registry,
         )
         self.label_delay = Histogram(
-            "streamlearn_label_delay_seconds",
+            LABEL_DELAY,
             "Event time from an event to its learned label.",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 10800, 43200, 86400, 604800),
             registry=registry,
         )
         self.pending_labels = Gauge(
-            "streamlearn_pending_labels",
+            PENDING_LABELS,
             "Labels waiting for their event.",
             registry=registry,
         )
         self.retries = Counter(
-            "streamlearn_dependency_retries",
+            DEPENDENCY_RETRIES.removesuffix("_total"),
             "Retries after a dependency failed, by dependency (kafka or redis).",
             ["dependency"],
             registry=registry,
         )
         self.undelivered = Counter(
-            "streamlearn_undelivered_records",
+            UNDELIVERED.removesuffix("_total"),
             "Predictions and dead letters the broker did not acknowledge; the worker"
             " resumes from its last commit and sends them again.",
             registry=registry,
         )
         self.rewinds = Counter(
-            "streamlearn_rebalance_rewinds",
+            REBALANCE_REWINDS.removesuffix("_total"),
             "Rebalances that took partitions while work was uncommitted: the worker undid"
             " it and read its partitions again from the committed offsets.",
             registry=registry,
         )
         self.dependency_up = Gauge(
-            "streamlearn_dependency_up",
+            DEPENDENCY_UP,
             "1 when the last call to the dependency succeeded, else 0.",
             ["dependency"],
             registry=registry,
         )
         self.model_info = Info(
-            "streamlearn_model",
+            MODEL_INFO.removesuffix("_info"),
             "The model version being served.",
             registry=registry,
         )
         self.last_event_timestamp = Gauge(
-            "streamlearn_last_event_timestamp_seconds",
+            LAST_EVENT_TIMESTAMP,
             "Event time of the newest event processed (the worker's event-time watermark).",
             registry=registry,
         )
         self.checkpoints = Counter(
-            "streamlearn_checkpoints",
+            CHECKPOINTS.removesuffix("_total"),
             "Checkpoints written (model snapshot plus the offsets it reflects).",
             registry=registry,
         )
