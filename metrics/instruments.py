@@ -44,6 +44,7 @@ __all__ = [
     "PENDING_LABELS",
     "PREDICTIONS",
     "PROCESSING",
+    "PROCESSOR_STAGES",
     "REBALANCE_REWINDS",
     "RECORDS_CONSUMED",
     "REDIS_ROUND_TRIP",
@@ -107,17 +108,11 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     10.0,
 )
 
+#: The stages :class:`stream.processor.Processor` times in a batch, in processing order
+#: (the keys of ``BatchOutput.stage_seconds``).
+PROCESSOR_STAGES: tuple[str, ...] = ("decode", "redis", "features", "score", "learn")
 #: The stages of a batch, in processing order; the only values of the ``stage`` label.
-STAGES: tuple[str, ...] = (
-    "poll",
-    "decode",
-    "features",
-    "redis",
-    "score",
-    "learn",
-    "produce",
-    "commit",
-)
+STAGES: tuple[str, ...] = ("poll", *PROCESSOR_STAGES, "produce", "commit")
 
 
 class WorkerMetrics:

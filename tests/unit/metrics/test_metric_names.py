@@ -51,3 +51,21 @@ def test_the_dashboard_and_the_alerts_query_the_constants():
         assert NAMES[name] in queries
     for name in ("DEAD_LETTERS", "RECORDS_CONSUMED", "CONSUMER_LAG", "EVENT_TO_PREDICTION"):
         assert NAMES[name] in rules
+
+
+def test_the_processor_times_the_stages_the_stage_label_names():
+    from features.interactions import InteractionConfig
+    from features.schema import Limits
+    from features.store import MemoryStore, StoreConfig
+    from features.vector import FeatureConfig
+    from learners.models import build_model
+    from stream.processor import ModelSlot, Processor, Record
+
+    store = MemoryStore(StoreConfig(), InteractionConfig())
+    processor = Processor(
+        [ModelSlot("logistic", build_model("logistic"))], store, FeatureConfig(), Limits(), 0.5
+    )
+    event = b'{"event_id": "e1", "timestamp": 1767225600000, "user_id": "u", "item_id": "i"}'
+    out = processor.process([Record("events", event, "events", 0, 0)])
+    assert tuple(out.stage_seconds) == instruments.PROCESSOR_STAGES
+    assert instruments.STAGES == ("poll", *instruments.PROCESSOR_STAGES, "produce", "commit")
