@@ -1,8 +1,7 @@
 """Helpers for pipeline tests on the real stack: waiting, assertions, a worker's exit.
 
-The harness shared with the benchmarks (settings in a namespace, producing,
-draining topics, workers in threads and processes) is :mod:`stream.harness`;
-it is imported from here too.
+What the benchmarks use too (settings in a namespace, producing, draining topics,
+workers in threads and processes) is :mod:`stream.harness`.
 """
 
 from __future__ import annotations
@@ -17,39 +16,9 @@ from typing import Any
 
 from features.schema import is_event_record
 from stream.config import Settings
-from stream.harness import (
-    drain,
-    kill_randomly,
-    labels_learned_by_last_checkpoint,
-    lines_of,
-    produce,
-    recount,
-    run_workers,
-    settings_for,
-    stored_counters,
-    wait_for_partitions,
-    worker_process,
-    write_config,
-)
+from stream.harness import drain
 
-__all__ = [
-    "assert_every_event_scored",
-    "drain",
-    "exit_code",
-    "kill_randomly",
-    "labels_learned_by_last_checkpoint",
-    "lines_of",
-    "produce",
-    "recount",
-    "run_workers",
-    "settings_for",
-    "stored_counters",
-    "wait_for",
-    "wait_for_partitions",
-    "worker_process",
-    "worker_state",
-    "write_config",
-]
+__all__ = ["assert_every_event_scored", "exit_code", "wait_for", "worker_state"]
 
 
 def wait_for(

@@ -43,11 +43,11 @@ import yaml
 
 from metrics.thresholds import AlertThresholds
 from stream.config import Settings
+from stream.harness import settings_for
 from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
-from .pipeline import settings_for
 from .test_alerting import get_json, query, scraped, wait_for
 
 pytestmark = pytest.mark.integration
