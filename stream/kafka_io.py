@@ -141,8 +141,9 @@ def ensure_topics(
                 if not code:
                     created.add(topic["name"])
                 elif for_code(code) is not TopicAlreadyExistsError:
-                    error = for_code(code)
-                    raise error(f"creating topic {topic['name']!r} failed: {error.__name__}")
+                    error, why = for_code(code), topic.get("error_message")
+                    detail = f"{error.__name__}: {why}" if why else error.__name__
+                    raise error(f"creating topic {topic['name']!r} failed: {detail}")
         admin.wait_for_topics(names, timeout_ms=timeout_ms)
     finally:
         admin.close()
