@@ -30,7 +30,11 @@ from metrics.instruments import (
     DEPENDENCY_RETRIES,
     DEPENDENCY_UP,
     EVENT_TO_PREDICTION,
+    LABELS_LEARNED,
+    LABELS_POSITIVE,
     LABELS_SKIPPED,
+    LAST_EVENT_TIMESTAMP,
+    LAST_LABEL_EVENT_TIMESTAMP,
     PREDICTIONS,
     RECORDS_CONSUMED,
     SCORES_NOT_FINITE,
@@ -48,9 +52,12 @@ from metrics.monitor import (
 from metrics.thresholds import AlertThresholds
 
 __all__ = [
+    "ALERTMANAGER_COMPOSE_PATH",
     "ALERTMANAGER_PATH",
+    "COMPOSE_WEBHOOK_URL",
     "DEFAULT_WEBHOOK_URL",
     "JOB",
+    "POSITIVE_LABEL_RATE",
     "RULES_PATH",
     "RULE_TESTS_PATH",
     "AlertRule",
@@ -59,6 +66,7 @@ __all__ = [
     "alert_rules",
     "alertmanager_config",
     "duration_seconds",
+    "recording_rules",
     "rule_tests_yaml",
     "rules_yaml",
 ]
@@ -68,9 +76,15 @@ JOB = "streamlearn"
 RULES_PATH = "deploy/prometheus/rules/streamlearn-alerts.yml"
 RULE_TESTS_PATH = "deploy/prometheus/tests/streamlearn-alerts-test.yml"
 ALERTMANAGER_PATH = "deploy/alertmanager/alertmanager.yml"
-#: Where the committed Alertmanager config sends notifications.
+ALERTMANAGER_COMPOSE_PATH = "deploy/alertmanager/alertmanager.compose.yml"
+#: Where the committed Alertmanager config sends notifications: ``streamlearn alerts
+#: serve`` on its default address (the local stack runs it there).
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9095/alerts"
+#: The same receiver as the ``alerts`` service of docker-compose.yml.
+COMPOSE_WEBHOOK_URL = "http://alerts:9095/alerts"
 
+#: Recording rule: positive labels per learned label over 5m (the click-through rate).
+POSITIVE_LABEL_RATE = "streamlearn:positive_label_rate:5m"
 #: Every series of the workers, with its name copied into a ``metric`` label, so
 #: arithmetic on them keeps series of different names apart.
 ALL_SERIES = (
@@ -561,8 +575,71 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
             ),
             scenarios=(_undelivered_scenario(),),
         ),
+        AlertRule(
+            alert="StreamlearnLabelsStale",
+            group="streamlearn-labels",
+            expr=(
+                f"{LAST_EVENT_TIMESTAMP} - {LAST_LABEL_EVENT_TIMESTAMP} > {t.label_lag_seconds!r}"
+                f" and {LAST_LABEL_EVENT_TIMESTAMP} > 0"
+            ),
+            for_=t.label_lag_for,
+            severity="warning",
+            summary=f"Labels stopped arriving at {{{{ $labels.instance }}}} ({value0}s behind)",
+            description=(
+                f"The newest event that {{{{ $labels.instance }}}} learned an explicit label for "
+                f"is {value0}s of event time older than its newest event, more than "
+                f"{t.label_lag_seconds!r}s for {t.label_lag_for}. The model learns only implicit "
+                "negatives, or nothing: check the producer of the labels topic and "
+                f"{LABELS_LEARNED} by source."
+            ),
+            scenarios=(_label_lag_scenario(t),),
+        ),
     ]
     return rules
+
+
+def recording_rules() -> list[dict[str, str]]:
+    """The recording rules (group ``streamlearn-labels``).
+
+    Examples
+    --------
+    >>> [r["record"] for r in recording_rules()]
+    ['streamlearn:positive_label_rate:5m']
+    """
+    return [
+        {
+            "record": POSITIVE_LABEL_RATE,
+            "expr": (
+                f"sum by (job) (rate({LABELS_POSITIVE}[5m]))"
+                f" / sum by (job) (rate({LABELS_LEARNED}[5m]))"
+            ),
+        }
+    ]
+
+
+def _label_lag_scenario(t: AlertThresholds) -> Scenario:
+    """Events go on while the newest labelled event stays put, then labels catch up."""
+    epoch = 1_767_225_600.0
+    ahead = epoch + 2 * t.label_lag_seconds
+    during = duration_seconds(t.label_lag_for) + 900.0
+    after = 1800.0
+    n_before, n_during, n_after = _steps(_BEFORE), _steps(during), _steps(after)
+    return Scenario(
+        series=(
+            (
+                _selector(LAST_EVENT_TIMESTAMP, _INSTANCE),
+                f"{epoch!r}x{n_before - 1} {ahead!r}x{n_during + n_after - 1}",
+            ),
+            (
+                _selector(LAST_LABEL_EVENT_TIMESTAMP, _INSTANCE),
+                f"{epoch!r}x{n_before + n_during - 1} {ahead!r}x{n_after - 1}",
+            ),
+        ),
+        start=_BEFORE,
+        end=_BEFORE + during,
+        value=ahead - epoch,
+        labels=dict(_INSTANCE),
+    )
 
 
 def _latency_scenario(t: AlertThresholds) -> Scenario:
@@ -724,6 +801,7 @@ def rules_yaml(t: AlertThresholds) -> str:
     groups: dict[str, list[dict[str, Any]]] = {}
     for rule in alert_rules(t):
         groups.setdefault(rule.group, []).append(rule.to_rule())
+    groups["streamlearn-labels"] = [*recording_rules(), *groups.get("streamlearn-labels", [])]
     doc = {"groups": [{"name": name, "rules": rules} for name, rules in groups.items()]}
     return HEADER.format(source="alerts.py") + _dump(doc)
 
@@ -768,10 +846,39 @@ def _test_group(rules: list[AlertRule], rule: AlertRule, scenario: Scenario) -> 
     }
 
 
+def _positive_rate_test() -> dict[str, Any]:
+    """promtool test of the CTR recording rule: 1 positive in 8 labels, over two workers."""
+    series = []
+    for worker, (learned, positive) in {
+        "worker-0:9100": (6.0, 1.0),
+        "worker-1:9100": (2.0, 0.0),
+    }.items():
+        labels = {"job": JOB, "instance": worker, "source": "labels"}
+        series.append({"series": _selector(LABELS_LEARNED, labels), "values": f"0+{learned!r}x80"})
+        series.append(
+            {"series": _selector(LABELS_POSITIVE, labels), "values": f"0+{positive!r}x80"}
+        )
+    return {
+        "interval": _fmt(INTERVAL),
+        "name": f"{POSITIVE_LABEL_RATE} is positives per learned label",
+        "input_series": series,
+        "promql_expr_test": [
+            {
+                "expr": POSITIVE_LABEL_RATE,
+                "eval_time": "10m",
+                "exp_samples": [
+                    {"labels": f'{POSITIVE_LABEL_RATE}{{job="{JOB}"}}', "value": 0.125}
+                ],
+            }
+        ],
+    }  # fmt: skip
+
+
 def rule_tests_yaml(t: AlertThresholds) -> str:
     """promtool unit tests: every alert quiet, pending, firing, then resolved."""
     rules = alert_rules(t)
     groups = [_test_group(rules, rule, s) for rule in rules for s in rule.scenarios]
+    groups.append(_positive_rate_test())
     doc = {
         "rule_files": ["../rules/streamlearn-alerts.yml"],
         "evaluation_interval": "1m",
@@ -781,10 +888,14 @@ def rule_tests_yaml(t: AlertThresholds) -> str:
 
 
 def alertmanager_config(webhook_url: str = DEFAULT_WEBHOOK_URL) -> str:
-    """The Alertmanager config: group by alert and severity, notify one webhook.
+    """The Alertmanager config: group by alert and severity, notify the alert receiver.
 
-    ``group_wait`` 1s and ``group_interval`` 5s deliver quickly (tests wait on
-    them); a production deployment would use e.g. 30s and 5m.
+    Every alert goes to ``webhook_url``, by default ``streamlearn alerts serve``
+    on its default address, which keeps them in a log that ``streamlearn alerts
+    list`` shows. ``group_wait`` 1s and ``group_interval`` 5s deliver quickly
+    (tests wait on them); a production deployment would use e.g. 30s and 5m.
+    ``deploy/alertmanager/receivers.example.yml`` shows e-mail, Slack and other
+    webhook receivers to add beside it.
 
     Examples
     --------
@@ -796,7 +907,7 @@ def alertmanager_config(webhook_url: str = DEFAULT_WEBHOOK_URL) -> str:
     """
     doc = {
         "route": {
-            "receiver": "streamlearn-webhook",
+            "receiver": "streamlearn-alerts",
             "group_by": ["alertname", "severity"],
             "group_wait": "1s",
             "group_interval": "5s",
@@ -804,7 +915,7 @@ def alertmanager_config(webhook_url: str = DEFAULT_WEBHOOK_URL) -> str:
         },
         "receivers": [
             {
-                "name": "streamlearn-webhook",
+                "name": "streamlearn-alerts",
                 "webhook_configs": [{"url": webhook_url, "send_resolved": True}],
             }
         ],
@@ -819,6 +930,8 @@ def alertmanager_config(webhook_url: str = DEFAULT_WEBHOOK_URL) -> str:
     header = HEADER.format(source="alerts.py") + (
         "# group_wait 1s / group_interval 5s deliver notifications fast enough for tests;\n"
         "# use e.g. 30s / 5m in production. A critical alert mutes the warning of the same\n"
-        "# alert name and instance.\n"
+        "# alert name and instance. Every alert goes to `streamlearn alerts serve`\n"
+        "# (`streamlearn alerts list` shows them); see receivers.example.yml for e-mail,\n"
+        "# Slack and other webhooks.\n"
     )
     return header + _dump(doc)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from metrics.alerts import JOB
+from metrics.alerts import JOB, POSITIVE_LABEL_RATE
 from metrics.instruments import (
     CHECKPOINTS,
     CONSUMER_LAG,
@@ -32,6 +32,7 @@ from metrics.instruments import (
     EVENTS,
     LABELS_LEARNED,
     LAST_EVENT_TIMESTAMP,
+    LAST_LABEL_EVENT_TIMESTAMP,
     MODEL_INFO,
     PENDING_LABELS,
     PREDICTIONS,
@@ -382,6 +383,29 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         "Event-time watermark behind wall clock",
         [(f"time() - max({LAST_EVENT_TIMESTAMP})", "delay")],
         unit="s",
+    )
+    lay.timeseries(
+        "Positive label rate (click-through rate)",
+        [(POSITIVE_LABEL_RATE, "{{job}}")],
+        unit="percentunit",
+        description="Positive labels per learned label over 5m (implicit negatives included):"
+        " the recording rule " + POSITIVE_LABEL_RATE + ".",
+        min_value=0,
+    )
+    lay.timeseries(
+        "Label freshness: newest labelled event behind the newest event",
+        [
+            (
+                f"max by (instance) ({LAST_EVENT_TIMESTAMP} - {LAST_LABEL_EVENT_TIMESTAMP})",
+                "{{instance}}",
+            ),
+            *_threshold_series("label_lag_seconds"),
+        ],
+        unit="s",
+        description="Event time between a worker's newest event and the newest event it learned"
+        " an explicit label for; StreamlearnLabelsStale fires above label_lag_seconds.",
+        thresholds=_steps((t.label_lag_seconds, "red")),
+        min_value=0,
     )
 
     lay.row("Prediction drift")

@@ -31,14 +31,18 @@ __all__ = [
     "DEAD_LETTERS",
     "DEPENDENCY_RETRIES",
     "DEPENDENCY_UP",
+    "DROPPED_OUTPUTS",
     "EVENTS",
     "EVENT_TO_PREDICTION",
     "LABELS_LEARNED",
     "LABELS_RECEIVED",
     "LABELS_SKIPPED",
     "LABEL_DELAY",
+    "LABEL_SOURCES",
     "LABEL_WEIGHTS_CLIPPED",
+    "LABELS_POSITIVE",
     "LAST_EVENT_TIMESTAMP",
+    "LAST_LABEL_EVENT_TIMESTAMP",
     "LATENCY_BUCKETS",
     "MODEL_INFO",
     "PENDING_LABELS",
@@ -62,6 +66,7 @@ EVENTS = "streamlearn_events_total"
 PREDICTIONS = "streamlearn_predictions_total"
 LABELS_RECEIVED = "streamlearn_labels_received_total"
 LABELS_LEARNED = "streamlearn_labels_learned_total"
+LABELS_POSITIVE = "streamlearn_labels_positive_total"
 LABELS_SKIPPED = "streamlearn_labels_skipped_total"
 LABEL_WEIGHTS_CLIPPED = "streamlearn_label_weights_clipped_total"
 SCORES_NOT_FINITE = "streamlearn_scores_not_finite_total"
@@ -79,10 +84,12 @@ LABEL_DELAY = "streamlearn_label_delay_seconds"
 PENDING_LABELS = "streamlearn_pending_labels"
 DEPENDENCY_RETRIES = "streamlearn_dependency_retries_total"
 UNDELIVERED = "streamlearn_undelivered_records_total"
+DROPPED_OUTPUTS = "streamlearn_dropped_outputs_total"
 REBALANCE_REWINDS = "streamlearn_rebalance_rewinds_total"
 DEPENDENCY_UP = "streamlearn_dependency_up"
 MODEL_INFO = "streamlearn_model_info"
 LAST_EVENT_TIMESTAMP = "streamlearn_last_event_timestamp_seconds"
+LAST_LABEL_EVENT_TIMESTAMP = "streamlearn_last_label_event_timestamp_seconds"
 CHECKPOINTS = "streamlearn_checkpoints_total"
 
 #: Seconds; resolves single milliseconds up to 100 ms, then coarser up to 10 s.
@@ -114,6 +121,9 @@ PROCESSOR_STAGES: tuple[str, ...] = ("decode", "redis", "features", "score", "le
 #: The stages of a batch, in processing order; the only values of the ``stage`` label.
 STAGES: tuple[str, ...] = ("poll", *PROCESSOR_STAGES, "produce", "commit")
 
+#: How a learned label arrived; the only values of the ``source`` label.
+LABEL_SOURCES: tuple[str, ...] = ("inline", "labels", "implicit")
+
 
 class WorkerMetrics:
     """The worker's own metrics, registered on ``registry``."""
@@ -139,6 +149,19 @@ class WorkerMetrics:
             LABELS_LEARNED.removesuffix("_total"),
             "Labels the model learned from, by how the label arrived.",
             ["source"],
+            registry=registry,
+        )
+        self.labels_positive = Counter(
+            LABELS_POSITIVE.removesuffix("_total"),
+            "Learned labels that were positive (a click), by how the label arrived;"
+            " over streamlearn_labels_learned_total it is the click-through rate.",
+            ["source"],
+            registry=registry,
+        )
+        self.last_label_event_timestamp = Gauge(
+            LAST_LABEL_EVENT_TIMESTAMP,
+            "Event time of the newest event that learned an explicit label (inline or from"
+            " the labels topic; implicit negatives excluded): label freshness.",
             registry=registry,
         )
         self.labels_skipped = Counter(
@@ -241,6 +264,14 @@ class WorkerMetrics:
             " resumes from its last commit and sends them again.",
             registry=registry,
         )
+        self.dropped = Counter(
+            DROPPED_OUTPUTS.removesuffix("_total"),
+            "Outputs the broker refused for themselves (reason: too_large, invalid_record)"
+            " kafka.max_delivery_attempts times, dropped so that the worker goes on, by"
+            " output (prediction, dead_letter, example).",
+            ["output", "reason"],
+            registry=registry,
+        )
         self.rewinds = Counter(
             REBALANCE_REWINDS.removesuffix("_total"),
             "Rebalances that took partitions while work was uncommitted: the worker undid"
@@ -270,6 +301,44 @@ class WorkerMetrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
+        for source in LABEL_SOURCES:
+            self.labels_learned.labels(source=source)
+            self.labels_positive.labels(source=source)
+        self._newest_label_event_s = 0.0
+
+    def observe_label(self, source: str, positive: bool, event_time_ms: int) -> None:
+        """Count one learned label, and move the label-freshness gauge for an explicit one.
+
+        Parameters
+        ----------
+        source
+            How the label arrived (one of :data:`LABEL_SOURCES`).
+        positive
+            Whether the label is positive (a click).
+        event_time_ms
+            Event time of the event the label belongs to; the gauge never moves back.
+
+        Examples
+        --------
+        >>> from prometheus_client import CollectorRegistry
+        >>> registry = CollectorRegistry()
+        >>> m = WorkerMetrics(registry)
+        >>> m.observe_label("labels", True, 1_767_000_000_000)
+        >>> m.observe_label("implicit", False, 1_767_000_900_000)
+        >>> m.observe_label("inline", False, 1_766_000_000_000)
+        >>> registry.get_sample_value("streamlearn_labels_positive_total", {"source": "labels"})
+        1.0
+        >>> registry.get_sample_value("streamlearn_labels_learned_total", {"source": "implicit"})
+        1.0
+        >>> registry.get_sample_value("streamlearn_last_label_event_timestamp_seconds")
+        1767000000.0
+        """
+        self.labels_learned.labels(source=source).inc()
+        if positive:
+            self.labels_positive.labels(source=source).inc()
+        if source != "implicit" and event_time_ms / 1000.0 > self._newest_label_event_s:
+            self._newest_label_event_s = event_time_ms / 1000.0
+            self.last_label_event_timestamp.set(self._newest_label_event_s)
         for dependency in ("kafka", "redis"):
             self.retries.labels(dependency=dependency)
             self.dependency_up.labels(dependency=dependency).set(1)

@@ -67,6 +67,11 @@ class AlertThresholds(BaseModel):
     poisoned_window
         Window of ``increase()`` over the counters of labels undone because they
         left a model non-finite, non-finite scores and refused checkpoints.
+    label_lag_seconds
+        Label freshness: alert when the newest event that learned an explicit label
+        (inline or from the labels topic; implicit negatives do not count) is older,
+        in event time, than the newest event by more than this. Set it above the
+        longest usual label delay (clicks arriving minutes to hours after the event).
     *_for
         Durations a condition must hold before its alert fires.
     """
@@ -84,6 +89,7 @@ class AlertThresholds(BaseModel):
     consumer_lag_records: int = Field(10_000, gt=0, le=1_000_000_000_000)
     dead_letter_ratio: float = Field(0.01, gt=0, le=1)
     not_finite_min_predictions: int = Field(5000, ge=0, le=1_000_000_000)
+    label_lag_seconds: float = Field(7200.0, gt=0, le=31_536_000)
 
     concept_drift_window: Duration = "15m"
     not_finite_window: Duration = "1h"
@@ -99,6 +105,7 @@ class AlertThresholds(BaseModel):
     dependency_down_for: Duration = "1m"
     undelivered_for: Duration = "1m"
     not_finite_for: Duration = "15m"
+    label_lag_for: Duration = "10m"
 
     @model_validator(mode="after")
     def _ordered(self) -> AlertThresholds:

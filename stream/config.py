@@ -286,6 +286,27 @@ class KafkaConfig(BaseModel):
             " past it the worker reconnects and resumes from its checkpoint."
         ),
     )
+    dead_letter_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest dead letter: a record whose dead letter would be larger is truncated"
+            " (its size and SHA-256 digest kept). The dead-letter topic's own"
+            " max.message.bytes, read at start, lowers it when smaller."
+        ),
+    )
+    max_delivery_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description=(
+            "Times an output the broker refuses for itself (too large, invalid) is sent"
+            " before it is dropped, logged with its source record and counted in"
+            " streamlearn_dropped_outputs_total; the worker then goes on. Outputs the"
+            " broker did not answer (Kafka away) are retried without a limit."
+        ),
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = Field(default=None, min_length=1)

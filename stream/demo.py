@@ -121,6 +121,7 @@ class DemoResult:
             ("Prometheus", f"{self.stack.prometheus_url}/graph"),
             ("  streamlearn_predictions_total", str(self.scraped_predictions)),
             ("Alertmanager", self.stack.alertmanager_url),
+            ("alerts received", f"streamlearn alerts list --log {self.stack.alerts_log}"),
             ("Redis", f"{self.stack.redis_url} (keys {self.settings.store.key_prefix}:*)"),
             ("backtest report", f"{self.report / 'report.md'} (PNG plots beside it)"),
         ]

@@ -101,8 +101,11 @@ def drain(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
 
 
 def write_config(settings: Settings, path: Path) -> Path:
-    """The settings as a YAML config file for a worker process."""
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    """The settings as a YAML config file for a worker process; secrets are left out (a
+    worker takes them from its environment only)."""
+    secrets = {"kafka": {"sasl_password"}, "redis": {"password"}}
+    data = settings.model_dump(mode="json", exclude=secrets)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

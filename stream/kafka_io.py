@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -28,6 +30,7 @@ from kafka import (
     KafkaProducer,
     TopicPartition,
 )
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
@@ -42,23 +45,41 @@ from stream.config import KafkaConfig
 from stream.processor import Record
 
 __all__ = [
+    "EVENT_TIME_HEADER",
+    "REFUSALS",
     "Deliveries",
     "KafkaSink",
     "KafkaSource",
     "LineProducer",
+    "RefusedRecord",
+    "TimeOrder",
     "UndeliveredError",
     "committed_records",
     "ensure_topics",
     "event_key",
-    "in_record_order",
+    "event_time_headers",
+    "max_message_bytes",
     "next_offsets",
+    "order_time",
     "produce_lines",
+    "refusal_reason",
     "route",
     "topic_plan",
 ]
 
 log = logging.getLogger(__name__)
 REJOIN_AFTER_S = 5.0
+
+#: The record header that carries a record's event time (epoch ms, ASCII digits);
+#: ``produce`` and ``replay`` set it, and the sources read records in its order.
+EVENT_TIME_HEADER = "event-time"
+#: How long polled records wait for a partition that has records to read but gives
+#: none (e.g. one that ends with a transaction marker) before they go without it.
+HOLD_LIMIT_S = 1.0
+
+Partition = tuple[str, int]
+#: (time, is an event, topic, partition, offset): labels before events of the same time.
+OrderKey = tuple[int, bool, str, int, int]
 
 
 def committed_records(bootstrap: str, topic: str, idle_ms: int = 3000) -> Iterator[Any]:
@@ -88,7 +109,11 @@ def topic_plan(config: KafkaConfig) -> dict[str, int]:
 
 
 def ensure_topics(
-    config: KafkaConfig, topics: Mapping[str, int], *, timeout_s: float = 30.0
+    config: KafkaConfig,
+    topics: Mapping[str, int],
+    bootstrap_timeout_ms: int | None = None,
+    *,
+    timeout_s: float = 30.0,
 ) -> list[str]:
     """Create the missing topics (replication 1) and wait until every partition has a leader.
 
@@ -102,6 +127,9 @@ def ensure_topics(
         The Kafka settings: bootstrap servers, security options and client id.
     topics
         Partition count per topic name.
+    bootstrap_timeout_ms
+        Bounds the wait for a first broker, as for :class:`KafkaSource` and
+        :class:`KafkaSink` (the worker's connection attempts); by default ``timeout_s``.
     timeout_s
         Seconds to wait for the broker, for the creation and for the leaders.
 
@@ -123,7 +151,7 @@ def ensure_topics(
     admin = KafkaAdminClient(
         client_id=config.client_id + "-admin",
         request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
+        **_bootstrap(timeout_ms if bootstrap_timeout_ms is None else bootstrap_timeout_ms),
         **config.client_options(),
     )
     try:
@@ -148,6 +176,52 @@ def ensure_topics(
     finally:
         admin.close()
     return [name for name in names if name in created]
+
+
+def _bootstrap(timeout_ms: int | None) -> dict[str, Any]:
+    """The option that bounds a kafka-python client's wait for its first broker, when given."""
+    return {} if timeout_ms is None else {"bootstrap_timeout_ms": timeout_ms}
+
+
+def max_message_bytes(
+    config: KafkaConfig, topic: str, bootstrap_timeout_ms: int | None = None
+) -> int | None:
+    """The ``max.message.bytes`` of ``topic`` (its own, or the broker's default).
+
+    None when the broker does not say (the topic is missing, or describing its
+    configuration is not allowed): the caller keeps its own limit.
+    """
+    admin = KafkaAdminClient(
+        client_id=config.client_id + "-admin",
+        **config.client_options(),
+        **_bootstrap(bootstrap_timeout_ms),
+    )
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
+        described = admin.describe_configs([resource], config_filter="all")
+    except KafkaError as exc:
+        log.warning("the max.message.bytes of %s is unknown: %s", topic, exc)
+        return None
+    finally:
+        admin.close()
+    return _config_value(described, topic, "max.message.bytes")
+
+
+def _config_value(described: Any, topic: str, name: str) -> int | None:
+    """``name`` of ``topic`` in what kafka-python's ``describe_configs`` returned.
+
+    >>> _config_value({"topic": {"t": {"max.message.bytes": {"value": "2000"}}}},
+    ...               "t", "max.message.bytes")
+    2000
+    >>> _config_value({"topic": {}}, "t", "max.message.bytes") is None
+    True
+    """
+    try:
+        entries = described["topic"][topic]
+        entry = entries[name]
+        return int(entry["value"] if isinstance(entry, dict) else entry)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def route(line: bytes) -> RecordKind:
@@ -179,14 +253,17 @@ def event_key(line: bytes) -> bytes | None:
 class LineProducer:
     """Sends JSON lines of events and labels to Kafka: the ``produce`` command's loop.
 
-    Each line goes to the events or the labels topic by :func:`route` (a label record
-    has ``label`` and no ``user_id``), keyed by :func:`event_key`, so that a label and
-    its event share a partition; the topics are created first when
-    ``config.topics.create``. A line the producer refuses at once (over its
-    ``max_request_size``) stops the send: :attr:`stopped` holds its index among the
-    lines, its size and the error. Whatever was sent before it is flushed, and
-    :meth:`send` raises :class:`UndeliveredError` if the broker refused or never
-    acknowledged some of it.
+    Each line goes to the events or the labels topic by :func:`route`'s rule (a label
+    record has ``label`` and no ``user_id``), keyed by :func:`event_key`, so that a
+    label and its event share a partition; the topics are created first when
+    ``config.topics.create``. Each record carries its event time in the
+    :data:`EVENT_TIME_HEADER` header (:func:`event_time_headers`; a line without one
+    takes the time of the line before it, as :func:`stream.replay.timed_lines` says),
+    so that a worker catching up reads both topics in event-time order. A line the
+    producer refuses at once (over its ``max_request_size``) stops the send:
+    :attr:`stopped` holds its index among the lines, its size and the error.
+    Whatever was sent before it is flushed, and :meth:`send` raises
+    :class:`UndeliveredError` if the broker refused or never acknowledged some of it.
 
     Parameters
     ----------
@@ -225,16 +302,20 @@ class LineProducer:
 
         ``on_sent`` is called after each line handed to the producer (a progress bar).
         """
+        from stream.replay import timed_lines  # stream.replay imports this module
+
+        timed = timed_lines(lines)  # event times (inherited where missing) and kinds
         if self.config.topics.create:
             ensure_topics(self.config, topic_plan(self.config))
         sink = KafkaSink(self.config)
         try:
-            for index, line in enumerate(lines):
-                kind = route(line)
+            for index, line in enumerate(timed):
+                kind, value = line.kind, line.value
+                headers = event_time_headers(line.time_ms)
                 try:
-                    sink.send(self.topics[kind], event_key(line), line)
+                    sink.send(self.topics[kind], event_key(value), value, headers)
                 except KafkaError as error:
-                    self.stopped = (index, len(line), error)
+                    self.stopped = (index, len(value), error)
                     break
                 self.counts[kind] += 1
                 if on_sent is not None:
@@ -271,21 +352,204 @@ def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMet
     return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
 
 
-def in_record_order(records: list[Record]) -> list[Record]:
-    """``records`` sorted by (record time, topic, partition, offset), in place; returned."""
-    records.sort(key=lambda r: (r.timestamp_ms or 0, r.topic, r.partition, r.offset))
-    return records
+def event_time_headers(time_ms: int | None) -> list[tuple[str, bytes]] | None:
+    """The headers that give a record its event time, for the sources' ordering.
+
+    >>> event_time_headers(1767225600000), event_time_headers(None)
+    ([('event-time', b'1767225600000')], None)
+    """
+    if time_ms is None:
+        return None
+    return [(EVENT_TIME_HEADER, str(time_ms).encode())]
+
+
+def order_time(headers: Sequence[tuple[str, bytes | None]] | None, timestamp_ms: int | None) -> int:
+    """The time a record is read in: its event-time header, else its Kafka timestamp.
+
+    >>> order_time([("event-time", b"1500")], 9000), order_time(None, 9000)
+    (1500, 9000)
+    >>> order_time([("event-time", b"soon")], 9000), order_time([], None)
+    (9000, 0)
+    """
+    if headers:
+        for name, value in headers:
+            if name == EVENT_TIME_HEADER and value is not None:
+                try:
+                    return int(value)
+                except ValueError:
+                    break
+    return timestamp_ms if timestamp_ms is not None and timestamp_ms > 0 else 0
+
+
+class TimeOrder:
+    """Polled records, held until no assigned partition can still give an earlier one.
+
+    Records are released in (time, labels before events, topic, partition,
+    offset) order across every partition of both topics: a record waits while
+    a partition that still has records to read (``behind``) may give one that
+    comes before it. A partition's records come in offset order and, written
+    in event-time order, in time order, so its next record comes after the
+    latest one it gave. A partition read to its end holds nothing back (a
+    label that has not come yet is not waited for); one that has records to
+    read but gives none for ``hold_limit_s`` (a transaction marker at its
+    end) is then passed over until it gives one. A partition's records are
+    released as a prefix, so a committed offset never passes a record still
+    held: a record whose time goes back (a partition not written in time
+    order) comes right after the record before it, never before it.
+
+    The source pauses the partitions in :meth:`ahead` (they hold records) and
+    resumes the others, so the consumer fetches what the order waits for.
+
+    Examples
+    --------
+    >>> order = TimeOrder()
+    >>> def records(topic, kind, times):
+    ...     return [((t, kind == "events", topic, 0, n), Record(kind, b"", topic, 0, n, t))
+    ...             for n, t in enumerate(times)]
+    >>> order.add(("events", 0), records("events", "events", [10, 20, 30, 40]))
+    >>> [r.offset for r in order.release(lambda: {("events", 0), ("labels", 0)})]
+    []
+    >>> order.add(("labels", 0), records("labels", "labels", [20, 25]))
+    >>> [(r.kind, r.timestamp_ms) for r in order.release(lambda: {("events", 0), ("labels", 0)})]
+    [('events', 10), ('labels', 20), ('events', 20), ('labels', 25)]
+    >>> sorted(order.ahead()), order.held
+    ([('events', 0)], 2)
+    >>> [r.timestamp_ms for r in order.release(lambda: {("events", 0)})]  # labels read to the end
+    [30, 40]
+    """
+
+    def __init__(
+        self, hold_limit_s: float = HOLD_LIMIT_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.hold_limit_s = hold_limit_s
+        self.clock = clock
+        self._held: dict[Partition, list[tuple[OrderKey, Record]]] = {}
+        #: The greatest key each partition gave: its next records come after it.
+        self._last: dict[Partition, OrderKey] = {}
+        self._blocked_since: float | None = None
+        #: Partitions passed over (no record for ``hold_limit_s``) until they give one.
+        self._passed: set[Partition] = set()
+
+    @property
+    def held(self) -> int:
+        """Records held."""
+        return sum(map(len, self._held.values()))
+
+    def ahead(self) -> set[Partition]:
+        """The partitions that hold records: they wait for the others."""
+        return set(self._held)
+
+    def first_offsets(self) -> dict[Partition, int]:
+        """The offset of the first record held, per partition holding any: where its
+        records handed out end."""
+        return {p: items[0][1].offset for p, items in self._held.items()}
+
+    def add(self, partition: Partition, items: list[tuple[OrderKey, Record]]) -> None:
+        """Hold the records of one partition just polled, in offset order, with their keys."""
+        if not items:
+            return
+        last = self._last.get(partition)
+        latest = last[0] if last is not None else None
+        for n, (key, record) in enumerate(items):
+            if latest is not None and key[0] < latest:  # back in time: right after the latest
+                items[n] = ((latest, *key[1:]), record)  # type: ignore[assignment]
+            else:
+                latest = key[0]
+        self._last[partition] = items[-1][0]
+        held = self._held.get(partition)
+        if held:
+            held.extend(items)
+        else:
+            self._held[partition] = items
+        self._passed.discard(partition)
+
+    def release(self, behind: Callable[[], set[Partition]]) -> list[Record]:
+        """The held records that no partition can still precede, in order.
+
+        ``behind()`` names the assigned partitions that have records left to
+        read (asked only when records are held).
+        """
+        held = self._held
+        if not held:
+            return []
+        waiting = behind()
+        limit: OrderKey | None = None
+        empty = [p for p in waiting if p not in held and p not in self._passed]
+        if empty and self._stalled(empty):
+            empty = []
+        for p in empty:
+            last = self._last.get(p)
+            if last is None:  # nothing read from it yet: anything may come first
+                return []
+            limit = last if limit is None or last < limit else limit
+        if not empty:
+            self._blocked_since = None
+        for p in waiting:
+            if p in held:
+                last = self._last[p]
+                limit = last if limit is None or last < limit else limit
+        out: list[tuple[OrderKey, Record]] = []
+        for p in list(held):
+            items = held[p]
+            if limit is None or self._last[p] <= limit:
+                out += items
+                del held[p]
+                continue
+            n = 0
+            while n < len(items) and items[n][0] <= limit:
+                n += 1
+            if n:
+                out += items[:n]
+                held[p] = items[n:]
+        if out:
+            self._blocked_since = None
+        out.sort(key=itemgetter(0))
+        return [record for _, record in out]
+
+    def _stalled(self, empty: list[Partition]) -> bool:
+        """True once ``empty`` held the others back for ``hold_limit_s``; they are then
+        passed over until they give a record."""
+        now = self.clock()
+        if self._blocked_since is None:
+            self._blocked_since = now
+            return False
+        if now - self._blocked_since <= self.hold_limit_s:
+            return False
+        log.info(
+            "%s gave no record for %.1f s though not read to the end: reading on without it",
+            ", ".join(f"{t}:{p}" for t, p in sorted(empty)),
+            self.hold_limit_s,
+        )
+        self._passed.update(empty)
+        return True
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        """Drop what is held from ``partitions`` (revoked: their next owner reads them)."""
+        for p in partitions:
+            self._held.pop(p, None)
+            self._last.pop(p, None)
+            self._passed.discard(p)
+
+    def clear(self) -> None:
+        """Drop everything (the partitions are read again from elsewhere)."""
+        self._held.clear()
+        self._last.clear()
+        self._passed.clear()
+        self._blocked_since = None
 
 
 class _Revocations(ConsumerRebalanceListener):
     """Counts the rebalances that took partitions away (revoked, or lost to an expired session)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_revoked: Callable[[Any], None] | None = None) -> None:
         self.count = 0
+        self.on_revoked = on_revoked
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
             self.count += 1
+            if self.on_revoked is not None:
+                self.on_revoked(revoked)
 
     def on_partitions_lost(self, lost: Any) -> None:
         self.on_partitions_revoked(lost)
@@ -297,21 +561,32 @@ class _Revocations(ConsumerRebalanceListener):
 class KafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
-    Offsets are committed only when the caller says so (:meth:`commit` or a
+    Records come in event-time order across every partition of both topics
+    (:class:`TimeOrder`): a partition ahead of the others is paused until they
+    catch up, so a backlog is read as the live stream was. Offsets are
+    committed only when the caller says so (:meth:`commit` or a
     transaction), never automatically. :attr:`revocations` counts the
     rebalances that took partitions from this consumer: work done since the
     last commit may then be done again by the partitions' next owner.
+    ``bootstrap_timeout_ms`` bounds the wait for a first broker at construction.
     """
 
     def __init__(
-        self, config: KafkaConfig, read_committed: bool = True, instance_id: str | None = None
+        self,
+        config: KafkaConfig,
+        read_committed: bool = True,
+        instance_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,
     ) -> None:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
         self._unassigned_since: float | None = None
         #: Times the consumer joined the group again for lack of partitions.
         self.rejoins = 0
-        self._revocations = _Revocations()
+        self._order = TimeOrder()
+        #: The partitions paused because they hold records ahead of the others.
+        self._paused: set[Partition] = set()
+        self._revocations = _Revocations(self._forget)
         self.consumer = KafkaConsumer(
             group_id=config.group_id,
             client_id=config.client_id,
@@ -325,6 +600,7 @@ class KafkaSource:
             heartbeat_interval_ms=max(500, config.session_timeout_ms // 4),
             isolation_level="read_committed" if read_committed else "read_uncommitted",
             group_instance_id=instance_id if config.static_membership else None,
+            **_bootstrap(bootstrap_timeout_ms),
             **config.client_options(),
         )
         self.consumer.subscribe(topics=list(self.kinds), listener=self._revocations)
@@ -333,6 +609,17 @@ class KafkaSource:
     def revocations(self) -> int:
         """Rebalances so far that took partitions from this consumer."""
         return self._revocations.count
+
+    def _forget(self, revoked: Any) -> None:
+        """Drop what the revoked partitions held, and resume those paused for the order."""
+        partitions = {(tp.topic, tp.partition) for tp in revoked}
+        self._order.forget(partitions)
+        paused, self._paused = partitions & self._paused, self._paused - partitions
+        if paused:
+            try:
+                self.consumer.resume(*(TopicPartition(*p) for p in paused))
+            except (KafkaError, KeyError) as exc:  # lost already
+                log.debug("could not resume %s: %s", sorted(paused), exc)
 
     def rejoin_when_unassigned(self) -> None:
         """Join the group again when it formed without partitions (topic metadata not yet in).
@@ -354,28 +641,75 @@ class KafkaSource:
             self.rejoins += 1
 
     def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
-        """The next records, in (record time, topic, partition, offset) order; may be empty.
+        """The next records, in event-time order across partitions (:class:`TimeOrder`).
 
         ``timeout_ms`` overrides the configured poll timeout (0: only what is there).
         """
         self.rejoin_when_unassigned()
         if timeout_ms is None:
             timeout_ms = self.config.poll_timeout_ms
+        self._unpark()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
-        records = [
-            Record(
-                self.kinds[tp.topic],
-                r.value or b"",
-                tp.topic,
-                tp.partition,
-                r.offset,
-                r.timestamp,
-                r.key,
-            )  # type: ignore[arg-type]
-            for tp, batch in polled.items()
-            for r in batch
-        ]
-        return in_record_order(records)
+        order = self._order
+        for tp, batch in polled.items():
+            topic, partition = tp.topic, tp.partition
+            kind = self.kinds[topic]
+            is_event = kind == "events"
+            order.add(
+                (topic, partition),
+                [
+                    (
+                        (order_time(r.headers, r.timestamp), is_event, topic, partition, r.offset),
+                        Record(
+                            kind, r.value or b"", topic, partition, r.offset, r.timestamp, r.key
+                        ),  # type: ignore[arg-type]
+                    )
+                    for r in batch
+                ],
+            )
+        records = order.release(self._behind)
+        self._pause_ahead()
+        return records
+
+    def _behind(self) -> set[Partition]:
+        """The assigned partitions with records left to read, as of the last fetch (no request).
+
+        kafka-python keeps each partition's position and the high watermark of
+        its last fetch response in its subscription state; its public
+        ``position()`` may ask the coordinator, so the state is read directly.
+        """
+        behind = set()
+        for tp, state in self.consumer._subscription.assignment.items():
+            high, position = state.highwater, state.position
+            if high is None or position is None or position.offset < high:
+                behind.add((tp.topic, tp.partition))
+        return behind
+
+    def _unpark(self) -> None:
+        """Let the poll hand back the records kafka-python parked for a resumed partition.
+
+        kafka-python 3.0 parks the fetched records of a paused partition and
+        restores them on a later poll only when its in-line record slot is
+        None; a drained slot (empty, not None) leaves them parked, and a
+        partition with parked records is never fetched again: it would stay
+        silent for good. The drained slot holds nothing, so it is emptied.
+        """
+        fetcher = self.consumer._fetcher
+        inline = fetcher._next_partition_records
+        if inline is not None and not inline and fetcher._paused_partition_records:
+            fetcher._next_partition_records = None
+
+    def _pause_ahead(self) -> None:
+        """Pause the partitions holding records ahead of the others; resume the rest."""
+        ahead = self._order.ahead()
+        if ahead == self._paused:
+            return
+        pause, resume = ahead - self._paused, self._paused - ahead
+        if pause:
+            self.consumer.pause(*(TopicPartition(*p) for p in pause))
+        if resume:
+            self.consumer.resume(*(TopicPartition(*p) for p in resume))
+        self._paused = ahead
 
     def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The offsets to commit once ``records`` are done (next offset per partition)."""
@@ -404,9 +738,10 @@ class KafkaSource:
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
     def positions(self) -> dict[tuple[str, int], int]:
-        """The next offset to read of every assigned partition."""
+        """The next offset to hand out of every assigned partition (records held wait in it)."""
         consumer = self.consumer
-        return {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+        fetched = {(tp.topic, tp.partition): consumer.position(tp) for tp in consumer.assignment()}
+        return {**fetched, **self._order.first_offsets()}
 
     def pause_assigned(self) -> None:
         assigned = self.consumer.assignment()
@@ -415,6 +750,7 @@ class KafkaSource:
 
     def resume_assigned(self) -> None:
         self.consumer.resume(*self.consumer.paused())
+        self._paused.clear()
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
@@ -433,6 +769,10 @@ class KafkaSource:
         A partition without one starts where ``auto_offset_reset`` says, as a
         newly assigned partition would. Returns the offset each now starts at.
         """
+        self._order.clear()
+        if self._paused:
+            self.consumer.resume(*(TopicPartition(*p) for p in self._paused))
+            self._paused.clear()
         starts = {}
         for tp in self.consumer.assignment():
             committed = self.consumer.committed(tp)
@@ -463,23 +803,67 @@ class KafkaSource:
         """True when every assigned partition has been read to its end (or none is assigned)."""
         assigned = self.consumer.assignment()
         lags = self.lag()
-        return len(lags) == len(assigned) and not any(lags.values())
+        return len(lags) == len(assigned) and not any(lags.values()) and not self._order.held
 
-    def close(self) -> None:
-        self.consumer.close()
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group and close; ``timeout_s`` bounds the wait for the coordinator."""
+        self.consumer.close(timeout_ms=None if timeout_s is None else max(1, int(timeout_s * 1000)))
+
+
+#: Why the broker refused an output for itself, by error code: sending it again
+#: cannot succeed (unless the topic's configuration changes). Anything else (a
+#: timeout, the broker away, an aborted transaction) is not the record's fault.
+REFUSALS: dict[int, str] = {
+    10: "too_large",  # MESSAGE_TOO_LARGE (broker), MSG_SIZE_TOO_LARGE (librdkafka, local)
+    18: "too_large",  # RECORD_LIST_TOO_LARGE
+    87: "invalid_record",  # INVALID_RECORD (e.g. a compacted topic and no key)
+}
+
+
+def refusal_reason(error: BaseException) -> str | None:
+    """Why the broker refused a record for itself (``REFUSALS``), or None.
+
+    Errors of either client carry the Kafka error code in ``errno``.
+
+    >>> from kafka.errors import MessageSizeTooLargeError
+    >>> refusal_reason(MessageSizeTooLargeError()), refusal_reason(KafkaTimeoutError())
+    ('too_large', None)
+    """
+    errno = getattr(error, "errno", None)
+    return REFUSALS.get(errno) if isinstance(errno, int) else None
+
+
+@dataclass(slots=True, frozen=True)
+class RefusedRecord:
+    """An output the broker refused for itself, with what it takes to send it again."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+    #: One of the values of ``REFUSALS``.
+    reason: str
+    error: str
 
 
 class UndeliveredError(KafkaError):
     """Records the broker did not acknowledge: the offsets of their inputs stay uncommitted.
 
+    ``refused`` are those it refused for themselves (see :func:`refusal_reason`);
+    when they are all of them (``only_refused``), nothing else went wrong.
+
     >>> error = UndeliveredError(3, KafkaTimeoutError("expired"))
-    >>> error.count, str(error)
-    (3, 'UndeliveredError: 3 records were not delivered (first error: KafkaTimeoutError: expired)')
+    >>> error.count, error.only_refused
+    (3, False)
+    >>> str(error)
+    'UndeliveredError: 3 records were not delivered (first error: KafkaTimeoutError: expired)'
     """
 
     retriable = True
 
-    def __init__(self, count: int, first: BaseException | None) -> None:
+    def __init__(
+        self, count: int, first: BaseException | None, refused: tuple[RefusedRecord, ...] = ()
+    ) -> None:
         if first is None:
             detail = "unknown"
         elif isinstance(first, KafkaError):  # its str() starts with its class name
@@ -488,6 +872,11 @@ class UndeliveredError(KafkaError):
             detail = f"{type(first).__name__}: {first}"
         super().__init__(f"{count} records were not delivered (first error: {detail})")
         self.count = count
+        self.refused = refused
+
+    @property
+    def only_refused(self) -> bool:
+        return bool(self.refused) and len(self.refused) == self.count
 
 
 class Deliveries:
@@ -497,18 +886,23 @@ class Deliveries:
     of them and raises :class:`UndeliveredError` for those that failed. It
     does not rely on ``flush()`` alone: kafka-python's flush waits for the
     batches it finds when it starts, and a batch the broker finds too large is
-    split into new ones that it does not wait for.
+    split into new ones that it does not wait for. A send that failed for
+    itself (:func:`refusal_reason`) is kept, with its record, in the error's
+    ``refused``, so that the caller may send it again or drop it.
 
     >>> from kafka.future import Future
+    >>> from kafka.errors import MessageSizeTooLargeError
     >>> deliveries = Deliveries()
-    >>> first, second = Future(), Future()
+    >>> first, second, third = Future(), Future(), Future()
     >>> deliveries.track(first); deliveries.track(second)
+    >>> deliveries.track(third, ("dead-letter", b"events:0:7", b"{}", None))
     >>> _ = first.success("metadata"); _ = second.failure(KafkaTimeoutError("expired"))
+    >>> _ = third.failure(MessageSizeTooLargeError())
     >>> try:
     ...     deliveries.check(timeout_s=1.0)
     ... except UndeliveredError as error:
-    ...     print(error.count, "undelivered")
-    1 undelivered
+    ...     print(error.count, "undelivered,", [(r.key, r.reason) for r in error.refused])
+    2 undelivered, [(b'events:0:7', 'too_large')]
     >>> deliveries.check(timeout_s=1.0)  # each failure is raised once
     """
 
@@ -518,12 +912,22 @@ class Deliveries:
         self._settled = 0
         self._failed = 0
         self._first_failure: BaseException | None = None
+        self._refused: list[RefusedRecord] = []
 
-    def track(self, future: Any) -> None:
-        """Count a kafka-python send; its future settles it."""
+    def track(self, future: Any, output: tuple[Any, ...] | None = None) -> None:
+        """Count a kafka-python send; its future settles it.
+
+        ``output`` is the send's ``(topic, key, value, headers)``, kept if it is refused.
+        """
         self.sent()
         future.add_callback(self.delivered)
-        future.add_errback(self.failed)
+        if output is None:
+            future.add_errback(self.failed)
+        else:
+            future.add_errback(self._failed_output, output)
+
+    def _failed_output(self, output: tuple[Any, ...], error: BaseException) -> None:
+        self.failed(error, output)
 
     def sent(self) -> None:
         """Count one send whose outcome :meth:`delivered` or :meth:`failed` will report."""
@@ -534,12 +938,17 @@ class Deliveries:
             self._settled += 1
             self._settled_changed.notify_all()
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, output: tuple[Any, ...] | None = None) -> None:
+        """Settle a send that failed; ``output``: its ``(topic, key, value, headers)``."""
+        reason = refusal_reason(error) if output is not None else None
         with self._settled_changed:
             self._settled += 1
             self._failed += 1
             if self._first_failure is None:
                 self._first_failure = error
+            if reason is not None and output is not None:
+                topic, key, value, headers = output
+                self._refused.append(RefusedRecord(topic, key, value, headers, reason, str(error)))
             self._settled_changed.notify_all()
 
     def check(self, timeout_s: float) -> None:
@@ -548,15 +957,16 @@ class Deliveries:
             if not self._settled_changed.wait_for(lambda: self._settled >= self._sent, timeout_s):
                 waiting = self._sent - self._settled
                 raise KafkaTimeoutError(f"{waiting} records unacknowledged after {timeout_s:g} s")
-            failed, first = self._failed, self._first_failure
+            failed, first, refused = self._failed, self._first_failure, tuple(self._refused)
             self.reset()
         if failed:
-            raise UndeliveredError(failed, first)
+            raise UndeliveredError(failed, first, refused)
 
     def reset(self) -> None:
         """Forget every tracked send (their transaction was aborted, or the producer closed)."""
         self._sent = self._settled = self._failed = 0
         self._first_failure = None
+        self._refused = []
 
 
 class KafkaSink:
@@ -565,7 +975,8 @@ class KafkaSink:
     Every send is checked before the offsets of its inputs are committed: a
     record the broker refused or never acknowledged raises
     :class:`UndeliveredError` at :meth:`commit` instead of being lost behind a
-    committed offset.
+    committed offset. Every wait is bounded by ``kafka.max_block_ms``, and by
+    :attr:`limit` of it: a worker asked to stop gives its last waits a grace period.
     """
 
     #: A batch's predictions go out together once it is scored: kafka-python's sender
@@ -573,9 +984,17 @@ class KafkaSink:
     #: to take the GIL from scoring (the transactional worker lost 13-27 % of its rate).
     send_as_scored = False
 
-    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        transactional_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,
+    ) -> None:
         self.config = config
+        #: Caps each wait (seconds) of the sink: the identity unless the owner bounds them.
+        self.limit: Callable[[float], float] = lambda timeout_s: timeout_s
         options: dict[str, Any] = {
+            **_bootstrap(bootstrap_timeout_ms),
             "client_id": config.client_id,
             "linger_ms": config.linger_ms,
             "batch_size": config.batch_size,
@@ -586,6 +1005,7 @@ class KafkaSink:
         if transactional_id:
             options["transactional_id"] = transactional_id
             options["enable_idempotence"] = True
+        self._options = options
         self.producer = KafkaProducer(**options)
         self.transactional = transactional_id is not None
         self.in_transaction = False
@@ -606,7 +1026,34 @@ class KafkaSink:
         value: bytes,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self.deliveries.track(self.producer.send(topic, key=key, value=value, headers=headers))
+        try:
+            future = self.producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError:
+            if self.transactional:  # failed for a record refused before? that is the error
+                self.flush()
+            raise
+        self.deliveries.track(future, (topic, key, value, headers))
+
+    def send_alone(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send a record in a produce request of its own (one the broker refused before).
+
+        The broker refuses a whole record batch larger than the topic takes; a
+        record refused within one is tried again alone, so that only a record
+        too large by itself is refused again. Its outcome is checked at the next
+        :meth:`flush`, as any other send's.
+        """
+        timeout_s = self.config.max_block_ms / 1000
+        self._flush_producer(timeout_s)
+        self._renew_if_failed()
+        self.send(topic, key, value, headers)
+        self._flush_producer(timeout_s)
+        self._renew_if_failed()  # settled: a refusal must not fail the next record's send
 
     def commit(
         self,
@@ -639,9 +1086,28 @@ class KafkaSink:
 
         Raises :class:`UndeliveredError` if it refused or never acknowledged some of them.
         """
-        timeout_s = self.config.max_block_ms / 1000
-        self._flush_producer(timeout_s)
-        self.deliveries.check(timeout_s)
+        deadline = time.monotonic() + self.limit(self.config.max_block_ms / 1000)
+        self._flush_producer(deadline - time.monotonic())
+        try:
+            self.deliveries.check(max(0.0, deadline - time.monotonic()))
+        except UndeliveredError:
+            self._renew_if_failed()
+            raise
+
+    def _renew_if_failed(self) -> None:
+        """Replace the producer if a refused record left it failing every later send.
+
+        kafka-python's idempotent producer (its default) treats a record the broker
+        refuses (too large) as fatal and fails every later send with that error;
+        every send not yet answered is failed with it, so a new producer loses nothing. (A
+        transactional producer only needs its transaction aborted.)
+        """
+        manager = getattr(self.producer, "_transaction_manager", None)
+        if self.transactional or manager is None or not manager.has_fatal_error():
+            return
+        log.info("the producer failed for good after a refused record: replacing it")
+        self.producer.close(timeout=0)
+        self.producer = KafkaProducer(**self._options)
 
     def _flush_producer(self, timeout_s: float) -> None:
         # kafka-python's flush raises UnknownError("Future not done") when the broker
@@ -663,7 +1129,7 @@ class KafkaSink:
             self._await(self._transactions().begin_abort(), "aborting the transaction")
 
     def close(self) -> None:
-        timeout_s = self.config.max_block_ms / 1000
+        timeout_s = self.limit(self.config.max_block_ms / 1000)
         try:
             self._flush_producer(timeout_s)
             self.producer.close(timeout=timeout_s)
@@ -680,5 +1146,6 @@ class KafkaSink:
 
     def _await(self, result: Any, step: str) -> None:
         self.producer._sender.wakeup()
-        if not result.wait(timeout_ms=self.config.max_block_ms):
-            raise KafkaTimeoutError(f"{step} took longer than {self.config.max_block_ms} ms")
+        timeout_ms = max(1, int(self.limit(self.config.max_block_ms / 1000) * 1000))
+        if not result.wait(timeout_ms=timeout_ms):
+            raise KafkaTimeoutError(f"{step} took longer than {timeout_ms} ms")

@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import pickle  # noqa: S403 - the processor's own model, pickled and loaded in memory
@@ -63,6 +64,7 @@ from metrics.scorecard import Scorecard
 from stream.watermark import PartitionClock
 
 __all__ = [
+    "DEAD_LETTER_MIN_BYTES",
     "BatchOutput",
     "DeadLetter",
     "Example",
@@ -117,8 +119,51 @@ class Prediction:
         )
 
 
+#: Largest escaped size of a dead letter's reason, detail and topic name: with the other
+#: fields, a dead letter without its record takes under :data:`DEAD_LETTER_MIN_BYTES`.
+_REASON_BYTES, _DETAIL_BYTES, _TOPIC_BYTES = 128, 256, 256
+#: The smallest bound :meth:`DeadLetter.to_json` accepts: room for every field but the record.
+DEAD_LETTER_MIN_BYTES = 1024
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` whose JSON string (quotes included) takes ``max_bytes``.
+
+    >>> _clip("abcdef", 5), _clip('a"b"c', 6), _clip("", 2)
+    ('abc', 'a"b', '')
+    """
+    if len(orjson.dumps(text)) <= max_bytes:
+        return text
+    low, high = 0, len(text)  # the longest fitting prefix has a length in [low, high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if len(orjson.dumps(text[:middle])) <= max_bytes:
+            low = middle
+        else:
+            high = middle
+    return text[:low]
+
+
 @dataclass(slots=True, frozen=True)
 class DeadLetter:
+    """A record that could not be processed, with why and where it came from.
+
+    Its JSON carries the record (as text, or as hex when it is not UTF-8), its
+    size and SHA-256 digest, and is cut to a bound so that the dead-letter
+    topic always accepts it: a record too large to fit is truncated (and says
+    so), its digest still that of the whole record.
+
+    >>> letter = DeadLetter("invalid_json", "unexpected end", b'{"a": ' + b'"x' * 4000,
+    ...                     "events", 2, 17)
+    >>> doc = orjson.loads(letter.to_json(max_bytes=1024))
+    >>> len(letter.to_json(max_bytes=1024)) <= 1024, doc["truncated"], doc["size"], doc["offset"]
+    (True, True, 8006, 17)
+    >>> doc["sha256"] == hashlib.sha256(letter.value).hexdigest()
+    True
+    >>> orjson.loads(DeadLetter("not_utf8", "", b"caf\\xe9", "events", 0, 1).to_json())["value_hex"]
+    '636166e9'
+    """
+
     reason: str
     detail: str
     value: bytes
@@ -126,21 +171,46 @@ class DeadLetter:
     partition: int
     offset: int
 
-    def to_json(self) -> bytes:
+    @property
+    def source(self) -> str:
+        """The record's ``topic:partition:offset``: the dead letter's key."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def to_json(self, max_bytes: int = 256 * 1024) -> bytes:
+        """The dead letter as JSON of at most ``max_bytes`` (at least ``DEAD_LETTER_MIN_BYTES``)."""
+        if max_bytes < DEAD_LETTER_MIN_BYTES:
+            raise ValueError(f"max_bytes must be at least {DEAD_LETTER_MIN_BYTES}, not {max_bytes}")
+        value = self.value
+        doc: dict[str, object] = {
+            "reason": _clip(self.reason, _REASON_BYTES),
+            "detail": _clip(self.detail, _DETAIL_BYTES),
+            "topic": _clip(self.topic, _TOPIC_BYTES),
+            "partition": self.partition,
+            "offset": self.offset,
+            "size": len(value),
+            "sha256": hashlib.sha256(value).hexdigest(),
+            "truncated": False,
+        }
         try:
-            raw: dict[str, str] = {"value": self.value.decode("utf-8")}
+            text: str | None = value.decode("utf-8")
         except UnicodeDecodeError:
-            raw = {"value_hex": self.value[:4096].hex()}
-        return orjson.dumps(
-            {
-                "reason": self.reason,
-                "detail": self.detail,
-                "topic": self.topic,
-                "partition": self.partition,
-                "offset": self.offset,
-                **raw,
-            }
-        )
+            text = None
+        field_name = "value" if text is not None else "value_hex"
+        whole = text if text is not None else value.hex()
+        encoded = orjson.dumps({**doc, field_name: whole})
+        if len(encoded) <= max_bytes:
+            return encoded
+        doc["truncated"] = True
+        # what the record may take: the bound less the rest, its key, colon and comma
+        room = max_bytes - len(orjson.dumps(doc)) - len(field_name) - 4
+        if text is None:
+            part = value[: max(0, room - 2) // 2].hex()
+        else:
+            # a prefix of the bytes, cut at a character boundary; then of its escaped form
+            prefix = value[: max(0, room)].decode("utf-8", "ignore")
+            part = _clip(prefix, room)
+        doc[field_name] = part
+        return orjson.dumps(doc)
 
 
 @dataclass(slots=True, frozen=True)
@@ -441,7 +511,7 @@ class Processor:
         if drifted:
             self._on_concept_drift(self.slots[0], event_time_ms)
         if self.metrics is not None:
-            self.metrics.labels_learned.labels(source=kind).inc()
+            self.metrics.observe_label(kind, y_true, event_time_ms)
 
     def _learn_all(self, entry: _Learned) -> str | None:
         """Every slot learns the label; None, or the name of a slot it left non-finite.

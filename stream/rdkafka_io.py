@@ -22,7 +22,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,7 +33,14 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream.config import KafkaConfig
-from stream.kafka_io import Deliveries, in_record_order, next_offsets
+from stream.kafka_io import (
+    Deliveries,
+    Partition,
+    TimeOrder,
+    next_offsets,
+    order_time,
+    refusal_reason,
+)
 from stream.processor import Record
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
@@ -52,13 +59,15 @@ class LibrdkafkaError(KafkaError):
 
     >>> from confluent_kafka import KafkaError as RdError
     >>> error = LibrdkafkaError(RdError(RdError._TIMED_OUT, "no reply"))
-    >>> error.retriable, "no reply" in str(error)
-    (False, True)
+    >>> error.retriable, "no reply" in str(error), error.errno == RdError._TIMED_OUT
+    (False, True, True)
     """
 
     def __init__(self, error: Any) -> None:
         super().__init__(f"{error.name()}: {error.str()}")
         self.retriable = bool(error.retriable())
+        #: The error code: a Kafka one (as kafka-python's ``errno``), or a negative local one.
+        self.errno = int(error.code())
 
 
 @contextmanager
@@ -98,11 +107,19 @@ def _log_client_error(error: Any) -> None:
 class RdKafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
-    The same methods as :class:`stream.kafka_io.KafkaSource`.
+    The same methods as :class:`stream.kafka_io.KafkaSource`, and the same
+    event-time order across every partition of both topics
+    (:class:`stream.kafka_io.TimeOrder`): librdkafka hands out a fetched
+    partition's backlog before the next one's, so a partition ahead of the
+    others is paused until they catch up.
     """
 
     def __init__(
-        self, config: KafkaConfig, read_committed: bool = True, instance_id: str | None = None
+        self,
+        config: KafkaConfig,
+        read_committed: bool = True,
+        instance_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,  # librdkafka connects in its own threads
     ) -> None:
         self.config = config
         self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
@@ -116,6 +133,9 @@ class RdKafkaSource:
         #: The assignment as the rebalance callbacks left it, the one view of it every
         #: method uses: asking librdkafka waits for its main thread (~0.3 ms a call).
         self._assigned: set[tuple[str, int]] = set()
+        self._order = TimeOrder()
+        #: The partitions paused because they hold records ahead of the others.
+        self._paused: set[Partition] = set()
         options: dict[str, Any] = {
             **librdkafka_options(config),
             "group.id": config.group_id,
@@ -151,13 +171,26 @@ class RdKafkaSource:
         self._start_offsets.clear()
         if partitions:
             self.revocations += 1
-        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned -= revoked
+        self._order.forget(revoked)
+        self._resume_revoked(revoked)
+
+    def _resume_revoked(self, revoked: set[Partition]) -> None:
+        """Resume the revoked partitions paused for the order: paused they would stay
+        silent if assigned again."""
+        paused, self._paused = revoked & self._paused, self._paused - revoked
+        if paused:
+            try:
+                self.consumer.resume([RdTopicPartition(*p) for p in paused])
+            except KafkaException as exc:  # lost already
+                log.debug("could not resume %s: %s", sorted(paused), exc)
 
     def rejoin_when_unassigned(self) -> None:
         """Nothing to do: librdkafka rejoins when the topics' metadata changes."""
 
     def next_batch(self, timeout_ms: int | None = None) -> list[Record]:
-        """The next records, in (record time, topic, partition, offset) order; may be empty.
+        """The next records, in event-time order across partitions; may be empty.
 
         Returns as soon as one record is there (``consume`` alone would wait
         for a full batch or the whole timeout).
@@ -171,8 +204,8 @@ class RdKafkaSource:
                 first = self.consumer.poll(timeout_ms / 1000)
                 if first is not None:
                     messages = [first, *self.consumer.consume(limit - 1, 0)]
-        records = []
         kinds = self.kinds
+        polled: dict[Partition, list[tuple[Any, Record]]] = {}
         for m in messages:
             error = m.error()
             if error is not None:
@@ -180,19 +213,51 @@ class RdKafkaSource:
                     raise LibrdkafkaError(error)
                 log.warning("consumer: %s", error)
                 continue
-            topic = m.topic()
-            records.append(
-                Record(
-                    kinds[topic],  # type: ignore[arg-type]
-                    m.value() or b"",
-                    topic,
-                    m.partition(),
-                    m.offset(),
-                    m.timestamp()[1],
-                    m.key(),
-                )
-            )
-        return in_record_order(records)
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            kind = kinds[topic]
+            timestamp = m.timestamp()[1]
+            key = (order_time(m.headers(), timestamp), kind == "events", topic, partition, offset)
+            record = Record(kind, m.value() or b"", topic, partition, offset, timestamp, m.key())  # type: ignore[arg-type]
+            items = polled.get((topic, partition))
+            if items is None:
+                polled[(topic, partition)] = [(key, record)]
+            else:
+                items.append((key, record))
+        order = self._order
+        for tp, items in polled.items():
+            order.add(tp, items)
+        records = order.release(self._behind)
+        self._pause_ahead()
+        return records
+
+    def _behind(self) -> set[Partition]:
+        """The assigned partitions with records left to read, as of the last fetch.
+
+        The positions and the high watermarks librdkafka holds (no request, but
+        for where a partition starts, asked once per assignment).
+        """
+        with _raised_as_kafka_errors():
+            positions = self._fetch_positions()
+            behind = set()
+            for tp in self._assignment():
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                name = (tp.topic, tp.partition)
+                if high < 0 or positions.get(name, -1) < high:
+                    behind.add(name)
+        return behind
+
+    def _pause_ahead(self) -> None:
+        """Pause the partitions holding records ahead of the others; resume the rest."""
+        ahead = self._order.ahead()
+        if ahead == self._paused:
+            return
+        pause, resume = ahead - self._paused, self._paused - ahead
+        with _raised_as_kafka_errors():
+            if pause:
+                self.consumer.pause([RdTopicPartition(*p) for p in pause])
+            if resume:
+                self.consumer.resume([RdTopicPartition(*p) for p in resume])
+        self._paused = ahead
 
     def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
         """The offsets to commit once ``records`` are done (next offset per partition)."""
@@ -236,6 +301,11 @@ class RdKafkaSource:
         """
         reset = OFFSET_BEGINNING if self.config.auto_offset_reset == "earliest" else OFFSET_END
         starts: dict[tuple[str, int], int] = {}
+        self._order.clear()
+        if self._paused:
+            with _raised_as_kafka_errors():
+                self.consumer.resume([RdTopicPartition(*p) for p in self._paused])
+            self._paused.clear()
         if not self._assigned:
             return starts
         with _raised_as_kafka_errors():
@@ -266,6 +336,10 @@ class RdKafkaSource:
         return ends
 
     def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to hand out of every assigned partition (records held wait in it)."""
+        return {**self._fetch_positions(), **self._order.first_offsets()}
+
+    def _fetch_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read of every assigned partition.
 
         librdkafka knows a position only once a partition gave a record, and it
@@ -311,7 +385,7 @@ class RdKafkaSource:
         """True when every assigned partition has been read to its end (or none is assigned)."""
         assigned = self.assigned()
         lags = self.lag(cached=False)
-        return len(lags) == len(assigned) and not any(lags.values())
+        return len(lags) == len(assigned) and not any(lags.values()) and not self._order.held
 
     def pause_assigned(self) -> None:
         with _raised_as_kafka_errors():
@@ -320,6 +394,7 @@ class RdKafkaSource:
     def resume_assigned(self) -> None:
         with _raised_as_kafka_errors():
             self.consumer.resume(self._assignment())
+        self._paused.clear()
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
@@ -332,7 +407,7 @@ class RdKafkaSource:
                 self.consumer.seek(RdTopicPartition(topic, partition, offset))
             self.pause_assigned()
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         with _raised_as_kafka_errors():
             self.consumer.close()
 
@@ -349,8 +424,15 @@ class RdKafkaSink:
     #: for its last one.
     send_as_scored = True
 
-    def __init__(self, config: KafkaConfig, transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        transactional_id: str | None = None,
+        bootstrap_timeout_ms: int | None = None,  # librdkafka connects in its own threads
+    ) -> None:
         self.config = config
+        #: Caps each wait (seconds) of the sink, as :attr:`stream.kafka_io.KafkaSink.limit`.
+        self.limit: Callable[[float], float] = lambda timeout_s: timeout_s
         self.deliveries = Deliveries()
         options: dict[str, Any] = {
             **librdkafka_options(config),
@@ -373,13 +455,14 @@ class RdKafkaSink:
 
     @property
     def _timeout_s(self) -> float:
-        return self.config.max_block_ms / 1000
+        return self.limit(self.config.max_block_ms / 1000)
 
-    def _settle(self, error: Any, _message: Any) -> None:
+    def _settle(self, error: Any, message: Any) -> None:
         if error is None:
             self.deliveries.delivered()
         else:
-            self.deliveries.failed(LibrdkafkaError(error))
+            output = (message.topic(), message.key(), message.value(), message.headers())
+            self.deliveries.failed(LibrdkafkaError(error), output)
 
     def begin(self) -> None:
         """Open a transaction unless one is open (a transaction may span many batches)."""
@@ -404,7 +487,48 @@ class RdKafkaSink:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     self.producer.poll(0.05)
+                except KafkaException as exc:
+                    if refusal_reason(LibrdkafkaError(exc.args[0])) is None:
+                        if self.transactional:  # failed for a record refused before?
+                            self.flush()
+                        raise
+                    # over the producer's message.max.bytes: refused before it left, and
+                    # reported at the next check as kafka-python reports its own
+                    self.deliveries.sent()
+                    self.deliveries.failed(
+                        LibrdkafkaError(exc.args[0]), (topic, key, value, headers)
+                    )
+                    return
         self.deliveries.sent()
+
+    def send_alone(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send a record in a produce request of its own (one the broker refused before).
+
+        librdkafka does not split a record batch the broker finds larger than
+        the topic takes: every record of it is refused. One refused so is tried
+        again alone; its outcome is checked at the next :meth:`flush`.
+        """
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.send(topic, key, value, headers)
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+
+    def flush(self) -> None:
+        """Send what is queued and wait for the answer to every send since the last flush.
+
+        Raises :class:`stream.kafka_io.UndeliveredError` if the broker refused or
+        never acknowledged some of them.
+        """
+        with _raised_as_kafka_errors():
+            self.producer.flush(self._timeout_s)
+        self.deliveries.check(timeout_s=0.0)
 
     def commit(
         self,
@@ -412,9 +536,7 @@ class RdKafkaSink:
         source: RdKafkaSource,
     ) -> None:
         """Make the batch's outputs visible and its input offsets committed."""
-        with _raised_as_kafka_errors():
-            self.producer.flush(self._timeout_s)
-        self.deliveries.check(timeout_s=0.0)
+        self.flush()
         if self.transactional:
             self.begin()
             with _raised_as_kafka_errors():

@@ -3,9 +3,11 @@
 The events and labels of one file (or of an events file and a labels file) are
 merged into event-time order (each label by its own ``timestamp``), cut to a
 time range, and sent to the events and labels topics keyed by ``event_id``,
-so a label lands on its event's partition. With a speed factor ``F`` the wall
-time between two sends is the event-time gap divided by ``F``; with ``max``
-records go out as fast as the producer takes them.
+so a label lands on its event's partition, each with its event time in the
+``event-time`` header: a worker catching up reads both topics in that order.
+With a speed factor ``F`` the wall time between two sends is the event-time
+gap divided by ``F``; with ``max`` records go out as fast as the producer
+takes them.
 
 The ordering is stable: records with equal times keep their file order, and
 the events file comes before the labels file. A line that cannot be parsed, or
@@ -60,7 +62,7 @@ from rich.table import Table
 
 from features.schema import record_kind, to_epoch_ms
 from stream.config import Settings
-from stream.kafka_io import KafkaSink, ensure_topics, event_key, topic_plan
+from stream.kafka_io import KafkaSink, ensure_topics, event_key, event_time_headers, topic_plan
 from stream.processor import DeadLetter
 from stream.sources import BadRow, read_records
 
@@ -547,7 +549,9 @@ def replay(
                 key = f"{letter['topic']}:{letter['partition']}:{letter['offset']}".encode()
                 sink.send(topic, key, line.value, [("reason", line.refused.encode())])
             else:
-                sink.send(topic, event_key(line.value), line.value)
+                sink.send(
+                    topic, event_key(line.value), line.value, event_time_headers(line.time_ms)
+                )
             summary.sent[topic] += 1
             if on_send is not None:
                 on_send(1)

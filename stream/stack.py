@@ -1,4 +1,4 @@
-"""The local stack: Kafka (KRaft), Redis, Prometheus and Alertmanager as local processes.
+"""The local stack: Kafka (KRaft), Redis, Prometheus, Alertmanager and the alert receiver.
 
 One module runs the services for the README, the tests and CI, without Docker. Each
 service is a plain child process started in its own session, tracked by a pid file
@@ -14,7 +14,8 @@ Layout of the root folder (``.stack/`` by default)::
     kafka/                      server.properties, log4j2.yaml, cluster_id, data/, logs/
     redis/                      redis.log, data files
     prometheus/                 prometheus.yml, targets/*.json (file_sd), data/, prometheus.log
-    alertmanager/               alertmanager.yml (when generated), data/, alertmanager.log
+    alertmanager/               alertmanager.yml (routes to the receiver), data/, alertmanager.log
+    alerts/                     alerts.jsonl (`streamlearn alerts list`), alerts.log
 
 Examples
 --------
@@ -29,11 +30,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,7 +47,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field
 
 from stream.stack_files import (
-    alertmanager_default_config,
+    alertmanager_stack_config,
     kafka_log4j2_config,
     kafka_server_properties,
     prometheus_config,
@@ -71,12 +74,13 @@ __all__ = [
     "private_stack_config",
 ]
 
-ServiceName = Literal["kafka", "redis", "prometheus", "alertmanager"]
+ServiceName = Literal["kafka", "redis", "prometheus", "alertmanager", "alerts"]
 
 #: Services started by a plain ``up``, in start order.
 CORE_SERVICES: tuple[ServiceName, ...] = ("kafka", "redis", "prometheus")
-#: Every service the stack knows, in start order.
-ALL_SERVICES: tuple[ServiceName, ...] = (*CORE_SERVICES, "alertmanager")
+#: Every service the stack knows, in start order; ``alerts`` (``streamlearn alerts serve``,
+#: where Alertmanager sends every notification) comes with ``alertmanager``.
+ALL_SERVICES: tuple[ServiceName, ...] = (*CORE_SERVICES, "alertmanager", "alerts")
 _POLL = 0.2
 
 
@@ -105,6 +109,9 @@ class StackConfig(BaseModel):
         Broker (PLAINTEXT) and KRaft controller listener ports.
     redis_port, prometheus_port, alertmanager_port
         Listener ports of the other services.
+    alerts_port
+        Port of the alert receiver (``streamlearn alerts serve``) that Alertmanager
+        notifies.
     redis_appendonly
         Redis AOF persistence (on for the demo, off for tests).
     scrape_interval, evaluation_interval
@@ -118,7 +125,8 @@ class StackConfig(BaseModel):
     rules_dir
         Folder of Prometheus alert rule files (``*.yml``), loaded when present.
     alertmanager_config
-        Alertmanager config file; a minimal one is generated when it does not exist.
+        Alertmanager config file; by default (None) one is generated under the root
+        that routes every alert to the stack's alert receiver.
     startup_timeout, stop_timeout
         Seconds to wait for a service to become ready, and to exit after SIGTERM.
 
@@ -139,6 +147,7 @@ class StackConfig(BaseModel):
     redis_port: int = Field(6390, ge=1, le=65535)
     prometheus_port: int = Field(9090, ge=1, le=65535)
     alertmanager_port: int = Field(9094, ge=1, le=65535)
+    alerts_port: int = Field(9095, ge=1, le=65535)
     redis_appendonly: bool = True
     scrape_interval: str = Field("5s", pattern=r"^\d+(ms|s|m|h)$")
     evaluation_interval: str = Field("5s", pattern=r"^\d+(ms|s|m|h)$")
@@ -152,7 +161,7 @@ class StackConfig(BaseModel):
     kafka_heap: str = Field("512m", pattern=r"^\d+[kmgKMG]$")
     kafka_jars: Path | None = None
     rules_dir: Path = REPO_ROOT / "deploy" / "prometheus" / "rules"
-    alertmanager_config: Path = REPO_ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+    alertmanager_config: Path | None = None
     startup_timeout: float = Field(120.0, gt=0)
     stop_timeout: float = Field(20.0, gt=0)
 
@@ -177,6 +186,16 @@ class StackConfig(BaseModel):
         return f"http://{self.host}:{self.alertmanager_port}"
 
     @property
+    def alerts_url(self) -> str:
+        """Where Alertmanager posts its notifications (the receiver's ``/alerts``)."""
+        return f"http://{self.host}:{self.alerts_port}/alerts"
+
+    @property
+    def alerts_log(self) -> Path:
+        """The receiver's log of alerts (``streamlearn alerts list --log``)."""
+        return self.root / "alerts" / "alerts.jsonl"
+
+    @property
     def targets_dir(self) -> Path:
         """Folder of Prometheus ``file_sd`` target files."""
         return self.root / "prometheus" / "targets"
@@ -189,6 +208,7 @@ class StackConfig(BaseModel):
             "redis": (self.redis_port,),
             "prometheus": (self.prometheus_port,),
             "alertmanager": (self.alertmanager_port,),
+            "alerts": (self.alerts_port,),
         }[service]
 
 
@@ -238,7 +258,7 @@ def private_stack_config(root: Path, **overrides: Any) -> StackConfig:
     >>> config.redis_appendonly, config.scrape_interval, config.kafka_port != 9092
     (False, '1s', True)
     """
-    kafka, controller, redis_port, prometheus, alertmanager = free_ports(5)
+    kafka, controller, redis_port, prometheus, alertmanager, alerts = free_ports(6)
     settings: dict[str, Any] = {
         "root": root,
         "kafka_port": kafka,
@@ -246,6 +266,7 @@ def private_stack_config(root: Path, **overrides: Any) -> StackConfig:
         "redis_port": redis_port,
         "prometheus_port": prometheus,
         "alertmanager_port": alertmanager,
+        "alerts_port": alerts,
         "redis_appendonly": False,
         "startup_timeout": 180.0,
     }
@@ -325,6 +346,7 @@ class _Spec:
     log: Path
     console: Path
     ready: Callable[[], bool]
+    env: Mapping[str, str] | None = None
 
 
 class Stack:
@@ -341,7 +363,7 @@ class Stack:
     --------
     >>> stack = Stack(StackConfig(root="/tmp/streamlearn-doc-stack"))
     >>> [s.state for s in stack.status()]
-    ['down', 'down', 'down', 'down']
+    ['down', 'down', 'down', 'down', 'down']
     """
 
     def __init__(
@@ -376,7 +398,8 @@ class Stack:
         Parameters
         ----------
         alertmanager
-            Also start Alertmanager (and point Prometheus at it).
+            Also start Alertmanager (and point Prometheus at it) and the alert
+            receiver it notifies.
         services
             Subset of :data:`ALL_SERVICES`; default :data:`CORE_SERVICES`.
 
@@ -386,6 +409,8 @@ class Stack:
             Naming the service that failed, its command, its log and the log's last lines.
         """
         wanted = set(services or CORE_SERVICES) | ({"alertmanager"} if alertmanager else set())
+        if "alertmanager" in wanted:
+            wanted.add("alerts")
         unknown = wanted - set(ALL_SERVICES)
         if unknown:
             raise StackError(f"unknown services {sorted(unknown)}; known: {list(ALL_SERVICES)}")
@@ -463,6 +488,13 @@ class Stack:
             )
         return rows
 
+    def reload_prometheus(self) -> bool:
+        """Ask our running Prometheus to reload its config and rule files; False if none."""
+        if not self._is_ours("prometheus"):
+            return False
+        self._report("prometheus: reloading its rules")
+        return _http_ok(self.config.host, self.config.prometheus_port, "/-/reload", method="POST")
+
     def pids(self) -> dict[str, int]:
         """Return the pid of each running service of ours."""
         return {s.service: s.pid for s in self.status() if s.pid is not None}
@@ -502,6 +534,7 @@ class Stack:
             "redis": root / "redis" / "redis.log",
             "prometheus": root / "prometheus" / "prometheus.log",
             "alertmanager": root / "alertmanager" / "alertmanager.log",
+            "alerts": root / "alerts" / "alerts.log",
         }[name]
 
     def _url(self, name: ServiceName) -> str:
@@ -511,6 +544,7 @@ class Stack:
             "redis": cfg.redis_url,
             "prometheus": cfg.prometheus_url,
             "alertmanager": cfg.alertmanager_url,
+            "alerts": cfg.alerts_url,
         }[name]
 
     def _check_binaries(self, services: Iterable[ServiceName]) -> None:
@@ -519,6 +553,7 @@ class Stack:
             "redis": "redis-server",
             "prometheus": "prometheus",
             "alertmanager": "prometheus-alertmanager",
+            "alerts": sys.executable,
         }
         missing = [need[s] for s in services if shutil.which(need[s]) is None]
         if missing:
@@ -538,6 +573,8 @@ class Stack:
             return self._kafka_ready
         if name == "redis":
             return self._redis_ready
+        if name == "alerts":
+            return lambda: _http_ok(cfg.host, cfg.alerts_port, "/healthz")
         port = cfg.prometheus_port if name == "prometheus" else cfg.alertmanager_port
         return lambda: _http_ok(cfg.host, port, "/-/ready")
 
@@ -648,10 +685,30 @@ class Stack:
                 "--web.enable-lifecycle",
             )
             return _Spec(name, argv, "prometheus", log, log, self._probe(name))
+        if name == "alerts":
+            argv = (
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "alerts",
+                "serve",
+                "--host",
+                cfg.host,
+                "--port",
+                str(cfg.alerts_port),
+                "--log",
+                str(cfg.alerts_log),
+            )
+            # The receiver runs this checkout's code, whatever the environment installed.
+            path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONPATH": path}
+            return _Spec(name, argv, "alerts serve", log, log, self._probe(name), env)
         config_file = cfg.alertmanager_config
-        if not config_file.is_file():
+        if config_file is None:
             config_file = folder / "alertmanager.yml"
-            self._write(config_file, alertmanager_default_config())
+            self._write(config_file, alertmanager_stack_config(cfg))
+        elif not config_file.is_file():
+            raise StackError(f"alertmanager: config file {config_file} does not exist")
         argv = (
             "prometheus-alertmanager",
             f"--config.file={config_file}",
@@ -704,6 +761,7 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.config.root / spec.name,
+                env=spec.env,
                 start_new_session=True,
             )
         self._children[child.pid] = child

@@ -21,7 +21,10 @@ from rich.table import Table
 from stream.stack import Stack, StackConfig, default_root
 from stream.stack_install import StackError
 
-__all__ = ["parse_topics", "stack_app", "status_table"]
+__all__ = ["parse_topics", "stack_app", "status_table", "write_config_rules"]
+
+#: The rule file the stack writes from a configuration's thresholds.
+CONFIG_RULES_FILE = "streamlearn-alerts.yml"
 
 stack_app = typer.Typer(
     name="stack",
@@ -72,6 +75,37 @@ def status_table(stack: Stack) -> Table:
     return table
 
 
+def write_config_rules(rules_dir: Path, config_file: Path) -> bool:
+    """Write the alert rules for the thresholds of streamlearn config ``config_file``.
+
+    Returns whether the rule file changed. Raises ValueError when the config is invalid.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "c.yaml").write_text("monitoring: {thresholds: {psi_critical: 0.3}}")
+    >>> write_config_rules(folder / "rules", folder / "c.yaml")
+    True
+    >>> "streamlearn_prediction_psi > 0.3" in (folder / "rules" / CONFIG_RULES_FILE).read_text()
+    True
+    >>> write_config_rules(folder / "rules", folder / "c.yaml")
+    False
+    """
+    from metrics.__main__ import load_thresholds
+    from metrics.alerts import rules_yaml
+
+    text = rules_yaml(load_thresholds(config_file))
+    path = rules_dir / CONFIG_RULES_FILE
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    tmp = rules_dir / f".{CONFIG_RULES_FILE}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return True
+
+
 def _load(root: Path | None, overrides: dict[str, Any]) -> StackConfig:
     """Config saved by the last ``up`` under root (if any), with the given options on top."""
     base = Stack.from_root(root or default_root()).config
@@ -95,10 +129,20 @@ def up(
     alertmanager_port: Annotated[
         int | None, typer.Option(help="Alertmanager port. (default 9094)")
     ] = None,
+    alerts_port: Annotated[
+        int | None,
+        typer.Option(help="Port of the alert receiver Alertmanager notifies. (default 9095)"),
+    ] = None,
     appendonly: Annotated[
         bool | None, typer.Option("--appendonly/--no-appendonly", help="Redis AOF persistence.")
     ] = None,
-    alertmanager: Annotated[bool, typer.Option(help="Also start Alertmanager.")] = False,
+    alertmanager: Annotated[
+        bool,
+        typer.Option(
+            help="Also start Alertmanager and the alert receiver it notifies"
+            " (`streamlearn alerts list --log ROOT/alerts/alerts.jsonl` shows the alerts)."
+        ),
+    ] = False,
     topics: Annotated[
         list[str] | None,
         typer.Option("--topics", help="Topics to create, NAME[:PARTITIONS], comma separated."),
@@ -112,6 +156,15 @@ def up(
     ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds to wait for each service. (default 120)")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="streamlearn YAML config: Prometheus gets alert rules generated from its"
+            " monitoring.thresholds (under ROOT/prometheus/rules) instead of the committed ones.",
+        ),
     ] = None,
 ) -> None:
     """Start the stack (reusing services already running from the same root)."""
@@ -130,6 +183,7 @@ def up(
                 "redis_port": redis_port,
                 "prometheus_port": prometheus_port,
                 "alertmanager_port": alertmanager_port,
+                "alerts_port": alerts_port,
                 "redis_appendonly": appendonly,
                 "scrape_interval": scrape_interval,
                 "evaluation_interval": scrape_interval,
@@ -137,9 +191,16 @@ def up(
                 "startup_timeout": timeout,
             },
         )
+        rules_changed = False
+        if config_file is not None:
+            rules_dir = config.root / "prometheus" / "rules"
+            rules_changed = write_config_rules(rules_dir, config_file)
+            config = config.model_copy(update={"rules_dir": rules_dir})
         with _console.status("starting the stack") as spinner:
             stack = Stack(config, reporter=lambda msg: spinner.update(msg))
             stack.up(alertmanager=alertmanager)
+            if rules_changed:
+                stack.reload_prometheus()
             if wanted_topics:
                 spinner.update(f"creating topics {', '.join(wanted_topics)}")
                 ensure_topics(KafkaConfig(bootstrap_servers=config.kafka_bootstrap), wanted_topics)

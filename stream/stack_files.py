@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from stream.stack import StackConfig
 
 __all__ = [
-    "alertmanager_default_config",
+    "alertmanager_stack_config",
     "kafka_log4j2_config",
     "kafka_server_properties",
     "prometheus_config",
@@ -167,25 +167,22 @@ def prometheus_config(config: StackConfig, *, alertmanager: bool) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def alertmanager_default_config() -> str:
-    """Render a minimal Alertmanager config: every alert to one receiver that sends nothing.
+def alertmanager_stack_config(config: StackConfig) -> str:
+    """Render the stack's Alertmanager config: every alert to the stack's alert receiver.
+
+    The same routing as the committed ``deploy/alertmanager/alertmanager.yml``
+    (:func:`metrics.alerts.alertmanager_config`), sent to ``config.alerts_url``.
 
     Examples
     --------
-    >>> yaml.safe_load(alertmanager_default_config())["route"]["receiver"]
-    'default'
+    >>> from stream.stack import StackConfig
+    >>> doc = yaml.safe_load(alertmanager_stack_config(StackConfig(root="/r", alerts_port=29095)))
+    >>> doc["receivers"][0]["webhook_configs"][0]["url"]
+    'http://127.0.0.1:29095/alerts'
     """
-    doc = {
-        "route": {
-            "receiver": "default",
-            "group_by": ["alertname"],
-            "group_wait": "1s",
-            "group_interval": "5s",
-            "repeat_interval": "1h",
-        },
-        "receivers": [{"name": "default"}],
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
+    from metrics.alerts import alertmanager_config
+
+    return alertmanager_config(config.alerts_url)
 
 
 def write_scrape_target(

@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,17 +34,52 @@ from learners.checkpoint import Checkpoint, CheckpointStore
 from learners.registry import ModelRegistry, NonFiniteModelError
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
-from stream.config import Settings
-from stream.kafka_io import KafkaSink, KafkaSource, UndeliveredError, ensure_topics, topic_plan
-from stream.processor import BatchOutput, ModelSlot, Prediction, PreparedBatch, Processor, Record
+from stream.config import Settings, mask_url
+from stream.kafka_io import (
+    KafkaSink,
+    KafkaSource,
+    RefusedRecord,
+    UndeliveredError,
+    ensure_topics,
+    max_message_bytes,
+    topic_plan,
+)
+from stream.processor import (
+    DEAD_LETTER_MIN_BYTES,
+    BatchOutput,
+    ModelSlot,
+    Prediction,
+    PreparedBatch,
+    Processor,
+    Record,
+)
 from stream.rdkafka_io import RdKafkaSink, RdKafkaSource
 from stream.runtime import tune_interpreter
+from stream.waits import (
+    LoggedErrors,
+    Outage,
+    Refused,
+    StopFlag,
+    Stopped,
+    kafka_refusal,
+    redis_refusal,
+)
 
-__all__ = ["RetryingStore", "Worker", "WorkerSummary", "backoff_delays", "retrying"]
+__all__ = [
+    "RetryingStore",
+    "Worker",
+    "WorkerSummary",
+    "backoff_delays",
+    "dead_letter_bound",
+    "retrying",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+#: The longest a Kafka client's construction waits for a first broker: while Kafka is
+#: out of reach the worker says so (and since when) once per attempt, and tries again.
+CONNECT_ATTEMPT_MS = 5_000
 
 
 def backoff_delays(base_s: float = 0.1, cap_s: float = 5.0) -> Callable[[int], float]:
@@ -62,35 +98,65 @@ def retrying(
     errors: tuple[type[BaseException], ...],
     metrics: WorkerMetrics | None,
     give_up: Callable[[], bool] = lambda: False,
+    *,
+    stop: StopFlag | None = None,
+    what: str | None = None,
+    refusal: Callable[[BaseException], Refused | None] | None = None,
 ) -> T:
     """``call()``, retried with backoff while it raises one of ``errors``.
 
     ``give_up`` is asked after each failure; when it says yes the error is raised.
+    A ``stop`` request ends the wait between attempts at once, and a failure once
+    it is set: :class:`~stream.waits.Stopped`. An error that ``refusal`` turns
+    into a :class:`~stream.waits.Refused` (wrong credentials) is raised at once,
+    never retried. While ``call`` fails, a line says since when ``what`` (the
+    dependency and its address) has been out of reach, at most every 5 s.
+
+    >>> from stream.waits import StopFlag
+    >>> flag, calls = StopFlag(), []
+    >>> def down():
+    ...     calls.append(1)
+    ...     if len(calls) == 2:
+    ...         flag.set()
+    ...     raise ConnectionError("refused")
+    >>> try:
+    ...     retrying(down, "redis", (ConnectionError,), None, stop=flag, what="Redis at r:1")
+    ... except Stopped as stopped:
+    ...     print(stopped, len(calls))
+    stopped while waiting for Redis at r:1 2
     """
     delay = backoff_delays()
     attempt = 0
+    outage = Outage(what or dependency)
     while True:
         try:
             result = call()
-        except errors as exc:
+        except Exception as exc:
+            refused = refusal(exc) if refusal is not None else None
+            if refused is not None:
+                raise refused from None
+            if not isinstance(exc, errors):
+                raise
             if metrics is not None:
                 metrics.dependency_up.labels(dependency=dependency).set(0)
                 metrics.retries.labels(dependency=dependency).inc()
             if give_up():
                 raise
-            log.warning(
-                "%s unavailable (%s); retry %d in %.1fs",
-                dependency,
-                exc,
-                attempt + 1,
-                delay(attempt),
-            )
-            time.sleep(delay(attempt))
+            if stop is not None and stop.is_set():
+                raise Stopped(outage.what) from exc
+            line = outage.failed(exc)
+            if line is not None:
+                log.warning("%s (retry %d in %.1f s)", line, attempt + 1, delay(attempt))
+            if stop is None:
+                time.sleep(delay(attempt))
+            elif stop.wait(delay(attempt)):
+                raise Stopped(outage.what) from exc
             attempt += 1
             continue
-        if metrics is not None and attempt:
-            metrics.dependency_up.labels(dependency=dependency).set(1)
-            log.info("%s is back after %d retries", dependency, attempt)
+        if attempt:
+            if metrics is not None:
+                metrics.dependency_up.labels(dependency=dependency).set(1)
+            log.info("%s", outage.recovered())
         return result
 
 
@@ -113,6 +179,20 @@ def waited_s(records: Sequence[Record], polled_s: float) -> float:
     return polled_s - min(stamps) / 1000 if stamps else 0.0
 
 
+def _key_text(key: bytes | None) -> str:
+    """A record key for a log line.
+
+    >>> _key_text(b"events:0:7"), _key_text(None), _key_text(b"\\xff")
+    ("'events:0:7'", 'without a key', "b'\\\\xff'")
+    """
+    if key is None:
+        return "without a key"
+    try:
+        return repr(key.decode())
+    except UnicodeDecodeError:
+        return repr(key)
+
+
 def _partition_list(partitions: set[tuple[str, int]]) -> str:
     """Partitions for a log line, sorted.
 
@@ -124,16 +204,59 @@ def _partition_list(partitions: set[tuple[str, int]]) -> str:
     return ", ".join(f"{topic}:{p}" for topic, p in sorted(partitions)) or "none"
 
 
+#: Bytes a record takes in its topic besides its value, key and headers: the record
+#: batch's header (61) and the record's own varints, with room to spare.
+RECORD_OVERHEAD = 128
+#: Outputs whose refusals are remembered at most (the oldest are forgotten first).
+REFUSALS_REMEMBERED = 10_000
+
+
+def dead_letter_bound(configured: int, topic_max: int | None, key: bytes, reason: str) -> int:
+    """The largest dead letter value its topic accepts, with its key and reason header.
+
+    ``topic_max`` is the topic's ``max.message.bytes`` (None: unknown); the bound
+    is never under :data:`stream.processor.DEAD_LETTER_MIN_BYTES`, so a topic
+    smaller than that refuses the dead letter, which is then dropped after its
+    attempts.
+
+    >>> dead_letter_bound(262_144, None, b"events:0:7", "invalid_json")
+    262144
+    >>> dead_letter_bound(262_144, 2_000, b"events:0:7", "invalid_json")
+    1844
+    >>> dead_letter_bound(262_144, 600, b"events:0:7", "invalid_json")
+    1024
+    """
+    if topic_max is None:
+        return configured
+    room = topic_max - RECORD_OVERHEAD - len(key) - len("reason") - len(reason.encode())
+    return max(DEAD_LETTER_MIN_BYTES, min(configured, room))
+
+
 class RetryingStore:
     """A store whose batch call waits and retries while Redis is unavailable.
 
     Retrying is safe: the Lua script is atomic, and a batch that was applied
-    but whose reply was lost comes back as replays with the same states.
+    but whose reply was lost comes back as replays with the same states. A
+    ``stop`` request ends the wait; refused credentials end it at once (see
+    :func:`retrying`); ``give_up`` says when to raise the error instead of waiting.
     """
 
-    def __init__(self, store: RedisStore, metrics: WorkerMetrics | None) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        metrics: WorkerMetrics | None,
+        stop: StopFlag | None = None,
+        url: str | None = None,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.stop = stop
+        self.url = url
+        self.give_up = give_up
+
+    def _refusal(self, error: BaseException) -> Refused | None:
+        return redis_refusal(error, self.url or "(the configured URL)")
 
     def apply(
         self,
@@ -147,6 +270,10 @@ class RetryingStore:
             "redis",
             REDIS_ERRORS,
             self.metrics,
+            self.give_up,
+            stop=self.stop,
+            what=f"Redis at {mask_url(self.url)}" if self.url else "redis",
+            refusal=self._refusal,
         )
 
     def pending_count(self) -> int:
@@ -157,18 +284,29 @@ class _PredictionSender:
     """Publishes a batch's predictions, each as it is handed over, and times the sending."""
 
     def __init__(
-        self, sink: KafkaSink | RdKafkaSink, topic: str, metrics: WorkerMetrics, received_s: float
+        self,
+        sink: KafkaSink | RdKafkaSink,
+        topic: str,
+        metrics: WorkerMetrics,
+        received_s: float,
+        send_output: Callable[[str, bytes, bytes], None],
+        refusals: Mapping[tuple[str, bytes | None], int],
     ) -> None:
         self.sink, self.topic, self.metrics = sink, topic, metrics
         self.received_s = received_s
         self.seconds = 0.0
+        self.send_output, self.refusals = send_output, refusals
 
     def __call__(self, prediction: Prediction) -> None:
         t0 = time.perf_counter()
         now = time.time()
         latency_s = now - self.received_s
         value = prediction.to_json(latency_s * 1000)
-        self.sink.send(self.topic, prediction.event_id.encode(), value)
+        key = prediction.event_id.encode()
+        if self.refusals:  # some output was refused: this one may be it
+            self.send_output(self.topic, key, value)
+        else:
+            self.sink.send(self.topic, key, value)
         self.metrics.processing.observe(latency_s)
         if prediction.record_timestamp_ms is not None:
             delay = max(0.0, now - prediction.record_timestamp_ms / 1000)
@@ -288,7 +426,9 @@ class Worker:
         self.registry = registry or CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
         ProcessCollector(registry=self.registry)
-        self._stop = threading.Event()
+        self._stop = StopFlag()
+        self._closing = False
+        self._kafka_at = f"Kafka at {settings.kafka.bootstrap_servers}"
         self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
         namespace = settings.store.key_prefix
         self.models = ModelRegistry(self.redis, namespace, signing_key) if signing_key else None
@@ -304,7 +444,9 @@ class Worker:
         self.slot = ModelSlot(settings.model.spec, settings.model.build(), monitor=monitor)
         self.processor = Processor(
             [self.slot],
-            RetryingStore(store, self.metrics),
+            RetryingStore(
+                store, self.metrics, self._stop, settings.redis.url, lambda: self._closing
+            ),
             settings.features,
             settings.limits,
             settings.model.threshold,
@@ -325,6 +467,11 @@ class Worker:
         self._assignment: set[tuple[str, int]] = set()
         self._revocations = 0
         self._inflight: _InFlight | None = None
+        #: Refusals so far of each output the broker refused for itself, by (topic, key).
+        self._refusals: OrderedDict[tuple[str, bytes | None], int] = OrderedDict()
+        #: The outputs refused ``kafka.max_delivery_attempts`` times, with why: dropped when sent.
+        self._undeliverable: dict[tuple[str, bytes | None], str] = {}
+        self._dead_letter_topic_max: int | None = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-store")
         self._http: Any = None
         self._announce()
@@ -347,27 +494,83 @@ class Worker:
         self.metrics.model_info.info({"name": self.slot.name, "version": self.slot.version})
 
     def _connect(self) -> None:
+        """Open the Kafka clients, trying again while no broker answers.
+
+        Each attempt waits up to :data:`CONNECT_ATTEMPT_MS` for a broker; while
+        none answers a line says since when Kafka has been out of reach. A stop
+        request ends the wait at once (:class:`~stream.waits.Stopped`); credentials
+        or permissions the broker refuses end it for good (:class:`~stream.waits.Refused`).
+        """
+        kafka = self.settings.kafka
+        outage = Outage(self._kafka_at)
+        delay = backoff_delays(0.5, 5.0)
+        attempt = 0
+        while True:
+            if self._stop.is_set():
+                raise Stopped(self._kafka_at)
+            logged = LoggedErrors()
+            outage.begin()
+            try:
+                with self._stop.waiting_for(self._kafka_at), logged.watching():
+                    self._open_clients()
+            except KafkaError as exc:
+                self._disconnect(timeout_s=1.0)
+                refusals = (kafka_refusal(e, kafka.bootstrap_servers) for e in [exc, *logged.seen])
+                refused = next((r for r in refusals if r is not None), None)
+                if refused is not None:
+                    raise refused from None
+                self.metrics.dependency_up.labels(dependency="kafka").set(0)
+                self.metrics.retries.labels(dependency="kafka").inc()
+                line = outage.failed(logged.last or exc)
+                if line is not None:
+                    log.warning("%s (trying again)", line)
+                if self._stop.wait(delay(attempt)):
+                    raise Stopped(self._kafka_at) from None
+                attempt += 1
+                continue
+            back = outage.recovered()
+            if back is not None:
+                log.info("%s", back)
+            self.metrics.dependency_up.labels(dependency="kafka").set(1)
+            return
+
+    def _open_clients(self) -> None:
         kafka = self.settings.kafka
         if kafka.topics.create:
-            ensure_topics(kafka, topic_plan(kafka))
+            ensure_topics(kafka, topic_plan(kafka), CONNECT_ATTEMPT_MS)
+        self._dead_letter_topic_max = max_message_bytes(
+            kafka, kafka.topics.dead_letter, CONNECT_ATTEMPT_MS
+        )
         source: type[KafkaSource | RdKafkaSource] = KafkaSource
         sink: type[KafkaSink | RdKafkaSink] = KafkaSink
         if kafka.client == "librdkafka":
             source, sink = RdKafkaSource, RdKafkaSink
-        self.source = source(kafka, read_committed=True, instance_id=self.name)
+        self.source = source(
+            kafka,
+            read_committed=True,
+            instance_id=self.name,
+            bootstrap_timeout_ms=CONNECT_ATTEMPT_MS,
+        )
         transactional_id = f"{kafka.group_id}-{self.name}" if kafka.transactions else None
         client = kafka.model_copy(update={"client_id": f"{kafka.client_id}-{self.name}"})
-        self.sink = sink(client, transactional_id)
-        self.metrics.dependency_up.labels(dependency="kafka").set(1)
+        self.sink = sink(client, transactional_id, bootstrap_timeout_ms=CONNECT_ATTEMPT_MS)
+        self.sink.limit = self._stop.bound  # a stopping worker's last waits get a grace period
 
-    def _disconnect(self) -> None:
-        for close in (self.sink, self.source):
-            if close is not None:
-                try:
-                    close.close()
-                except KafkaError as exc:
-                    log.warning("closing a Kafka client failed: %s", exc)
-        self.sink = self.source = None
+    def _disconnect(self, timeout_s: float | None = None) -> None:
+        """Close the Kafka clients; ``timeout_s`` (or the stop grace period) bounds the wait."""
+        if timeout_s is None and self._stop.is_set():
+            timeout_s = self._stop.bound(self.settings.kafka.max_block_ms / 1000)
+        sink, source, self.sink, self.source = self.sink, self.source, None, None
+        try:
+            if sink is not None:
+                sink.close()
+        except KafkaError as exc:
+            log.warning("closing the Kafka producer failed: %s", exc)
+        try:
+            if source is not None:
+                source.close(timeout_s)
+        except KafkaError as exc:
+            log.warning("closing the Kafka consumer failed: %s", exc)
 
     # ------------------------------------------------------------------ models
 
@@ -375,9 +578,19 @@ class Worker:
         """``call()``, waiting for Redis and retrying while it is unavailable.
 
         Every Redis call of the worker goes through here (the store's through
-        :class:`RetryingStore`): Redis being away pauses the worker, never ends it.
+        :class:`RetryingStore`): Redis being away pauses the worker, never ends it;
+        a stop request ends the wait, refused credentials end the worker.
         """
-        return retrying(call, "redis", REDIS_ERRORS, self.metrics)
+        return retrying(
+            call,
+            "redis",
+            REDIS_ERRORS,
+            self.metrics,
+            lambda: self._closing,
+            stop=self._stop,
+            what=f"Redis at {mask_url(self.settings.redis.url)}",
+            refusal=lambda error: redis_refusal(error, self.settings.redis.url),
+        )
 
     def _use(self, version: str, reason: str) -> None:
         models = self.models
@@ -404,7 +617,12 @@ class Worker:
         checkpoint: Checkpoint | None = None
         if self.checkpoints is not None:
             store, source = self.checkpoints, self.source
-            checkpoint = self._redis(lambda: store.recover(source.committed))
+
+            def committed(names: list[str]) -> dict[str, int | None]:
+                with self._stop.waiting_for(self._kafka_at):
+                    return source.committed(names)
+
+            checkpoint = self._redis(lambda: store.recover(committed))
         current, generation = self._redis(self.models.current_state)
         if current is not None and generation > (checkpoint.generation if checkpoint else 0):
             self._use(current, f"promoted, generation {generation}")
@@ -446,9 +664,11 @@ class Worker:
     def checkpoint(self) -> None:
         """Snapshot the model, then commit the offsets it reflects (two phases)."""
         assert self.source is not None and self.sink is not None
+        self._deliver()
         offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._uncommitted.items()}
         if self.checkpoints is None or self.models is None:
-            self.sink.commit(offsets, self.source)
+            with self._stop.waiting_for(self._kafka_at):
+                self.sink.commit(offsets, self.source)
             self._uncommitted.clear()
             self._last_checkpoint = time.monotonic()
             return
@@ -482,7 +702,8 @@ class Worker:
             self._last_checkpoint = time.monotonic()
             return
         self._redis(lambda: checkpoints.prepare(Checkpoint(info.version, names, self._generation)))
-        self.sink.commit(offsets, self.source)
+        with self._stop.waiting_for(self._kafka_at):
+            self.sink.commit(offsets, self.source)
         self._redis(checkpoints.confirm)
         self._redis(
             lambda: models.prune(note, self.settings.checkpoint.keep_versions, {info.version})
@@ -506,23 +727,128 @@ class Worker:
             for prediction in out.predictions:
                 send(prediction)
         self.metrics.predictions.inc(len(out.predictions))
+        configured = self.settings.kafka.dead_letter_max_bytes
         for letter in out.dead_letters:
-            self.sink.send(
-                topics.dead_letter,
-                f"{letter.topic}:{letter.partition}:{letter.offset}".encode(),
-                letter.to_json(),
-                [("reason", letter.reason.encode())],
-            )
+            key = letter.source.encode()
+            reason = letter.reason[:128]
+            bound = dead_letter_bound(configured, self._dead_letter_topic_max, key, reason)
+            value = letter.to_json(bound)
+            self._send_output(topics.dead_letter, key, value, [("reason", reason.encode())])
         if topics.examples is not None:
             for example in out.examples:
-                self.sink.send(topics.examples, example.event_id.encode(), example.to_json())
+                self._send_output(topics.examples, example.event_id.encode(), example.to_json())
+
+    # ------------------------------------------------------------------ refused outputs
+
+    def _output_kind(self, topic: str) -> str:
+        topics = self.settings.kafka.topics
+        if topic == topics.dead_letter:
+            return "dead_letter"
+        return "example" if topic == topics.examples else "prediction"
+
+    def _refused(self, refused: RefusedRecord) -> int:
+        """Count one more refusal of ``refused``; returns its refusals so far.
+
+        At ``kafka.max_delivery_attempts`` the output becomes undeliverable: it is
+        dropped instead of sent from then on (:meth:`_dropped`). Refusals are
+        remembered in memory, by (topic, key): a dead letter's key is its source
+        record, a prediction's and an example's the event id; a restarted worker
+        tries again, as many times.
+        """
+        output = (refused.topic, refused.key)
+        count = self._refusals.pop(output, 0) + 1
+        self._refusals[output] = count
+        while len(self._refusals) > REFUSALS_REMEMBERED:
+            forgotten, _ = self._refusals.popitem(last=False)
+            self._undeliverable.pop(forgotten, None)
+        limit = self.settings.kafka.max_delivery_attempts
+        log.warning(
+            "the broker refused the %s %s for %s (%s): attempt %d of %d",
+            self._output_kind(refused.topic),
+            _key_text(refused.key),
+            refused.topic,
+            refused.error,
+            count,
+            limit,
+        )
+        if count == limit:  # counted once, when decided; dropped whenever it comes again
+            self._undeliverable[output] = refused.reason
+            kind = self._output_kind(refused.topic)
+            self.metrics.dropped.labels(output=kind, reason=refused.reason).inc()
+            log.error(
+                "dropping the %s %s for %s: refused (%s) %d times",
+                kind,
+                _key_text(refused.key),
+                refused.topic,
+                refused.reason,
+                count,
+            )
+        return count
+
+    def _send_output(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send an output, unless it is undeliverable; alone if the broker refused it before."""
+        assert self.sink is not None
+        if self._refusals:
+            if self._dropped(topic, key):
+                return
+            if (topic, key) in self._refusals:
+                self.sink.send_alone(topic, key, value, headers)
+                return
+        self.sink.send(topic, key, value, headers)
+
+    def _dropped(self, topic: str, key: bytes | None) -> bool:
+        """True when the output (topic, key) is undeliverable: it is not sent again."""
+        if (topic, key) not in self._undeliverable:
+            return False
+        log.info("not sending the undeliverable %s %s", self._output_kind(topic), _key_text(key))
+        return True
+
+    def _deliver(self) -> None:
+        """Wait for the broker's answer to every output since the last commit.
+
+        Without transactions, outputs it refused for themselves (too large,
+        invalid) are sent again in place, after a backoff, until it takes them
+        or they reach ``kafka.max_delivery_attempts`` and are dropped: the
+        outputs it took are not sent twice, and the worker goes on. Any other
+        failure, or any in a transaction (the broker then aborts it), raises
+        :class:`UndeliveredError` for :meth:`_recover`.
+        """
+        assert self.sink is not None
+        delay = backoff_delays(0.5, 10.0)
+        while True:
+            try:
+                self.sink.flush()
+                return
+            except UndeliveredError as error:
+                if self.sink.transactional or not error.only_refused or self._stop.is_set():
+                    raise
+                self.metrics.undelivered.inc(error.count)
+                again = []
+                for refused in error.refused:
+                    count = self._refused(refused)
+                    if not self._dropped(refused.topic, refused.key):
+                        again.append((refused, count))
+                if not again:
+                    return
+                if self._stop.wait(delay(max(count for _, count in again) - 1)):
+                    raise
+                for refused, _ in again:  # alone: it may have been refused with its batch
+                    self.sink.send_alone(refused.topic, refused.key, refused.value, refused.headers)
 
     def _update_lag(self) -> None:
         assert self.source is not None
         if time.monotonic() - self._last_lag < 5.0:
             return
         self._last_lag = time.monotonic()
-        for tp, lag in self.source.lag().items():
+        with self._stop.waiting_for(self._kafka_at):
+            lags = self.source.lag()
+        for tp, lag in lags.items():
             self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         store = self.processor.store
         self.metrics.pending_labels.set(self._redis(store.pending_count))
@@ -578,7 +904,9 @@ class Worker:
         assert self.sink is not None
         self.sink.begin()
         topic = self.settings.kafka.topics.predictions
-        send = _PredictionSender(self.sink, topic, self.metrics, flight.received_s)
+        send = _PredictionSender(
+            self.sink, topic, self.metrics, flight.received_s, self._send_output, self._refusals
+        )
         live = waited_s(flight.records, flight.received_s) <= CATCHING_UP_S
         emit = send if self.sink.send_as_scored and live else None
         t0 = time.perf_counter()
@@ -631,7 +959,8 @@ class Worker:
         """True when the assigned partitions hold nothing more (False while Kafka is away)."""
         assert self.source is not None
         try:
-            return self.source.caught_up()
+            with self._stop.waiting_for(self._kafka_at):
+                return self.source.caught_up()
         except KafkaError as exc:
             log.info("idle, but the end of the partitions is unknown: %s", exc)
             return False
@@ -639,8 +968,10 @@ class Worker:
     def _recover(self, error: Exception) -> None:
         """After a Kafka failure: drop the clients, reconnect, resume from the checkpoint."""
         log.warning("kafka failed (%s): resuming from the last checkpoint", error)
+        refusals = 0
         if isinstance(error, UndeliveredError):
             self.metrics.undelivered.inc(error.count)
+            refusals = max((self._refused(refused) for refused in error.refused), default=0)
         self._drop_inflight()
         self.metrics.dependency_up.labels(dependency="kafka").set(0)
         self.metrics.retries.labels(dependency="kafka").inc()
@@ -650,18 +981,24 @@ class Worker:
                 self.sink.abort()
             except KafkaError as exc:
                 log.warning("abort failed: %s", exc)
-        self._disconnect()
+        self._disconnect(timeout_s=1.0)
         delay = backoff_delays(0.5, 10.0)
+        if refusals:  # the same records come again: not in a tight loop
+            self._stop.wait(delay(refusals - 1))
         attempt = 0
-        while not self._stop.is_set():
+        while True:
+            self._connect()  # waits for a broker; Stopped or Refused end the wait
             try:
-                self._connect()
                 self._restore()
                 return
             except KafkaError as exc:
+                refused = kafka_refusal(exc, self.settings.kafka.bootstrap_servers)
+                if refused is not None:
+                    raise refused from None
                 log.warning("kafka still unavailable (%s); retry in %.1fs", exc, delay(attempt))
-                self._disconnect()
-                time.sleep(delay(attempt))
+                self._disconnect(timeout_s=1.0)
+                if self._stop.wait(delay(attempt)):
+                    raise Stopped(self._kafka_at) from exc
                 attempt += 1
 
     def run(
@@ -674,20 +1011,31 @@ class Worker:
         of the stream (see :class:`_IdleClock`); and an idle worker stops only
         once its partitions are read to their end, so a broker that is away
         does not look like one either.
+
+        A stop request ends every wait for Kafka or Redis at once: the work since
+        the last checkpoint is then left for the next run (offsets are committed
+        only with a checkpoint), the log says what it waited for, and ``run``
+        returns. Kafka or Redis refusing the worker's credentials or permissions
+        raises :class:`~stream.waits.Refused`, whose message says what to fix.
         """
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: self.stop())
+                signal.signal(signum, self._stop.on_signal)
             tune_interpreter()
-        self._connect()
-        self._restore()
         started = time.monotonic()
-        idle = _IdleClock(idle_timeout_s, self.settings.kafka.session_timeout_ms / 1000, started)
         try:
+            self._connect()
+            self._restore()
+            started = time.monotonic()
+            session_s = self.settings.kafka.session_timeout_ms / 1000
+            idle = _IdleClock(idle_timeout_s, session_s, started)
             while not self._stop.is_set():
                 try:
                     n = self.run_once()
                 except KafkaError as error:
+                    refused = kafka_refusal(error, self.settings.kafka.bootstrap_servers)
+                    if refused is not None:
+                        raise refused from None
                     self._recover(error)
                     idle.rejoin(time.monotonic())
                     continue
@@ -695,10 +1043,21 @@ class Worker:
                     break
                 if max_records is not None and self.summary.records >= max_records:
                     break
-            if self.source is not None:
-                self._finish_inflight()
-            if self.source is not None and self._uncommitted:
-                self.checkpoint()
+            try:
+                if self.source is not None:
+                    self._finish_inflight()
+                if self.source is not None and self._uncommitted:
+                    self.checkpoint()
+            except KafkaError as error:
+                if not self._stop.is_set():
+                    raise
+                raise Stopped(self._kafka_at) from error
+        except Stopped as stopped:
+            log.warning(
+                "%s: exiting without a last checkpoint (the next run redoes the work since the"
+                " last one)",
+                stopped,
+            )
         finally:
             self.summary.seconds = time.monotonic() - started
             self.summary.events = self.processor.events_seen
@@ -706,11 +1065,19 @@ class Worker:
         return self.summary
 
     def close(self) -> None:
-        self._drop_inflight()
+        """Drop the batch in flight, store the last scores if Redis answers, close the clients.
+
+        Nothing here waits for a dependency that is away: a Redis call fails at once.
+        """
+        self._closing = True
         try:
-            self.processor.flush()
-        except REDIS_ERRORS as exc:
-            log.warning("could not store the last scores: %s", exc)
+            self._drop_inflight()
+            try:
+                self.processor.flush()
+            except (*REDIS_ERRORS, Stopped, Refused) as exc:
+                log.warning("could not store the last scores: %s", exc)
+        finally:
+            self._closing = False
         if self.slot.monitor is not None:
             self.slot.monitor.publish(refresh=True)
         self._disconnect()

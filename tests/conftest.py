@@ -54,6 +54,7 @@ SERVER_FIXTURES = frozenset(
         "make_topics",
         "redis_client",
         "scrape_target",
+        "alert_log",
     }
 )
 
@@ -116,6 +117,14 @@ def prometheus_url(stack: Stack | None) -> str:
 def alertmanager_url(stack: Stack | None) -> str:
     """Base URL of the test Alertmanager (the local test Prometheus sends alerts there)."""
     return _address(stack, "alertmanager")
+
+
+@pytest.fixture(scope="session")
+def alert_log(stack: Stack | None, alertmanager_url: str) -> Path:
+    """The log of the stack's alert receiver, which the session Alertmanager notifies."""
+    if os.environ.get(ENV["alertmanager"]) or stack is None:
+        pytest.skip(f"external Alertmanager ({ENV['alertmanager']}): its receiver is not ours")
+    return stack.config.alerts_log
 
 
 @pytest.fixture

@@ -3,35 +3,40 @@
 A worker-like ``/metrics`` endpoint (the real :class:`~metrics.monitor.Monitor`
 and :class:`~metrics.instruments.WorkerMetrics` on a fresh registry) is
 scraped by the session Prometheus, which loads the committed
-``deploy/prometheus/rules`` and sends alerts to the session Alertmanager,
-configured by the committed ``deploy/alertmanager/alertmanager.yml`` (webhook
-``http://127.0.0.1:9095/alerts``, served here).
+``deploy/prometheus/rules`` and sends alerts to the session Alertmanager, which
+notifies the stack's alert receiver (``streamlearn alerts serve``, with the
+routing of the committed ``deploy/alertmanager/alertmanager.yml``); the alerts
+are read back from its log, as ``streamlearn alerts list --json`` prints them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import socket
-import threading
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
-from metrics.alerts import DEFAULT_WEBHOOK_URL
 from metrics.dashboard import dashboard_queries
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from metrics.thresholds import MonitoringConfig
+from stream.alert_receiver import AlertLog
 
 from .pipeline import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -61,6 +66,7 @@ class Worker:
             evaluate_every=50,
             quality_window=200,
             features=("amount",),
+            drift_warmup_labels=0,  # predictions without labels enter the windows at once
         )
         self.monitor = Monitor(self.config, MonitoringMetrics(self.registry))
         self.rng = random.Random(0)
@@ -104,41 +110,41 @@ class Worker:
         self.server.server_close()
 
 
-class Webhook:
-    """Collects Alertmanager webhook notifications."""
+class Received:
+    """The alerts the stack's receiver logged, read as ``streamlearn alerts list --json``."""
 
-    def __init__(self, host: str, port: int, path: str) -> None:
-        self.notifications: list[dict[str, Any]] = []
-        received = self.notifications
+    def __init__(self, log: Path) -> None:
+        self.log = log
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if self.path == path:
-                    received.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def listed(self) -> list[dict[str, Any]]:
+        result = subprocess.run(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "alerts",
+                "list",
+                "--json",
+                "--log",
+                str(self.log),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
     def alerts(self, alertname: str, target: str, status: str) -> list[dict[str, Any]]:
         return [
             alert
-            for note in list(self.notifications)
-            for alert in note.get("alerts", [])
+            for alert in AlertLog(self.log).read()
             if alert["labels"].get("alertname") == alertname
             and alert["labels"].get("target") == target
             and alert["status"] == status
         ]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -148,15 +154,9 @@ def worker() -> Iterator[Worker]:
     w.close()
 
 
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[Webhook]:
-    url = urllib.parse.urlparse(DEFAULT_WEBHOOK_URL)
-    try:
-        hook = Webhook(url.hostname or "127.0.0.1", url.port or 80, url.path)
-    except OSError as exc:
-        pytest.skip(f"cannot serve the Alertmanager webhook at {DEFAULT_WEBHOOK_URL}: {exc}")
-    yield hook
-    hook.close()
+@pytest.fixture
+def received(alert_log: Path) -> Received:
+    return Received(alert_log)
 
 
 def scraped(prometheus_url: str, target: str) -> bool:
@@ -206,12 +206,12 @@ def in_alertmanager(alertmanager_url: str, alertname: str, target: str) -> list[
     return get_json(f"{alertmanager_url}/api/v2/alerts?{params}")
 
 
-def test_concept_drift_alert_reaches_the_webhook(
+def test_concept_drift_alert_reaches_the_receiver_and_alerts_list(
     prometheus_url: str,
     alertmanager_url: str,
     scrape_target: Callable[..., str],
     worker: Worker,
-    webhook: Webhook,
+    received: Received,
 ) -> None:
     target = scrape_target(worker.address)
     wait_for(lambda: scraped(prometheus_url, target), 60, f"Prometheus to scrape {target}")
@@ -230,18 +230,28 @@ def test_concept_drift_alert_reaches_the_webhook(
         "the alert in Alertmanager",
     )
     note = wait_for(
-        lambda: webhook.alerts("StreamlearnConceptDrift", target, "firing"),
+        lambda: received.alerts("StreamlearnConceptDrift", target, "firing"),
         60,
-        "the firing notification on the webhook",
+        "the firing notification in the receiver's log",
     )[0]
     assert note["labels"]["job"] == "streamlearn"
+    listed = [
+        a
+        for a in received.listed()
+        if a["labels"].get("alertname") == "StreamlearnConceptDrift"
+        and a["labels"].get("target") == target
+    ]
+    assert listed, "the alert is missing from `streamlearn alerts list --json`"
+    assert listed[0]["status"] == "firing"
+    assert listed[0]["annotations"]["summary"] == "Concept drift detected on the online loss"
+    assert listed[0]["startsAt"] and listed[0]["endsAt"] and listed[0]["received"]
 
 
-def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
+def test_positive_rate_shift_fires_then_resolves_at_the_receiver(
     prometheus_url: str,
     scrape_target: Callable[..., str],
     worker: Worker,
-    webhook: Webhook,
+    received: Received,
 ) -> None:
     worker.predictions(400, 0.05)  # reference 5% positive
     worker.predictions(200, 0.80)  # the broken-pipeline jump
@@ -256,7 +266,7 @@ def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
         "StreamlearnPositiveRateShift firing",
     )
     note = wait_for(
-        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "firing"),
+        lambda: received.alerts("StreamlearnPositiveRateShift", target, "firing"),
         60,
         "the firing notification",
     )[0]
@@ -273,7 +283,7 @@ def test_positive_rate_shift_fires_then_resolves_on_the_webhook(
         "the alert to resolve in Prometheus",
     )
     wait_for(
-        lambda: webhook.alerts("StreamlearnPositiveRateShift", target, "resolved"),
+        lambda: received.alerts("StreamlearnPositiveRateShift", target, "resolved"),
         90,
         "the resolved notification",
     )

@@ -1,15 +1,27 @@
-"""Predictions the broker refuses are never lost behind a committed offset (real Kafka).
+"""Outputs the broker refuses are never lost behind a committed offset, and never stall
+the worker (real Kafka).
 
 The predictions topic is created with a ``max.message.bytes`` below the size of
-a prediction, so the broker refuses every one. The worker (at-least-once mode)
+a prediction, so the broker refuses every one. The worker (at-least-once mode,
+with ``kafka.max_delivery_attempts`` high enough never to give up in the test)
 must not commit the offsets of their events; once the topic accepts them, a
 worker resumes from the last commit and every event gets its prediction.
 (Not in transactions: the broker cannot write a transaction's end marker into
-a topic this small either, so such a transaction never ends.)
+a topic of 64 bytes either, so such a transaction never ends.)
+
+A dead-letter topic that takes 2,000 bytes gets every dead letter, those of large
+records truncated to fit; one that takes 600 bytes (under the smallest dead
+letter, 1 KiB) refuses those of large records even truncated: each is sent
+``kafka.max_delivery_attempts`` times with backoff, then dropped and counted,
+and every event still gets exactly one prediction. Both with and without
+transactions: a 600-byte topic still holds a transaction marker (under 100
+bytes); without transactions the refused dead letters are sent again in place,
+so the predictions already delivered are not sent twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -22,8 +34,9 @@ from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
 from stream.cli import app
+from stream.config import Settings
 from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config
-from stream.kafka_io import KafkaSink, UndeliveredError
+from stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
@@ -48,7 +61,7 @@ def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_deli
         redis_url,
         unique_prefix,
         partitions=2,
-        kafka={"commit_interval_s": 2.0, "client": client},
+        kafka={"commit_interval_s": 2.0, "client": client, "max_delivery_attempts": 1000},
     )
     topics = settings.kafka.topics
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -162,3 +175,150 @@ def test_produce_says_how_many_records_the_broker_refused_and_exits_1(
     assert int(refused[1]) >= 50  # kafka-python fails the labels after the first refusal too
     assert "MessageSizeTooLargeError" in result.output
     assert "sent" not in result.output
+
+
+#: Records no event decodes from, each with a dead letter larger than 2,000 bytes: JSON
+#: of escaped characters (twice its size as a dead letter), a record over the size limit
+#: (``too_large``), bytes that are not UTF-8 (twice their size in hex).
+LARGE_BAD = [
+    b'{"event_id": "bad-quotes", "note": "' + b'\\"' * 2_500,
+    b'{"event_id": "bad-newlines", "note": "' + b"\\n" * 2_000 + b'"',
+    orjson.dumps({"event_id": "bad-large", "features": {"blob": "x" * 70_000}}),
+    b"\xff\xfe" * 1_500,
+]
+SMALL_BAD = [b"{oops", b'{"event_id": "bad-short", "timestamp": ']
+DROPPED = {"output": "dead_letter", "reason": "too_large"}
+TRANSACTIONS = [
+    pytest.param("kafka-python", False, id="kafka-python"),
+    pytest.param("librdkafka", False, id="librdkafka"),
+    pytest.param("kafka-python", True, id="kafka-python-transactions"),
+    pytest.param("librdkafka", True, id="librdkafka-transactions"),
+]
+
+
+def mixed(records: list[dict], bad: list[bytes]) -> list[bytes]:
+    """The lines of ``records`` with the ``bad`` ones spread among them."""
+    lines = lines_of(records)
+    step = len(lines) // (len(bad) + 1)
+    for n, raw in enumerate(bad):
+        lines.insert((n + 1) * step + n, raw)
+    return lines
+
+
+def run_one(settings: Settings, timeout_s: float = 150.0) -> Worker:
+    """One worker until the topics are idle; fails if it is still at work after ``timeout_s``."""
+    worker = Worker(settings, name="worker-0")
+    thread = threading.Thread(target=lambda: worker.run(idle_timeout_s=4.0))
+    thread.start()
+    thread.join(timeout=timeout_s)
+    running = thread.is_alive()
+    if running:
+        worker.stop()
+        thread.join(timeout=120)
+    assert not running, (
+        f"the worker still ran after {timeout_s:.0f} s: {worker.summary.predictions} predictions,"
+        f" {worker.summary.recoveries} recoveries"
+    )
+    return worker
+
+
+def with_dead_letter_topic(settings: Settings, bootstrap: str, max_bytes: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        topic = NewTopic(
+            settings.kafka.topics.dead_letter,
+            2,
+            1,
+            topic_configs={"max.message.bytes": str(max_bytes)},
+        )
+        admin.create_topics([topic])
+    finally:
+        admin.close()
+
+
+def sample(worker: Worker, name: str, labels: dict[str, str] | None = None) -> float:
+    return worker.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+@pytest.mark.parametrize(("client", "transactions"), TRANSACTIONS)
+def test_dead_letters_too_large_for_their_topic_are_truncated_to_fit_it(
+    kafka_bootstrap, redis_url, unique_prefix, client, transactions
+):
+    records = list(generate_world(WorldConfig(events=100, seed=12)))
+    settings = settings_for(
+        kafka_bootstrap,
+        redis_url,
+        unique_prefix,
+        partitions=2,
+        kafka={"client": client, "transactions": transactions, "commit_interval_s": 0.5},
+    )
+    with_dead_letter_topic(settings, kafka_bootstrap, 2_000)
+    assert max_message_bytes(settings.kafka, settings.kafka.topics.dead_letter) == 2_000
+    produce(settings, mixed(records, LARGE_BAD + SMALL_BAD))
+
+    worker = run_one(settings)
+
+    events = {r["event_id"] for r in records if "user_id" in r}
+    predicted = [r.key.decode() for r in drain(kafka_bootstrap, settings.kafka.topics.predictions)]
+    assert sorted(predicted) == sorted(events), "every event scored once"
+    letters = drain(kafka_bootstrap, settings.kafka.topics.dead_letter)
+    assert all(len(letter.value) <= 2_000 for letter in letters)
+    docs = {orjson.loads(letter.value)["sha256"]: orjson.loads(letter.value) for letter in letters}
+    assert len(letters) == len(docs) == len(LARGE_BAD + SMALL_BAD)
+    for raw in LARGE_BAD + SMALL_BAD:
+        doc = docs[hashlib.sha256(raw).hexdigest()]
+        kept = doc["value"].encode() if "value" in doc else bytes.fromhex(doc["value_hex"])
+        assert doc["size"] == len(raw)
+        assert doc["truncated"] is (raw in LARGE_BAD)
+        assert raw.startswith(kept) and (kept == raw) is (raw in SMALL_BAD)
+    assert sample(worker, "streamlearn_dropped_outputs_total", DROPPED) == 0
+    if client == "kafka-python":  # it splits a batch the topic refuses: each record fits alone
+        assert sample(worker, "streamlearn_undelivered_records_total") == 0
+        assert worker.summary.recoveries == 0
+    # librdkafka does not: the records of a refused batch are sent again, each alone
+
+
+@pytest.mark.parametrize(("client", "transactions"), TRANSACTIONS)
+def test_dead_letters_the_topic_refuses_even_truncated_are_dropped_after_bounded_attempts(
+    kafka_bootstrap, redis_url, unique_prefix, client, transactions
+):
+    records = list(generate_world(WorldConfig(events=100, seed=13)))
+    settings = settings_for(
+        kafka_bootstrap,
+        redis_url,
+        unique_prefix,
+        partitions=2,
+        kafka={
+            "client": client,
+            "transactions": transactions,
+            "commit_interval_s": 0.5,
+            "max_delivery_attempts": 3,
+        },
+    )
+    with_dead_letter_topic(settings, kafka_bootstrap, 600)
+    produce(settings, mixed(records, LARGE_BAD + SMALL_BAD))
+
+    started = time.monotonic()
+    worker = run_one(settings)
+    took = time.monotonic() - started
+
+    events = {r["event_id"] for r in records if "user_id" in r}
+    predicted = [r.key.decode() for r in drain(kafka_bootstrap, settings.kafka.topics.predictions)]
+    assert sorted(predicted) == sorted(events), "every event scored once, none again"
+    letters = [
+        orjson.loads(r.value) for r in drain(kafka_bootstrap, settings.kafka.topics.dead_letter)
+    ]
+    assert sorted(letter["sha256"] for letter in letters) == sorted(
+        hashlib.sha256(raw).hexdigest() for raw in SMALL_BAD
+    ), "the dead letters that fit are delivered, the others dropped"
+    assert sample(worker, "streamlearn_dropped_outputs_total", DROPPED) == len(LARGE_BAD)
+    refused = sample(worker, "streamlearn_undelivered_records_total")
+    assert refused >= 3 * len(LARGE_BAD)
+    if transactions:  # each refusal aborts the transaction: the worker resumes, with backoff
+        assert 1 <= worker.summary.recoveries <= 3 * len(LARGE_BAD)
+    else:  # sent again in place, alone: nothing else is sent twice
+        assert worker.summary.recoveries == 0
+        # a dead letter that fits is refused at most once: with its batch (librdkafka), or
+        # as a send after a refusal (kafka-python's idempotent producer fails them all)
+        assert refused <= 3 * len(LARGE_BAD) + len(SMALL_BAD)
+    assert took > 1.5, "attempts are spaced by a backoff (0.5 s, then 1 s)"

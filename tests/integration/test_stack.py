@@ -337,7 +337,7 @@ def test_up_is_idempotent_and_down_leaves_no_process_or_port_behind(
     try:
         stack.up(alertmanager=True)
         pids = stack.pids()
-        assert sorted(pids) == ["alertmanager", "kafka", "prometheus", "redis"]
+        assert sorted(pids) == ["alertmanager", "alerts", "kafka", "prometheus", "redis"]
         assert all(row.state == "up" for row in stack.status())
 
         stack.up(alertmanager=True)
@@ -345,7 +345,7 @@ def test_up_is_idempotent_and_down_leaves_no_process_or_port_behind(
         assert Stack.from_root(fresh_stack_config.root).pids() == pids
     finally:
         stopped = stack.down()
-    assert sorted(stopped) == ["alertmanager", "kafka", "prometheus", "redis"]
+    assert sorted(stopped) == ["alertmanager", "alerts", "kafka", "prometheus", "redis"]
     assert not any(psutil.pid_exists(pid) for pid in pids.values())
     config = fresh_stack_config
     ports = [
@@ -354,6 +354,7 @@ def test_up_is_idempotent_and_down_leaves_no_process_or_port_behind(
         config.redis_port,
         config.prometheus_port,
         config.alertmanager_port,
+        config.alerts_port,
     ]
     assert not any(port_open(port) for port in ports)
     assert all(row.state == "down" for row in stack.status())

@@ -23,9 +23,10 @@ def event(n: int, t: int, user: str, item: str, label: float | None = None) -> E
 
 
 def bounded_keys(prefix: str) -> re.Pattern[bytes]:
-    """The keys without a TTL, a fixed number per partition: the pending labels and the
-    implicit-label deadlines (their sizes are bounded by the store's configuration)."""
-    return re.compile(rb"^" + re.escape(prefix.encode()) + rb":(pl|plz:\d+|dl:\d+)$")
+    """The keys without a TTL, a fixed number per partition: the pending labels (and the set
+    of them all) and the implicit-label deadlines (their sizes are bounded by the store's
+    configuration)."""
+    return re.compile(rb"^" + re.escape(prefix.encode()) + rb":(pl|plz:(?:\d+|all)|dl:\d+)$")
 
 
 def test_after_a_batch_every_key_under_the_prefix_expires_or_is_a_bounded_set(

@@ -42,7 +42,7 @@ def test_a_topic_the_broker_refuses_raises_its_error(kafka_bootstrap, redis_url,
         ensure_topics(kafka, {f"{unique_prefix}.none": 0})
 
 
-def test_produce_lines_routes_by_kind_and_keys_by_event_id(
+def test_produce_lines_routes_by_kind_keys_by_event_id_and_carries_event_times(
     kafka_bootstrap, redis_url, unique_prefix
 ):
     settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=1)
@@ -53,10 +53,14 @@ def test_produce_lines_routes_by_kind_and_keys_by_event_id(
     assert produce_lines(settings.kafka, lines) == {"events": 2, "labels": 1}
 
     topics = settings.kafka.topics
-    events = [(r.key, r.value) for r in drain(kafka_bootstrap, topics.events)]
-    labels = [(r.key, r.value) for r in drain(kafka_bootstrap, topics.labels)]
-    assert events == [(b"e1", lines[0]), (None, b"{oops")]
-    assert labels == [(b"e1", lines[1])]
+    events = [(r.key, r.value, r.headers) for r in drain(kafka_bootstrap, topics.events)]
+    labels = [(r.key, r.value, r.headers) for r in drain(kafka_bootstrap, topics.labels)]
+    # each record carries its event time; a line without one takes the time before it
+    assert events == [
+        (b"e1", lines[0], [("event-time", b"1")]),
+        (None, b"{oops", [("event-time", b"2")]),
+    ]
+    assert labels == [(b"e1", lines[1], [("event-time", b"2")])]
 
 
 def test_a_line_the_producer_refuses_stops_the_send_after_the_lines_before_it(

@@ -177,6 +177,7 @@ def test_services(compose: dict[str, Any]) -> None:
         "redis",
         "prometheus",
         "alertmanager",
+        "alerts",
         "grafana",
         "worker",
         "replay",
@@ -235,6 +236,22 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
                 assert source in declared, f"{name} uses undeclared volume {source}"
 
 
+def test_alertmanager_notifies_the_alerts_service_where_it_listens(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    (config,) = [src for src, dst in _mounts(services["alertmanager"]) if dst.endswith(".yml")]
+    doc = yaml.safe_load((REPO / config).read_text())
+    receiver = next(r for r in doc["receivers"] if r["name"] == doc["route"]["receiver"])
+    url = receiver["webhook_configs"][0]["url"]
+    command = services["alerts"]["command"]
+    assert command[:2] == ["alerts", "serve"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert url == f"http://alerts:{command[command.index('--port') + 1]}/alerts"
+    assert services["alerts"]["image"] == services["worker"]["image"]
+    assert "healthz" in " ".join(services["alerts"]["healthcheck"]["test"])
+
+
 # --- Prometheus --------------------------------------------------------------------
 
 
@@ -282,7 +299,7 @@ def test_prometheus_alerts_to_the_alertmanager_service(
     assert any(str(p).endswith(":9093") for p in alertmanager["ports"])
     flags = dict(arg.split("=", 1) for arg in alertmanager["command"] if "=" in arg)
     assert _host_path(alertmanager, flags["--config.file"]) == (
-        REPO / "deploy/alertmanager/alertmanager.yml"
+        REPO / "deploy/alertmanager/alertmanager.compose.yml"
     )
 
 

@@ -13,12 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from metrics.alerts import (
     ALERTMANAGER_PATH,
+    DEFAULT_WEBHOOK_URL,
     RULE_TESTS_PATH,
     RULES_PATH,
     alert_names,
     alert_rules,
     alertmanager_config,
     duration_seconds,
+    recording_rules,
     rule_tests_yaml,
     rules_yaml,
 )
@@ -136,7 +138,11 @@ def test_rules_carry_the_thresholds() -> None:
         "streamlearn_online_roc_auc < streamlearn_reference_roc_auc - 0.1"
     )
     doc = yaml.safe_load(rules_yaml(t))
-    assert {g["name"] for g in doc["groups"]} == {"streamlearn-model", "streamlearn-serving"}
+    assert {g["name"] for g in doc["groups"]} == {
+        "streamlearn-model",
+        "streamlearn-serving",
+        "streamlearn-labels",
+    }
 
 
 def _write(root: Path, t: AlertThresholds) -> tuple[Path, Path]:
@@ -169,13 +175,18 @@ def test_committed_rule_tests_prove_every_alert_fires_and_resolves() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     doc = yaml.safe_load((REPO / RULE_TESTS_PATH).read_text())
     tested = set()
+    recorded = set()
     for group in doc["tests"]:
+        if "promql_expr_test" in group:
+            recorded.update(c["expr"] for c in group["promql_expr_test"])
+            continue
         checks = group["alert_rule_test"]
         assert checks[0]["exp_alerts"] == [], group["name"]  # quiet before
         assert any(c["exp_alerts"] for c in checks), group["name"]  # fires
         assert checks[-1]["exp_alerts"] == [], group["name"]  # resolves
         tested.add(checks[0]["alertname"])
     assert tested == set(alert_names())
+    assert recorded == {r["record"] for r in recording_rules()}
 
 
 @needs_promtool
@@ -248,3 +259,17 @@ def test_nan_gauges_of_a_worker_still_filling_its_windows_do_not_alert(tmp_path:
     test_file.write_text(yaml.safe_dump(doc))
     result = _run(PROMTOOL, "test", "rules", test_file)  # type: ignore[arg-type]
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool is not installed")
+def test_the_receiver_examples_are_a_valid_config_that_keeps_the_streamlearn_receiver() -> None:
+    path = REPO / "deploy/alertmanager/receivers.example.yml"
+    result = _run(AMTOOL, "check-config", path)  # type: ignore[arg-type]
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = yaml.safe_load(path.read_text())
+    kinds = {key for r in doc["receivers"] for key in r if key.endswith("_configs")}
+    assert kinds == {"webhook_configs", "email_configs", "slack_configs"}
+    first = doc["route"]["routes"][0]
+    assert first == {"receiver": "streamlearn-alerts", "continue": True}
+    hook = next(r for r in doc["receivers"] if r["name"] == "streamlearn-alerts")
+    assert hook["webhook_configs"][0]["url"] == DEFAULT_WEBHOOK_URL

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from metrics.alerts import recording_rules
 from metrics.dashboard import (
     DASHBOARD_PATH,
     DASHBOARD_PROVIDER_PATH,
@@ -38,9 +39,11 @@ def _known_series() -> set[str]:
         "info": ("_info",),
         "gauge": ("",),
     }
-    return {
-        metric.name + suffix for metric in registry.collect() for suffix in suffixes[metric.type]
-    } | {"up", "ALERTS"}
+    return (
+        {metric.name + suffix for metric in registry.collect() for suffix in suffixes[metric.type]}
+        | {"up", "ALERTS"}
+        | {r["record"] for r in recording_rules()}
+    )
 
 
 def _panels() -> list[dict]:
@@ -89,7 +92,12 @@ def test_every_query_uses_exported_series_and_the_shared_datasource() -> None:
     known = _known_series()
     for panel in _panels():
         for target in panel.get("targets", []):
-            names = set(re.findall(r"\b(streamlearn_[a-z0-9_]+|up|ALERTS)\b", target["expr"]))
+            names = set(
+                re.findall(
+                    r"\b(streamlearn_[a-z0-9_]+|streamlearn:[a-z0-9_:]+|up|ALERTS)\b",
+                    target["expr"],
+                )
+            )
             assert names, target["expr"]
             assert names <= known, target["expr"]
             assert target["datasource"] == DATASOURCE

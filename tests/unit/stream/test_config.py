@@ -246,6 +246,8 @@ def test_every_number_has_a_lower_and_an_upper_bound(path, kind, bounds):
 OUT_OF_RANGE = [
     ("kafka.max_poll_records", 0, 100_001),
     ("kafka.poll_timeout_ms", -1, 60_001),
+    ("kafka.dead_letter_max_bytes", 1023, 67_108_865),
+    ("kafka.max_delivery_attempts", 0, 1001),
     ("kafka.fetch_max_wait_ms", -1, 60_001),
     ("kafka.fetch_min_bytes", 0, 16_777_217),
     ("kafka.session_timeout_ms", 999, 1_800_001),
@@ -295,6 +297,7 @@ OUT_OF_RANGE = [
     ("monitoring.quality_window", 9, 1_000_001),
     ("monitoring.precision_target", 0.0, 1.001),
     ("monitoring.thresholds.not_finite_min_predictions", -1, 1_000_000_001),
+    ("monitoring.thresholds.label_lag_seconds", 0, 31_536_001),
     ("monitoring.thresholds.psi_warning", 0.0, 10.01),
     ("monitoring.thresholds.psi_critical", 0.0, 10.01),
     ("monitoring.thresholds.ks_critical", 0.0, 1.001),
