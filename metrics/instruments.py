@@ -304,6 +304,9 @@ class WorkerMetrics:
         for source in LABEL_SOURCES:
             self.labels_learned.labels(source=source)
             self.labels_positive.labels(source=source)
+        for dependency in ("kafka", "redis"):
+            self.retries.labels(dependency=dependency)
+            self.dependency_up.labels(dependency=dependency).set(1)
         self._newest_label_event_s = 0.0
 
     def observe_label(self, source: str, positive: bool, event_time_ms: int) -> None:
@@ -339,6 +342,3 @@ class WorkerMetrics:
         if source != "implicit" and event_time_ms / 1000.0 > self._newest_label_event_s:
             self._newest_label_event_s = event_time_ms / 1000.0
             self.last_label_event_timestamp.set(self._newest_label_event_s)
-        for dependency in ("kafka", "redis"):
-            self.retries.labels(dependency=dependency)
-            self.dependency_up.labels(dependency=dependency).set(1)

@@ -28,6 +28,7 @@ def exposed() -> set[str]:
         metrics.records.labels(kind=kind)
     for family in ("labels_learned", "labels_skipped", "dead_letters"):
         getattr(metrics, family).labels("x")
+    metrics.dropped.labels(output="prediction", reason="too_large")
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 
