@@ -27,6 +27,7 @@ __all__ = [
     "BATCH_RECORDS",
     "CHECKPOINTS",
     "CHECKPOINTS_REFUSED",
+    "COMMIT_STAGE",
     "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DEPENDENCY_RETRIES",
@@ -46,9 +47,11 @@ __all__ = [
     "LATENCY_BUCKETS",
     "MODEL_INFO",
     "PENDING_LABELS",
+    "POLL_STAGE",
     "PREDICTIONS",
     "PROCESSING",
     "PROCESSOR_STAGES",
+    "PRODUCE_STAGE",
     "REBALANCE_REWINDS",
     "RECORDS_CONSUMED",
     "REDIS_ROUND_TRIP",
@@ -118,8 +121,13 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 #: The stages :class:`stream.processor.Processor` times in a batch, in processing order
 #: (the keys of ``BatchOutput.stage_seconds``).
 PROCESSOR_STAGES: tuple[str, ...] = ("decode", "redis", "features", "score", "learn")
+#: The stages :class:`stream.worker.Worker` times around the processor's: reading a
+#: batch, sending its outputs, committing its offsets.
+POLL_STAGE = "poll"
+PRODUCE_STAGE = "produce"
+COMMIT_STAGE = "commit"
 #: The stages of a batch, in processing order; the only values of the ``stage`` label.
-STAGES: tuple[str, ...] = ("poll", *PROCESSOR_STAGES, "produce", "commit")
+STAGES: tuple[str, ...] = (POLL_STAGE, *PROCESSOR_STAGES, PRODUCE_STAGE, COMMIT_STAGE)
 
 #: How a learned label arrived; the only values of the ``source`` label.
 LABEL_SOURCES: tuple[str, ...] = ("inline", "labels", "implicit")
