@@ -18,15 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psutil
 import redis
-import yaml
-from kafka import KafkaProducer
 
+from stream import harness
 from stream.config import Settings
-from stream.kafka_io import committed_records, event_key, route, topic_plan
-from stream.stack import Stack, StackConfig, create_topics, free_ports, private_stack_config
+from stream.harness import lines_of as world_lines
+from stream.harness import write_config
+from stream.kafka_io import committed_records, produce_lines
+from stream.stack import Stack, StackConfig, free_ports, private_stack_config
 from stream.stack_install import StackError, kafka_version
 
 __all__ = [
@@ -83,56 +83,18 @@ def bench_stack(root: Path, report: Any = print) -> Iterator[Stack]:
 
 def settings_for(stack: Stack, prefix: str, **overrides: Any) -> Settings:
     """Settings whose topics (4 partitions), group and Redis keys all carry ``prefix``."""
-    sections: dict[str, Any] = {
-        "kafka": {
-            "bootstrap_servers": stack.config.kafka_bootstrap,
-            "group_id": f"{prefix}-group",
-            "topics": {
-                "events": f"{prefix}.events",
-                "labels": f"{prefix}.labels",
-                "predictions": f"{prefix}.predictions",
-                "dead_letter": f"{prefix}.dead-letter",
-                "partitions": 4,
-            },
-        },
-        "redis": {"url": stack.config.redis_url},
-        "store": {"key_prefix": prefix},
-        "metrics": {"port": 0},
-    }
-    for section, values in overrides.items():
-        sections[section] = {**sections.get(section, {}), **values}
-    return Settings(**sections)
-
-
-def write_config(settings: Settings, path: Path) -> Path:
-    """The settings as a YAML config file for a worker process."""
-    path.write_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
-    return path
-
-
-def world_lines(records: Iterable[dict[str, Any]]) -> list[bytes]:
-    return [orjson.dumps(record) for record in records]
-
-
-def producer(settings: Settings, **options: Any) -> KafkaProducer:
-    kafka = settings.kafka
-    return KafkaProducer(client_id=f"{kafka.client_id}-bench", **kafka.client_options(), **options)
+    config = stack.config
+    return harness.settings_for(
+        config.kafka_bootstrap, config.redis_url, prefix, partitions=4, **overrides
+    )
 
 
 def produce_all(settings: Settings, lines: Iterable[bytes]) -> dict[str, int]:
-    """Create the topics and send every line, keyed by event id; returns counts per kind."""
-    kafka = settings.kafka
-    create_topics(kafka.bootstrap_servers, topic_plan(kafka))
-    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
-    sink = producer(settings, linger_ms=20, acks="all")
-    counts = {"events": 0, "labels": 0}
-    for line in lines:
-        kind = route(line)
-        sink.send(topics[kind], key=event_key(line), value=line)
-        counts[kind] += 1
-    sink.flush()
-    sink.close()
-    return counts
+    """Create the topics and send every line, keyed by event id; returns counts per kind.
+
+    The ``produce`` command's loop, lingering 20 ms for larger produce requests.
+    """
+    return produce_lines(settings.kafka.model_copy(update={"linger_ms": 20}), lines)
 
 
 def read_topic(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[tuple[bytes, int]]:

@@ -21,12 +21,11 @@ from rich.table import Table
 
 from stream.backtest import backtest
 from stream.config import Settings
+from stream.harness import drain, run_workers, settings_for
 from stream.replay import replay
-from stream.stack import Stack
+from stream.stack import Stack, fast_stack_config
 from stream.synthetic import WorldConfig, generate_world
 from stream.ui import console
-from tests.conftest import config_for_tests
-from tests.integration.pipeline import drain, run_workers, settings_for
 
 
 def check(events: int, folder: Path) -> tuple[Table, bool]:
@@ -43,7 +42,7 @@ def check(events: int, folder: Path) -> tuple[Table, bool]:
         row = orjson.loads(line)
         expected[row["event_id"]] = row["score"]
 
-    stack = Stack(config_for_tests(folder / "stack"))
+    stack = Stack(fast_stack_config(folder / "stack"))
     stack.up(services=["kafka", "redis"])
     try:
         cfg = stack.config

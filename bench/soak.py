@@ -23,34 +23,23 @@ from pathlib import Path
 import redis
 from rich.table import Table
 
-from stream.stack import Stack
+from features.schema import is_event_record, is_label_record
+from stream import harness
+from stream.stack import Stack, fast_stack_config
 from stream.synthetic import WorldConfig, generate_world
 from stream.ui import console
-from tests.conftest import config_for_tests
-from tests.integration.pipeline import (
-    drain,
-    kill_randomly,
-    labels_learned_by_last_checkpoint,
-    lines_of,
-    produce,
-    recount,
-    settings_for,
-    stored_counters,
-    worker_process,
-    write_config,
-)
 
 KEY = "soak-signing-key-" + "0" * 32
 
 
 def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, bool]:
-    stack = Stack(config_for_tests(workdir / "stack"))
+    stack = Stack(fast_stack_config(workdir / "stack"))
     stack.up(services=["kafka", "redis"])
     try:
         cfg = stack.config
         records = list(generate_world(WorldConfig(events=events, seed=seed)))
         prefix = f"soak{seed}"
-        settings = settings_for(
+        settings = harness.settings_for(
             cfg.kafka_bootstrap,
             cfg.redis_url,
             prefix,
@@ -63,11 +52,11 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
             },
             checkpoint={"every_labels": 1000, "every_seconds": 1},
         )
-        produce(settings, lines_of(records))
-        config = write_config(settings, workdir / "worker.yaml")
+        harness.produce(settings, harness.lines_of(records))
+        config = harness.write_config(settings, workdir / "worker.yaml")
         env = {"STREAMLEARN_MODEL_KEY": KEY}
         started = time.monotonic()
-        kills = kill_randomly(
+        kills = harness.kill_randomly(
             config,
             trials,
             random.Random(seed),
@@ -79,18 +68,21 @@ def soak(trials: int, events: int, seed: int, workdir: Path) -> tuple[Table, boo
         )
         client = redis.Redis.from_url(cfg.redis_url)
         group = settings.kafka.group_id
-        before_final = labels_learned_by_last_checkpoint(client, prefix, group, KEY.encode())
-        final = worker_process(config, "--idle-timeout", "5", env=env)
+        before_final = harness.labels_learned_by_last_checkpoint(
+            client, prefix, group, KEY.encode()
+        )
+        final = harness.worker_process(config, "--idle-timeout", "5", env=env)
         final_code = final.wait(timeout=1800)
         seconds = time.monotonic() - started
 
         per_event = Counter(
-            r.key.decode() for r in drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
+            r.key.decode()
+            for r in harness.drain(cfg.kafka_bootstrap, settings.kafka.topics.predictions)
         )
-        expected = {r["event_id"] for r in records if "user_id" in r}
-        counters_exact = stored_counters(client, prefix) == recount(records)
-        learned = labels_learned_by_last_checkpoint(client, prefix, group, KEY.encode())
-        labels = sum(1 for r in records if "user_id" not in r)
+        expected = {r["event_id"] for r in records if is_event_record(r)}
+        counters_exact = harness.stored_counters(client, prefix) == harness.recount(records)
+        learned = harness.labels_learned_by_last_checkpoint(client, prefix, group, KEY.encode())
+        labels = sum(1 for r in records if is_label_record(r))
         checks = {
             "final run exit code 0": final_code == 0,
             "every event scored": set(per_event) == expected,

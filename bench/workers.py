@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Settings
-from stream.kafka_io import topic_plan
-from stream.stack import Stack, create_topics
+from stream.kafka_io import ensure_topics, topic_plan
+from stream.stack import Stack
 
 from .env import CpuMeter, cpu_summary, write_config
 
@@ -75,7 +75,7 @@ def run_workers(
     names more processes whose CPU time to report (e.g. this one).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    create_topics(settings.kafka.bootstrap_servers, topic_plan(settings.kafka))
+    ensure_topics(settings.kafka, topic_plan(settings.kafka))
     config = write_config(settings, folder / "worker.yaml")
     mode = ["--until-end"] if until_end else ["--idle", str(idle_s)]
     names = [f"worker-{n}" for n in range(count)]

@@ -109,9 +109,14 @@ __all__ = [
     "Event",
     "Label",
     "Limits",
+    "RecordKind",
     "decode_event",
     "decode_label",
+    "is_event_record",
+    "is_label_record",
     "json_error",
+    "line_kind",
+    "record_kind",
     "to_epoch_ms",
     "validate_event",
 ]
@@ -249,6 +254,59 @@ def to_epoch_ms(value: Any) -> int:
 
 
 EpochMs = Annotated[int, BeforeValidator(to_epoch_ms)]
+
+#: The topic a record belongs on: ``events`` (events, and records that are neither) or ``labels``.
+RecordKind = Literal["events", "labels"]
+
+
+def is_event_record(obj: object) -> bool:
+    """Whether a decoded JSON value has an event's shape: an object with a ``user_id``.
+
+    >>> is_event_record({"event_id": "e", "user_id": "u", "label": 1})
+    True
+    >>> is_event_record({"event_id": "e", "label": 1}), is_event_record(["user_id"])
+    (False, False)
+    """
+    return isinstance(obj, dict) and "user_id" in obj
+
+
+def is_label_record(obj: object) -> bool:
+    """Whether a decoded JSON value is a label record: an object with ``label``, no ``user_id``.
+
+    An event may carry its label inline; it stays an event.
+
+    >>> is_label_record({"event_id": "e", "timestamp": 1, "label": True})
+    True
+    >>> is_label_record({"event_id": "e", "user_id": "u", "label": True})
+    False
+    >>> is_label_record({"event_id": "e"}), is_label_record([{"label": 1}])
+    (False, False)
+    """
+    return isinstance(obj, dict) and "label" in obj and not is_event_record(obj)
+
+
+def record_kind(obj: object) -> RecordKind:
+    """The topic kind of a decoded JSON value: ``labels`` for a label record, else ``events``.
+
+    Anything that is not a label record goes with the events, bad records included:
+    the worker decodes it there and dead-letters it with its reason.
+
+    >>> record_kind({"event_id": "e", "label": 0}), record_kind({"event_id": "e"}), record_kind(3)
+    ('labels', 'events', 'events')
+    """
+    return "labels" if is_label_record(obj) else "events"
+
+
+def line_kind(line: bytes) -> RecordKind:
+    """:func:`record_kind` of a JSON line; a line that is not JSON is ``events``.
+
+    >>> line_kind(b'{"event_id": "e", "timestamp": 1, "label": true}'), line_kind(b"{oops")
+    ('labels', 'events')
+    """
+    try:
+        return record_kind(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return "events"
 
 
 class Event(BaseModel):

@@ -23,6 +23,23 @@ from typing import Any, Literal
 
 import yaml
 
+from metrics.instruments import (
+    CHECKPOINTS_REFUSED,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    DEPENDENCY_RETRIES,
+    DEPENDENCY_UP,
+    EVENT_TO_PREDICTION,
+    LABELS_LEARNED,
+    LABELS_POSITIVE,
+    LABELS_SKIPPED,
+    LAST_EVENT_TIMESTAMP,
+    LAST_LABEL_EVENT_TIMESTAMP,
+    PREDICTIONS,
+    RECORDS_CONSUMED,
+    SCORES_NOT_FINITE,
+    UNDELIVERED,
+)
 from metrics.monitor import (
     CONCEPT_DRIFT_DETECTIONS,
     FEATURE_PSI,
@@ -41,8 +58,8 @@ __all__ = [
     "ALERTMANAGER_PATH",
     "COMPOSE_WEBHOOK_URL",
     "DEFAULT_WEBHOOK_URL",
-    "POSITIVE_LABEL_RATE",
     "JOB",
+    "POSITIVE_LABEL_RATE",
     "RULES_PATH",
     "RULE_TESTS_PATH",
     "AlertRule",
@@ -68,20 +85,6 @@ DEFAULT_WEBHOOK_URL = "http://127.0.0.1:9095/alerts"
 #: The same receiver as the ``alerts`` service of docker-compose.yml.
 COMPOSE_WEBHOOK_URL = "http://alerts:9095/alerts"
 
-EVENT_TO_PREDICTION = "streamlearn_event_to_prediction_seconds"
-CONSUMER_LAG = "streamlearn_consumer_lag_records"
-DEAD_LETTERS = "streamlearn_dead_letters_total"
-RECORDS_CONSUMED = "streamlearn_records_consumed_total"
-UNDELIVERED = "streamlearn_undelivered_records_total"
-DEPENDENCY_UP = "streamlearn_dependency_up"
-PREDICTIONS = "streamlearn_predictions_total"
-LABELS_SKIPPED = "streamlearn_labels_skipped_total"
-SCORES_NOT_FINITE = "streamlearn_scores_not_finite_total"
-CHECKPOINTS_REFUSED = "streamlearn_checkpoints_refused_total"
-LAST_EVENT = "streamlearn_last_event_timestamp_seconds"
-LAST_LABEL_EVENT = "streamlearn_last_label_event_timestamp_seconds"
-LABELS_LEARNED = "streamlearn_labels_learned_total"
-LABELS_POSITIVE = "streamlearn_labels_positive_total"
 #: Recording rule: positive labels per learned label over 5m (the click-through rate).
 POSITIVE_LABEL_RATE = "streamlearn:positive_label_rate:5m"
 #: Every series of the workers, with its name copied into a ``metric`` label, so
@@ -478,7 +481,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
             description=(
                 f"Dead letters per consumed record over 5m is {value3}, above "
                 f"{t.dead_letter_ratio!r} for {t.dead_letter_for}. See "
-                "streamlearn_dead_letters_total by reason."
+                f"{DEAD_LETTERS} by reason."
             ),
             scenarios=(_dead_letter_scenario(t),),
         ),
@@ -506,7 +509,7 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
                 "The last call of {{ $labels.instance }} to {{ $labels.dependency }} failed and "
                 f"none has succeeded for {t.dependency_down_for}. The worker waits and retries "
                 "with backoff, so it scores and learns nothing until the service is back: check "
-                "the service, then streamlearn_dependency_retries_total."
+                f"the service, then {DEPENDENCY_RETRIES}."
             ),
             scenarios=(
                 _gauge_scenario(
@@ -579,8 +582,8 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
             alert="StreamlearnLabelsStale",
             group="streamlearn-labels",
             expr=(
-                f"{LAST_EVENT} - {LAST_LABEL_EVENT} > {t.label_lag_seconds!r}"
-                f" and {LAST_LABEL_EVENT} > 0"
+                f"{LAST_EVENT_TIMESTAMP} - {LAST_LABEL_EVENT_TIMESTAMP} > {t.label_lag_seconds!r}"
+                f" and {LAST_LABEL_EVENT_TIMESTAMP} > 0"
             ),
             for_=t.label_lag_for,
             severity="warning",
@@ -627,11 +630,11 @@ def _label_lag_scenario(t: AlertThresholds) -> Scenario:
     return Scenario(
         series=(
             (
-                _selector(LAST_EVENT, _INSTANCE),
+                _selector(LAST_EVENT_TIMESTAMP, _INSTANCE),
                 f"{epoch!r}x{n_before - 1} {ahead!r}x{n_during + n_after - 1}",
             ),
             (
-                _selector(LAST_LABEL_EVENT, _INSTANCE),
+                _selector(LAST_LABEL_EVENT_TIMESTAMP, _INSTANCE),
                 f"{epoch!r}x{n_before + n_during - 1} {ahead!r}x{n_after - 1}",
             ),
         ),
@@ -730,7 +733,7 @@ def _not_finite_scenario(t: AlertThresholds, abnormal: float) -> Scenario:
     return Scenario(
         series=(
             (_selector(PREDICTION_PSI, series_labels), gauge),
-            (_selector("streamlearn_predictions_total", series_labels),
+            (_selector(PREDICTIONS, series_labels),
              _counter_values([(per_sample, total)])),
         ),
         start=_BEFORE,

@@ -22,15 +22,25 @@ from typing import Any
 
 import yaml
 
-from metrics.alerts import (
+from metrics.alerts import JOB, POSITIVE_LABEL_RATE
+from metrics.instruments import (
+    CHECKPOINTS,
     CONSUMER_LAG,
     DEAD_LETTERS,
+    DEPENDENCY_UP,
     EVENT_TO_PREDICTION,
-    JOB,
-    LAST_EVENT,
-    LAST_LABEL_EVENT,
-    POSITIVE_LABEL_RATE,
+    EVENTS,
+    LABELS_LEARNED,
+    LAST_EVENT_TIMESTAMP,
+    LAST_LABEL_EVENT_TIMESTAMP,
+    MODEL_INFO,
+    PENDING_LABELS,
+    PREDICTIONS,
+    PROCESSING,
+    REBALANCE_REWINDS,
     RECORDS_CONSUMED,
+    REDIS_ROUND_TRIP,
+    STAGE_DURATION,
 )
 from metrics.monitor import (
     CONCEPT_DRIFT_DETECTIONS,
@@ -277,9 +287,9 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     lay.timeseries(
         "Events, predictions and labels per second",
         [
-            ("sum(rate(streamlearn_events_total[1m]))", "events"),
-            ("sum(rate(streamlearn_predictions_total[1m]))", "predictions"),
-            ("sum by (source) (rate(streamlearn_labels_learned_total[1m]))", "labels {{source}}"),
+            (f"sum(rate({EVENTS}[1m]))", "events"),
+            (f"sum(rate({PREDICTIONS}[1m]))", "predictions"),
+            (f"sum by (source) (rate({LABELS_LEARNED}[1m]))", "labels {{source}}"),
         ],
         unit="ops",
     )
@@ -303,15 +313,15 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         thresholds=_steps((t.dead_letter_ratio, "red")),
         min_value=0,
     )
-    lay.stat("Model version", [("max by (version) (streamlearn_model_info)", "{{version}}")])
+    lay.stat("Model version", [(f"max by (version) ({MODEL_INFO})", "{{version}}")])
     lay.stat("Workers up", [(f'sum(up{{job="{JOB}"}})', "up")])
     lay.stat(
         "Checkpoints (1h)",
-        [("sum(increase(streamlearn_checkpoints_total[1h]))", "checkpoints")],
+        [(f"sum(increase({CHECKPOINTS}[1h]))", "checkpoints")],
     )
     lay.stat(
         "Rebalance rewinds (1h)",
-        [("sum(increase(streamlearn_rebalance_rewinds_total[1h]))", "rewinds")],
+        [(f"sum(increase({REBALANCE_REWINDS}[1h]))", "rewinds")],
         description="Rebalances that took partitions while work was uncommitted: "
         "the worker undid it and read again from the committed offsets.",
     )
@@ -326,15 +336,14 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     )
     lay.timeseries(
         "Processing latency (poll to prediction)",
-        _quantiles("streamlearn_processing_seconds"),
+        _quantiles(PROCESSING),
         unit="s",
     )
     lay.timeseries(
         "Stage duration p99 by stage",
         [
             (
-                "histogram_quantile(0.99, sum by (le, stage) "
-                "(rate(streamlearn_stage_duration_seconds_bucket[1m])))",
+                f"histogram_quantile(0.99, sum by (le, stage) (rate({STAGE_DURATION}_bucket[1m])))",
                 "{{stage}}",
             )
         ],
@@ -342,7 +351,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     )
     lay.timeseries(
         "Redis round trip",
-        _quantiles("streamlearn_redis_round_trip_seconds"),
+        _quantiles(REDIS_ROUND_TRIP),
         unit="s",
     )
 
@@ -359,7 +368,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     lay.timeseries(
         "Dependencies up",
         [
-            ("min by (dependency) (streamlearn_dependency_up)", "{{dependency}}"),
+            (f"min by (dependency) ({DEPENDENCY_UP})", "{{dependency}}"),
             (f'min(up{{job="{JOB}"}})', "all workers scraped"),
         ],
         min_value=0,
@@ -367,12 +376,12 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     )
     lay.timeseries(
         "Pending labels",
-        [("sum(streamlearn_pending_labels)", "pending")],
+        [(f"sum({PENDING_LABELS})", "pending")],
         min_value=0,
     )
     lay.timeseries(
         "Event-time watermark behind wall clock",
-        [("time() - max(streamlearn_last_event_timestamp_seconds)", "delay")],
+        [(f"time() - max({LAST_EVENT_TIMESTAMP})", "delay")],
         unit="s",
     )
     lay.timeseries(
@@ -386,7 +395,10 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     lay.timeseries(
         "Label freshness: newest labelled event behind the newest event",
         [
-            (f"max by (instance) ({LAST_EVENT} - {LAST_LABEL_EVENT})", "{{instance}}"),
+            (
+                f"max by (instance) ({LAST_EVENT_TIMESTAMP} - {LAST_LABEL_EVENT_TIMESTAMP})",
+                "{{instance}}",
+            ),
             *_threshold_series("label_lag_seconds"),
         ],
         unit="s",

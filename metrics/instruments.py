@@ -22,7 +22,78 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-__all__ = ["LABEL_SOURCES", "LATENCY_BUCKETS", "STAGES", "WorkerMetrics"]
+__all__ = [
+    "BATCHES",
+    "BATCH_RECORDS",
+    "CHECKPOINTS",
+    "CHECKPOINTS_REFUSED",
+    "COMMIT_STAGE",
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "DEPENDENCY_RETRIES",
+    "DEPENDENCY_UP",
+    "DROPPED_OUTPUTS",
+    "EVENTS",
+    "EVENT_TO_PREDICTION",
+    "LABELS_LEARNED",
+    "LABELS_RECEIVED",
+    "LABELS_SKIPPED",
+    "LABEL_DELAY",
+    "LABEL_SOURCES",
+    "LABEL_WEIGHTS_CLIPPED",
+    "LABELS_POSITIVE",
+    "LAST_EVENT_TIMESTAMP",
+    "LAST_LABEL_EVENT_TIMESTAMP",
+    "LATENCY_BUCKETS",
+    "MODEL_INFO",
+    "PENDING_LABELS",
+    "POLL_STAGE",
+    "PREDICTIONS",
+    "PROCESSING",
+    "PROCESSOR_STAGES",
+    "PRODUCE_STAGE",
+    "REBALANCE_REWINDS",
+    "RECORDS_CONSUMED",
+    "REDIS_ROUND_TRIP",
+    "SCORES_NOT_FINITE",
+    "STAGES",
+    "STAGE_DURATION",
+    "UNDELIVERED",
+    "WorkerMetrics",
+]
+
+#: The names of the worker's series as Prometheus exposes them (a counter's with
+#: ``_total``, an info's with ``_info``; a histogram's series add ``_bucket``,
+#: ``_sum`` and ``_count``): the alert rules and the dashboard query these.
+EVENTS = "streamlearn_events_total"
+PREDICTIONS = "streamlearn_predictions_total"
+LABELS_RECEIVED = "streamlearn_labels_received_total"
+LABELS_LEARNED = "streamlearn_labels_learned_total"
+LABELS_POSITIVE = "streamlearn_labels_positive_total"
+LABELS_SKIPPED = "streamlearn_labels_skipped_total"
+LABEL_WEIGHTS_CLIPPED = "streamlearn_label_weights_clipped_total"
+SCORES_NOT_FINITE = "streamlearn_scores_not_finite_total"
+CHECKPOINTS_REFUSED = "streamlearn_checkpoints_refused_total"
+DEAD_LETTERS = "streamlearn_dead_letters_total"
+RECORDS_CONSUMED = "streamlearn_records_consumed_total"
+BATCHES = "streamlearn_batches_total"
+STAGE_DURATION = "streamlearn_stage_duration_seconds"
+EVENT_TO_PREDICTION = "streamlearn_event_to_prediction_seconds"
+PROCESSING = "streamlearn_processing_seconds"
+REDIS_ROUND_TRIP = "streamlearn_redis_round_trip_seconds"
+BATCH_RECORDS = "streamlearn_batch_records"
+CONSUMER_LAG = "streamlearn_consumer_lag_records"
+LABEL_DELAY = "streamlearn_label_delay_seconds"
+PENDING_LABELS = "streamlearn_pending_labels"
+DEPENDENCY_RETRIES = "streamlearn_dependency_retries_total"
+UNDELIVERED = "streamlearn_undelivered_records_total"
+DROPPED_OUTPUTS = "streamlearn_dropped_outputs_total"
+REBALANCE_REWINDS = "streamlearn_rebalance_rewinds_total"
+DEPENDENCY_UP = "streamlearn_dependency_up"
+MODEL_INFO = "streamlearn_model_info"
+LAST_EVENT_TIMESTAMP = "streamlearn_last_event_timestamp_seconds"
+LAST_LABEL_EVENT_TIMESTAMP = "streamlearn_last_label_event_timestamp_seconds"
+CHECKPOINTS = "streamlearn_checkpoints_total"
 
 #: Seconds; resolves single milliseconds up to 100 ms, then coarser up to 10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -47,17 +118,16 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     10.0,
 )
 
+#: The stages :class:`stream.processor.Processor` times in a batch, in processing order
+#: (the keys of ``BatchOutput.stage_seconds``).
+PROCESSOR_STAGES: tuple[str, ...] = ("decode", "redis", "features", "score", "learn")
+#: The stages :class:`stream.worker.Worker` times around the processor's: reading a
+#: batch, sending its outputs, committing its offsets.
+POLL_STAGE = "poll"
+PRODUCE_STAGE = "produce"
+COMMIT_STAGE = "commit"
 #: The stages of a batch, in processing order; the only values of the ``stage`` label.
-STAGES: tuple[str, ...] = (
-    "poll",
-    "decode",
-    "features",
-    "redis",
-    "score",
-    "learn",
-    "produce",
-    "commit",
-)
+STAGES: tuple[str, ...] = (POLL_STAGE, *PROCESSOR_STAGES, PRODUCE_STAGE, COMMIT_STAGE)
 
 #: How a learned label arrived; the only values of the ``source`` label.
 LABEL_SOURCES: tuple[str, ...] = ("inline", "labels", "implicit")
@@ -69,141 +139,141 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.events = Counter(
-            "streamlearn_events",
+            EVENTS.removesuffix("_total"),
             "Valid events decoded from the events topic.",
             registry=registry,
         )
         self.predictions = Counter(
-            "streamlearn_predictions",
+            PREDICTIONS.removesuffix("_total"),
             "Predictions published.",
             registry=registry,
         )
         self.labels_received = Counter(
-            "streamlearn_labels_received",
+            LABELS_RECEIVED.removesuffix("_total"),
             "Label records decoded from the labels topic or carried inline by an event.",
             registry=registry,
         )
         self.labels_learned = Counter(
-            "streamlearn_labels_learned",
+            LABELS_LEARNED.removesuffix("_total"),
             "Labels the model learned from, by how the label arrived.",
             ["source"],
             registry=registry,
         )
         self.labels_positive = Counter(
-            "streamlearn_labels_positive",
+            LABELS_POSITIVE.removesuffix("_total"),
             "Learned labels that were positive (a click), by how the label arrived;"
             " over streamlearn_labels_learned_total it is the click-through rate.",
             ["source"],
             registry=registry,
         )
         self.last_label_event_timestamp = Gauge(
-            "streamlearn_last_label_event_timestamp_seconds",
+            LAST_LABEL_EVENT_TIMESTAMP,
             "Event time of the newest event that learned an explicit label (inline or from"
             " the labels topic; implicit negatives excluded): label freshness.",
             registry=registry,
         )
         self.labels_skipped = Counter(
-            "streamlearn_labels_skipped",
+            LABELS_SKIPPED.removesuffix("_total"),
             "Labels that were not learned, by reason.",
             ["reason"],
             registry=registry,
         )
         self.label_weights_clipped = Counter(
-            "streamlearn_label_weights_clipped",
+            LABEL_WEIGHTS_CLIPPED.removesuffix("_total"),
             "Label weights above limits.max_label_weight, clipped to it before learning.",
             registry=registry,
         )
         self.scores_not_finite = Counter(
-            "streamlearn_scores_not_finite",
+            SCORES_NOT_FINITE.removesuffix("_total"),
             "Scores that were NaN or infinite, never published; the champion's event goes"
             " to the dead letters (not_finite).",
             registry=registry,
         )
         self.checkpoints_refused = Counter(
-            "streamlearn_checkpoints_refused",
+            CHECKPOINTS_REFUSED.removesuffix("_total"),
             "Checkpoints not written because the model had non-finite numbers; the offsets"
             " stay uncommitted.",
             registry=registry,
         )
         self.dead_letters = Counter(
-            "streamlearn_dead_letters",
+            DEAD_LETTERS.removesuffix("_total"),
             "Records sent to the dead-letter topic, by reason.",
             ["reason"],
             registry=registry,
         )
         self.records = Counter(
-            "streamlearn_records_consumed",
+            RECORDS_CONSUMED.removesuffix("_total"),
             "Records polled from Kafka, by topic kind (events or labels).",
             ["kind"],
             registry=registry,
         )
         self.batches = Counter(
-            "streamlearn_batches",
+            BATCHES.removesuffix("_total"),
             "Batches processed.",
             registry=registry,
         )
         self.stage_seconds = Histogram(
-            "streamlearn_stage_duration_seconds",
+            STAGE_DURATION,
             "Time spent per batch in each stage of the worker.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.event_to_prediction = Histogram(
-            "streamlearn_event_to_prediction_seconds",
+            EVENT_TO_PREDICTION,
             "From the Kafka record's timestamp to the prediction being handed to the producer.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.processing = Histogram(
-            "streamlearn_processing_seconds",
+            PROCESSING,
             "From the batch's poll returning to the prediction being handed to the producer.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.redis_round_trip = Histogram(
-            "streamlearn_redis_round_trip_seconds",
+            REDIS_ROUND_TRIP,
             "Duration of one Redis round trip (a pipeline or script call).",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_size = Histogram(
-            "streamlearn_batch_records",
+            BATCH_RECORDS,
             "Records per polled batch.",
             buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
             registry=registry,
         )
         self.consumer_lag = Gauge(
-            "streamlearn_consumer_lag_records",
+            CONSUMER_LAG,
             "Records between the consumer's position and the end of the partition.",
             ["topic", "partition"],
             registry=registry,
         )
         self.label_delay = Histogram(
-            "streamlearn_label_delay_seconds",
+            LABEL_DELAY,
             "Event time from an event to its learned label.",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 10800, 43200, 86400, 604800),
             registry=registry,
         )
         self.pending_labels = Gauge(
-            "streamlearn_pending_labels",
+            PENDING_LABELS,
             "Labels waiting for their event.",
             registry=registry,
         )
         self.retries = Counter(
-            "streamlearn_dependency_retries",
+            DEPENDENCY_RETRIES.removesuffix("_total"),
             "Retries after a dependency failed, by dependency (kafka or redis).",
             ["dependency"],
             registry=registry,
         )
         self.undelivered = Counter(
-            "streamlearn_undelivered_records",
+            UNDELIVERED.removesuffix("_total"),
             "Predictions and dead letters the broker did not acknowledge; the worker"
             " resumes from its last commit and sends them again.",
             registry=registry,
         )
         self.dropped = Counter(
-            "streamlearn_dropped_outputs",
+            DROPPED_OUTPUTS.removesuffix("_total"),
             "Outputs the broker refused for themselves (reason: too_large, invalid_record)"
             " kafka.max_delivery_attempts times, dropped so that the worker goes on, by"
             " output (prediction, dead_letter, example).",
@@ -211,29 +281,29 @@ class WorkerMetrics:
             registry=registry,
         )
         self.rewinds = Counter(
-            "streamlearn_rebalance_rewinds",
+            REBALANCE_REWINDS.removesuffix("_total"),
             "Rebalances that took partitions while work was uncommitted: the worker undid"
             " it and read its partitions again from the committed offsets.",
             registry=registry,
         )
         self.dependency_up = Gauge(
-            "streamlearn_dependency_up",
+            DEPENDENCY_UP,
             "1 when the last call to the dependency succeeded, else 0.",
             ["dependency"],
             registry=registry,
         )
         self.model_info = Info(
-            "streamlearn_model",
+            MODEL_INFO.removesuffix("_info"),
             "The model version being served.",
             registry=registry,
         )
         self.last_event_timestamp = Gauge(
-            "streamlearn_last_event_timestamp_seconds",
+            LAST_EVENT_TIMESTAMP,
             "Event time of the newest event processed (the worker's event-time watermark).",
             registry=registry,
         )
         self.checkpoints = Counter(
-            "streamlearn_checkpoints",
+            CHECKPOINTS.removesuffix("_total"),
             "Checkpoints written (model snapshot plus the offsets it reflects).",
             registry=registry,
         )
@@ -242,6 +312,9 @@ class WorkerMetrics:
         for source in LABEL_SOURCES:
             self.labels_learned.labels(source=source)
             self.labels_positive.labels(source=source)
+        for dependency in ("kafka", "redis"):
+            self.retries.labels(dependency=dependency)
+            self.dependency_up.labels(dependency=dependency).set(1)
         self._newest_label_event_s = 0.0
 
     def observe_label(self, source: str, positive: bool, event_time_ms: int) -> None:
@@ -277,6 +350,3 @@ class WorkerMetrics:
         if source != "implicit" and event_time_ms / 1000.0 > self._newest_label_event_s:
             self._newest_label_event_s = event_time_ms / 1000.0
             self.last_label_event_timestamp.set(self._newest_label_event_s)
-        for dependency in ("kafka", "redis"):
-            self.retries.labels(dependency=dependency)
-            self.dependency_up.labels(dependency=dependency).set(1)

@@ -34,7 +34,7 @@ from typing import IO, Any
 import orjson
 import redis
 
-from features.schema import to_epoch_ms
+from features.schema import line_kind, to_epoch_ms
 from features.store import InteractionStore, MemoryStore, RedisStore
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
@@ -88,14 +88,7 @@ def file_records(
                 DeadLetter(value.reason, value.detail, value.value, EVENTS_TOPIC, 0, offset)
             )
             continue
-        kind = "events"
-        try:
-            obj = orjson.loads(value)
-            if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
-                kind = "labels"
-        except orjson.JSONDecodeError:
-            pass
-        yield Record(kind, value, EVENTS_TOPIC, 0, offset)  # type: ignore[arg-type]
+        yield Record(line_kind(value), value, EVENTS_TOPIC, 0, offset)
 
 
 def delayed_labels(records: Iterable[Record], delay_ms: int) -> Iterator[Record]:

@@ -236,15 +236,7 @@ def produce(
     """
     from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-    from stream.kafka_io import (
-        KafkaSink,
-        UndeliveredError,
-        ensure_topics,
-        event_key,
-        event_time_headers,
-        topic_plan,
-    )
-    from stream.replay import timed_lines
+    from stream.kafka_io import LineProducer, UndeliveredError
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
@@ -253,54 +245,37 @@ def produce(
     except OSError as error:
         console.print(f"[red]cannot read {file}:[/red] {error.strerror or error}")
         raise typer.Exit(1) from None
-    numbers = [number for number, _ in numbered]
-    lines = list(zip(numbers, timed_lines(line for _, line in numbered), strict=True))
-    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
-    counts = {"events": 0, "labels": 0}
-    stopped: tuple[int, int, KafkaError] | None = None
+    producer = LineProducer(kafka)
+    topics, counts = producer.topics, producer.counts
     try:
-        if kafka.topics.create:
-            ensure_topics(kafka, topic_plan(kafka))
-        sink = KafkaSink(kafka)
-        try:
-            with progress() as bar:
-                task = bar.add_task(f"producing {file.name}", total=len(lines))
-                for number, line in lines:
-                    headers = event_time_headers(line.time_ms)
-                    try:
-                        sink.send(topics[line.kind], event_key(line.value), line.value, headers)
-                    except KafkaError as error:
-                        stopped = (number, len(line.value), error)
-                        break
-                    counts[line.kind] += 1
-                    bar.advance(task)
-                sink.flush()
-        finally:
-            sink.close()
+        with progress() as bar:
+            task = bar.add_task(f"producing {file.name}", total=len(numbered))
+            producer.send((line for _, line in numbered), lambda: bar.advance(task))
     except UndeliveredError as error:
-        sent = counts["events"] + counts["labels"]
+        sent = producer.sent
         console.print(
             f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))} refused {error.count}"
             f" of {sent} records[/red] ({sent - error.count} acknowledged):"
             f" {escape(mask_url(str(error)))}"
         )
-        if stopped is not None:
+        if producer.stopped is not None:
             console.print(
-                f"and line {stopped[0]} of {file} stopped the send:"
-                f" {escape(mask_url(str(stopped[2])))}"
+                f"and line {numbered[producer.stopped[0]][0]} of {file} stopped the send:"
+                f" {escape(mask_url(str(producer.stopped[2])))}"
             )
         raise typer.Exit(1) from None
     except KafkaError as error:
-        sent = counts["events"] + counts["labels"]
         console.print(
             f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))}:[/red]"
             f" {escape(mask_url(str(error)))}\n"
-            f"{sent} records were handed to the producer before it; their delivery is unknown"
+            f"{producer.sent} records were handed to the producer before it;"
+            " their delivery is unknown"
         )
         raise typer.Exit(1) from None
-    if stopped is not None:
-        number, size, error = stopped
-        acknowledged = counts["events"] + counts["labels"]
+    if producer.stopped is not None:
+        index, size, error = producer.stopped
+        number = numbered[index][0]
+        acknowledged = producer.sent
         hint = (
             "Shorten or remove that line: the producer refuses a record over its"
             " max_request_size (1 MiB) before sending it."

@@ -140,6 +140,7 @@ class DemoResult:
 
 def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path) -> DemoResult:
     """Everything ``streamlearn demo`` does; returns what to print."""
+    from metrics.instruments import PREDICTIONS
     from stream.backtest import backtest
     from stream.kafka_io import ensure_topics, topic_plan
     from stream.replay import replay
@@ -170,7 +171,7 @@ def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path
     for _ in range(20):
         scraped = prometheus_value(
             stack.config.prometheus_url,
-            f'streamlearn_predictions_total{{instance="127.0.0.1:{port}"}}',
+            f'{PREDICTIONS}{{instance="127.0.0.1:{port}"}}',
         )
         if scraped is not None and scraped >= summary.predictions:
             break

@@ -30,10 +30,17 @@ from kafka import (
     KafkaProducer,
     TopicPartition,
 )
-from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError, UnknownError
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnknownError,
+    for_code,
+)
 from kafka.structs import OffsetAndMetadata
 
+from features.schema import RecordKind, line_kind
 from stream.config import KafkaConfig
 from stream.processor import Record
 
@@ -43,6 +50,7 @@ __all__ = [
     "Deliveries",
     "KafkaSink",
     "KafkaSource",
+    "LineProducer",
     "RefusedRecord",
     "TimeOrder",
     "UndeliveredError",
@@ -53,6 +61,7 @@ __all__ = [
     "max_message_bytes",
     "next_offsets",
     "order_time",
+    "produce_lines",
     "refusal_reason",
     "route",
     "topic_plan",
@@ -100,35 +109,73 @@ def topic_plan(config: KafkaConfig) -> dict[str, int]:
 
 
 def ensure_topics(
-    config: KafkaConfig, topics: Mapping[str, int], bootstrap_timeout_ms: int | None = None
+    config: KafkaConfig,
+    topics: Mapping[str, int],
+    bootstrap_timeout_ms: int | None = None,
+    *,
+    timeout_s: float = 30.0,
 ) -> list[str]:
-    """Create the topics that are missing; returns the names created.
+    """Create the missing topics (replication 1) and wait until every partition has a leader.
 
-    ``bootstrap_timeout_ms`` bounds the wait for a first broker (kafka-python's
-    default: 30 s), as for :class:`KafkaSource` and :class:`KafkaSink`.
+    The one topic creator: the worker, ``produce``, ``replay``, the demo, ``stack up
+    --topic`` and the tests all call it. Existing topics are left as they are (their
+    partition count is not changed), and so is one another client creates meanwhile.
+
+    Parameters
+    ----------
+    config
+        The Kafka settings: bootstrap servers, security options and client id.
+    topics
+        Partition count per topic name.
+    bootstrap_timeout_ms
+        Bounds the wait for a first broker, as for :class:`KafkaSource` and
+        :class:`KafkaSink` (the worker's connection attempts); by default ``timeout_s``.
+    timeout_s
+        Seconds to wait for the broker, for the creation and for the leaders.
+
+    Returns
+    -------
+    list of str
+        The names created, in the given order.
+
+    Raises
+    ------
+    KafkaError
+        The broker refused a creation (the error of its code), could not be reached,
+        or a partition had no leader within ``timeout_s`` (``KafkaTimeoutError``).
     """
+    names = list(topics)
+    if not names:
+        return []
+    timeout_ms = int(timeout_s * 1000)
     admin = KafkaAdminClient(
         client_id=config.client_id + "-admin",
-        **_bootstrap(bootstrap_timeout_ms),
+        request_timeout_ms=timeout_ms,
+        **_bootstrap(timeout_ms if bootstrap_timeout_ms is None else bootstrap_timeout_ms),
         **config.client_options(),
     )
     try:
         existing = set(admin.list_topics())
-        missing = [
-            NewTopic(name, partitions, 1)
+        missing = {
+            name: {"num_partitions": int(partitions), "replication_factor": 1}
             for name, partitions in topics.items()
             if name not in existing
-        ]
-        created = []
-        for topic in missing:
-            try:
-                admin.create_topics([topic])
-                created.append(topic.name)
-            except TopicAlreadyExistsError:
-                pass
-        return created
+        }
+        created: set[str] = set()
+        if missing:
+            result = admin.create_topics(missing, timeout_ms=timeout_ms, raise_errors=False)
+            for topic in result["topics"]:
+                code = topic["error_code"]
+                if not code:
+                    created.add(topic["name"])
+                elif for_code(code) is not TopicAlreadyExistsError:
+                    error, why = for_code(code), topic.get("error_message")
+                    detail = f"{error.__name__}: {why}" if why else error.__name__
+                    raise error(f"creating topic {topic['name']!r} failed: {detail}")
+        admin.wait_for_topics(names, timeout_ms=timeout_ms)
     finally:
         admin.close()
+    return [name for name in names if name in created]
 
 
 def _bootstrap(timeout_ms: int | None) -> dict[str, Any]:
@@ -177,19 +224,15 @@ def _config_value(described: Any, topic: str, name: str) -> int | None:
         return None
 
 
-def route(line: bytes) -> str:
+def route(line: bytes) -> RecordKind:
     """``labels`` for a label record, ``events`` for anything else (bad records included).
+
+    The rule is :func:`features.schema.line_kind`'s.
 
     >>> route(b'{"event_id": "e", "timestamp": 1, "label": true}'), route(b"{oops")
     ('labels', 'events')
     """
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return "events"
-    if isinstance(obj, dict) and "label" in obj and "user_id" not in obj:
-        return "labels"
-    return "events"
+    return line_kind(line)
 
 
 def event_key(line: bytes) -> bytes | None:
@@ -205,6 +248,94 @@ def event_key(line: bytes) -> bytes | None:
     if isinstance(obj, dict) and "event_id" in obj:
         return str(obj["event_id"]).encode()
     return None
+
+
+class LineProducer:
+    """Sends JSON lines of events and labels to Kafka: the ``produce`` command's loop.
+
+    Each line goes to the events or the labels topic by :func:`route`'s rule (a label
+    record has ``label`` and no ``user_id``), keyed by :func:`event_key`, so that a
+    label and its event share a partition; the topics are created first when
+    ``config.topics.create``. Each record carries its event time in the
+    :data:`EVENT_TIME_HEADER` header (:func:`event_time_headers`; a line without one
+    takes the time of the line before it, as :func:`stream.replay.timed_lines` says),
+    so that a worker catching up reads both topics in event-time order. A line the
+    producer refuses at once (over its ``max_request_size``) stops the send:
+    :attr:`stopped` holds its index among the lines, its size and the error.
+    Whatever was sent before it is flushed, and :meth:`send` raises
+    :class:`UndeliveredError` if the broker refused or never acknowledged some of it.
+
+    Parameters
+    ----------
+    config
+        The Kafka settings (topics, servers, security, ``linger_ms``, ...).
+
+    Attributes
+    ----------
+    counts
+        Lines handed to the producer per kind (``events``, ``labels``); they stay
+        readable when :meth:`send` raises.
+    stopped
+        ``(index, size, error)`` of the line that stopped the send, or None.
+
+    Examples
+    --------
+    >>> from stream.config import KafkaConfig
+    >>> producer = LineProducer(KafkaConfig())
+    >>> producer.topics, producer.sent
+    ({'events': 'events', 'labels': 'labels'}, 0)
+    """
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self.topics = {"events": config.topics.events, "labels": config.topics.labels}
+        self.counts = {"events": 0, "labels": 0}
+        self.stopped: tuple[int, int, KafkaError] | None = None
+
+    @property
+    def sent(self) -> int:
+        """Lines handed to the producer so far, of both kinds."""
+        return self.counts["events"] + self.counts["labels"]
+
+    def send(self, lines: Iterable[bytes], on_sent: Callable[[], object] | None = None) -> None:
+        """Send ``lines`` in order and wait for the broker's acknowledgement of each.
+
+        ``on_sent`` is called after each line handed to the producer (a progress bar).
+        """
+        from stream.replay import timed_lines  # stream.replay imports this module
+
+        timed = timed_lines(lines)  # event times (inherited where missing) and kinds
+        if self.config.topics.create:
+            ensure_topics(self.config, topic_plan(self.config))
+        sink = KafkaSink(self.config)
+        try:
+            for index, line in enumerate(timed):
+                kind, value = line.kind, line.value
+                headers = event_time_headers(line.time_ms)
+                try:
+                    sink.send(self.topics[kind], event_key(value), value, headers)
+                except KafkaError as error:
+                    self.stopped = (index, len(value), error)
+                    break
+                self.counts[kind] += 1
+                if on_sent is not None:
+                    on_sent()
+            sink.flush()
+        finally:
+            sink.close()
+
+
+def produce_lines(config: KafkaConfig, lines: Iterable[bytes]) -> dict[str, int]:
+    """Send every line with a :class:`LineProducer`; returns the counts per kind.
+
+    Raises the producer's error for a line it refused (nothing after it is sent),
+    and :class:`UndeliveredError` for records the broker did not acknowledge.
+    """
+    producer = LineProducer(config)
+    producer.send(lines)
+    if producer.stopped is not None:
+        raise producer.stopped[2]
+    return producer.counts
 
 
 def next_offsets(records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:

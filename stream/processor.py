@@ -58,7 +58,7 @@ from features.store import (
 )
 from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
 from learners.models import FiniteCheck, is_positive, learn, score
-from metrics.instruments import WorkerMetrics
+from metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 from metrics.slices import slice_values
@@ -270,8 +270,6 @@ class ModelSlot:
     def __post_init__(self) -> None:
         self.spec = self.spec or self.name
 
-
-STAGE_NAMES = ("decode", "redis", "features", "score", "learn")
 
 #: Why a label left the pending set without its event, by :attr:`ExpiredLabel.cause`.
 _EXPIRY_DETAIL = {
@@ -711,7 +709,7 @@ class Processor:
             out, ops, events, valid, self._deferred_scores, self._watermarks(), held, clock_ms
         )
         self._deferred_scores = {}
-        out.stage_seconds = dict.fromkeys(STAGE_NAMES, 0.0)
+        out.stage_seconds = dict.fromkeys(PROCESSOR_STAGES, 0.0)
         out.stage_seconds["decode"] = time.perf_counter() - t0
         return batch
 

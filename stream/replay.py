@@ -60,7 +60,7 @@ from typing import Literal
 import orjson
 from rich.table import Table
 
-from features.schema import to_epoch_ms
+from features.schema import record_kind, to_epoch_ms
 from stream.config import Settings
 from stream.kafka_io import KafkaSink, ensure_topics, event_key, event_time_headers, topic_plan
 from stream.processor import DeadLetter
@@ -127,7 +127,7 @@ def _inspect(value: bytes) -> tuple[int | None, Kind]:
         return None, "events"
     if not isinstance(obj, dict):
         return None, "events"
-    kind: Kind = "labels" if "label" in obj and "user_id" not in obj else "events"
+    kind: Kind = record_kind(obj)
     try:
         ms = to_epoch_ms(obj.get("timestamp"))
     except (ValueError, OverflowError):

@@ -53,6 +53,8 @@ from typing import Any
 
 import orjson
 
+from features.schema import is_event_record
+
 __all__ = [
     "FORMATS",
     "BadRow",
@@ -247,7 +249,7 @@ def row_to_record(row: Mapping[str | None, Any]) -> dict[str, Any]:
             context[column.removeprefix("context.")] = value
         else:
             other[column] = value
-    if "user_id" in record:
+    if is_event_record(record):
         record["context"] = context
         record["features"] = other
     else:

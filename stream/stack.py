@@ -68,8 +68,8 @@ __all__ = [
     "ServiceStatus",
     "Stack",
     "StackConfig",
-    "create_topics",
     "default_root",
+    "fast_stack_config",
     "free_ports",
     "private_stack_config",
 ]
@@ -228,53 +228,6 @@ class ServiceStatus:
     log: Path
 
 
-# --------------------------------------------------------------------------- topics
-
-
-def create_topics(bootstrap: str, topics: Mapping[str, int], *, timeout: float = 30.0) -> list[str]:
-    """Create topics (name -> partitions, replication 1) if missing; wait until they have leaders.
-
-    Existing topics are left as they are (their partition count is not changed).
-
-    Parameters
-    ----------
-    bootstrap
-        Kafka bootstrap servers.
-    topics
-        Partition count per topic name.
-    timeout
-        Seconds to wait for the broker and for leaders of every partition.
-
-    Returns
-    -------
-    list of str
-        The topic names, in the given order.
-    """
-    from kafka import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError, for_code
-
-    names = list(topics)
-    if not names:
-        return []
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="streamlearn-stack",
-        request_timeout_ms=int(timeout * 1000),
-        bootstrap_timeout_ms=int(timeout * 1000),
-    )
-    try:
-        spec = {n: {"num_partitions": int(p), "replication_factor": 1} for n, p in topics.items()}
-        result = admin.create_topics(spec, timeout_ms=int(timeout * 1000), raise_errors=False)
-        for topic in result["topics"]:
-            error = for_code(topic["error_code"])
-            if topic["error_code"] and error is not TopicAlreadyExistsError:
-                raise StackError(f"creating topic {topic['name']!r} failed: {error.__name__}")
-        admin.wait_for_topics(names, timeout_ms=int(timeout * 1000))
-    finally:
-        admin.close()
-    return names
-
-
 def free_ports(count: int, *, low: int = 20000, high: int = 32000) -> list[int]:
     """Pick ``count`` distinct free TCP ports on 127.0.0.1, below the ephemeral range.
 
@@ -318,6 +271,15 @@ def private_stack_config(root: Path, **overrides: Any) -> StackConfig:
         "startup_timeout": 180.0,
     }
     return StackConfig(**{**settings, **overrides})
+
+
+def fast_stack_config(root: Path) -> StackConfig:
+    """:func:`private_stack_config` with 1 s Prometheus intervals: the tests' and soaks' stack.
+
+    >>> fast_stack_config(Path("/tmp/fast")).evaluation_interval
+    '1s'
+    """
+    return private_stack_config(root, scrape_interval="1s", evaluation_interval="1s")
 
 
 # ------------------------------------------------------------------------ processes

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.stack import Stack, StackConfig, create_topics, default_root
+from stream.stack import Stack, StackConfig, default_root
 from stream.stack_install import StackError
 
 __all__ = ["parse_topics", "stack_app", "status_table", "write_config_rules"]
@@ -168,6 +168,11 @@ def up(
     ] = None,
 ) -> None:
     """Start the stack (reusing services already running from the same root)."""
+    from kafka.errors import KafkaError
+
+    from stream.config import KafkaConfig
+    from stream.kafka_io import ensure_topics
+
     wanted_topics = parse_topics(topics or [])
     try:
         config = _load(
@@ -198,8 +203,8 @@ def up(
                 stack.reload_prometheus()
             if wanted_topics:
                 spinner.update(f"creating topics {', '.join(wanted_topics)}")
-                create_topics(config.kafka_bootstrap, wanted_topics)
-    except (StackError, ValueError) as exc:
+                ensure_topics(KafkaConfig(bootstrap_servers=config.kafka_bootstrap), wanted_topics)
+    except (StackError, KafkaError, ValueError) as exc:
         _console.print(f"[red]stack up failed:[/] {exc}")
         raise typer.Exit(1) from exc
     _console.print(status_table(stack))

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from features.store import BatchOutcome, EventOp, LabelOp, RedisStore
 from learners.checkpoint import Checkpoint, CheckpointStore
 from learners.registry import ModelRegistry, NonFiniteModelError
-from metrics.instruments import WorkerMetrics
+from metrics.instruments import COMMIT_STAGE, POLL_STAGE, PRODUCE_STAGE, WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from stream.config import Settings, mask_url
 from stream.kafka_io import (
@@ -866,7 +866,7 @@ class Worker:
         t0 = time.perf_counter()
         records = self.source.next_batch(0 if self._inflight else None)
         received_s = time.time()
-        self.metrics.stage_seconds.labels(stage="poll").observe(time.perf_counter() - t0)
+        self.metrics.stage_seconds.labels(stage=POLL_STAGE).observe(time.perf_counter() - t0)
         if self.source.revocations != self._revocations:
             self._revocations = self.source.revocations
             if records or self._uncommitted or self._inflight or self.sink.in_transaction:
@@ -892,7 +892,7 @@ class Worker:
         if self._uncommitted and self._checkpoint_due():
             t2 = time.perf_counter()
             self.checkpoint()
-            self.metrics.stage_seconds.labels(stage="commit").observe(time.perf_counter() - t2)
+            self.metrics.stage_seconds.labels(stage=COMMIT_STAGE).observe(time.perf_counter() - t2)
         return len(records)
 
     def _finish_inflight(self) -> None:
@@ -915,7 +915,7 @@ class Worker:
         sent_s = send.seconds  # sending the predictions that went out as they were scored
         self._publish(out, None if emit else send)
         produce_s = sent_s + time.perf_counter() - t1
-        self.metrics.stage_seconds.labels(stage="produce").observe(produce_s)
+        self.metrics.stage_seconds.labels(stage=PRODUCE_STAGE).observe(produce_s)
         for tp, offset in self.source.position(flight.records).items():
             self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset.offset)
         self._labels_since_checkpoint += out.labels_learned

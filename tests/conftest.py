@@ -33,7 +33,8 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from stream.stack import Stack, StackConfig, create_topics, private_stack_config
+from stream.config import KafkaConfig
+from stream.stack import Stack, StackConfig, fast_stack_config
 from stream.stack_files import write_scrape_target
 
 ENV = {
@@ -65,11 +66,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def config_for_tests(root: Path) -> StackConfig:
-    """A StackConfig for tests: random ports, no Redis persistence, 1 s Prometheus intervals."""
-    return private_stack_config(root, scrape_interval="1s", evaluation_interval="1s")
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
     """The session's local :class:`~stream.stack.Stack`; None when every server is external."""
@@ -77,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
     if not needed:
         yield None
         return
-    local = Stack(config_for_tests(tmp_path_factory.mktemp("stack")))
+    local = Stack(fast_stack_config(tmp_path_factory.mktemp("stack")))
     try:
         local.up(services=needed)  # type: ignore[arg-type]
         yield local
@@ -146,8 +142,10 @@ def make_topics(kafka_bootstrap: str, unique_prefix: str) -> Iterator[Callable[.
     created: list[str] = []
 
     def make(**partitions: int) -> list[str]:
+        from stream.kafka_io import ensure_topics
+
         names = {f"{unique_prefix}.{name}": count for name, count in partitions.items()}
-        created.extend(create_topics(kafka_bootstrap, names))
+        created.extend(ensure_topics(KafkaConfig(bootstrap_servers=kafka_bootstrap), names))
         return list(names)
 
     yield make
@@ -197,4 +195,4 @@ def scrape_target(stack: Stack | None, unique_prefix: str) -> Iterator[Callable[
 @pytest.fixture
 def fresh_stack_config(tmp_path: Path) -> StackConfig:
     """A test StackConfig on its own root and free ports (nothing started)."""
-    return config_for_tests(tmp_path / "stack")
+    return fast_stack_config(tmp_path / "stack")

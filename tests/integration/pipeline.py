@@ -1,119 +1,24 @@
-"""Helpers for pipeline tests on the real stack: settings, producing, draining topics."""
+"""Helpers for pipeline tests on the real stack: waiting, assertions, a worker's exit.
+
+What the benchmarks use too (settings in a namespace, producing, draining topics,
+workers in threads and processes) is :mod:`stream.harness`.
+"""
 
 from __future__ import annotations
 
-import os
-import random
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import orjson
-import redis
-import yaml
-
-from features.interactions import InteractionConfig, entity_ids
-from features.store import decode_state
-from learners.checkpoint import CheckpointStore
-from learners.registry import ModelRegistry
+from features.schema import is_event_record
 from stream.config import Settings
-from stream.kafka_io import (
-    KafkaSink,
-    committed_records,
-    ensure_topics,
-    event_key,
-    event_time_headers,
-    topic_plan,
-)
-from stream.replay import timed_lines
-from stream.worker import Worker, WorkerSummary
+from stream.harness import drain
 
-
-def settings_for(
-    bootstrap: str, redis_url: str, prefix: str, partitions: int = 4, **overrides: Any
-) -> Settings:
-    """Settings whose topics, group and Redis keys all carry ``prefix``."""
-    sections: dict[str, Any] = {
-        "kafka": {
-            "bootstrap_servers": bootstrap,
-            "group_id": f"{prefix}-group",
-            "topics": {
-                "events": f"{prefix}.events",
-                "labels": f"{prefix}.labels",
-                "predictions": f"{prefix}.predictions",
-                "dead_letter": f"{prefix}.dead-letter",
-                "partitions": partitions,
-            },
-            "max_poll_records": 500,
-        },
-        "redis": {"url": redis_url},
-        "store": {"key_prefix": prefix},
-        "metrics": {"port": 0},
-    }
-    for section, values in overrides.items():
-        sections[section] = {**sections.get(section, {}), **values}
-    return Settings(**sections)
-
-
-def produce(settings: Settings, lines: Iterable[bytes]) -> Counter[str]:
-    """Send lines as the ``produce`` command does; returns counts per topic kind."""
-    kafka = settings.kafka
-    ensure_topics(kafka, topic_plan(kafka))
-    topics = {"events": kafka.topics.events, "labels": kafka.topics.labels}
-    sink = KafkaSink(kafka)
-    counts: Counter[str] = Counter()
-    for line in timed_lines(lines):
-        sink.send(
-            topics[line.kind], event_key(line.value), line.value, event_time_headers(line.time_ms)
-        )
-        counts[line.kind] += 1
-    sink.flush()
-    sink.close()
-    return counts
-
-
-def drain(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[Any]:
-    """Every committed record of ``topic``, read from the beginning."""
-    return list(committed_records(bootstrap, topic, idle_ms))
-
-
-def run_workers(
-    settings: Settings,
-    count: int,
-    idle_timeout_s: float = 4.0,
-    when_assigned: Callable[[], Any] | None = None,
-) -> list[Worker]:
-    """Run ``count`` workers of one group in threads until the topics are idle.
-
-    ``when_assigned`` runs once every worker owns event partitions of its own
-    (e.g. producing the records, so that none of them is read before the group
-    has all its members).
-    """
-    workers = [Worker(settings, name=f"worker-{n}") for n in range(count)]
-    summaries: list[WorkerSummary] = []
-    threads = [
-        threading.Thread(target=lambda w=w: summaries.append(w.run(idle_timeout_s=idle_timeout_s)))
-        for w in workers
-    ]
-    for thread in threads:
-        thread.start()
-    if when_assigned is not None:
-        deadline = time.monotonic() + 120
-        while not _split(workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _split(workers), "the workers did not share the partitions within 120 s"
-        when_assigned()
-    for thread in threads:
-        thread.join(timeout=600)
-    assert len(summaries) == count, "a worker did not finish"
-    return workers
+__all__ = ["assert_every_event_scored", "exit_code", "wait_for", "worker_state"]
 
 
 def wait_for(
@@ -141,69 +46,11 @@ def assert_every_event_scored(
     bootstrap: str, settings: Settings, records: Iterable[dict[str, Any]], once: bool
 ) -> None:
     """Every event has a committed prediction; exactly one when ``once`` (transactions)."""
-    events = {r["event_id"] for r in records if "user_id" in r}
+    events = {r["event_id"] for r in records if is_event_record(r)}
     per_event = Counter(r.key.decode() for r in drain(bootstrap, settings.kafka.topics.predictions))
     assert set(per_event) == events
     if once:
         assert set(per_event.values()) == {1}, "each event_id once among committed predictions"
-
-
-def _split(workers: list[Worker]) -> bool:
-    """Every worker owns event partitions, and no two own the same one."""
-    owned = [set(worker._assignment) for worker in workers]
-    return all(owned) and sum(map(len, owned)) == len(set().union(*owned))
-
-
-def recount(records: Iterable[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
-    """(events, positives, labels) per entity key, counted from the source records."""
-    events = {r["event_id"]: r for r in records if "user_id" in r}
-    counts: dict[str, list[float]] = {}
-    for event in events.values():
-        for kind, entity in entity_ids(event["user_id"], event["item_id"], event.get("author_id")):
-            counts.setdefault(f"{kind}:{entity}", [0, 0.0, 0.0])[0] += 1
-    for record in records:
-        if "user_id" in record or record["event_id"] not in events:
-            continue
-        event = events[record["event_id"]]
-        for kind, entity in entity_ids(event["user_id"], event["item_id"], event.get("author_id")):
-            entry = counts[f"{kind}:{entity}"]
-            entry[1] += float(record["label"])
-            entry[2] += 1.0
-    return {key: (int(v[0]), v[1], v[2]) for key, v in counts.items()}
-
-
-def stored_counters(client: redis.Redis, prefix: str) -> dict[str, tuple[int, float, float]]:
-    """(events, positives, labels) per entity key, as Redis holds them."""
-    out = {}
-    head = f"{prefix}:e:"
-    for key in client.scan_iter(match=head + "*", count=5000):
-        state = decode_state(client.hget(key, "v"), len(InteractionConfig().half_lives_s))
-        out[key.decode()[len(head) :]] = (state.count, state.positives, state.labelled)
-    return out
-
-
-def lines_of(records: Iterable[dict[str, Any]]) -> list[bytes]:
-    return [orjson.dumps(r) for r in records]
-
-
-def write_config(settings: Settings, path: Path) -> Path:
-    """The settings as a YAML config file for a worker process; secrets are left out (a
-    worker takes them from its environment only)."""
-    secrets = {"kafka": {"sasl_password"}, "redis": {"password"}}
-    data = settings.model_dump(mode="json", exclude=secrets)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``streamlearn run`` in its own process, logging to a file beside the config."""
-    log = config.with_suffix(".log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--config", str(config), *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def exit_code(process: subprocess.Popen, log: Path, timeout_s: float) -> int:
@@ -229,59 +76,3 @@ def worker_state(process: subprocess.Popen, log: Path) -> str:
     else:
         state = f"it exited with code {process.returncode}"
     return f"{state}; its log ends with\n" + log.read_text(errors="replace")[-12000:]
-
-
-def wait_for_partitions(
-    process: subprocess.Popen, log: Path, start: int, timeout_s: float = 120.0
-) -> None:
-    """Wait until the worker logs event partitions after byte ``start`` of its log, or exits."""
-    deadline = time.monotonic() + timeout_s
-    while process.poll() is None:
-        with log.open("rb") as lines:
-            lines.seek(start)
-            if re.search(rb"event partitions: (?!none)", lines.read()):
-                return
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise AssertionError(f"no partitions after {timeout_s:.0f} s; the log ends:\n{tail}")
-        time.sleep(0.05)
-
-
-def kill_randomly(
-    config: Path,
-    trials: int,
-    rng: random.Random,
-    env: dict[str, str],
-    alive_s: tuple[float, float],
-    on_trial: Callable[[int, bool], None] | None = None,
-) -> int:
-    """Start a worker ``trials`` times and SIGKILL it at a random moment; returns the kills.
-
-    The moment is ``alive_s`` after the worker got its partitions, not after
-    its start: the interpreter's imports alone take seconds on a slow machine,
-    and a worker killed before it read anything tests nothing.
-    """
-    kills = 0
-    log = config.with_suffix(".log")
-    for trial in range(trials):
-        start = log.stat().st_size if log.exists() else 0
-        process = worker_process(config, "--idle-timeout", "3", env=env)
-        wait_for_partitions(process, log, start)
-        time.sleep(rng.uniform(*alive_s))
-        killed = process.poll() is None
-        if killed:
-            process.send_signal(signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=60)
-        if on_trial is not None:
-            on_trial(trial, killed)
-    return kills
-
-
-def labels_learned_by_last_checkpoint(
-    client: redis.Redis, prefix: str, group: str, key: bytes, worker: str = "worker-0"
-) -> int:
-    """The learned-label count of the model a worker's confirmed checkpoint points at."""
-    checkpoint = CheckpointStore(client, prefix, group, worker).recover(lambda names: {})
-    assert checkpoint is not None, f"{worker} left a confirmed checkpoint"
-    return ModelRegistry(client, prefix, key).load(checkpoint.version)[1].labels_learned

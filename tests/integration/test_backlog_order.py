@@ -13,9 +13,8 @@ import orjson
 import pytest
 
 from stream.backtest import backtest
+from stream.harness import drain, lines_of, produce, run_workers, settings_for
 from stream.synthetic import WorldConfig, generate_world
-
-from .pipeline import drain, lines_of, produce, run_workers, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,8 @@ from collections import Counter
 import orjson
 import pytest
 
+from stream.harness import drain, produce, run_workers, settings_for
 from stream.kafka_io import route
-
-from .pipeline import drain, produce, run_workers, settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,7 @@ import random
 import pytest
 import redis as redis_lib
 
-from stream.synthetic import WorldConfig, generate_world
-
-from .pipeline import (
-    assert_every_event_scored,
+from stream.harness import (
     kill_randomly,
     labels_learned_by_last_checkpoint,
     lines_of,
@@ -21,6 +18,9 @@ from .pipeline import (
     worker_process,
     write_config,
 )
+from stream.synthetic import WorldConfig, generate_world
+
+from .pipeline import assert_every_event_scored
 
 pytestmark = pytest.mark.integration
 

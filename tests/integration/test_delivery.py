@@ -35,11 +35,10 @@ from typer.testing import CliRunner
 
 from stream.cli import app
 from stream.config import Settings
+from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config
 from stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
-
-from .pipeline import drain, lines_of, produce, run_workers, settings_for, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -43,12 +43,11 @@ import yaml
 
 from metrics.thresholds import AlertThresholds
 from stream.config import Settings
-from stream.kafka_io import KafkaSink, event_key, route, topic_plan
-from stream.stack import create_topics
+from stream.harness import settings_for
+from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
-from .pipeline import settings_for
 from .test_alerting import get_json, query, scraped, wait_for
 
 pytestmark = pytest.mark.integration
@@ -122,7 +121,7 @@ class RunningWorker:
     def __init__(self, settings: Settings, register: Callable[..., str], prometheus: str) -> None:
         self.settings = settings
         self.prometheus = prometheus
-        create_topics(settings.kafka.bootstrap_servers, topic_plan(settings.kafka))
+        ensure_topics(settings.kafka, topic_plan(settings.kafka))
         self.worker = Worker(settings, name="drift")
         self.target = register(f"127.0.0.1:{self.worker.serve_metrics()}")
         self.sink = KafkaSink(settings.kafka)

@@ -16,11 +16,10 @@ USER, PASSWORD = "alice", "alice-Secret-7"
 
 @pytest.fixture(scope="module")
 def sasl_stack(tmp_path_factory):
-    from stream.stack import free_ports
-    from tests.conftest import config_for_tests
+    from stream.stack import fast_stack_config, free_ports
 
     (port,) = free_ports(1)
-    config = config_for_tests(tmp_path_factory.mktemp("sasl") / "stack").model_copy(
+    config = fast_stack_config(tmp_path_factory.mktemp("sasl") / "stack").model_copy(
         update={"kafka_sasl_port": port, "kafka_sasl_users": ((USER, PASSWORD),)}
     )
     stack = Stack(config)

@@ -18,9 +18,8 @@ from river import base
 
 from learners.models import build_model, learn
 from learners.registry import ModelRegistry
+from stream.harness import drain, lines_of, produce, settings_for
 from stream.worker import Worker
-
-from .pipeline import drain, lines_of, produce, settings_for
 
 KEY = "model-guard-test-signing-key-0123456789"
 

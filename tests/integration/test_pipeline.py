@@ -7,9 +7,16 @@ from collections import Counter
 import orjson
 import pytest
 
+from stream.harness import (
+    drain,
+    lines_of,
+    produce,
+    recount,
+    run_workers,
+    settings_for,
+    stored_counters,
+)
 from stream.synthetic import WorldConfig, generate_world
-
-from .pipeline import drain, lines_of, produce, recount, run_workers, settings_for, stored_counters
 
 pytestmark = pytest.mark.integration
 

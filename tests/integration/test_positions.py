@@ -12,11 +12,10 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from stream.config import Settings
+from stream.harness import settings_for
 from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
 from stream.processor import Record
 from stream.rdkafka_io import RdKafkaSource
-
-from .pipeline import settings_for
 
 pytestmark = pytest.mark.integration
 

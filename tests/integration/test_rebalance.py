@@ -11,18 +11,11 @@ import threading
 
 import pytest
 
+from stream.harness import lines_of, produce, recount, settings_for, stored_counters
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
-from .pipeline import (
-    assert_every_event_scored,
-    lines_of,
-    produce,
-    recount,
-    settings_for,
-    stored_counters,
-    wait_for,
-)
+from .pipeline import assert_every_event_scored, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,23 +18,21 @@ import redis as redis_lib
 from learners.checkpoint import CheckpointStore
 from learners.models import score
 from learners.registry import ModelRegistry
-from stream.stack import Stack
-from stream.synthetic import WorldConfig, generate_world
-from stream.worker import Worker
-
-from .pipeline import (
+from stream.harness import (
     drain,
-    exit_code,
     lines_of,
     produce,
     recount,
     settings_for,
     stored_counters,
-    wait_for,
     worker_process,
-    worker_state,
     write_config,
 )
+from stream.stack import Stack
+from stream.synthetic import WorldConfig, generate_world
+from stream.worker import Worker
+
+from .pipeline import exit_code, wait_for, worker_state
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 from stream.backtest import backtest
 from stream.cli import app
 from stream.config import Settings
+from stream.harness import drain, run_workers, settings_for, write_config
 from stream.replay import replay
 from stream.synthetic import WorldConfig, generate_world
-
-from .pipeline import drain, run_workers, settings_for, write_config
 
 
 def write_world(path: Path, config: WorldConfig) -> Path:

@@ -17,10 +17,10 @@ from learners.checkpoint import CheckpointStore
 from learners.models import build_model, learn, score
 from learners.registry import ModelRegistry
 from stream.config import Settings
+from stream.harness import lines_of, produce, settings_for
 from stream.processor import ModelSlot, Processor, Record
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
-from tests.integration.pipeline import lines_of, produce, settings_for
 from tests.integration.serving import api_server, keyspace, unchanged
 
 KEY = b"serve integration test key, 32 b"

@@ -18,19 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from stream.stack import Stack, free_ports
+from stream.harness import lines_of, produce, settings_for, worker_process, write_config
+from stream.stack import Stack, fast_stack_config, free_ports
 from stream.synthetic import WorldConfig, generate_world
 
-from .pipeline import (
-    exit_code,
-    lines_of,
-    produce,
-    settings_for,
-    wait_for,
-    worker_process,
-    worker_state,
-    write_config,
-)
+from .pipeline import exit_code, wait_for, worker_state
 
 pytestmark = pytest.mark.integration
 
@@ -158,10 +150,8 @@ SASL_USER, SASL_PASSWORD = "alice", "alice-Secret-7"
 @pytest.fixture(scope="module")
 def sasl_kafka(tmp_path_factory) -> Iterator[str]:
     """A broker of the module's own with a SASL listener; its bootstrap address."""
-    from tests.conftest import config_for_tests
-
     (port,) = free_ports(1)
-    config = config_for_tests(tmp_path_factory.mktemp("sasl") / "stack").model_copy(
+    config = fast_stack_config(tmp_path_factory.mktemp("sasl") / "stack").model_copy(
         update={"kafka_sasl_port": port, "kafka_sasl_users": ((SASL_USER, SASL_PASSWORD),)}
     )
     stack = Stack(config)

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.schema import DecodeError, Limits, decode_event, decode_label
+from features.schema import DecodeError, Limits, decode_event, decode_label, is_label_record
 from stream.sources import BadRow, SourceError, read_records
 
 HEADER = "event_id,timestamp,user_id,item_id"
@@ -28,7 +28,7 @@ def outcome(item: bytes | BadRow) -> str:
     if isinstance(item, BadRow):
         return item.reason
     obj = orjson.loads(item) if item[:1] == b"{" else None
-    decode = decode_label if obj and "label" in obj and "user_id" not in obj else decode_event
+    decode = decode_label if is_label_record(obj) else decode_event
     try:
         decode(item, Limits(), now_ms=NOW_MS)
     except DecodeError as error:
