@@ -41,7 +41,13 @@ from features.interactions import (
 )
 from features.schema import Event
 
-__all__ = ["FeatureConfig", "features_from_snapshot", "features_of", "snapshot_payload"]
+__all__ = [
+    "FeatureConfig",
+    "event_inputs",
+    "features_from_snapshot",
+    "features_of",
+    "snapshot_payload",
+]
 
 
 class FeatureConfig(BaseModel):
@@ -74,6 +80,28 @@ def _assemble(
 def features_of(event: Event, states: list[tuple[str, EntityState]], config: FeatureConfig) -> dict:
     """The model's input for ``event``, given the state its entities had before it."""
     return _assemble(event.timestamp, event.context, event.features, states, config)
+
+
+def event_inputs(event: Event, config: FeatureConfig) -> dict:
+    """The model inputs that come from the event itself: its ``features`` and, unless the
+    features are raw, its ``context`` (named ``ctx_*``, as in :func:`features_of`).
+
+    What producers send, without the derived inputs (time of day, interaction counters)
+    whose drift is by construction.
+
+    >>> event = Event(event_id="e", timestamp=0, user_id="u", item_id="i",
+    ...               context={"device": "ios"}, features={"length": 3})
+    >>> event_inputs(event, FeatureConfig())
+    {'length': 3, 'ctx_device': 'ios'}
+    >>> event_inputs(event, FeatureConfig(mode="raw"))
+    {'length': 3}
+    """
+    if config.mode == "raw" or not event.context:
+        return event.features
+    inputs = dict(event.features)
+    for key, value in event.context.items():
+        inputs["ctx_" + key] = value
+    return inputs
 
 
 def snapshot_payload(event: Event) -> bytes:

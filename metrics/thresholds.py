@@ -216,6 +216,13 @@ class MonitoringConfig(BaseModel):
     max_monitored_features
         Features with drift windows when ``features`` is empty (0: no feature
         drift); later new names are not monitored.
+    feature_scope
+        Which of the model's inputs the worker watches when ``features`` is
+        empty: ``inputs`` (the default), what producers send, the event's
+        ``features`` and its ``context`` (``ctx_*``), where a broken pipeline
+        shows; ``all`` adds the derived ones, the time of day and the
+        interaction counters, which drift by construction (counts grow, the
+        clock turns) and would keep the alert firing.
     feature_top_k
         Features exported as ``streamlearn_feature_psi{feature}`` and
         ``streamlearn_feature_ks{feature}`` when ``features`` is empty: the
@@ -306,6 +313,7 @@ class MonitoringConfig(BaseModel):
     )
     detail_evaluate_every: int = Field(1000, ge=1, le=1_000_000)
     max_monitored_features: int = Field(64, ge=0, le=1000)
+    feature_scope: Literal["inputs", "all"] = "inputs"
     feature_top_k: int = Field(10, ge=1, le=100)
     feature_action: Literal["alert", "challenger"] = "alert"
     slices: tuple[

@@ -56,7 +56,13 @@ from features.store import (
     LabelOutcome,
     split_source,
 )
-from features.vector import FeatureConfig, features_from_snapshot, features_of, snapshot_payload
+from features.vector import (
+    FeatureConfig,
+    event_inputs,
+    features_from_snapshot,
+    features_of,
+    snapshot_payload,
+)
 from learners.models import FiniteCheck, is_positive, learn, score
 from metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
 from metrics.monitor import Monitor
@@ -791,7 +797,14 @@ class Processor:
             (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
             published = published or index == 0
             if slot.monitor is not None:
-                drifted = slot.monitor.observe_prediction(p, decision, x, event.timestamp, slices)
+                watched = (
+                    x
+                    if slot.monitor.config.feature_scope == "all"
+                    else event_inputs(event, self.features)
+                )
+                drifted = slot.monitor.observe_prediction(
+                    p, decision, watched, event.timestamp, slices
+                )
                 feature_drift = feature_drift or (drifted and index == 0)
         if feature_drift:
             self._on_drift(self.slots[0], event.timestamp, "feature")
