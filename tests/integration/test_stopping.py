@@ -52,6 +52,7 @@ def _seconds_to_stop(process: subprocess.Popen, log: Path) -> float:
     code = exit_code(process, log, 60)
     elapsed = time.monotonic() - sent
     assert code == 0, worker_state(process, log)
+    print(f"exited {elapsed:.2f} s after SIGTERM")
     return elapsed
 
 
@@ -186,6 +187,9 @@ def test_a_wrong_kafka_sasl_password_ends_the_worker_with_exit_code_1_naming_the
     text = log.read_text(errors="replace")
     assert f"Kafka at {sasl_kafka} refused the worker" in text
     assert "STREAMLEARN_KAFKA__SASL_PASSWORD" in text and "kafka.sasl_username" in text
-    assert "unreachable since" not in text, "a refused login is not retried"
+    # A first attempt may time out before the broker, just started, answers the SASL
+    # exchange; once it refuses the login, nothing is tried again.
+    after_refusal = text[text.index(f"Kafka at {sasl_kafka} refused the worker") :]
+    assert "unreachable since" not in after_refusal, "a refused login is not retried"
     assert "Traceback" not in text and "not-the-password" not in text
     assert time.monotonic() - started < 60
