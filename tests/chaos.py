@@ -237,3 +237,27 @@ def check_invariants(cases: Sequence[Case], outcome: Outcome, max_dead_letter: i
 def lines(cases: Iterable[Case]) -> list[bytes]:
     """The records as lines of a JSON-lines file (no record holds a newline)."""
     return [case.value for case in cases]
+
+
+def non_finite(obj: Any, path: str = "model", seen: set[int] | None = None) -> list[str]:
+    """Paths of every non-finite float reachable from ``obj`` (dicts, sequences, attributes)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path]
+    if isinstance(obj, str | bytes | int | bool | type(None)) or id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    found: list[str] = []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            found += non_finite(value, f"{path}[{key!r}]", seen)
+    elif isinstance(obj, list | tuple):
+        for index, value in enumerate(obj):
+            found += non_finite(value, f"{path}[{index}]", seen)
+    elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] in ("river", "metrics"):
+        for key, value in vars(obj).items():
+            found += non_finite(value, f"{path}.{key}", seen)
+    elif hasattr(obj, "items") and type(obj).__module__.split(".")[0] == "river":
+        for key, value in obj.items():
+            found += non_finite(value, f"{path}[{key!r}]", seen)
+    return found

@@ -23,8 +23,7 @@ from metrics.monitor import MONITOR_METRICS
 from stream.harness import drain, settings_for
 from stream.kafka_io import event_key, route
 from stream.worker import Worker
-from tests.chaos import Case, Outcome, check_invariants, random_stream
-from tests.unit.stream.test_chaos_backtest import non_finite
+from tests.chaos import Case, Outcome, check_invariants, non_finite, random_stream
 
 pytestmark = pytest.mark.integration
 

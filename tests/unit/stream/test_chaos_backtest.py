@@ -10,7 +10,6 @@ their bound.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -22,36 +21,21 @@ from hypothesis import strategies as st
 
 from stream.backtest import backtest
 from stream.config import Settings
-from tests.chaos import KINDS, Case, Outcome, check_invariants, lines, random_stream, render
+from tests.chaos import (
+    KINDS,
+    Case,
+    Outcome,
+    check_invariants,
+    lines,
+    non_finite,
+    random_stream,
+    render,
+)
 
 #: Generated cases: the hypothesis examples below plus the fixed seeds.
 EXAMPLES = 60
 SEEDS = range(5)
 STREAM_SIZE = 400
-
-
-def non_finite(obj: Any, path: str = "model", seen: set[int] | None = None) -> list[str]:
-    """Paths of every non-finite float reachable from ``obj`` (dicts, sequences, attributes)."""
-    seen = set() if seen is None else seen
-    if isinstance(obj, float):
-        return [] if math.isfinite(obj) else [path]
-    if isinstance(obj, str | bytes | int | bool | type(None)) or id(obj) in seen:
-        return []
-    seen.add(id(obj))
-    found: list[str] = []
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            found += non_finite(value, f"{path}[{key!r}]", seen)
-    elif isinstance(obj, list | tuple):
-        for index, value in enumerate(obj):
-            found += non_finite(value, f"{path}[{index}]", seen)
-    elif hasattr(obj, "__dict__") and type(obj).__module__.split(".")[0] in ("river", "metrics"):
-        for key, value in vars(obj).items():
-            found += non_finite(value, f"{path}.{key}", seen)
-    elif hasattr(obj, "items") and type(obj).__module__.split(".")[0] == "river":
-        for key, value in obj.items():
-            found += non_finite(value, f"{path}[{key!r}]", seen)
-    return found
 
 
 def test_non_finite_finds_a_nan_weight_of_a_river_model():
