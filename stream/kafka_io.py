@@ -523,12 +523,27 @@ class TimeOrder:
         self._passed.update(empty)
         return True
 
-    def forget(self, partitions: Iterable[Partition]) -> None:
-        """Drop what is held from ``partitions`` (revoked: their next owner reads them)."""
+    def forget(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        """Drop what is held from ``partitions`` (revoked: their next owner reads them).
+
+        Returns the offset of the first record dropped, per partition that held
+        any: a partition assigned again with its position kept must be read
+        again from there.
+
+        >>> order = TimeOrder()
+        >>> record = Record("events", b"", "events", 0, 7, 5)
+        >>> order.add(("events", 0), [((5, True, "events", 0, 7), record)])
+        >>> order.forget([("events", 0), ("events", 1)]), order.held
+        ({('events', 0): 7}, 0)
+        """
+        dropped = {}
         for p in partitions:
-            self._held.pop(p, None)
+            held = self._held.pop(p, None)
+            if held:
+                dropped[p] = held[0][1].offset
             self._last.pop(p, None)
             self._passed.discard(p)
+        return dropped
 
     def clear(self) -> None:
         """Drop everything (the partitions are read again from elsewhere)."""
@@ -541,9 +556,14 @@ class TimeOrder:
 class _Revocations(ConsumerRebalanceListener):
     """Counts the rebalances that took partitions away (revoked, or lost to an expired session)."""
 
-    def __init__(self, on_revoked: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_revoked: Callable[[Any], None] | None = None,
+        on_assigned: Callable[[Any], None] | None = None,
+    ) -> None:
         self.count = 0
         self.on_revoked = on_revoked
+        self.on_assigned = on_assigned
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
@@ -555,7 +575,8 @@ class _Revocations(ConsumerRebalanceListener):
         self.on_partitions_revoked(lost)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        pass
+        if self.on_assigned is not None:
+            self.on_assigned(assigned)
 
 
 class KafkaSource:
@@ -586,7 +607,9 @@ class KafkaSource:
         self._order = TimeOrder()
         #: The partitions paused because they hold records ahead of the others.
         self._paused: set[Partition] = set()
-        self._revocations = _Revocations(self._forget)
+        #: Where the records dropped at the last revocation started, per partition.
+        self._dropped: dict[Partition, int] = {}
+        self._revocations = _Revocations(self._forget, self._reassigned)
         self.consumer = KafkaConsumer(
             group_id=config.group_id,
             client_id=config.client_id,
@@ -613,13 +636,27 @@ class KafkaSource:
     def _forget(self, revoked: Any) -> None:
         """Drop what the revoked partitions held, and resume those paused for the order."""
         partitions = {(tp.topic, tp.partition) for tp in revoked}
-        self._order.forget(partitions)
+        self._dropped = self._order.forget(partitions)
         paused, self._paused = partitions & self._paused, self._paused - partitions
         if paused:
             try:
                 self.consumer.resume(*(TopicPartition(*p) for p in paused))
             except (KafkaError, KeyError) as exc:  # lost already
                 log.debug("could not resume %s: %s", sorted(paused), exc)
+
+    def _reassigned(self, assigned: Any) -> None:
+        """Read the records dropped at the revocation again from partitions assigned back.
+
+        kafka-python keeps the position of a partition that a rebalance revokes
+        and assigns again to the same consumer (as the eager protocol does with
+        every partition it keeps): the records held for the order when it was
+        revoked are past that position and would be skipped.
+        """
+        dropped, self._dropped = self._dropped, {}
+        for tp in assigned:
+            offset = dropped.get((tp.topic, tp.partition))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
 
     def rejoin_when_unassigned(self) -> None:
         """Join the group again when it formed without partitions (topic metadata not yet in).

@@ -48,7 +48,12 @@ def assert_every_event_scored(
     """Every event has a committed prediction; exactly one when ``once`` (transactions)."""
     events = {r["event_id"] for r in records if is_event_record(r)}
     per_event = Counter(r.key.decode() for r in drain(bootstrap, settings.kafka.topics.predictions))
-    assert set(per_event) == events
+    missing = sorted(events - set(per_event))
+    unknown = sorted(set(per_event) - events)
+    assert not missing and not unknown, (
+        f"{len(missing)} events without a prediction (first {missing[:10]}), "
+        f"{len(unknown)} predictions of no event (first {unknown[:10]})"
+    )
     if once:
         assert set(per_event.values()) == {1}, "each event_id once among committed predictions"
 

@@ -8,10 +8,14 @@ owner from the committed offsets, so the first worker must undo its own work.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
+from kafka import KafkaConsumer
 
 from stream.harness import lines_of, produce, recount, settings_for, stored_counters
+from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from stream.rdkafka_io import RdKafkaSource
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 
@@ -62,3 +66,67 @@ def test_a_worker_joining_mid_stream_doubles_no_prediction_or_label(
     labels = sum(1 for r in records if "user_id" not in r)
     learned = sum(w.slot.labels_learned for w in workers)
     assert learned == labels, "each label learned by exactly one model"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_records_held_for_the_order_are_read_again_when_a_rebalance_gives_their_partitions_back(
+    kafka_bootstrap, redis_url, unique_prefix, client
+):
+    """A member joining for another topic rebalances the group while the source holds
+    records for the order; it keeps its partitions (kafka-python keeps their positions)
+    but drops what it held, which must then be read again."""
+    settings = settings_for(
+        kafka_bootstrap,
+        redis_url,
+        unique_prefix,
+        partitions=2,
+        kafka={"max_poll_records": 7, "session_timeout_ms": 6000},
+    )
+    kafka = settings.kafka
+    other_topic = f"{unique_prefix}.other"
+    ensure_topics(kafka, {kafka.topics.events: 2, kafka.topics.labels: 1, other_topic: 1})
+    sink = KafkaSink(kafka)
+    per_partition = 400
+    for n in range(per_partition):
+        for partition in (0, 1):  # interleaved event times: each partition waits for the other
+            time_ms = 1_000 + 2 * n + partition
+            sink.producer.send(
+                kafka.topics.events, b"{}", partition=partition, timestamp_ms=time_ms
+            )
+    sink.producer.flush()
+    sink.close()
+
+    source = (KafkaSource if client == "kafka-python" else RdKafkaSource)(kafka)
+    seen: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        seen.extend((r.partition, r.offset) for r in source.next_batch(200))
+
+    def join_for_another_topic() -> None:
+        member = KafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=kafka.group_id, enable_auto_commit=False
+        )
+        member.subscribe([other_topic])
+        try:
+            while not stop.is_set():
+                member.poll(timeout_ms=200)
+        finally:
+            member.close()
+
+    member = threading.Thread(target=join_for_another_topic, daemon=True)
+    try:
+        wait_for(lambda: poll() or source._order.held, 60, "records held for the order", 0.0)
+        held, revocations = source._order.held, source.revocations
+        member.start()
+        time.sleep(4.0)  # the group waits for this member, which holds its records meanwhile
+        wait_for(lambda: poll() or source.revocations > revocations, 60, "a rebalance", 0.0)
+        wait_for(lambda: poll() or len(set(seen)) >= 2 * per_partition, 60, "every record", 0.0)
+    finally:
+        stop.set()
+        member.join(timeout=30)
+        source.close()
+    everything = {(p, n) for p in (0, 1) for n in range(per_partition)}
+    assert held > 0
+    assert everything - set(seen) == set(), "no record skipped"
