@@ -35,8 +35,8 @@ import redis
 import yaml
 
 from features.interactions import InteractionConfig, entity_ids
+from features.redis_store import decode_state
 from features.schema import is_event_record
-from features.store import decode_state
 from learners.checkpoint import CheckpointStore
 from learners.registry import ModelRegistry
 from stream.config import Settings

@@ -11,7 +11,8 @@ Examples
 --------
 >>> from features.interactions import InteractionConfig
 >>> from features.schema import Limits
->>> from features.store import MemoryStore, StoreConfig
+>>> from features.memory_store import MemoryStore
+>>> from features.store import StoreConfig
 >>> from features.vector import FeatureConfig
 >>> from learners.models import build_model
 >>> store = MemoryStore(StoreConfig(), InteractionConfig())
@@ -890,7 +891,8 @@ class Processor:
         event dated far ahead. Both depend only on the events in their order.
 
         >>> from features.interactions import InteractionConfig
-        >>> from features.store import MemoryStore, StoreConfig
+        >>> from features.memory_store import MemoryStore
+        >>> from features.store import StoreConfig
         >>> from features.vector import FeatureConfig
         >>> from learners.models import build_model
         >>> store = MemoryStore(StoreConfig(), InteractionConfig())

@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 
 from features.interactions import EntityState
+from features.memory_store import MemoryStore
 from features.schema import Event
-from features.store import MemoryStore
 from stream.config import Settings
 from stream.processor import ModelSlot, Processor, Record
 from stream.serve import kinds, rank_order, score_events

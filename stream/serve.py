@@ -49,8 +49,8 @@ import redis
 import redis.asyncio
 
 from features.interactions import EntityState, entity_ids
+from features.redis_store import decode_state
 from features.schema import DecodeError, Event, Limits, json_error, validate_event
-from features.store import decode_state
 from features.vector import FeatureConfig, features_of
 from learners.checkpoint import Checkpoint
 from learners.models import score
@@ -222,7 +222,7 @@ def kinds(event: Event) -> list[str]:
 
 
 def entity_key(prefix: str, kind: str, entity: str) -> str:
-    """The Redis key of an entity's state: :meth:`features.store.RedisStore.key`'s layout.
+    """The Redis key of an entity's state: :meth:`features.redis_store.RedisStore.key`'s layout.
 
     >>> entity_key("sl", "user_item", "2:u1|i9")
     'sl:e:user_item:2:u1|i9'

@@ -29,7 +29,8 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from features.store import BatchOutcome, EventOp, LabelOp, RedisStore
+from features.redis_store import RedisStore
+from features.store import BatchOutcome, EventOp, LabelOp
 from learners.checkpoint import Checkpoint, CheckpointStore
 from learners.registry import ModelRegistry, NonFiniteModelError
 from metrics.instruments import COMMIT_STAGE, POLL_STAGE, PRODUCE_STAGE, WorkerMetrics

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from features.interactions import InteractionConfig
+from features.memory_store import MemoryStore
 from features.schema import REASONS, DecodeError, Event, Label, Limits, decode_event, decode_label
-from features.store import MemoryStore, StoreConfig
+from features.store import StoreConfig
 from features.vector import FeatureConfig
 from learners.models import build_model
 from metrics.instruments import WorkerMetrics
