@@ -36,8 +36,8 @@ from rich.table import Table
 
 from bench.env import free_ports, machine_info, write_config
 from bench.tables import percentiles
+from features.limits import Limits
 from features.redis_store import RedisStore
-from features.schema import Limits
 from learners.registry import ModelRegistry
 from stream.config import Settings
 from stream.processor import ModelSlot, Processor, Record

@@ -63,7 +63,7 @@ from pydantic_settings import (
 )
 from river.base import Classifier
 
-from features.schema import Limits
+from features.limits import Limits
 from features.store import StoreConfig
 from features.vector import FeatureConfig
 from learners.models import DEFAULT_BUCKETS, DEFAULT_MAX_CATEGORIES, build_model

@@ -10,7 +10,7 @@ does not depend on how records are cut into batches.
 Examples
 --------
 >>> from features.interactions import InteractionConfig
->>> from features.schema import Limits
+>>> from features.limits import Limits
 >>> from features.memory_store import MemoryStore
 >>> from features.store import StoreConfig
 >>> from features.vector import FeatureConfig
@@ -44,8 +44,10 @@ from typing import Literal
 import orjson
 from river import base
 
+from features.decode import decode_event, decode_label
 from features.interactions import entity_ids
-from features.schema import DecodeError, Event, Limits, decode_event, decode_label
+from features.limits import Limits
+from features.schema import DecodeError, Event
 from features.store import (
     AppliedLabel,
     BatchOutcome,

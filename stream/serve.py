@@ -16,7 +16,7 @@ says so.
 
 Examples
 --------
->>> from features.schema import Limits
+>>> from features.limits import Limits
 >>> from features.interactions import InteractionConfig
 >>> events = parse_rank(b'{"user_id": "u1", "timestamp": 1767225600000, "context":'
 ...     b' {"device": "ios"}, "candidates": [{"item_id": "i1"}, {"item_id": "i2",'
@@ -48,9 +48,11 @@ import orjson
 import redis
 import redis.asyncio
 
+from features.decode import json_error, validate_event
 from features.interactions import EntityState, entity_ids
+from features.limits import Limits
 from features.redis_store import decode_state
-from features.schema import DecodeError, Event, Limits, json_error, validate_event
+from features.schema import DecodeError, Event
 from features.vector import FeatureConfig, features_of
 from learners.checkpoint import Checkpoint
 from learners.models import score

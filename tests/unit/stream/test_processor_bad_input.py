@@ -13,8 +13,8 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from features.interactions import InteractionConfig
+from features.limits import Limits
 from features.memory_store import MemoryStore
-from features.schema import Limits
 from features.store import StoreConfig
 from features.vector import FeatureConfig
 from learners.models import build_model
