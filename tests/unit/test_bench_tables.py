@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 import bench.__main__ as bench_main
-from bench import goals, inprocess, latency, memory, naive, tables
+from bench import goals, inprocess, latency, memory, method, naive, tables
 from bench.goals import goals_of
 from bench.tables import markdown, percentiles, rich_table, rows_of, write_reports
 
@@ -230,7 +230,9 @@ def test_growth_is_measured_from_the_warm_up() -> None:
     assert memory.growth_pct(200.0, 190.0) == pytest.approx(-5.0)
 
 
-@pytest.mark.parametrize("module", [tables, goals, latency, memory, naive, inprocess, bench_main])
+@pytest.mark.parametrize(
+    "module", [tables, goals, method, latency, memory, naive, inprocess, bench_main]
+)
 def test_doctests(module: object) -> None:
     failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert failed == 0
