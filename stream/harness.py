@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -171,12 +171,16 @@ def stored_counters(client: redis.Redis, prefix: str) -> dict[str, tuple[int, fl
     out = {}
     head = f"{prefix}:e:"
     for key in client.scan_iter(match=head + "*", count=5000):
-        state = decode_state(client.hget(key, "v"), len(InteractionConfig().half_lives_s))
+        # a client without decode_responses: redis-py types the reply as bytes | str | None
+        raw = cast(bytes | None, client.hget(key, "v"))
+        state = decode_state(raw, len(InteractionConfig().half_lives_s))
         out[key.decode()[len(head) :]] = (state.count, state.positives, state.labelled)
     return out
 
 
-def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def worker_process(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``streamlearn run`` in its own process, logging to a file beside the config."""
     log = config.with_suffix(".log").open("ab")
     return subprocess.Popen(
@@ -188,7 +192,7 @@ def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) 
 
 
 def wait_for_partitions(
-    process: subprocess.Popen, log: Path, start: int, timeout_s: float = 120.0
+    process: subprocess.Popen[bytes], log: Path, start: int, timeout_s: float = 120.0
 ) -> None:
     """Wait until the worker logs event partitions after byte ``start`` of its log, or exits."""
     deadline = time.monotonic() + timeout_s

@@ -142,7 +142,9 @@ def parse_score(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event:
         raise ApiError.of(error) from None
 
 
-def _known(obj: dict[str, Any], limits: Limits, fields: frozenset[str], where: str) -> dict:
+def _known(
+    obj: dict[str, Any], limits: Limits, fields: frozenset[str], where: str
+) -> dict[str, Any]:
     """``obj`` with its unknown fields refused (``limits.unknown_fields: reject``) or kept."""
     if limits.unknown_fields == "reject":
         unknown = obj.keys() - fields
@@ -232,7 +234,9 @@ def entity_key(prefix: str, kind: str, entity: str) -> str:
     return f"{prefix}:e:{kind}:{entity}"
 
 
-def freshness(states: Sequence[tuple[str, EntityState]], timestamp_ms: int) -> dict:
+def freshness(
+    states: Sequence[tuple[str, EntityState]], timestamp_ms: int
+) -> dict[str, float | None]:
     """Seconds since each entity's last counted event, as of ``timestamp_ms`` (None: never seen).
 
     >>> freshness([("user", EntityState(count=1, last_ms=1000)), ("item", EntityState())], 3500)
