@@ -11,7 +11,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from learners.model_cli import model_app
+from cli.model import model_app
 from learners.models import build_model, learn, score
 from learners.registry import (
     ModelRegistry,
