@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.common import configure_logging
 from stack import Stack, StackConfig, StackError, default_root
 from stream.ui import console
 
@@ -248,7 +249,6 @@ def demo(
     report: Annotated[Path, typer.Option(help="Where backtest reports go.")] = Path("reports/demo"),
 ) -> None:
     """The main job end to end: local stack, a synthetic stream, a worker, a report."""
-    from cli.common import configure_logging
     from stack.demo import run_demo
 
     configure_logging(False)
