@@ -32,9 +32,9 @@ from typing import Any
 
 from rich.console import Console
 
+from stack import Stack
 from stream.config import KafkaConfig, Settings
 from stream.runtime import tune_interpreter
-from stream.stack import Stack
 from stream.synthetic import WorldConfig, generate_world
 
 from . import inprocess, latency

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stack import Stack
 from stream.config import Settings
 from stream.kafka_io import ensure_topics, topic_plan
-from stream.stack import Stack
 
 from .env import CpuMeter, cpu_summary, write_config
 

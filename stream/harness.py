@@ -184,7 +184,7 @@ def worker_process(
     """``streamlearn run`` in its own process, logging to a file beside the config."""
     log = config.with_suffix(".log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--config", str(config), *args],
+        [sys.executable, "-m", "cli", "run", "--config", str(config), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},

@@ -33,7 +33,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
-from stream.cli import app
+from cli.app import app
 from stream.config import Settings
 from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config
 from stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes

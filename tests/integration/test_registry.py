@@ -11,8 +11,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from cli.model import model_app
 from learners.envelope import pack_envelope, split_envelope
-from learners.model_cli import model_app
 from learners.models import build_model, learn, score
 from learners.registry import ModelRegistry, NonFiniteModelError, RegistryError, SnapshotError
 

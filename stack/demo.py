@@ -21,10 +21,11 @@ from typing import Any
 import orjson
 from rich.table import Table
 
+from stack.config import StackConfig
+from stack.files import write_scrape_target
+from stack.supervisor import Stack
 from stream.config import Settings
 from stream.kafka_io import committed_records
-from stream.stack import Stack, StackConfig
-from stream.stack_files import write_scrape_target
 
 __all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "read_predictions"]
 

@@ -2,7 +2,7 @@
 repository, from the pom that names the broker's version (``deploy/kafka/pom.xml``).
 
 The other services are Debian binaries that ``scripts/bootstrap`` installs;
-:mod:`stream.stack` runs them all, and raises :class:`StackError` when one cannot be
+:mod:`stack.supervisor` runs them all, and raises :class:`StackError` when one cannot be
 prepared, started or stopped.
 
 Examples

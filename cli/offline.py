@@ -1,303 +1,23 @@
-"""The ``streamlearn`` command: one entry point for every user task."""
+"""Offline commands: ``generate`` a synthetic world, ``replay`` a file into Kafka,
+``backtest`` models over it in-process, ``rank-eval`` rankers, export a ``dataset``."""
 
 from __future__ import annotations
 
-import errno
-import faulthandler
-import logging
-import os
-import signal
-import sys
-import threading
-import traceback
 from pathlib import Path
-from types import TracebackType
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from learners.model_cli import model_app
-from stream.alerts_cli import alerts_app
-from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
-from stream.stack_cli import stack_app
+from cli.common import ConfigOption, load_settings_quietly, settings_or_exit
+from stream.config import Settings, mask_url
 from stream.ui import console, progress
 
-__all__ = ["app"]
-
-app = typer.Typer(
-    help="Real-time scoring and online learning: Kafka in, features in Redis, River models.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(stack_app, name="stack")
-app.add_typer(model_app, name="model")
-app.add_typer(alerts_app, name="alerts")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="STREAMLEARN_CONFIG", help="YAML config file."),
-]
+__all__ = ["backtest", "dataset", "generate", "rank_eval", "replay"]
 
 
-def settings_or_exit(path: Path | None, **overrides: object) -> Settings:
-    """The effective settings, or a message that says what to fix and exit code 2."""
-    try:
-        return load_settings(path, **overrides)
-    except ConfigError as error:
-        console.print("configuration error", style="red")
-        console.print(str(error), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-def _masked_excepthook(
-    kind: type[BaseException], value: BaseException, tb: TracebackType | None
-) -> None:
-    """Print an uncaught exception as Python does, with the passwords of URLs masked."""
-    text = "".join(traceback.format_exception(kind, value, tb))
-    sys.stderr.write(mask_url(text))
-
-
-def _masked_thread_excepthook(args: threading.ExceptHookArgs) -> None:
-    if args.exc_type is SystemExit:
-        return
-    name = args.thread.name if args.thread is not None else "unknown"
-    sys.stderr.write(f"Exception in thread {name}:\n")
-    _masked_excepthook(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
-
-
-def _logging(verbose: bool) -> None:
-    """Log lines, and the traceback of a crash, with the passwords of URLs masked."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
-    sys.excepthook = _masked_excepthook
-    threading.excepthook = _masked_thread_excepthook
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
-
-
-@app.command()
-def config(config: ConfigOption = None) -> None:
-    """Print the effective configuration (file + environment + defaults), secrets hidden."""
-    settings = settings_or_exit(config)
-    typer.echo(yaml.safe_dump(settings.redacted(), sort_keys=False))
-
-
-@app.command()
-def run(
-    config: ConfigOption = None,
-    idle_timeout: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds without records.")
-    ] = None,
-    max_records: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
-    name: Annotated[str, typer.Option(help="Worker name, unique within the group.")] = "worker-0",
-    verbose: bool = False,
-) -> None:
-    """Run a worker: consume events and labels, score, learn, publish predictions.
-
-    SIGTERM or SIGINT: exit 0, at once while Kafka or Redis is awaited. Exit 1 when
-    Kafka or Redis refuses the credentials or permissions (the message names the
-    settings to fix). ``kill -USR1 PID`` prints every thread's stack to stderr (for a
-    worker that looks stuck).
-    """
-    from learners.registry import KEY_ENV, SnapshotError, signing_key_from_env
-    from stream.waits import Refused
-    from stream.worker import Worker
-
-    _logging(verbose)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    settings = settings_or_exit(config)
-    try:
-        key = signing_key_from_env()
-    except SnapshotError as error:
-        if settings.checkpoint.enabled and KEY_ENV in os.environ:
-            console.print(f"[red]{error}[/red]")
-            raise typer.Exit(2) from None
-        key = None
-        console.print(f"[yellow]{KEY_ENV} is not set: no checkpoints, offsets committed per batch")
-    worker = Worker(settings, name=name, signing_key=key)
-    if worker.settings.metrics.port:
-        serve_metrics_or_exit(worker)
-    try:
-        summary = worker.run(idle_timeout_s=idle_timeout, max_records=max_records)
-    except Refused as error:  # a wrong password or a missing permission: no retry helps
-        console.print(f"[red]{error}[/red]", soft_wrap=True)
-        _exit_process(1)
-        raise typer.Exit(1) from None
-    console.print(summary_table(summary))
-    _exit_process(0)
-
-
-def _exit_process(code: int) -> None:
-    """End a ``streamlearn run`` process now, its worker closed and its output flushed.
-
-    Finalising the interpreter (every object of River, pandas and the clients'
-    modules) takes 1.5 s of CPU, 2-3 s on a busy machine, and has nothing left
-    to do: a worker asked to stop exits within a second. Outside its own
-    process (``run`` called in-process, as tests may do) it returns.
-    """
-    if sys.argv[1:2] != ["run"]:
-        return
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
-
-
-@app.command()
-def serve(
-    config: ConfigOption = None,
-    host: Annotated[str | None, typer.Option(help="Address (default serve.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="uvicorn worker processes (default serve.workers).")
-    ] = None,
-    verbose: bool = False,
-) -> None:
-    """Score and rank over HTTP: POST /score, POST /rank, GET /healthz, /readyz, /metrics.
-
-    Reads the workers' interaction state in Redis (never writes it) and serves the model
-    they serve: the promoted registry version, refreshed from their newest checkpoint.
-    """
-    from stream.serve_app import run_server
-
-    _logging(verbose)
-    overrides = {
-        k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None
-    }
-    settings = settings_or_exit(config)
-    if overrides:
-        settings = settings_or_exit(config, serve={**settings.serve.model_dump(), **overrides})
-    if config is not None:
-        os.environ["STREAMLEARN_CONFIG"] = str(config)  # read by each worker process
-    serve_config = settings.serve
-    console.print(
-        f"serving on http://{serve_config.host}:{serve_config.port}"
-        f" ({serve_config.workers} worker{'s' if serve_config.workers > 1 else ''})"
-    )
-    run_server(settings, serve_config.host, serve_config.port, serve_config.workers)
-
-
-def serve_metrics_or_exit(worker: Any) -> int:
-    """Start the worker's /metrics endpoint, or say which address is taken and exit 1."""
-    metrics = worker.settings.metrics
-    try:
-        return int(worker.serve_metrics())
-    except OSError as error:
-        why = (
-            "the address is in use (another worker or program listens there)"
-            if error.errno == errno.EADDRINUSE
-            else escape(str(error.strerror or error))
-        )
-        console.print(
-            f"[red]cannot serve /metrics on {metrics.host}:{metrics.port}:[/red] {why}\n"
-            "Choose another port with metrics.port in the config file or"
-            " STREAMLEARN_METRICS__PORT in the environment (0 disables /metrics)."
-        )
-        raise typer.Exit(1) from None
-
-
-def summary_table(summary: object) -> Table:
-    table = Table(title="worker summary", show_header=False)
-    for key, value in vars(summary).items():
-        table.add_row(
-            key.replace("_", " "), f"{value:.1f}" if isinstance(value, float) else str(value)
-        )
-    return table
-
-
-def read_json_lines(path: Path) -> list[tuple[int, bytes]]:
-    """The non-empty lines of a JSON-lines file with their line numbers (from 1), as bytes."""
-    with path.open("rb") as handle:
-        return [
-            (number, line.rstrip(b"\r\n"))
-            for number, line in enumerate(handle, start=1)
-            if line.strip()
-        ]
-
-
-@app.command()
-def produce(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON lines")],
-    config: ConfigOption = None,
-) -> None:
-    """Send a JSON-lines file of events and labels to Kafka, keyed by event_id.
-
-    A line the producer refuses (larger than its ``max_request_size``, 1 MiB) stops
-    it: the records before that line are flushed, and the message says how many
-    the broker acknowledged and which line stopped it, to resume from there. Each
-    record carries its event time in the ``event-time`` header (a line without one
-    takes the time of the line before it), so that a worker catching up reads the
-    events and labels topics in event-time order.
-    """
-    from kafka.errors import KafkaError, MessageSizeTooLargeError
-
-    from stream.kafka_io import LineProducer, UndeliveredError
-
-    settings = settings_or_exit(config)
-    kafka = settings.kafka
-    try:
-        numbered = read_json_lines(file)
-    except OSError as error:
-        console.print(f"[red]cannot read {file}:[/red] {error.strerror or error}")
-        raise typer.Exit(1) from None
-    producer = LineProducer(kafka)
-    topics, counts = producer.topics, producer.counts
-    try:
-        with progress() as bar:
-            task = bar.add_task(f"producing {file.name}", total=len(numbered))
-            producer.send((line for _, line in numbered), lambda: bar.advance(task))
-    except UndeliveredError as error:
-        sent = producer.sent
-        console.print(
-            f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))} refused {error.count}"
-            f" of {sent} records[/red] ({sent - error.count} acknowledged):"
-            f" {escape(mask_url(str(error)))}"
-        )
-        if producer.stopped is not None:
-            console.print(
-                f"and line {numbered[producer.stopped[0]][0]} of {file} stopped the send:"
-                f" {escape(mask_url(str(producer.stopped[2])))}"
-            )
-        raise typer.Exit(1) from None
-    except KafkaError as error:
-        console.print(
-            f"[red]Kafka at {escape(mask_url(kafka.bootstrap_servers))}:[/red]"
-            f" {escape(mask_url(str(error)))}\n"
-            f"{producer.sent} records were handed to the producer before it;"
-            " their delivery is unknown"
-        )
-        raise typer.Exit(1) from None
-    if producer.stopped is not None:
-        index, size, error = producer.stopped
-        number = numbered[index][0]
-        acknowledged = producer.sent
-        hint = (
-            "Shorten or remove that line: the producer refuses a record over its"
-            " max_request_size (1 MiB) before sending it."
-            if isinstance(error, MessageSizeTooLargeError)
-            else "Check the broker and the line."
-        )
-        console.print(
-            f"[red]line {number} of {file} ({size:,} bytes) stopped the send:[/red]"
-            f" {escape(mask_url(str(error)))}\n"
-            f"{acknowledged} records before it were sent and acknowledged"
-            f" ({counts['events']} to {topics['events']!r}, {counts['labels']} to"
-            f" {topics['labels']!r}); nothing from line {number} on was sent. {hint}"
-            f" Then send the rest with `tail -n +{number} {file} > rest.jsonl`."
-        )
-        raise typer.Exit(1)
-    console.print(
-        f"sent {counts['events']} records to {topics['events']!r} and "
-        f"{counts['labels']} to {topics['labels']!r} on {mask_url(kafka.bootstrap_servers)}"
-    )
-
-
-@app.command()
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON lines.")],
     events: Annotated[int, typer.Option(min=1)] = 10_000,
@@ -340,7 +60,6 @@ def generate(
     console.print(f"wrote {n} records ({events} events) to {out}")
 
 
-@app.command()
 def backtest(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
     config: ConfigOption = None,
@@ -450,7 +169,6 @@ def backtest(
     console.print(f"report in {report}")
 
 
-@app.command("rank-eval")
 def rank_eval(
     config: ConfigOption = None,
     events: Annotated[int, typer.Option(min=100, help="Synthetic events to train on.")] = 20_000,
@@ -489,14 +207,6 @@ def rank_eval(
     console.print(f"report: {report / 'report.md'}")
 
 
-def load_settings_quietly(path: Path | None) -> Settings | None:
-    """The settings without overrides (the live workers'), or None if they do not load."""
-    try:
-        return load_settings(path)
-    except ConfigError:
-        return None
-
-
 def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
     """Delete the backtest's keys; a Redis that is away only gets a message."""
     import redis as redis_client
@@ -520,7 +230,6 @@ def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
     console.print(f"deleted the backtest's {deleted} keys under {prefix!r}")
 
 
-@app.command("dataset")
 def dataset(
     action: Annotated[str, typer.Argument(help="export, or list")],
     name: Annotated[str | None, typer.Argument(help="Data set name (see `dataset list`).")] = None,
@@ -554,7 +263,6 @@ def dataset(
     console.print(f"wrote {n} events of {name!r} to {file}")
 
 
-@app.command()
 def replay(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
     labels: Annotated[
@@ -627,31 +335,3 @@ def replay(
         )
         raise typer.Exit(1) from None
     console.print(summary.table())
-
-
-@app.command()
-def demo(
-    events: Annotated[int, typer.Option(min=100, help="Synthetic events to stream.")] = 20_000,
-    root: Annotated[Path | None, typer.Option(help="Stack folder (default .stack/).")] = None,
-    metrics_port: Annotated[int, typer.Option(help="The worker's /metrics port.")] = 9108,
-    report: Annotated[Path, typer.Option(help="Where backtest reports go.")] = Path("reports/demo"),
-) -> None:
-    """The main job end to end: local stack, a synthetic stream, a worker, a report."""
-    from stream.demo import run_demo
-    from stream.stack_install import StackError
-
-    _logging(False)
-    try:
-        result = run_demo(events, root, metrics_port, report)
-    except StackError as error:
-        console.print(f"[red]the local stack did not start[/red]\n{error}")
-        raise typer.Exit(1) from None
-    console.print(result.table())
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

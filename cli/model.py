@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.common import ConfigOption
 from learners.registry import (
     ModelRegistry,
     RegistryError,
@@ -45,10 +46,6 @@ model_app = typer.Typer(
 )
 _out = Console()
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="STREAMLEARN_CONFIG", help="YAML config file."),
-]
 VersionArgument = Annotated[str, typer.Argument(help="A version number, e.g. 3 (or v3).")]
 TABLE_METRICS = {"roc_auc": "auc", "log_loss": "log loss"}
 

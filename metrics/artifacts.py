@@ -1,17 +1,9 @@
-"""Generate the monitoring artifacts, or check that deployed ones are current.
+"""The monitoring artifacts: render them, write them, check generated or deployed ones.
 
-Usage::
-
-    python -m metrics generate [--config FILE] [--out DIR]   # write every generated file
-    python -m metrics check [--config FILE] [--root DIR]      # exit 1 and list the stale files
-    python -m metrics check --config FILE --rules DIR         # exit 1 naming each rule that
-                                                              # disagrees with the configuration
-
-The files are rendered from the alert thresholds of a streamlearn configuration
-(``monitoring.thresholds`` of the YAML file given with ``--config``, and the
-``STREAMLEARN_MONITORING__THRESHOLDS__*`` environment variables), or from the
-defaults of :class:`metrics.thresholds.AlertThresholds` without ``--config``
-(the committed files), and from the metric names defined in ``metrics/``.
+The files are rendered from alert thresholds (:class:`metrics.thresholds.AlertThresholds`;
+its defaults give the committed files) and from the metric names defined in
+``metrics/``. ``streamlearn metrics generate|check`` (:mod:`cli.metrics`) runs these
+functions with the thresholds of a streamlearn configuration.
 
 Examples
 --------
@@ -27,10 +19,8 @@ StreamlearnPredictionDriftPSI (critical): expr has 0.25, config 0.4 (psi_critica
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -65,8 +55,6 @@ __all__ = [
     "check_rules",
     "compare_rules",
     "generate",
-    "load_thresholds",
-    "main",
     "parse_rules",
 ]
 
@@ -114,24 +102,6 @@ def check(root: Path = REPO_ROOT, thresholds: AlertThresholds | None = None) -> 
     return stale
 
 
-def load_thresholds(path: Path | None) -> AlertThresholds:
-    """The alert thresholds of the streamlearn configuration ``path`` (defaults for None).
-
-    Raises
-    ------
-    ValueError
-        When the configuration cannot be read or is invalid (the message says why).
-    """
-    if path is None:
-        return AlertThresholds()
-    from stream.config import ConfigError, load_settings
-
-    try:
-        return load_settings(path).monitoring.thresholds
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def parse_rules(text: str, source: str = "rules") -> dict[RuleKey, dict[str, str]]:
     """The streamlearn rules of a Prometheus rule file, by ``(name, severity)``.
 
@@ -162,7 +132,8 @@ def parse_rules(text: str, source: str = "rules") -> dict[RuleKey, dict[str, str
             name = str(rule.get("alert") or rule.get("record") or "")
             if not (name.startswith("Streamlearn") or name.startswith("streamlearn:")):
                 continue
-            labels = rule.get("labels") if isinstance(rule.get("labels"), dict) else {}
+            given = rule.get("labels")
+            labels = given if isinstance(given, dict) else {}
             key = (name, str(labels.get("severity", "")))
             rules[key] = {"expr": str(rule.get("expr", "")), "for": str(rule.get("for", "0s"))}
     return rules
@@ -260,79 +231,3 @@ def check_rules(t: AlertThresholds, rules_dir: Path) -> list[str]:
             raise ValueError(f"{path}: cannot be read: {exc}") from None
         deployed.update(parse_rules(text, str(path)))
     return compare_rules(t, deployed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m metrics",
-        description="Generate the alert rules, promtool tests, Alertmanager configs and "
-        "Grafana dashboard from metrics/ and a configuration's thresholds, or check "
-        "generated or deployed ones against them.",
-    )
-    parser.add_argument("command", choices=("generate", "check"))
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="streamlearn YAML config whose monitoring.thresholds to use (default: the defaults)",
-    )
-    parser.add_argument(
-        "--root",
-        "--out",
-        dest="root",
-        type=Path,
-        default=REPO_ROOT,
-        help="folder the files are written to or checked under, in the repository's layout "
-        "(deploy/prometheus/rules/..., default: %(default)s)",
-    )
-    parser.add_argument(
-        "--rules",
-        type=Path,
-        default=None,
-        help="check: a folder of deployed Prometheus rule files to compare with the "
-        "configuration, instead of the generated files under --root",
-    )
-    args = parser.parse_args(argv)
-    try:
-        thresholds = load_thresholds(args.config)
-    except ValueError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "generate":
-        if args.rules is not None:
-            parser.error("--rules is an option of check")
-        changed = generate(args.root, thresholds)
-        for rel in changed:
-            print(f"wrote {args.root / rel}")
-        if not changed:
-            print("all generated files are up to date")
-        return 0
-    if args.rules is not None:
-        try:
-            problems = check_rules(thresholds, args.rules)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        for line in problems:
-            print(f"mismatch: {line}", file=sys.stderr)
-        if problems:
-            source = args.config or "the default thresholds"
-            print(
-                f"{len(problems)} rule(s) in {args.rules} disagree with {source}: "
-                f"run `python -m metrics generate --config FILE --out DIR` and deploy its rules",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"the rules in {args.rules} agree with {args.config or 'the default thresholds'}")
-        return 0
-    stale = check(args.root, thresholds)
-    for rel in stale:
-        print(f"stale: {rel} (run `python -m metrics generate`)", file=sys.stderr)
-    if not stale:
-        print("all generated files are up to date")
-    return 1 if stale else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

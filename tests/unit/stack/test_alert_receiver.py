@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from stream.alert_receiver import AlertLog, AlertReceiver, parse_notification, parse_since
-from stream.cli import app
+from cli.app import app
+from stack.alert_receiver import AlertLog, AlertReceiver, parse_notification, parse_since
 
 runner = CliRunner()
 

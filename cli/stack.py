@@ -1,7 +1,8 @@
-"""``stack`` commands: start, stop and inspect the local stack (:mod:`stream.stack`).
+"""``stack`` commands: start, stop and inspect the local stack (:mod:`stack`), and
+``demo``, the main job end to end on it.
 
-Mounted by the main CLI as ``streamlearn stack ...``; also runnable on its own with
-``python -m stream.stack_cli up``.
+Mounted by the main CLI as ``streamlearn stack ...`` (and ``streamlearn demo``); also
+runnable on its own with ``python -m cli.stack up``.
 
 Examples
 --------
@@ -18,10 +19,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.stack import Stack, StackConfig, default_root
-from stream.stack_install import StackError
+from cli.common import configure_logging
+from stack import Stack, StackConfig, StackError, default_root
+from stream.ui import console
 
-__all__ = ["parse_topics", "stack_app", "status_table", "write_config_rules"]
+__all__ = [
+    "CONFIG_RULES_FILE",
+    "demo",
+    "parse_topics",
+    "stack_app",
+    "status_table",
+    "write_config_rules",
+]
 
 #: The rule file the stack writes from a configuration's thresholds.
 CONFIG_RULES_FILE = "streamlearn-alerts.yml"
@@ -92,7 +101,7 @@ def write_config_rules(rules_dir: Path, config_file: Path) -> bool:
     >>> write_config_rules(folder / "rules", folder / "c.yaml")
     False
     """
-    from metrics.__main__ import load_thresholds
+    from cli.metrics import load_thresholds
     from metrics.alerts import rules_yaml
 
     text = rules_yaml(load_thresholds(config_file))
@@ -231,6 +240,24 @@ def status(root: RootOption = None) -> None:
     _console.print(status_table(stack))
     if any(row.state == "starting" for row in stack.status()):
         raise typer.Exit(1)
+
+
+def demo(
+    events: Annotated[int, typer.Option(min=100, help="Synthetic events to stream.")] = 20_000,
+    root: Annotated[Path | None, typer.Option(help="Stack folder (default .stack/).")] = None,
+    metrics_port: Annotated[int, typer.Option(help="The worker's /metrics port.")] = 9108,
+    report: Annotated[Path, typer.Option(help="Where backtest reports go.")] = Path("reports/demo"),
+) -> None:
+    """The main job end to end: local stack, a synthetic stream, a worker, a report."""
+    from stack.demo import run_demo
+
+    configure_logging(False)
+    try:
+        result = run_demo(events, root, metrics_port, report)
+    except StackError as error:
+        console.print(f"[red]the local stack did not start[/red]\n{error}")
+        raise typer.Exit(1) from None
+    console.print(result.table())
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The local stack's service configs: Kafka's ``server.properties`` and log4j2 file,
 ``prometheus.yml``, a default Alertmanager config and Prometheus ``file_sd`` targets.
 
-Pure renderings of a :class:`stream.stack.StackConfig` (and one atomic file write);
-:class:`stream.stack.Stack` writes them under its root before it starts each service.
+Pure renderings of a :class:`stack.config.StackConfig` (and one atomic file write);
+:class:`stack.supervisor.Stack` writes them under its root before it starts each service.
 
 Examples
 --------
->>> from stream.stack import StackConfig
+>>> from stack.config import StackConfig
 >>> "process.roles=broker,controller" in kafka_server_properties(StackConfig(root="/tmp/s"))
 True
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 if TYPE_CHECKING:
-    from stream.stack import StackConfig
+    from stack.config import StackConfig
 
 __all__ = [
     "alertmanager_stack_config",
@@ -48,7 +48,7 @@ def kafka_server_properties(config: StackConfig) -> str:
 
     Examples
     --------
-    >>> from stream.stack import StackConfig
+    >>> from stack.config import StackConfig
     >>> text = kafka_server_properties(StackConfig(root="/tmp/s", kafka_port=29092))
     >>> "listeners=PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:9093" in text
     True
@@ -131,7 +131,7 @@ def prometheus_config(config: StackConfig, *, alertmanager: bool) -> str:
 
     Examples
     --------
-    >>> from stream.stack import StackConfig
+    >>> from stack.config import StackConfig
     >>> doc = yaml.safe_load(prometheus_config(StackConfig(root="/r"), alertmanager=False))
     >>> doc["scrape_configs"][1]["file_sd_configs"][0]["files"]
     ['/r/prometheus/targets/*.json']
@@ -175,7 +175,7 @@ def alertmanager_stack_config(config: StackConfig) -> str:
 
     Examples
     --------
-    >>> from stream.stack import StackConfig
+    >>> from stack.config import StackConfig
     >>> doc = yaml.safe_load(alertmanager_stack_config(StackConfig(root="/r", alerts_port=29095)))
     >>> doc["receivers"][0]["webhook_configs"][0]["url"]
     'http://127.0.0.1:29095/alerts'
