@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 FloatOrArray = TypeVar("FloatOrArray", float, npt.NDArray[np.float64])
+#: The mixture's standard deviation: one, or one per element of the estimates.
+Tau = float | npt.NDArray[np.float64]
 
 
 def _like_input(out: Any) -> Any:
@@ -70,7 +72,7 @@ def _like_input(out: Any) -> Any:
 
 
 def msprt_log_ratio(
-    estimate: FloatOrArray, variance: FloatOrArray, tau: float, null: float = 0.0
+    estimate: FloatOrArray, variance: FloatOrArray, tau: Tau, null: float = 0.0
 ) -> FloatOrArray:
     """Log of the normal-mixture likelihood ratio for ``estimate`` against ``null``.
 
@@ -96,7 +98,7 @@ def msprt_log_ratio(
 
 
 def msprt_p_value(
-    estimate: FloatOrArray, variance: FloatOrArray, tau: float, null: float = 0.0
+    estimate: FloatOrArray, variance: FloatOrArray, tau: Tau, null: float = 0.0
 ) -> FloatOrArray:
     """The mSPRT p-value at one look: ``min(1, 1 / Lambda)``.
 
@@ -114,7 +116,7 @@ def msprt_p_value(
     return cast(FloatOrArray, _like_input(out))
 
 
-def confidence_radius(variance: FloatOrArray, tau: float, alpha: float) -> FloatOrArray:
+def confidence_radius(variance: FloatOrArray, tau: Tau, alpha: float) -> FloatOrArray:
     """Half width of the mSPRT confidence set at one look: the nulls within it of the
     estimate are those the test does not reject at ``alpha``; infinite at zero variance.
 
