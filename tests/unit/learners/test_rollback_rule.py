@@ -37,12 +37,13 @@ def _first_rollback(rule: RollbackRule, seed: int, live: float, copy: float, bat
 
 
 def test_a_poisoned_model_is_rolled_back_a_healthy_one_is_not() -> None:
-    """30 seeds each: a live model far worse (noise 1.5 against 0.5 on the logit) is
-    rolled back in every one; an equally good one (same noise) in at most 3 (α = 5 %)."""
-    poisoned = [_first_rollback(RollbackRule(CONFIG), s, 1.5, 0.5, 40) for s in range(30)]
+    """30 seeds each: a live model 10 % worse in log loss (noise 0.98 against 0.5 on the
+    logit) is rolled back in every one within 20,000 labels, half of them within 8,000;
+    an equally good one (same noise) in at most 3 (α = 5 %)."""
+    poisoned = [_first_rollback(RollbackRule(CONFIG), s, 0.98, 0.5, 40) for s in range(30)]
     healthy = [_first_rollback(RollbackRule(CONFIG), s, 0.5, 0.5, 40) for s in range(30)]
     assert all(x > 0 for x in poisoned), poisoned
-    assert sorted(poisoned)[15] <= 5000, poisoned
+    assert sorted(poisoned)[15] <= 8000, poisoned
     assert sum(x > 0 for x in healthy) <= 3, healthy
 
 
