@@ -542,6 +542,7 @@ class Experiment:
     ) -> Decision:
         """End the experiment with ``arm`` promoted (the manual promotion)."""
         self._arm(arm)
+        self._still_running()
         evidence = self.evidence.get(arm)
         stats: dict[str, Any] = {}
         if evidence is not None:
@@ -553,7 +554,15 @@ class Experiment:
     ) -> Decision:
         """Send ``arm``'s traffic back to the control (the manual revert)."""
         self._arm(arm)
+        self._still_running()
+        if arm not in self.active_treatments:
+            raise ValueError(f"{arm!r} is not a running treatment: {self.active_treatments}")
         return self._record(self._decision("revert", arm, reason, timestamp=at))
+
+    def _still_running(self) -> None:
+        if self.status in _TERMINAL:
+            last = self.decisions[-1].reason
+            raise ValueError(f"experiment {self.config.id} has ended ({self.status}): {last}")
 
     # -- reports and state ------------------------------------------------------------
 

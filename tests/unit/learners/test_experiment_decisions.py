@@ -100,6 +100,19 @@ def test_manual_promotion_waits_and_guardrails_still_watch() -> None:
     assert [d.action for d in experiment.decisions] == ["ready_to_promote"]
     final = experiment.promote("treatment", at=2.0)
     assert final.action == "promote" and experiment.status == "promoted"
+    with pytest.raises(ValueError, match="has ended"):
+        experiment.promote("treatment")
+    with pytest.raises(ValueError, match="has ended"):
+        experiment.revert("treatment")
+
+
+def test_a_manual_revert_sends_the_arm_back() -> None:
+    experiment = Experiment(_config())
+    decision = experiment.revert("treatment", at=5.0, reason="broken feature")
+    assert (decision.action, decision.reason) == ("revert", "broken feature")
+    assert experiment.status == "reverted"
+    with pytest.raises(ValueError, match="has ended"):
+        experiment.revert("treatment")
 
 
 def test_better_on_the_metric_but_slow_is_reverted_not_promoted() -> None:
