@@ -52,53 +52,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from metrics.quality import binary_log_loss
-from metrics.sequential import AlwaysValid, Moments
+from learners.arm_stats import ArmStats, Primary, higher_is_better, label_value
+from learners.decision import Action, Decision, finite_or_none
+from metrics.sequential import AlwaysValid
 
-__all__ = [
-    "Action",
-    "Decision",
-    "Experiment",
-    "ExperimentConfig",
-    "GuardrailConfig",
-    "LatencySketch",
-    "Primary",
-    "label_value",
-]
-
-Primary = Literal["positive_rate", "log_loss", "brier"]
-Action = Literal["continue", "promote", "ready_to_promote", "revert", "stop", "rollback"]
+__all__ = ["Experiment", "ExperimentConfig", "GuardrailConfig"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-def label_value(metric: Primary, y_true: bool, y_pred: float, eps: float = 1e-3) -> float:
-    """One label's contribution to ``metric``: the label itself for ``positive_rate``,
-    the log loss with the probability clipped to ``[eps, 1 - eps]`` (bounded by
-    ``-log(eps)``), or the Brier score.
-
-    Examples
-    --------
-    >>> label_value("positive_rate", True, 0.5), label_value("brier", True, 0.5)
-    (1.0, 0.25)
-    >>> round(label_value("log_loss", True, 0.0), 3)    # clipped: -log(0.001)
-    6.908
-    """
-    if metric == "positive_rate":
-        return float(y_true)
-    if metric == "brier":
-        return (float(y_true) - y_pred) ** 2
-    return binary_log_loss(y_true, y_pred, eps)
-
-
-def higher_is_better(metric: Primary) -> bool:
-    """Whether a larger value of ``metric`` is an improvement."""
-    return metric == "positive_rate"
 
 
 class GuardrailConfig(BaseModel):
@@ -183,163 +147,6 @@ class ExperimentConfig(BaseModel):
     @property
     def treatments(self) -> list[str]:
         return list(self.arms)[1:]
-
-
-class LatencySketch:
-    """Latencies in log-spaced buckets (10 % wide, 1 µs to ~10 min): bounded memory,
-    quantiles within 10 %, serialisable.
-
-    Examples
-    --------
-    >>> sketch = LatencySketch()
-    >>> for i in range(1, 1001):
-    ...     sketch.update(i / 1000)       # 1 ms ... 1 s
-    >>> 0.98 <= sketch.quantile(0.99) <= 1.1
-    True
-    """
-
-    GROWTH = 1.1
-    LOW = 1e-6
-    BUCKETS = 210
-
-    def __init__(self, counts: Mapping[int, int] | None = None) -> None:
-        self.counts: dict[int, int] = dict(counts or {})
-        self.n = sum(self.counts.values())
-
-    def update(self, seconds: float) -> None:
-        if not math.isfinite(seconds):
-            return
-        index = 0
-        if seconds > self.LOW:
-            index = min(self.BUCKETS, math.ceil(math.log(seconds / self.LOW, self.GROWTH)))
-        self.counts[index] = self.counts.get(index, 0) + 1
-        self.n += 1
-
-    def quantile(self, q: float) -> float:
-        """The upper bound of the bucket of rank ``q`` (NaN when empty)."""
-        if self.n == 0:
-            return math.nan
-        rank = max(1, math.ceil(q * self.n))
-        seen = 0
-        for index in sorted(self.counts):
-            seen += self.counts[index]
-            if seen >= rank:
-                return float(self.LOW * self.GROWTH**index)
-        return math.nan  # unreachable: the counts sum to n
-
-    def to_dict(self) -> dict[str, int]:
-        return {str(k): v for k, v in sorted(self.counts.items())}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> LatencySketch:
-        return cls({int(k): int(v) for k, v in data.items()})
-
-
-@dataclass
-class ArmStats:
-    """What one arm did: predictions, errors, predicted positives, latency, and the
-    primary metric over its labels."""
-
-    predictions: int = 0
-    errors: int = 0
-    predicted_positive: int = 0
-    latency: LatencySketch = field(default_factory=LatencySketch)
-    primary: Moments = field(default_factory=Moments)
-
-    def counts(self) -> dict[str, int]:
-        return {"predictions": self.predictions, "labels": self.primary.n, "errors": self.errors}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "predictions": self.predictions,
-            "errors": self.errors,
-            "predicted_positive": self.predicted_positive,
-            "latency": self.latency.to_dict(),
-            "primary": self.primary.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ArmStats:
-        return cls(
-            int(data["predictions"]),
-            int(data["errors"]),
-            int(data["predicted_positive"]),
-            LatencySketch.from_dict(data["latency"]),
-            Moments.from_dict(data["primary"]),
-        )
-
-
-def _finite_or_none(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One decision and its evidence.
-
-    ``estimate`` and ``interval`` are of the treatment's primary metric minus the
-    control's (for ``rollback``: of the paired difference, positive meaning worse);
-    ``primary`` is each arm's metric, ``counts`` each arm's predictions, labels and
-    errors. :meth:`to_dict` gives JSON (infinite bounds as ``null``).
-
-    Examples
-    --------
-    >>> Decision("continue", reason="too few labels").to_dict()["action"]
-    'continue'
-    """
-
-    action: Action
-    arm: str | None = None
-    reason: str = ""
-    p_value: float | None = None
-    estimate: float | None = None
-    interval: tuple[float, float] | None = None
-    primary: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    guardrails: dict[str, dict[str, float]] = field(default_factory=dict)
-    timestamp: float | None = None
-    event_index: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_index": self.event_index,
-            "timestamp": self.timestamp,
-            "action": self.action,
-            "arm": self.arm,
-            "p_value": self.p_value,
-            "reason": self.reason,
-            "estimate": _finite_or_none(self.estimate),
-            "interval": None
-            if self.interval is None
-            else [_finite_or_none(self.interval[0]), _finite_or_none(self.interval[1])],
-            "primary": {k: _finite_or_none(v) for k, v in self.primary.items()},
-            "counts": self.counts,
-            "guardrails": self.guardrails,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        interval = data.get("interval")
-        return cls(
-            action=data["action"],
-            arm=data.get("arm"),
-            reason=data.get("reason", ""),
-            p_value=data.get("p_value"),
-            estimate=data.get("estimate"),
-            interval=None
-            if interval is None
-            else (
-                -math.inf if interval[0] is None else float(interval[0]),
-                math.inf if interval[1] is None else float(interval[1]),
-            ),
-            primary={
-                k: math.nan if v is None else float(v) for k, v in data.get("primary", {}).items()
-            },
-            counts={k: dict(v) for k, v in data.get("counts", {}).items()},
-            guardrails={k: dict(v) for k, v in data.get("guardrails", {}).items()},
-            timestamp=data.get("timestamp"),
-            event_index=data.get("event_index"),
-        )
 
 
 Status = Literal["running", "ready_to_promote", "promoted", "reverted", "stopped"]
@@ -575,10 +382,10 @@ class Experiment:
             arms[name] = {
                 "events": stats.predictions,
                 "labels": stats.primary.n,
-                "primary": _finite_or_none(stats.primary.mean) if stats.primary.n else None,
+                "primary": finite_or_none(stats.primary.mean) if stats.primary.n else None,
                 "ci": None
                 if evidence is None
-                else [_finite_or_none(evidence.lower), _finite_or_none(evidence.upper)],
+                else [finite_or_none(evidence.lower), finite_or_none(evidence.upper)],
                 "p_value": None if evidence is None else evidence.p_value,
             }
         return {

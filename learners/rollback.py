@@ -43,7 +43,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from learners.experiment import Action, Decision, label_value
+from learners.arm_stats import label_value
+from learners.decision import Action, Decision
 from metrics.sequential import AlwaysValid, PairedRelativeDrop
 
 __all__ = ["RollbackConfig", "RollbackRule"]
