@@ -32,13 +32,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from metrics.drift import (
-    ConceptDrift,
-    FeatureDrift,
-    PredictionDrift,
-    PredictionDriftReport,
-    concept_signal,
-)
+from metrics.concept_drift import ConceptDrift, concept_signal
+from metrics.feature_drift import FeatureDrift
+from metrics.prediction_drift import PredictionDrift, PredictionDriftReport
 from metrics.quality import QualityReport, RollingQuality
 from metrics.slices import SliceMonitor, SliceReport
 from metrics.thresholds import AlertThresholds, MonitoringConfig

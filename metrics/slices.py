@@ -152,7 +152,7 @@ class SliceMonitor:
     Notes
     -----
     The decision-rate ratio floors both rates at half a decision of the
-    smaller side, as :class:`metrics.drift.PredictionDrift` does, so that two
+    smaller side, as :class:`metrics.prediction_drift.PredictionDrift` does, so that two
     sides without a positive decision give 1 rather than 0/0.
     """
 

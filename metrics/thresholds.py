@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from metrics.drift import BINARY_DETECTORS, DETECTORS
+from metrics.concept_drift import BINARY_DETECTORS, DETECTORS
 
 __all__ = ["AlertThresholds", "Duration", "MonitoringConfig"]
 
@@ -258,7 +258,7 @@ class MonitoringConfig(BaseModel):
         arguments. ``hddm_a``, ``hddm_w`` and ``ddm`` take 0/1 values: the
         ``error`` signal only.
     concept_signal
-        What the detector watches per label (:func:`metrics.drift.concept_signal`):
+        What the detector watches per label (:func:`metrics.concept_drift.concept_signal`):
         ``error`` (the decision's 0/1 error), ``brier`` or ``log_loss``.
     concept_warmup_labels
         Labels after a start or a reset during which no concept drift is
