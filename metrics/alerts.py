@@ -1,7 +1,7 @@
 """Prometheus alerting rules, their promtool unit tests and the Alertmanager config.
 
 Everything is rendered from :class:`metrics.thresholds.AlertThresholds` and the
-metric names of :mod:`metrics.instruments` and :mod:`metrics.monitor`, so the
+metric names of :mod:`metrics.instruments` and :mod:`metrics.monitoring_metrics`, so the
 rules, the tests that prove each alert fires and resolves, and the dashboard
 stay in step. ``python -m metrics generate`` writes the files.
 
@@ -40,7 +40,7 @@ from metrics.instruments import (
     SCORES_NOT_FINITE,
     UNDELIVERED,
 )
-from metrics.monitor import (
+from metrics.monitoring_metrics import (
     CONCEPT_DRIFT_DETECTIONS,
     FEATURE_PSI,
     ONLINE_ROC_AUC,

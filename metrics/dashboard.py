@@ -42,7 +42,7 @@ from metrics.instruments import (
     REDIS_ROUND_TRIP,
     STAGE_DURATION,
 )
-from metrics.monitor import (
+from metrics.monitoring_metrics import (
     CONCEPT_DRIFT_DETECTIONS,
     DRIFT_EVENTS,
     FEATURE_PSI,
