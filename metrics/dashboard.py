@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from metrics.alerts import JOB, POSITIVE_LABEL_RATE
+from metrics.alerts import POSITIVE_LABEL_RATE
 from metrics.instruments import (
     CHECKPOINTS,
     CONSUMER_LAG,
@@ -30,6 +30,7 @@ from metrics.instruments import (
     DEPENDENCY_UP,
     EVENT_TO_PREDICTION,
     EVENTS,
+    JOB,
     LABELS_LEARNED,
     LAST_EVENT_TIMESTAMP,
     LAST_LABEL_EVENT_TIMESTAMP,
