@@ -23,6 +23,7 @@ from metrics.instruments import JOB
 from metrics.thresholds import duration_seconds
 
 __all__ = [
+    "AFTER",
     "BEFORE",
     "INSTANCE",
     "INTERVAL",
@@ -31,6 +32,7 @@ __all__ = [
     "AlertRule",
     "Scenario",
     "Severity",
+    "abnormal_seconds",
     "counter_values",
     "gauge_scenario",
     "gauge_values",
@@ -109,6 +111,19 @@ INTERVAL = 15.0
 BEFORE = 600.0
 #: The labels of the worker a scenario's series come from.
 INSTANCE = {"job": JOB, "instance": "worker-0:9100"}
+#: Seconds of normal series after a scenario's abnormal condition ends.
+AFTER = 1800.0
+
+
+def abnormal_seconds(for_: str) -> float:
+    """How long a scenario's abnormal condition lasts: the rule's ``for``, then 15m more.
+
+    Examples
+    --------
+    >>> abnormal_seconds("5m")
+    1200.0
+    """
+    return duration_seconds(for_) + 900.0
 
 
 def selector(name: str, labels: dict[str, str]) -> str:
@@ -156,8 +171,8 @@ def gauge_scenario(
     ``labels`` are added to the worker's; ``extra`` series are given as they are.
     """
     series_labels = {**INSTANCE, **(labels or {})}
-    during = duration_seconds(for_) + 900.0
-    after = 1800.0
+    during = abnormal_seconds(for_)
+    after = AFTER
     return Scenario(
         series=(
             (selector(name, series_labels), gauge_values(normal, abnormal, during, after)),

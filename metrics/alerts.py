@@ -21,11 +21,13 @@ from __future__ import annotations
 import math
 
 from metrics.alert_rule import (
+    AFTER,
     BEFORE,
     INSTANCE,
     VALUE3,
     AlertRule,
     Scenario,
+    abnormal_seconds,
     counter_values,
     gauge_scenario,
     selector,
@@ -243,7 +245,7 @@ def _model_rules(t: AlertThresholds) -> list[AlertRule]:
                     extra=(
                         (
                             selector(REFERENCE_ROC_AUC, INSTANCE),
-                            f"0.8x{steps(BEFORE + duration_seconds(t.quality_for) + 2700.0)}",
+                            f"0.8x{steps(BEFORE + abnormal_seconds(t.quality_for) + AFTER)}",
                         ),
                     ),
                 ),
@@ -345,8 +347,8 @@ def recording_rules() -> list[dict[str, str]]:
 
 def _not_finite_scenario(t: AlertThresholds, abnormal: float) -> Scenario:
     """A drift gauge turns NaN (or infinite) on a worker publishing predictions steadily."""
-    during = duration_seconds(t.not_finite_for) + 900.0
-    after = 1800.0
+    during = abnormal_seconds(t.not_finite_for)
+    after = AFTER
     total = BEFORE + during + after
     per_sample = float(t.not_finite_min_predictions) / steps(BEFORE) + 1.0
     series_labels = dict(INSTANCE)

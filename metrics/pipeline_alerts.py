@@ -1,6 +1,8 @@
-"""Alerting rules on the pipeline itself: latency, lag, dead letters, workers and
-dependencies down, undelivered outputs, stale labels (:func:`metrics.alerts.alert_rules`
-lists them with the model's).
+"""Alerting rules on the pipeline itself, each with its promtool scenario.
+
+Latency, consumer lag, dead letters, a worker or a dependency down, undelivered
+outputs, stale labels; :func:`metrics.alerts.alert_rules` lists them with the
+model's rules.
 
 Examples
 --------
@@ -12,12 +14,14 @@ Examples
 from __future__ import annotations
 
 from metrics.alert_rule import (
+    AFTER,
     BEFORE,
     INSTANCE,
     VALUE0,
     VALUE3,
     AlertRule,
     Scenario,
+    abnormal_seconds,
     counter_values,
     gauge_scenario,
     gauge_values,
@@ -179,8 +183,8 @@ def _latency_scenario(t: AlertThresholds) -> Scenario:
     slow = buckets[slow_index]
     slow_lower = buckets[slow_index - 1]
     per_sample = 100.0
-    during = duration_seconds(t.latency_for) + 900.0
-    after = 1800.0
+    during = abnormal_seconds(t.latency_for)
+    after = AFTER
     series = []
     for b in buckets:
         normal = per_sample if b >= fast else 0.0
@@ -203,11 +207,11 @@ def _latency_scenario(t: AlertThresholds) -> Scenario:
 
 def _lag_scenario(t: AlertThresholds) -> Scenario:
     per_partition = float(t.consumer_lag_records * 3 // 5)
-    during = duration_seconds(t.consumer_lag_for) + 900.0
+    during = abnormal_seconds(t.consumer_lag_for)
     series = tuple(
         (
             selector(CONSUMER_LAG, {**INSTANCE, "topic": "events", "partition": str(p)}),
-            gauge_values(10.0, per_partition, during, 1800.0),
+            gauge_values(10.0, per_partition, during, AFTER),
         )
         for p in (0, 1)
     )
@@ -223,8 +227,8 @@ def _lag_scenario(t: AlertThresholds) -> Scenario:
 def _dead_letter_scenario(t: AlertThresholds) -> Scenario:
     consumed = 100.0
     dead = consumed * t.dead_letter_ratio * 4
-    during = duration_seconds(t.dead_letter_for) + 900.0
-    after = 1800.0
+    during = abnormal_seconds(t.dead_letter_for)
+    after = AFTER
     return Scenario(
         series=(
             (
@@ -249,7 +253,7 @@ def _undelivered_scenario() -> Scenario:
         series=(
             (
                 selector(UNDELIVERED, INSTANCE),
-                counter_values([(0.0, BEFORE), (10.0, during), (0.0, 1800.0)]),
+                counter_values([(0.0, BEFORE), (10.0, during), (0.0, AFTER)]),
             ),
         ),
         start=BEFORE,
@@ -264,8 +268,8 @@ def _label_lag_scenario(t: AlertThresholds) -> Scenario:
     """Events go on while the newest labelled event stays put, then labels catch up."""
     epoch = 1_767_225_600.0
     ahead = epoch + 2 * t.label_lag_seconds
-    during = duration_seconds(t.label_lag_for) + 900.0
-    after = 1800.0
+    during = abnormal_seconds(t.label_lag_for)
+    after = AFTER
     n_before, n_during, n_after = steps(BEFORE), steps(during), steps(after)
     return Scenario(
         series=(
