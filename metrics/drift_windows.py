@@ -33,7 +33,7 @@ import numpy as np
 
 from metrics.drift_statistics import FloatArray
 
-__all__ = ["FeatureWindows", "Mode", "Ring", "Windows", "check_min_current"]
+__all__ = ["FeatureWindows", "Mode", "Ring", "Windows", "check_min_current", "stale"]
 
 Mode = Literal["first_n", "trailing"]
 
@@ -91,6 +91,19 @@ def check_min_current(reference_size: int, window_size: int, min_current: int | 
     if not 1 <= min_cur <= window_size:
         raise ValueError(f"min_current must be in [1, window_size={window_size}], got {min_cur}")
     return min_cur
+
+
+def stale(n: int, computed_at: int, every: int) -> bool:
+    """Whether statistics computed at update ``computed_at`` are due again at update ``n``.
+
+    They are recomputed at most every ``every`` updates (``computed_at`` -1: never).
+
+    Examples
+    --------
+    >>> stale(10, 5, every=5), stale(10, 6, every=5), stale(5, 5, every=1)
+    (True, False, False)
+    """
+    return n != computed_at and n - computed_at >= every
 
 
 _NOT_NONE = partial(is_not, None)

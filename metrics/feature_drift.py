@@ -25,7 +25,7 @@ from metrics.drift_statistics import (
     psi,
     sorted_quantile_edges,
 )
-from metrics.drift_windows import FeatureWindows, Mode, check_min_current
+from metrics.drift_windows import FeatureWindows, Mode, check_min_current, stale
 
 __all__ = ["FeatureDrift"]
 
@@ -166,11 +166,7 @@ class FeatureDrift:
 
     def report(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
         """Per feature: kind, window sizes, psi (ks for numeric, tvd for categorical), skipped."""
-        if (
-            refresh
-            or self._report is None
-            or (self.n != self._computed_at and self.n - self._computed_at >= self.every)
-        ):
+        if refresh or self._report is None or stale(self.n, self._computed_at, self.every):
             self._flush()
             self._report = {name: self._compute(state) for name, state in self._state.items()}
             self._computed_at = self.n

@@ -28,7 +28,7 @@ from metrics.drift_statistics import (
     psi,
     quantile_edges,
 )
-from metrics.drift_windows import Mode, Windows, check_min_current
+from metrics.drift_windows import Mode, Windows, check_min_current, stale
 
 __all__ = ["PredictionDrift", "PredictionDriftReport"]
 
@@ -137,11 +137,7 @@ class PredictionDrift:
 
     def report(self, refresh: bool = False) -> PredictionDriftReport:
         """The drift statistics, recomputed at most every ``every`` updates."""
-        if (
-            refresh
-            or self._report is None
-            or (self.n != self._computed_at and self.n - self._computed_at >= self.every)
-        ):
+        if refresh or self._report is None or stale(self.n, self._computed_at, self.every):
             self._report = self._compute()
             self._computed_at = self.n
         return self._report
