@@ -102,7 +102,7 @@ def write_config_rules(rules_dir: Path, config_file: Path) -> bool:
     False
     """
     from cli.metrics import load_thresholds
-    from metrics.alerts import rules_yaml
+    from metrics.alert_files import rules_yaml
 
     text = rules_yaml(load_thresholds(config_file))
     path = rules_dir / CONFIG_RULES_FILE

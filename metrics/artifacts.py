@@ -25,19 +25,17 @@ from pathlib import Path
 
 import yaml
 
-from metrics.alerts import (
+from metrics.alert_files import (
     ALERTMANAGER_COMPOSE_PATH,
     ALERTMANAGER_PATH,
     COMPOSE_WEBHOOK_URL,
     RULE_TESTS_PATH,
     RULES_PATH,
-    alert_rules,
     alertmanager_config,
-    duration_seconds,
-    recording_rules,
     rule_tests_yaml,
     rules_yaml,
 )
+from metrics.alerts import alert_rules, recording_rules
 from metrics.dashboard import (
     DASHBOARD_PATH,
     DASHBOARD_PROVIDER_PATH,
@@ -46,7 +44,7 @@ from metrics.dashboard import (
     dashboard_provider_yaml,
     datasource_yaml,
 )
-from metrics.thresholds import AlertThresholds
+from metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = [
     "REPO_ROOT",

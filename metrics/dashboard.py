@@ -22,7 +22,14 @@ from typing import Any
 
 import yaml
 
-from metrics.alerts import JOB, POSITIVE_LABEL_RATE
+from metrics.alerts import POSITIVE_LABEL_RATE
+from metrics.dashboard_layout import (
+    DATASOURCE,
+    Layout,
+    quantiles,
+    threshold_series,
+    threshold_steps,
+)
 from metrics.instruments import (
     CHECKPOINTS,
     CONSUMER_LAG,
@@ -30,6 +37,7 @@ from metrics.instruments import (
     DEPENDENCY_UP,
     EVENT_TO_PREDICTION,
     EVENTS,
+    JOB,
     LABELS_LEARNED,
     LAST_EVENT_TIMESTAMP,
     LAST_LABEL_EVENT_TIMESTAMP,
@@ -42,7 +50,7 @@ from metrics.instruments import (
     REDIS_ROUND_TRIP,
     STAGE_DURATION,
 )
-from metrics.monitor import (
+from metrics.monitoring_metrics import (
     CONCEPT_DRIFT_DETECTIONS,
     DRIFT_EVENTS,
     FEATURE_PSI,
@@ -58,7 +66,6 @@ from metrics.monitor import (
     PREDICTION_KS,
     PREDICTION_PSI,
     REFERENCE_ROC_AUC,
-    THRESHOLD,
 )
 from metrics.thresholds import AlertThresholds
 
@@ -66,7 +73,6 @@ __all__ = [
     "DASHBOARD_PATH",
     "DASHBOARD_PROVIDER_PATH",
     "DASHBOARD_UID",
-    "DATASOURCE",
     "DATASOURCE_PATH",
     "GRAFANA_DASHBOARDS_DIR",
     "dashboard",
@@ -77,7 +83,6 @@ __all__ = [
 ]
 
 DASHBOARD_UID = "streamlearn"
-DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "prometheus"}
 DASHBOARD_PATH = "deploy/grafana/dashboards/streamlearn.json"
 DATASOURCE_PATH = "deploy/grafana/provisioning/datasources/prometheus.yml"
 DASHBOARD_PROVIDER_PATH = "deploy/grafana/provisioning/dashboards/streamlearn.yml"
@@ -89,199 +94,12 @@ HEADER = (
     "edit that, not this file.\n"
 )
 
-Target = tuple[str, str]
-
-
-def _quantiles(metric: str, by: str = "") -> list[Target]:
-    group = f"le, {by}" if by else "le"
-    legend = f"{{{{{by}}}}} " if by else ""
-    return [
-        (
-            f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket[1m])))",
-            f"{legend}p{round(q * 100)}",
-        )
-        for q in (0.5, 0.95, 0.99)
-    ]
-
-
-def _threshold_series(*names: str) -> list[Target]:
-    return [(f'max({THRESHOLD}{{name="{n}"}})', f"threshold {n}") for n in names]
-
-
-def _steps(*levels: tuple[float, str], base: str = "green") -> dict[str, Any]:
-    steps: list[dict[str, Any]] = [{"color": base, "value": None}]
-    steps += [{"color": color, "value": value} for value, color in levels]
-    return {"mode": "absolute", "steps": steps}
-
-
-class _Layout:
-    """Places panels left to right, 24 columns wide, and numbers them."""
-
-    def __init__(self) -> None:
-        self.panels: list[dict[str, Any]] = []
-        self.x = 0
-        self.y = 0
-        self.row_height = 0
-        self.next_id = 1
-
-    def _place(self, w: int, h: int) -> dict[str, int]:
-        if self.x + w > 24:
-            self.x = 0
-            self.y += self.row_height
-            self.row_height = 0
-        pos = {"h": h, "w": w, "x": self.x, "y": self.y}
-        self.x += w
-        self.row_height = max(self.row_height, h)
-        return pos
-
-    def row(self, title: str) -> None:
-        if self.x:
-            self.x = 0
-            self.y += self.row_height
-            self.row_height = 0
-        self.panels.append(
-            {
-                "type": "row",
-                "id": self.next_id,
-                "title": title,
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
-                "panels": [],
-            }
-        )
-        self.next_id += 1
-        self.y += 1
-
-    def timeseries(
-        self,
-        title: str,
-        targets: list[Target],
-        *,
-        unit: str = "short",
-        description: str = "",
-        thresholds: dict[str, Any] | None = None,
-        w: int = 12,
-        h: int = 8,
-        min_value: float | None = None,
-        max_value: float | None = None,
-    ) -> None:
-        defaults: dict[str, Any] = {
-            "unit": unit,
-            "custom": {
-                "drawStyle": "line",
-                "lineWidth": 1,
-                "fillOpacity": 10,
-                "showPoints": "never",
-                "spanNulls": False,
-                "thresholdsStyle": {"mode": "line+area" if thresholds else "off"},
-            },
-            "thresholds": thresholds or _steps(),
-        }
-        if min_value is not None:
-            defaults["min"] = min_value
-        if max_value is not None:
-            defaults["max"] = max_value
-        self._add(
-            title,
-            "timeseries",
-            targets,
-            description,
-            w,
-            h,
-            {
-                "fieldConfig": {"defaults": defaults, "overrides": []},
-                "options": {
-                    "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "none"},
-                },
-            },
-        )
-
-    def stat(self, title: str, targets: list[Target], *, description: str = "", w: int = 6) -> None:
-        self._add(
-            title,
-            "stat",
-            targets,
-            description,
-            w,
-            4,
-            {
-                "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
-                "options": {
-                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "textMode": "value_and_name",
-                    "colorMode": "none",
-                },
-            },
-        )
-
-    def alert_list(self, title: str, *, w: int = 12, h: int = 8) -> None:
-        self.panels.append(
-            {
-                "type": "alertlist",
-                "id": self.next_id,
-                "title": title,
-                "gridPos": self._place(w, h),
-                "options": {
-                    "viewMode": "list",
-                    "groupMode": "default",
-                    "groupBy": [],
-                    "maxItems": 50,
-                    "sortOrder": 1,
-                    "dashboardAlerts": False,
-                    "alertName": "Streamlearn",
-                    "alertInstanceLabelFilter": "",
-                    "datasource": "Prometheus",
-                    "stateFilter": {
-                        "firing": True,
-                        "pending": True,
-                        "noData": False,
-                        "normal": False,
-                        "error": True,
-                    },
-                },
-            }
-        )
-        self.next_id += 1
-
-    def _add(
-        self,
-        title: str,
-        kind: str,
-        targets: list[Target],
-        description: str,
-        w: int,
-        h: int,
-        extra: dict[str, Any],
-    ) -> None:
-        self.panels.append(
-            {
-                "type": kind,
-                "id": self.next_id,
-                "title": title,
-                "description": description,
-                "datasource": dict(DATASOURCE),
-                "gridPos": self._place(w, h),
-                "targets": [
-                    {
-                        "datasource": dict(DATASOURCE),
-                        "expr": expr,
-                        "legendFormat": legend,
-                        "refId": chr(ord("A") + i),
-                    }
-                    for i, (expr, legend) in enumerate(targets)
-                ],
-                **extra,
-            }
-        )
-        self.next_id += 1
-
 
 def dashboard(t: AlertThresholds) -> dict[str, Any]:
     """The dashboard as a Grafana JSON model (a dict)."""
-    lay = _Layout()
-    lag_line = _steps((float(t.consumer_lag_records), "red"))
-    psi_lines = _steps((t.psi_warning, "orange"), (t.psi_critical, "red"))
+    lay = Layout()
+    lag_line = threshold_steps((float(t.consumer_lag_records), "red"))
+    psi_lines = threshold_steps((t.psi_warning, "orange"), (t.psi_critical, "red"))
 
     lay.row("Throughput")
     lay.timeseries(
@@ -307,10 +125,10 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         "Dead-letter ratio",
         [
             (f"sum(rate({DEAD_LETTERS}[5m])) / sum(rate({RECORDS_CONSUMED}[5m]))", "ratio"),
-            *_threshold_series("dead_letter_ratio"),
+            *threshold_series("dead_letter_ratio"),
         ],
         unit="percentunit",
-        thresholds=_steps((t.dead_letter_ratio, "red")),
+        thresholds=threshold_steps((t.dead_letter_ratio, "red")),
         min_value=0,
     )
     lay.stat("Model version", [(f"max by (version) ({MODEL_INFO})", "{{version}}")])
@@ -329,14 +147,14 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     lay.row("Latency")
     lay.timeseries(
         "Event-to-prediction latency",
-        [*_quantiles(EVENT_TO_PREDICTION), *_threshold_series("p99_latency_seconds")],
+        [*quantiles(EVENT_TO_PREDICTION), *threshold_series("p99_latency_seconds")],
         unit="s",
         description="From the Kafka record timestamp to the prediction handed to the producer.",
-        thresholds=_steps((t.p99_latency_seconds, "red")),
+        thresholds=threshold_steps((t.p99_latency_seconds, "red")),
     )
     lay.timeseries(
         "Processing latency (poll to prediction)",
-        _quantiles(PROCESSING),
+        quantiles(PROCESSING),
         unit="s",
     )
     lay.timeseries(
@@ -351,7 +169,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     )
     lay.timeseries(
         "Redis round trip",
-        _quantiles(REDIS_ROUND_TRIP),
+        quantiles(REDIS_ROUND_TRIP),
         unit="s",
     )
 
@@ -360,7 +178,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         "Consumer lag by topic",
         [
             (f"sum by (topic) ({CONSUMER_LAG})", "{{topic}}"),
-            *_threshold_series("consumer_lag_records"),
+            *threshold_series("consumer_lag_records"),
         ],
         thresholds=lag_line,
         min_value=0,
@@ -399,12 +217,12 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
                 f"max by (instance) ({LAST_EVENT_TIMESTAMP} - {LAST_LABEL_EVENT_TIMESTAMP})",
                 "{{instance}}",
             ),
-            *_threshold_series("label_lag_seconds"),
+            *threshold_series("label_lag_seconds"),
         ],
         unit="s",
         description="Event time between a worker's newest event and the newest event it learned"
         " an explicit label for; StreamlearnLabelsStale fires above label_lag_seconds.",
-        thresholds=_steps((t.label_lag_seconds, "red")),
+        thresholds=threshold_steps((t.label_lag_seconds, "red")),
         min_value=0,
     )
 
@@ -413,7 +231,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         "Prediction PSI",
         [
             (PREDICTION_PSI, "{{instance}}"),
-            *_threshold_series("psi_warning", "psi_critical"),
+            *threshold_series("psi_warning", "psi_critical"),
         ],
         description="Scores of the current window binned on the reference window's quantiles.",
         thresholds=psi_lines,
@@ -421,8 +239,8 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     )
     lay.timeseries(
         "Prediction KS",
-        [(PREDICTION_KS, "{{instance}}"), *_threshold_series("ks_critical")],
-        thresholds=_steps((t.ks_critical, "red")),
+        [(PREDICTION_KS, "{{instance}}"), *threshold_series("ks_critical")],
+        thresholds=threshold_steps((t.ks_critical, "red")),
         min_value=0,
         max_value=1,
     )
@@ -436,10 +254,10 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         "Positive-rate ratio (current / reference)",
         [
             (POSITIVE_RATE_RATIO, "{{instance}}"),
-            *_threshold_series("positive_rate_ratio_low", "positive_rate_ratio_high"),
+            *threshold_series("positive_rate_ratio_low", "positive_rate_ratio_high"),
         ],
         description="Outside the band: more likely a broken pipeline than a changed world.",
-        thresholds=_steps(
+        thresholds=threshold_steps(
             (t.positive_rate_ratio_low, "green"), (t.positive_rate_ratio_high, "red"), base="red"
         ),
         min_value=0,
@@ -448,7 +266,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
     lay.row("Feature drift")
     lay.timeseries(
         "Feature PSI",
-        [(f"max by (feature) ({FEATURE_PSI})", "{{feature}}"), *_threshold_series("psi_critical")],
+        [(f"max by (feature) ({FEATURE_PSI})", "{{feature}}"), *threshold_series("psi_critical")],
         thresholds=psi_lines,
         min_value=0,
         w=24,
@@ -461,9 +279,9 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
             (ONLINE_ROC_AUC, "{{instance}} online"),
             (REFERENCE_ROC_AUC, "{{instance}} reference"),
             (f"{REFERENCE_ROC_AUC} - {t.auc_drop!r}", "{{instance}} drop alarm"),
-            *_threshold_series("auc_min"),
+            *threshold_series("auc_min"),
         ],
-        thresholds=_steps((t.auc_min, "green"), base="red"),
+        thresholds=threshold_steps((t.auc_min, "green"), base="red"),
         min_value=0,
         max_value=1,
     )

@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger("streamlearn.alerts")
 
 DEFAULT_HOST = "127.0.0.1"
-#: The port of ``metrics.alerts.DEFAULT_WEBHOOK_URL``.
+#: The port of ``metrics.alert_files.DEFAULT_WEBHOOK_URL``.
 DEFAULT_PORT = 9095
 DEFAULT_LOG = Path("alerts.jsonl")
 #: Largest notification body accepted (Alertmanager's are a few KiB per alert).

@@ -171,7 +171,7 @@ def alertmanager_stack_config(config: StackConfig) -> str:
     """Render the stack's Alertmanager config: every alert to the stack's alert receiver.
 
     The same routing as the committed ``deploy/alertmanager/alertmanager.yml``
-    (:func:`metrics.alerts.alertmanager_config`), sent to ``config.alerts_url``.
+    (:func:`metrics.alert_files.alertmanager_config`), sent to ``config.alerts_url``.
 
     Examples
     --------
@@ -180,7 +180,7 @@ def alertmanager_stack_config(config: StackConfig) -> str:
     >>> doc["receivers"][0]["webhook_configs"][0]["url"]
     'http://127.0.0.1:29095/alerts'
     """
-    from metrics.alerts import alertmanager_config
+    from metrics.alert_files import alertmanager_config
 
     return alertmanager_config(config.alerts_url)
 

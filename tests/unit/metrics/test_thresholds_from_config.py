@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cli.metrics import main
-from metrics.alerts import RULE_TESTS_PATH, RULES_PATH, rules_yaml
+from metrics.alert_files import RULE_TESTS_PATH, RULES_PATH, rules_yaml
 from metrics.artifacts import check_rules
 from metrics.dashboard import DASHBOARD_PATH
 from metrics.thresholds import AlertThresholds
