@@ -26,7 +26,9 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['parquet']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-# 2. The package itself (the six packages; README.md is not needed to build it).
+# 2. The package itself: the six packages and streamlearn/, which links them under the one
+#    installed name (README.md is not needed to build it).
+COPY streamlearn ./streamlearn
 COPY stream ./stream
 COPY features ./features
 COPY learners ./learners

@@ -11,10 +11,11 @@ Examples
 ...     b' "user_id": "u1", "item_id": "i1", "context": {"device": "ios"}}', limits)
 >>> event.timestamp
 1714552200000
->>> decode_event(b'{"event_id": "e1"', limits)
-Traceback (most recent call last):
-...
-features.schema.DecodeError: invalid_json: unexpected end of data: line 1 column 18 (char 17)
+>>> try:
+...     decode_event(b'{"event_id": "e1"', limits)
+... except DecodeError as error:
+...     print(error)
+invalid_json: unexpected end of data: line 1 column 18 (char 17)
 >>> decode_label(b'{"event_id": "e1", "timestamp": 1714552260000, "label": true}', limits).value
 1.0
 
@@ -53,11 +54,12 @@ same string would mean different instants on machines in different zones.
 A number far outside what the model was built for (a length of ``1e300``) would
 overflow the model's arithmetic, so it is refused with the feature and the bound:
 
->>> decode_event(b'{"event_id": "e3", "timestamp": 1714552200000, "user_id": "u1",'
-...              b' "item_id": "i1", "features": {"length": 1e300}}', limits)
-Traceback (most recent call last):
-...
-features.schema.DecodeError: invalid_value: features.length: 1e+300 is outside [-1e+09, 1e+09]
+>>> try:
+...     decode_event(b'{"event_id": "e3", "timestamp": 1714552200000, "user_id": "u1",'
+...                  b' "item_id": "i1", "features": {"length": 1e300}}', limits)
+... except DecodeError as error:
+...     print(error)
+invalid_value: features.length: 1e+300 is outside [-1e+09, 1e+09]
 >>> bounded = Limits(feature_bounds={"length": (0, 1e6)})
 >>> try:
 ...     decode_event(b'{"event_id": "e3", "timestamp": 1714552200000, "user_id": "u1",'
@@ -92,8 +94,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from features.limits import Limits, check_time, check_values
-from features.schema import DecodeError, Event, Label, field_path
+from streamlearn.features.limits import Limits, check_time, check_values
+from streamlearn.features.schema import DecodeError, Event, Label, field_path
 
 __all__ = ["decode_event", "decode_label", "json_error", "validate_event"]
 
@@ -238,11 +240,12 @@ def validate_event(obj: dict[str, Any], limits: Limits, now_ms: int | None = Non
     What :func:`decode_event` does after parsing, for callers that receive events
     inside a larger document (the HTTP API's ranking requests).
 
-    >>> validate_event({"event_id": "e", "timestamp": 0, "user_id": "u", "item_id": ""},
-    ...                Limits())
-    Traceback (most recent call last):
-    ...
-    features.schema.DecodeError: empty_key: item_id: String should have at least 1 character
+    >>> try:
+    ...     validate_event({"event_id": "e", "timestamp": 0, "user_id": "u", "item_id": ""},
+    ...                    Limits())
+    ... except DecodeError as error:
+    ...     print(error)
+    empty_key: item_id: String should have at least 1 character
     """
     context, features = obj.get("context"), obj.get("features")
     if isinstance(context, dict) and len(context) > limits.max_context:

@@ -16,8 +16,8 @@ from importlib import resources
 import orjson
 import redis
 
-from features.interactions import EntityState, InteractionConfig
-from features.store import (
+from streamlearn.features.interactions import EntityState, InteractionConfig
+from streamlearn.features.store import (
     AppliedLabel,
     BatchOutcome,
     EventOp,
@@ -32,7 +32,7 @@ from features.store import (
 __all__ = ["RedisStore", "decode_state"]
 
 
-_SCRIPT = resources.files("features").joinpath("apply_batch.lua").read_text(encoding="utf-8")
+_SCRIPT = resources.files(__package__).joinpath("apply_batch.lua").read_text(encoding="utf-8")
 
 
 def _kinds_of(payload: bytes) -> list[str]:

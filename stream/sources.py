@@ -51,7 +51,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from stream.source_rows import (
+from streamlearn.stream.source_rows import (
     EXTRA_CELLS,
     BadRow,
     RowError,
@@ -84,10 +84,11 @@ def format_of(path: Path) -> str:
 
     >>> format_of(Path("a.ndjson")), format_of(Path("b.CSV"))
     ('jsonl', 'csv')
-    >>> format_of(Path("c.xlsx"))
-    Traceback (most recent call last):
-    ...
-    stream.sources.SourceError: c.xlsx: unknown format 'xlsx'; use .jsonl, .csv or .parquet
+    >>> try:
+    ...     format_of(Path("c.xlsx"))
+    ... except SourceError as error:
+    ...     print(error)
+    c.xlsx: unknown format 'xlsx'; use .jsonl, .csv or .parquet
     """
     suffix = path.suffix.lower().lstrip(".")
     if suffix in ("jsonl", "json", "ndjson"):

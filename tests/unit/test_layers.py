@@ -33,18 +33,32 @@ LAYERS: dict[str, int] = {
 }
 
 
-def imported_packages(tree: ast.AST) -> list[tuple[int, str]]:
-    """``(line, top-level package)`` of every absolute import in ``tree``, however nested.
+def layer_package(dotted: str) -> str:
+    """The package of the project a dotted module name is in (``streamlearn.<package>``).
 
-    >>> imported_packages(ast.parse("import stream.worker\\ndef f():\\n    from cli import app"))
+    >>> layer_package("streamlearn.stream.worker"), layer_package("numpy.linalg")
+    ('stream', 'numpy')
+    """
+    parts = dotted.split(".")
+    return parts[1] if parts[0] == "streamlearn" and len(parts) > 1 else parts[0]
+
+
+def imported_packages(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, package)`` of every absolute import in ``tree``, however nested.
+
+    >>> source = "import streamlearn.stream.worker\\ndef f():\\n    from streamlearn import cli"
+    >>> imported_packages(ast.parse(source))
     [(1, 'stream'), (3, 'cli')]
     """
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+            found += [(node.lineno, layer_package(alias.name)) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.append((node.lineno, node.module.split(".")[0]))
+            if node.module == "streamlearn":
+                found += [(node.lineno, alias.name) for alias in node.names]
+            else:
+                found.append((node.lineno, layer_package(node.module)))
     return sorted(found)
 
 
@@ -78,9 +92,10 @@ def test_an_upward_import_inside_a_function_is_found(tmp_path: Path) -> None:
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "learners" / "tool.py").write_text(
-        "from features.schema import Event\n\n\ndef main():\n    from stream.config import X\n"
+        "from streamlearn.features.schema import Event\n\n\n"
+        "def main():\n    from streamlearn.stream.config import X\n"
     )
-    (tmp_path / "stream" / "runner.py").write_text("import cli.app\n")
+    (tmp_path / "stream" / "runner.py").write_text("import streamlearn.cli.app\n")
     assert upward_imports(tmp_path) == [
         "learners/tool.py:5: learners (layer 1) imports stream (layer 2)",
         "stream/runner.py:1: stream (layer 2) imports cli (layer 4)",

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import stream.backtest
-from cli.app import app
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.cli.app import app
+from streamlearn.stream import backtest as backtest_module
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,7 +42,7 @@ def test_run_with_a_taken_metrics_port_says_which_and_how_to_change_it(tmp_path)
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"metrics": {"host": "127.0.0.1", "port": port}}))
         result = subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "streamlearn.cli", "run", "--config", str(config)],
             capture_output=True,
             text=True,
             env=env,
@@ -84,7 +84,7 @@ def test_an_interrupted_backtest_leaves_the_previous_report_whole(tmp_path, monk
     before = {p.name: p.read_bytes() for p in report.iterdir()}
     assert {"summary.json", "predictions.jsonl", "report.md"} <= before.keys()
 
-    real = stream.backtest.backtest
+    real = backtest_module.backtest
 
     def interrupt(_records: int) -> None:
         raise KeyboardInterrupt  # Ctrl-C once the first batch's predictions are written
@@ -92,7 +92,7 @@ def test_an_interrupted_backtest_leaves_the_previous_report_whole(tmp_path, monk
     def interrupted(*args, **kwargs):
         return real(*args, **{**kwargs, "on_batch": interrupt, "batch_size": 50})
 
-    monkeypatch.setattr(stream.backtest, "backtest", interrupted)
+    monkeypatch.setattr(backtest_module, "backtest", interrupted)
     command = ["backtest", str(path), "--report", str(report), "--model", "hoeffding_tree"]
     second = runner.invoke(app, command)
     assert second.exit_code != 0  # click turns the interrupt into exit 130

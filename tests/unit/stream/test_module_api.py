@@ -11,7 +11,7 @@ import importlib
 
 import pytest
 
-from stream import (
+from streamlearn.stream import (
     learning,
     model_guard,
     outputs,
@@ -23,7 +23,7 @@ from stream import (
 )
 
 REEXPORTED = {
-    "stream.processor": {
+    "streamlearn.stream.processor": {
         "DEAD_LETTER_MIN_BYTES": outputs,
         "BatchOutput": outputs,
         "DeadLetter": outputs,
@@ -31,7 +31,7 @@ REEXPORTED = {
         "Prediction": outputs,
         "ModelSlot": model_guard,
     },
-    "stream.report": {
+    "streamlearn.stream.report": {
         "PLOTS": report_plots,
         "percentiles": report_plots,
         "read_scores": report_plots,
@@ -40,7 +40,7 @@ REEXPORTED = {
         "report_markdown": report_text,
         "summary_table": report_text,
     },
-    "stream.replay": {
+    "streamlearn.stream.replay": {
         "Line": replay_files,
         "ReplayPlan": replay_files,
         "timed_lines": replay_files,
@@ -54,7 +54,7 @@ REEXPORTED = {
         "parse_speed": replay_pacing,
         "parse_time": replay_pacing,
     },
-    "stream.sources": {"BadRow": source_rows, "row_to_record": source_rows},
+    "streamlearn.stream.sources": {"BadRow": source_rows, "row_to_record": source_rows},
 }
 
 
@@ -67,7 +67,7 @@ def test_the_names_callers_import_are_the_defining_modules_objects(module):
 
 
 def test_the_processor_still_defines_the_processor_record_and_prepared_batch():
-    processor = importlib.import_module("stream.processor")
+    processor = importlib.import_module("streamlearn.stream.processor")
     for name in ("Processor", "Record", "PreparedBatch"):
-        assert getattr(processor, name).__module__ == "stream.processor"
+        assert getattr(processor, name).__module__ == "streamlearn.stream.processor"
     assert issubclass(processor.Processor, learning.LabelLearning)
