@@ -57,38 +57,68 @@ def feature_dicts(draw, number_names=NUMBER_NAMES, string_names=STRING_NAMES):
 
 
 def same(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=RELATIVE, abs_tol=0.0)
+    """Equal within :data:`RELATIVE`, and of one type (River's clamped 0 and 1 are ints)."""
+    return type(a) is type(b) and math.isclose(a, b, rel_tol=RELATIVE, abs_tol=0.0)
+
+
+@st.composite
+def learned_models(draw):
+    """A ``logistic`` preset that learned 0 to 40 random examples."""
+    model = build_model(
+        "logistic", draw(st.sampled_from([0, 1, 2, 3, 64])), draw(st.integers(1, 4))
+    )
+    examples = st.tuples(
+        feature_dicts(number_names=["a", "b", "c", "constant"]),
+        st.booleans(),
+        st.sampled_from([1.0, 0.5, 3.0]),
+    )
+    for x, label, weight in draw(st.lists(examples, max_size=40)):
+        learn(model, x, float(label), weight)
+    if draw(st.booleans()):  # numbers named like one-hot columns, learned as numbers
+        learn(model, {"s_x": 2.0, "t_y_z": -1.0, "s": "x"}, 1.0, 1.0)
+    return model
+
+
+@st.composite
+def candidates(draw):
+    """The inputs of one ranking request: mostly alike (the same features in the same
+    order and of the same types, values differing), with a few odd ones."""
+    names = draw(st.permutations(NUMBER_NAMES + STRING_NAMES))
+    kept = [name for name in names if draw(st.booleans())]
+    strings = {name for name in kept if name in STRING_NAMES or draw(st.integers(0, 9)) == 0}
+    xs = []
+    for _ in range(draw(st.integers(8, 40))):
+        x: dict = {}
+        for name in kept:
+            if name in strings:
+                x[name] = draw(st.sampled_from(VALUES))
+            elif name == "constant":
+                x[name] = 3.0
+            else:
+                x[name] = draw(numbers)
+        xs.append(x)
+    for _ in range(draw(st.integers(0, 3))):
+        xs.insert(draw(st.integers(0, len(xs))), draw(feature_dicts()))
+    return xs
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    max_categories=st.sampled_from([0, 1, 2, 3, 64]),
-    buckets=st.integers(1, 4),
-    train=st.lists(
-        st.tuples(
-            feature_dicts(number_names=["a", "b", "c", "constant"]),
-            st.booleans(),
-            st.sampled_from([1.0, 0.5, 3.0]),
-        ),
-        max_size=40,
-    ),
-    collide=st.booleans(),
-    xs=st.lists(feature_dicts(), min_size=1, max_size=20),
-)
-def test_batch_scores_equal_predict_proba_one_for_any_learned_logistic(
-    max_categories, buckets, train, collide, xs
-):
-    model = build_model("logistic", max_categories, buckets)
-    for x, label, weight in train:
-        learn(model, x, float(label), weight)
-    if collide:  # numbers named like one-hot columns, learned as numbers
-        learn(model, {"s_x": 2.0, "t_y_z": -1.0, "s": "x"}, 1.0, 1.0)
+@given(model=learned_models(), xs=st.lists(feature_dicts(), min_size=1, max_size=20))
+def test_batch_scores_equal_predict_proba_one_for_any_learned_logistic(model, xs):
     scorer = batch_scorer(model)
     assert scorer is not None
-    batch = scorer.score_many(xs)
+    batch = [scorer.score(x) for x in xs]
     expected = [score(model, x) for x in xs]
     assert all(same(a, b) for a, b in zip(batch, expected, strict=True)), (batch, expected)
     assert score_many(model, xs) == batch
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=learned_models(), xs=candidates())
+def test_alike_candidates_scored_together_equal_predict_proba_one(model, xs):
+    batch = batch_scorer(model).score_many(xs)
+    expected = [score(model, x) for x in xs]
+    assert all(same(a, b) for a, b in zip(batch, expected, strict=True)), (batch, expected)
 
 
 def test_a_model_that_learned_nothing_scores_one_half():
