@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from river import compose, linear_model, optim, preprocessing
 
 from features.interactions import EntityState, InteractionConfig
-from features.schema import Limits
-from features.store import MemoryStore, StoreConfig
+from features.limits import Limits
+from features.memory_store import MemoryStore
+from features.store import StoreConfig
 from features.vector import FeatureConfig, features_of
 from learners.batch import LogisticScorer, batch_scorer, score_many
 from learners.models import BoundedCategories, Numbers, Strings, build_model, learn, score
