@@ -61,8 +61,6 @@ __all__ = ["LogisticScorer", "batch_scorer", "score_many"]
 #: A numeric feature the arithmetic does not score: named like a one-hot column, or
 #: with a negative variance (River's ``var ** 0.5`` would be complex).
 _ASK = (math.nan, math.nan, math.nan)
-#: The types of numbers an array holds as River's arithmetic sees them.
-_NUMBER_TYPES = frozenset({float, int, bool})
 #: Inputs alike from which arrays pay (below, one by one is faster).
 _TOGETHER = 8
 
@@ -211,18 +209,19 @@ class LogisticScorer:
     def score_many(self, xs: Sequence[Mapping[str, Any]]) -> list[float]:
         """:meth:`score` of each input, in order.
 
-        Inputs with the same features, in the same order and of the same types (the
-        candidates of one request), are scored together: their one-hot weights and
-        their numbers are gathered in arrays and summed column by column, in River's
-        order, so each input's sum takes the same roundings as in :meth:`score`.
+        Inputs with the same features in the same order (the candidates of one
+        request) are scored together when their features also have the same kinds
+        (string or number) in every input: their one-hot weights and their numbers
+        are gathered in arrays and summed column by column, in River's order, so each
+        input's sum takes the same roundings as in :meth:`score`.
         """
         out: list[float] = [0.5] * len(xs)
-        groups: dict[tuple[tuple[Any, ...], tuple[type, ...]], list[int]] = {}
+        groups: dict[tuple[Any, ...], list[int]] = {}
         for i, x in enumerate(xs):
-            groups.setdefault((tuple(x), tuple(map(type, x.values()))), []).append(i)
-        for (names, types), rows in groups.items():
+            groups.setdefault(tuple(x), []).append(i)
+        for names, rows in groups.items():
             group = [xs[i] for i in rows]
-            scores = self._together(names, types, group) if len(rows) >= _TOGETHER else None
+            scores = self._together(names, group) if len(rows) >= _TOGETHER else None
             if scores is None:
                 scores = [self.score(x) for x in group]
             for i, p in zip(rows, scores, strict=True):
@@ -230,35 +229,29 @@ class LogisticScorer:
         return out
 
     def _together(
-        self, names: tuple[Any, ...], types: tuple[type, ...], group: list[Mapping[str, Any]]
+        self, names: tuple[Any, ...], group: list[Mapping[str, Any]]
     ) -> list[float] | None:
-        """The scores of inputs with these features and types; None: score them one by one."""
-        strings = [name for name, kind in zip(names, types, strict=True) if kind is str]
-        numbers = {name for name, kind in zip(names, types, strict=True) if kind is not str}
-        if not all(kind in _NUMBER_TYPES for kind in types if kind is not str):
-            return None
-        numeric = self._numeric
-        terms = [
-            (name, numeric[name])
-            for name, kind in zip(names, types, strict=True)
-            if kind is not str and name in numeric
-        ]
-        if any(term is _ASK for _, term in terms):
-            return None
+        """The scores of inputs with these features; None: score them one by one."""
+        first = group[0]
+        strings = [name for name in names if type(first[name]) is str]
+        others = [name for name in names if type(first[name]) is not str]
+        numbers = set(others)
         n = len(group)
         total = np.zeros(n)
         if strings:
             unseen = len(self._columns)
             places: list[list[int]] = []
             weights: list[list[float]] = []
+            known = self._strings
             for j, name in enumerate(strings):
-                known = self._strings
+                values = [x[name] for x in group]
+                if not all(type(value) is str for value in values):
+                    return None
                 entries = [
-                    known.get((name, value)) or self._string(name, value)
-                    for value in [x[name] for x in group]
+                    known.get((name, value)) or self._string(name, value) for value in values
                 ]
                 for place, _, column in entries:
-                    if place < 0 and column in numbers:
+                    if place < 0 and column in numbers:  # also a number's name
                         return None
                 places.append([unseen + j if e[0] < 0 else e[0] for e in entries])
                 weights.append([e[1] for e in entries])
@@ -270,13 +263,22 @@ class LogisticScorer:
                 table = np.take_along_axis(table, order, axis=1)
             for j in range(len(strings)):
                 total += table[:, j]
-        if terms:
-            try:
-                values = np.array([[x[name] for name, _ in terms] for x in group], np.float64)
-            except OverflowError:  # an integer past float64 (River fails on it too)
+        if others:
+            # every other feature a number in every input (no string, no None: the
+            # array's kind says), each read as River's arithmetic reads it
+            given = np.array([[x[name] for name in others] for x in group])
+            if given.dtype.kind not in "biuf":
                 return None
-            for j, (_, (mean, std, weight)) in enumerate(terms):
-                total += weight * ((values[:, j] - mean) / std)
+            matrix = given.astype(np.float64)
+            numeric = self._numeric
+            for j, name in enumerate(others):
+                term = numeric.get(name)
+                if term is None:
+                    continue
+                if term is _ASK:
+                    return None
+                mean, std, weight = term
+                total += weight * ((matrix[:, j] - mean) / std)
         return [_sigmoid(z) for z in (total + self._intercept).tolist()]
 
 

@@ -36,6 +36,7 @@ numbers = st.one_of(
     st.integers(-1000, 1000),
     st.booleans(),
     st.sampled_from([0.0, 1e-9, 1e9, -1e9, 0.5]),
+    st.sampled_from([2**53 + 1, 2**60 + 3, 2**70]),  # rounded to a float, or past int64
 )
 
 
@@ -98,6 +99,10 @@ def candidates(draw):
             else:
                 x[name] = draw(numbers)
         xs.append(x)
+    if kept and draw(st.booleans()):  # one input where a feature changes kind
+        x = draw(st.sampled_from(xs))
+        name = draw(st.sampled_from(kept))
+        x[name] = draw(numbers) if name in strings else draw(st.sampled_from(VALUES))
     for _ in range(draw(st.integers(0, 3))):
         xs.insert(draw(st.integers(0, len(xs))), draw(feature_dicts()))
     return xs
