@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -266,19 +267,24 @@ class LogisticScorer:
         if others:
             # every other feature a number in every input (no string, no None: the
             # array's kind says), each read as River's arithmetic reads it
-            given = np.array([[x[name] for name in others] for x in group])
+            row = itemgetter(*others)
+            given = np.array([row(x) for x in group]).reshape(n, len(others))
             if given.dtype.kind not in "biuf":
                 return None
-            matrix = given.astype(np.float64)
-            numeric = self._numeric
+            columns: list[int] = []
+            terms: list[tuple[float, float, float]] = []
             for j, name in enumerate(others):
-                term = numeric.get(name)
-                if term is None:
-                    continue
+                term = self._numeric.get(name)
                 if term is _ASK:
                     return None
-                mean, std, weight = term
-                total += weight * ((matrix[:, j] - mean) / std)
+                if term is not None:
+                    columns.append(j)
+                    terms.append(term)
+            if terms:
+                mean, std, weight = (np.array(column) for column in zip(*terms, strict=True))
+                added = weight * ((given[:, columns].astype(np.float64) - mean) / std)
+                for j in range(len(terms)):
+                    total += added[:, j]
         return [_sigmoid(z) for z in (total + self._intercept).tolist()]
 
 
