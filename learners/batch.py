@@ -20,8 +20,11 @@ formulas, in River's order of summation, so the numbers are the same:
 * ``optim.losses.Log.mean_func``: ``utils.math.sigmoid``, 0 below -30 and 1 above 30.
 
 Terms that are zero (the one-hot encoder's zeros, unseen or constant numbers) add
-nothing to the sum and are skipped, which is why a model with a non-finite number
-(where ``0 * inf`` would be NaN) is not read this way. An input whose numeric
+nothing to the sum of finite inputs (the events' schema refuses others) and are
+skipped, which is why a model with a non-finite number (where ``0 * inf`` would be
+NaN) is not read this way. The candidates of one request have the same features in
+the same order: :meth:`LogisticScorer.score_many` sums theirs as numpy columns, one
+column at a time, which keeps every input's order of summation. An input whose numeric
 feature is named like a one-hot column (the union keeps one of the two) is scored
 by the model itself. Any other model (trees, forests, a factory's model, a
 ``logistic`` whose parts differ) is not recognised: :func:`batch_scorer` returns
@@ -38,6 +41,9 @@ Examples
 >>> scorer.score_many(xs) == [score(model, x) for x in xs]
 True
 >>> score_many(model, xs) == [score(model, x) for x in xs]
+True
+>>> many = [{"clicks": float(n % 7), "device": ["ios", "web", "tv"][n % 3]} for n in range(50)]
+>>> score_many(model, many) == [score(model, x) for x in many]
 True
 >>> batch_scorer(build_model("hoeffding_tree")) is None
 True
@@ -86,9 +92,10 @@ def _sigmoid(z: float) -> float:
 class LogisticScorer:
     """A ``logistic`` preset's fitted state, read once, scoring many inputs.
 
-    Built by :func:`batch_scorer` (which says whether ``model`` is one); it holds
-    copies of what scoring reads, so it gives the model's scores as they were when it
-    was built: make a new one after the model learns.
+    Built by :func:`batch_scorer` (which says whether ``model`` is one) for the
+    inputs of one request: it reads the weights, the scaler's statistics and the
+    one-hot columns when it is built, so it gives the model's scores as they were
+    then; make a new one after the model learns.
 
     Parameters
     ----------
