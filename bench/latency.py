@@ -27,9 +27,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stream.config import Settings
-from stream.kafka_io import ensure_topics, event_key, route, topic_plan
-from stream.rdkafka_io import librdkafka_options
+from streamlearn.stream.config import Settings
+from streamlearn.stream.kafka_io import ensure_topics, event_key, route, topic_plan
+from streamlearn.stream.rdkafka_io import librdkafka_options
 
 __all__ = ["broker_settled", "cut_events", "kafka_hop", "latencies_ms", "open_loop"]
 

@@ -32,7 +32,7 @@ None and :func:`score_many` calls :func:`learners.models.score` once per input.
 
 Examples
 --------
->>> from learners.models import build_model, learn, score
+>>> from streamlearn.learners.models import build_model, learn, score
 >>> model = build_model("logistic")
 >>> for n in range(20):
 ...     learn(model, {"clicks": float(n), "device": ["ios", "web"][n % 2]}, n % 2, 1.0)
@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 from river import compose, linear_model, optim, preprocessing
 
-from learners.models import BoundedCategories, Numbers, Strings, score
+from streamlearn.learners.models import BoundedCategories, Numbers, Strings, score
 
 __all__ = ["LogisticScorer", "batch_scorer", "score_many"]
 
@@ -314,7 +314,7 @@ def batch_scorer(model: Any) -> LogisticScorer | None:
     (``compose.learn_during_predict``). For anything else score one input at a time
     (:func:`score_many` does).
 
-    >>> from learners.models import build_model
+    >>> from streamlearn.learners.models import build_model
     >>> batch_scorer(build_model("logistic")).score({"n": 1.0})
     0.5
     >>> batch_scorer(build_model("river.linear_model:LogisticRegression")) is None

@@ -7,7 +7,7 @@ kafka-python`` (the default) and those of :mod:`stream.rdkafka_io` with
 
 Examples
 --------
->>> from stream.config import KafkaConfig
+>>> from streamlearn.stream.config import KafkaConfig
 >>> sorted(topic_plan(KafkaConfig()).items())
 [('dead-letter', 4), ('events', 4), ('labels', 4), ('predictions', 4)]
 """
@@ -40,9 +40,9 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
-from features.schema import RecordKind, line_kind
-from stream.config import KafkaConfig
-from stream.processor import Record
+from streamlearn.features.schema import RecordKind, line_kind
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.processor import Record
 
 __all__ = [
     "EVENT_TIME_HEADER",
@@ -280,7 +280,7 @@ class LineProducer:
 
     Examples
     --------
-    >>> from stream.config import KafkaConfig
+    >>> from streamlearn.stream.config import KafkaConfig
     >>> producer = LineProducer(KafkaConfig())
     >>> producer.topics, producer.sent
     ({'events': 'events', 'labels': 'labels'}, 0)
@@ -302,7 +302,7 @@ class LineProducer:
 
         ``on_sent`` is called after each line handed to the producer (a progress bar).
         """
-        from stream.replay import timed_lines  # stream.replay imports this module
+        from streamlearn.stream.replay import timed_lines  # stream.replay imports this module
 
         timed = timed_lines(lines)  # event times (inherited where missing) and kinds
         if self.config.topics.create:

@@ -12,7 +12,7 @@ every failure is raised as a :class:`kafka.errors.KafkaError` (a
 
 Examples
 --------
->>> from stream.config import KafkaConfig
+>>> from streamlearn.stream.config import KafkaConfig
 >>> options = librdkafka_options(KafkaConfig(security_protocol="SASL_PLAINTEXT",
 ...     sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"))
 >>> sorted(options)
@@ -32,8 +32,8 @@ from confluent_kafka import TopicPartition as RdTopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from stream.config import KafkaConfig
-from stream.kafka_io import (
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.kafka_io import (
     Deliveries,
     Partition,
     TimeOrder,
@@ -41,7 +41,7 @@ from stream.kafka_io import (
     order_time,
     refusal_reason,
 )
-from stream.processor import Record
+from streamlearn.stream.processor import Record
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
 

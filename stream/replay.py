@@ -61,9 +61,15 @@ from pathlib import Path
 import orjson
 from rich.table import Table
 
-from stream.config import Settings
-from stream.kafka_io import KafkaSink, ensure_topics, event_key, event_time_headers, topic_plan
-from stream.replay_files import (
+from streamlearn.stream.config import Settings
+from streamlearn.stream.kafka_io import (
+    KafkaSink,
+    ensure_topics,
+    event_key,
+    event_time_headers,
+    topic_plan,
+)
+from streamlearn.stream.replay_files import (
     Line,
     ReplayPlan,
     in_range,
@@ -72,7 +78,7 @@ from stream.replay_files import (
     record_time,
     timed_lines,
 )
-from stream.replay_pacing import (
+from streamlearn.stream.replay_pacing import (
     duration,
     gap_notice,
     iso,

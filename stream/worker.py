@@ -29,14 +29,14 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from features.redis_store import RedisStore
-from features.store import BatchOutcome, EventOp, LabelOp
-from learners.checkpoint import Checkpoint, CheckpointStore
-from learners.registry import ModelRegistry, NonFiniteModelError
-from metrics.instruments import COMMIT_STAGE, POLL_STAGE, PRODUCE_STAGE, WorkerMetrics
-from metrics.monitor import Monitor, MonitoringMetrics
-from stream.config import Settings, mask_url
-from stream.kafka_io import (
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import BatchOutcome, EventOp, LabelOp
+from streamlearn.learners.checkpoint import Checkpoint, CheckpointStore
+from streamlearn.learners.registry import ModelRegistry, NonFiniteModelError
+from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, PRODUCE_STAGE, WorkerMetrics
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.stream.config import Settings, mask_url
+from streamlearn.stream.kafka_io import (
     KafkaSink,
     KafkaSource,
     RefusedRecord,
@@ -45,7 +45,7 @@ from stream.kafka_io import (
     max_message_bytes,
     topic_plan,
 )
-from stream.processor import (
+from streamlearn.stream.processor import (
     DEAD_LETTER_MIN_BYTES,
     BatchOutput,
     ModelSlot,
@@ -54,9 +54,9 @@ from stream.processor import (
     Processor,
     Record,
 )
-from stream.rdkafka_io import RdKafkaSink, RdKafkaSource
-from stream.runtime import tune_interpreter
-from stream.waits import (
+from streamlearn.stream.rdkafka_io import RdKafkaSink, RdKafkaSource
+from streamlearn.stream.runtime import tune_interpreter
+from streamlearn.stream.waits import (
     LoggedErrors,
     Outage,
     Refused,
@@ -113,7 +113,7 @@ def retrying(
     never retried. While ``call`` fails, a line says since when ``what`` (the
     dependency and its address) has been out of reach, at most every 5 s.
 
-    >>> from stream.waits import StopFlag
+    >>> from streamlearn.stream.waits import StopFlag
     >>> flag, calls = StopFlag(), []
     >>> def down():
     ...     calls.append(1)

@@ -33,12 +33,19 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
-from cli.app import app
-from stream.config import Settings
-from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config
-from stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes
-from stream.synthetic import WorldConfig, generate_world
-from stream.worker import Worker
+from streamlearn.cli.app import app
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import (
+    drain,
+    lines_of,
+    produce,
+    run_workers,
+    settings_for,
+    write_config,
+)
+from streamlearn.stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.worker import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -41,12 +41,12 @@ import orjson
 import pytest
 import yaml
 
-from metrics.thresholds import AlertThresholds
-from stream.config import Settings
-from stream.harness import settings_for
-from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
-from stream.synthetic import WorldConfig, generate_world
-from stream.worker import Worker
+from streamlearn.metrics.thresholds import AlertThresholds
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import settings_for
+from streamlearn.stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.worker import Worker
 
 from .test_alerting import get_json, query, scraped, wait_for
 

@@ -11,11 +11,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from stream.config import Settings
-from stream.harness import settings_for
-from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
-from stream.processor import Record
-from stream.rdkafka_io import RdKafkaSource
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import settings_for
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from streamlearn.stream.processor import Record
+from streamlearn.stream.rdkafka_io import RdKafkaSource
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-from stream.harness import drain, settings_for
-from stream.kafka_io import LineProducer, ensure_topics, produce_lines
+from streamlearn.stream.harness import drain, settings_for
+from streamlearn.stream.kafka_io import LineProducer, ensure_topics, produce_lines
 
 pytestmark = pytest.mark.integration
 

@@ -12,16 +12,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from river import compose, linear_model, optim, preprocessing
 
-from features.interactions import EntityState, InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.store import StoreConfig
-from features.vector import FeatureConfig, features_of
-from learners.batch import LogisticScorer, batch_scorer, score_many
-from learners.models import BoundedCategories, Numbers, Strings, build_model, learn, score
-from stream.processor import ModelSlot, Processor, Record
-from stream.serve import kinds, parse_rank, score_events
-from stream.synthetic import World, WorldConfig, feed_requests, generate_world
+from streamlearn.features.interactions import EntityState, InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig, features_of
+from streamlearn.learners.batch import LogisticScorer, batch_scorer, score_many
+from streamlearn.learners.models import (
+    BoundedCategories,
+    Numbers,
+    Strings,
+    build_model,
+    learn,
+    score,
+)
+from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.serve import kinds, parse_rank, score_events
+from streamlearn.stream.synthetic import World, WorldConfig, feed_requests, generate_world
 
 RELATIVE = 1e-12
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from stream.kafka_io import TimeOrder, event_time_headers, order_time
-from stream.processor import Record
+from streamlearn.stream.kafka_io import TimeOrder, event_time_headers, order_time
+from streamlearn.stream.processor import Record
 
 EVENTS, LABELS = "t.events", "t.labels"
 
