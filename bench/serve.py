@@ -330,12 +330,16 @@ def _markdown(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Seconds per point.")
-    parser.add_argument("--rates", default="100,200,400,800,1600", help="/score rates.")
-    parser.add_argument("--rank-rates", default="20,5", help="/rank rates at 100, 1000.")
+    parser.add_argument(
+        "--rates", default="100,200,400,800,1600", help="/score rates ('': no /score point)."
+    )
+    parser.add_argument(
+        "--rank-rates", default="20,5", help="/rank rates at 100, 1000 (0: no point)."
+    )
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts.")
     parser.add_argument("--out", type=Path, default=Path("reports/serve"))
     args = parser.parse_args()
-    rates = [float(r) for r in args.rates.split(",")]
+    rates = [float(r) for r in args.rates.split(",") if r]
     rank_rates = [float(r) for r in args.rank_rates.split(",") if r]
     key = secrets.token_hex(32)
     os.environ["STREAMLEARN_MODEL_KEY"] = key
@@ -370,8 +374,8 @@ def main() -> None:
                 try:
                     _wait_ready(url, process)
                     plan = [("/score", "score", rate) for rate in rates]
-                    plan += [("/rank", kind, rate) for kind, rate in
-                             zip(("rank100", "rank1000"), rank_rates, strict=False)]  # fmt: skip
+                    sizes = zip(("rank100", "rank1000"), rank_rates, strict=False)
+                    plan += [("/rank", kind, rate) for kind, rate in sizes if rate]
                     for path, kind, rate in plan:
                         # a short warm-up at the point's rate, then the measurement
                         asyncio.run(_open_loop(url, path, bodies[kind], rate, 1.0))

@@ -54,8 +54,8 @@ from streamlearn.features.limits import Limits
 from streamlearn.features.redis_store import decode_state
 from streamlearn.features.schema import DecodeError, Event
 from streamlearn.features.vector import FeatureConfig, features_of
+from streamlearn.learners.batch import score_many
 from streamlearn.learners.checkpoint import Checkpoint
-from streamlearn.learners.models import score
 from streamlearn.learners.registry import ModelRegistry, RegistryError
 from streamlearn.metrics.serving import ServeMetrics
 from streamlearn.stream.config import Settings
@@ -285,15 +285,18 @@ def score_events(
 ) -> list[float]:
     """The model's score of each event, from the worker's features of the state it read.
 
-    One ``predict_proba_one`` per event, the worker's call, so the numbers are the
-    worker's: River's ``predict_proba_many`` takes a pandas DataFrame (pandas is not a
-    dependency) and the presets' own parts (:class:`learners.models.BoundedCategories`)
-    have no many-variant.
+    The worker's numbers (:func:`learners.models.score`, one ``predict_proba_one``
+    per event), computed by :func:`learners.batch.score_many`: a ``logistic``
+    preset's fitted state is read once for the whole request and every event scored
+    with River's formulas in plain arithmetic; any other model is asked once per event.
     """
-    return [
-        score(model, features_of(event, list(state), config))
-        for event, state in zip(events, states, strict=True)
-    ]
+    return score_many(
+        model,
+        [
+            features_of(event, list(state), config)
+            for event, state in zip(events, states, strict=True)
+        ],
+    )
 
 
 def rank_order(scores: Sequence[float]) -> list[int]:
