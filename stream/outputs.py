@@ -144,6 +144,8 @@ class DeadLetter:
             # a prefix of the bytes, cut at a character boundary; then of its escaped form
             prefix = value[: max(0, room)].decode("utf-8", "ignore")
             part = _clip(prefix, room)
+        if part == whole:  # it fits only because "true" is one byte shorter than "false"
+            part = whole[:-2] if text is None else whole[:-1]
         doc[field_name] = part
         return orjson.dumps(doc)
 

@@ -179,9 +179,9 @@ def _render(
     if kind == "empty_key":
         return event("dead", _event(event_id, ts, rng, item_id=""))
     if kind == "random_bytes":
-        return dead(
-            bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))).replace(b"\n", b" ")
-        )
+        noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))).replace(b"\n", b" ")
+        # a line of whitespace alone is a blank line of a file, which readers skip
+        return dead(noise if noise.strip() else b"?" + noise)
     raise ValueError(f"unknown kind {kind!r}")
 
 

@@ -89,3 +89,19 @@ def test_a_record_of_quotes_twice_the_bound_is_truncated_to_the_bound():
 def test_a_bound_too_small_for_the_fields_is_refused():
     with pytest.raises(ValueError, match="at least 1024"):
         DeadLetter("invalid_json", "", b"{", "events", 0, 0).to_json(DEAD_LETTER_MIN_BYTES - 1)
+
+
+def test_a_record_one_byte_too_large_is_cut_and_said_to_be():
+    """A record whose dead letter misses its bound by one byte would fit once the letter
+    says ``"truncated": true`` (one byte shorter than ``false``): it is still cut, so the
+    flag tells the truth."""
+    bound = DEAD_LETTER_MIN_BYTES
+    for size in range(1, bound):
+        letter = DeadLetter("invalid_json", "", b'"' * size, "events", 0, 0)
+        if len(letter.to_json(2**20)) == bound + 1:  # whole, "truncated": false
+            break
+    else:
+        raise AssertionError("no record size misses the bound by one byte")
+    doc = orjson.loads(letter.to_json(bound))
+    assert doc["truncated"] is True
+    assert doc["value"] != letter.value.decode()
