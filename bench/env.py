@@ -25,7 +25,7 @@ from stream import harness
 from stream.config import Settings
 from stream.harness import lines_of as world_lines
 from stream.harness import write_config
-from stream.kafka_io import committed_records, produce_lines
+from stream.produce import committed_records, produce_lines
 from stream.stack import Stack, StackConfig, free_ports, private_stack_config
 from stream.stack_install import StackError, kafka_version
 

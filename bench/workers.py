@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Settings
-from stream.kafka_io import ensure_topics, topic_plan
 from stream.stack import Stack
+from stream.topics import ensure_topics, topic_plan
 
 from .env import CpuMeter, cpu_summary, write_config
 

@@ -236,7 +236,8 @@ def produce(
     """
     from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-    from stream.kafka_io import LineProducer, UndeliveredError
+    from stream.edge import UndeliveredError
+    from stream.produce import LineProducer
 
     settings = settings_or_exit(config)
     kafka = settings.kafka
@@ -584,6 +585,7 @@ def replay(
     """Replay a historical file into Kafka in event-time order, at a chosen speed."""
     from kafka.errors import KafkaError
 
+    from stream.edge import EdgeError
     from stream.replay import gap_notice, parse_speed, parse_time, plan_replay
     from stream.replay import replay as run_replay
     from stream.sources import SourceError
@@ -617,7 +619,7 @@ def replay(
                 on_send=lambda n: bar.advance(task, n),
                 max_gap_s=max_gap,
             )
-    except KafkaError as error:
+    except (KafkaError, EdgeError) as error:
         console.print(
             f"Kafka at {mask_url(settings.kafka.bootstrap_servers)}: {mask_url(repr(error))}",
             style="red",

@@ -22,7 +22,7 @@ import orjson
 from rich.table import Table
 
 from stream.config import Settings
-from stream.kafka_io import committed_records
+from stream.produce import committed_records
 from stream.stack import Stack, StackConfig
 from stream.stack_files import write_scrape_target
 
@@ -142,10 +142,10 @@ def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path
     """Everything ``streamlearn demo`` does; returns what to print."""
     from metrics.instruments import PREDICTIONS
     from stream.backtest import backtest
-    from stream.kafka_io import ensure_topics, topic_plan
     from stream.replay import replay
     from stream.report import write_report
     from stream.synthetic import WorldConfig, generate_world
+    from stream.topics import ensure_topics, topic_plan
     from stream.ui import console
     from stream.worker import Worker
 

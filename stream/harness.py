@@ -40,7 +40,7 @@ from features.store import decode_state
 from learners.checkpoint import CheckpointStore
 from learners.registry import ModelRegistry
 from stream.config import Settings
-from stream.kafka_io import committed_records, produce_lines
+from stream.produce import committed_records, produce_lines
 from stream.worker import Worker, WorkerSummary
 
 __all__ = [

@@ -38,7 +38,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import orjson
 from river import base
@@ -68,6 +67,7 @@ from metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 from metrics.slices import slice_values
+from stream.edge import Record
 from stream.watermark import PartitionClock
 
 __all__ = [
@@ -83,23 +83,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True, frozen=True)
-class Record:
-    """One raw record: from the ``events`` or the ``labels`` stream."""
-
-    kind: Literal["events", "labels"]
-    value: bytes
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-    key: bytes | None = None
-
-    @property
-    def source(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass(slots=True, frozen=True)

@@ -62,9 +62,12 @@ from rich.table import Table
 
 from features.schema import record_kind, to_epoch_ms
 from stream.config import Settings
-from stream.kafka_io import KafkaSink, ensure_topics, event_key, event_time_headers, topic_plan
+from stream.kafka_io import KafkaSink
 from stream.processor import DeadLetter
+from stream.produce import event_key
 from stream.sources import BadRow, read_records
+from stream.time_order import event_time_headers
+from stream.topics import ensure_topics, topic_plan
 
 __all__ = [
     "Line",

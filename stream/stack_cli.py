@@ -171,7 +171,7 @@ def up(
     from kafka.errors import KafkaError
 
     from stream.config import KafkaConfig
-    from stream.kafka_io import ensure_topics
+    from stream.topics import ensure_topics
 
     wanted_topics = parse_topics(topics or [])
     try:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from stream.harness import drain, produce, run_workers, settings_for
-from stream.kafka_io import route
+from stream.produce import route
 
 pytestmark = pytest.mark.integration
 

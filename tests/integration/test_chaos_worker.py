@@ -21,7 +21,7 @@ from kafka.admin import NewTopic
 
 from metrics.monitor import MONITOR_METRICS
 from stream.harness import drain, settings_for
-from stream.kafka_io import event_key, route
+from stream.produce import event_key, route
 from stream.worker import Worker
 from tests.chaos import Case, Outcome, check_invariants, non_finite, random_stream
 

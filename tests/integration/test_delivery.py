@@ -30,14 +30,15 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
 from stream.cli import app
 from stream.config import Settings
+from stream.edge import EdgeError, UndeliveredError
 from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config
-from stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes
+from stream.kafka_io import KafkaSink
 from stream.synthetic import WorldConfig, generate_world
+from stream.topics import max_message_bytes
 from stream.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_deli
         def run() -> None:
             try:
                 worker.run()
-            except KafkaError as error:  # its last commit fails too
+            except EdgeError as error:  # its last commit fails too
                 failures.append(error)
 
         thread = threading.Thread(target=run)

@@ -44,8 +44,10 @@ import yaml
 from metrics.thresholds import AlertThresholds
 from stream.config import Settings
 from stream.harness import settings_for
-from stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+from stream.kafka_io import KafkaSink
+from stream.produce import event_key, route
 from stream.synthetic import WorldConfig, generate_world
+from stream.topics import ensure_topics, topic_plan
 from stream.worker import Worker
 
 from .test_alerting import get_json, query, scraped, wait_for

@@ -6,8 +6,9 @@ import pytest
 from kafka.errors import KafkaError
 
 from stream.config import load_settings
-from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from stream.kafka_io import KafkaSink, KafkaSource
 from stream.stack import Stack
+from stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from kafka.structs import OffsetAndMetadata
 
 from stream.config import Settings
 from stream.harness import settings_for
-from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from stream.kafka_io import KafkaSink, KafkaSource
 from stream.processor import Record
 from stream.rdkafka_io import RdKafkaSource
+from stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 
 from features.schema import is_label_record, line_kind, record_kind
 from stream.backtest import file_records
-from stream.kafka_io import route
+from stream.produce import route
 from stream.replay import timed_lines
 from stream.sources import row_to_record
 

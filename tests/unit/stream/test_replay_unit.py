@@ -9,7 +9,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from stream.kafka_io import route
+from stream.produce import route
 from stream.replay import (
     Line,
     ReplaySummary,
