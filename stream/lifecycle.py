@@ -13,15 +13,17 @@ import logging
 import time
 from collections.abc import Callable
 
+import redis
 from river.base import Classifier
 
-from learners.checkpoint import Checkpoint
-from learners.checkpointer import Retry, direct
+from learners.checkpoint import Checkpoint, CheckpointStore
+from learners.checkpointer import Checkpointer, Retry, direct
 from learners.registry import ModelRegistry
 from metrics.instruments import WorkerMetrics
+from stream.config import Settings
 from stream.processor import ModelSlot
 
-__all__ = ["ModelLifecycle"]
+__all__ = ["ModelLifecycle", "model_services"]
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +120,27 @@ class ModelLifecycle:
         """The slot's model was saved as ``version`` (a checkpoint): it is its version now."""
         self.slot.version = version
         self.announce()
+
+
+def model_services(
+    client: redis.Redis,
+    settings: Settings,
+    name: str,
+    signing_key: bytes | None,
+    redis_waits: Retry = direct,
+) -> tuple[ModelRegistry | None, Checkpointer | None]:
+    """The registry and the checkpointer of worker ``name``.
+
+    Without a signing key there is neither (snapshots are signed); without
+    ``checkpoint.enabled`` there is no checkpointer.
+    """
+    if not signing_key:
+        return None, None
+    namespace, group = settings.store.key_prefix, settings.kafka.group_id
+    models = ModelRegistry(client, namespace, signing_key)
+    if not settings.checkpoint.enabled:
+        return models, None
+    record = CheckpointStore(client, namespace, group, name)
+    note = f"checkpoint of {name} in {group}"
+    keep = settings.checkpoint.keep_versions
+    return models, Checkpointer(models, record, note, keep, redis_waits)

@@ -19,7 +19,7 @@ from metrics.instruments import WorkerMetrics
 from stream.config import mask_url
 from stream.waits import Outage, Refused, StopFlag, Stopped, redis_refusal
 
-__all__ = ["REDIS_ERRORS", "RetryingStore", "backoff_delays", "retrying"]
+__all__ = ["REDIS_ERRORS", "RedisWaits", "RetryingStore", "backoff_delays", "retrying"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,3 +150,40 @@ class RetryingStore:
 
     def pending_count(self) -> int:
         return self.store.pending_count()
+
+
+class RedisWaits:
+    """Runs the worker's Redis calls, waiting and retrying while Redis is unavailable.
+
+    Every Redis call of the worker goes through one (the store's through
+    :class:`RetryingStore`): Redis being away pauses the worker, never ends it;
+    a ``stop`` request ends the wait, refused credentials end the worker, and
+    ``give_up`` (the worker is closing) raises the error at once.
+
+    >>> RedisWaits("redis://h:1/0", None, StopFlag())(lambda: "PONG")
+    'PONG'
+    """
+
+    def __init__(
+        self,
+        url: str,
+        metrics: WorkerMetrics | None,
+        stop: StopFlag,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.url = url
+        self.metrics = metrics
+        self.stop = stop
+        self.give_up = give_up
+
+    def __call__(self, call: Callable[[], T]) -> T:
+        return retrying(
+            call,
+            "redis",
+            REDIS_ERRORS,
+            self.metrics,
+            self.give_up,
+            stop=self.stop,
+            what=f"Redis at {mask_url(self.url)}",
+            refusal=lambda error: redis_refusal(error, self.url),
+        )

@@ -25,19 +25,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from features.store import InteractionStore, RedisStore
-from learners.checkpoint import CheckpointStore
-from learners.checkpointer import Checkpointer, ModelState
-from learners.registry import ModelRegistry, NonFiniteModelError
-from metrics.instruments import COMMIT_STAGE, POLL_STAGE, PRODUCE_STAGE, WorkerMetrics
+from learners.checkpointer import ModelState
+from learners.registry import NonFiniteModelError
+from metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
-from stream import kafka_clients
-from stream.config import Settings, mask_url
+from stream import inflight, kafka_clients
+from stream.config import Settings
+from stream.connection import Connection
 from stream.edge import (
     EdgeError,
     Offsets,
@@ -47,26 +47,22 @@ from stream.edge import (
     SourceFactory,
     UndeliveredError,
 )
-from stream.lifecycle import ModelLifecycle
-from stream.outputs import CATCHING_UP_S, Outputs, waited_s
-from stream.processor import ModelSlot, Processor
-from stream.retrying import REDIS_ERRORS, RetryingStore, backoff_delays, retrying
+from stream.lifecycle import ModelLifecycle, model_services
+from stream.outputs import Outputs
+from stream.processor import BatchOutput, ModelSlot, Prediction, Processor
+from stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
 from stream.runtime import tune_interpreter
 from stream.waits import (
-    LoggedErrors,
-    Outage,
     Refused,
     StopFlag,
     Stopped,
     kafka_refusal,
-    redis_refusal,
 )
-from stream.worker_state import IdleClock, InFlight, WorkerSummary, partition_list
+from stream.worker_state import CheckpointClock, IdleClock, WorkerSummary, partition_list
 
 __all__ = ["Worker", "WorkerSummary"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Worker:
@@ -115,28 +111,20 @@ class Worker:
         self._stop = StopFlag()
         self._closing = False
         kafka = settings.kafka
-        self._kafka_at = f"Kafka at {kafka.bootstrap_servers}"
-        self._source_factory = source_factory or partial(kafka_clients.open_source, kafka, name)
-        self._sink_factory = sink_factory or partial(kafka_clients.open_sink, kafka, name)
-        self._prepare_topics = prepare_topics or partial(kafka_clients.prepare_topics, kafka)
-        self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
-        namespace = settings.store.key_prefix
-        self.models = ModelRegistry(self.redis, namespace, signing_key) if signing_key else None
-        self.checkpoints = (
-            CheckpointStore(self.redis, namespace, kafka.group_id, name)
-            if self.models is not None and settings.checkpoint.enabled
-            else None
+        self.connection = Connection(
+            source_factory or partial(kafka_clients.open_source, kafka, name),
+            sink_factory or partial(kafka_clients.open_sink, kafka, name),
+            prepare_topics or partial(kafka_clients.prepare_topics, kafka),
+            kafka.bootstrap_servers,
+            kafka.max_block_ms / 1000,
+            self._stop,
+            self.metrics,
         )
-        self.checkpointer = (
-            Checkpointer(
-                self.models,
-                self.checkpoints,
-                f"checkpoint of {name} in {kafka.group_id}",
-                settings.checkpoint.keep_versions,
-                self._redis,
-            )
-            if self.models is not None and self.checkpoints is not None
-            else None
+        self._kafka_at = self.connection.what
+        self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
+        self._redis = RedisWaits(settings.redis.url, self.metrics, self._stop, self._is_closing)
+        self.models, self.checkpointer = model_services(
+            self.redis, settings, name, signing_key, self._redis
         )
         store = (
             store_factory()
@@ -157,9 +145,7 @@ class Worker:
         )
         self.processor = Processor(
             [self.slot],
-            RetryingStore(
-                store, self.metrics, self._stop, settings.redis.url, lambda: self._closing
-            ),
+            RetryingStore(store, self.metrics, self._stop, settings.redis.url, self._is_closing),
             settings.features,
             settings.limits,
             settings.model.threshold,
@@ -169,16 +155,17 @@ class Worker:
             watermark_quantile=settings.store.watermark_quantile,
         )
         self.outputs = Outputs(kafka, self.metrics, self._stop)
-        self.source: Source | None = None
-        self.sink: Sink | None = None
         self.summary = WorkerSummary()
         self._uncommitted: Offsets = {}
-        self._labels_since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        every_labels = settings.checkpoint.every_labels if self.checkpointer else None
+        every_s = (
+            settings.checkpoint.every_seconds if self.checkpointer else kafka.commit_interval_s
+        )
+        self._due = CheckpointClock(every_labels, every_s)
         self._last_lag = 0.0
         self._assignment: set[tuple[str, int]] = set()
         self._revocations = 0
-        self._inflight: InFlight | None = None
+        self._inflight: inflight.InFlight | None = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-store")
         self._http: Any = None
         self.lifecycle.announce()
@@ -197,88 +184,27 @@ class Worker:
         log.info("metrics on http://%s:%d/metrics", config.host, port)
         return port
 
+    @property
+    def source(self) -> Source | None:
+        """The worker's source while connected."""
+        return self.connection.source
+
+    @property
+    def sink(self) -> Sink | None:
+        """The worker's sink while connected."""
+        return self.connection.sink
+
     def _connect(self) -> None:
-        """Open the Kafka clients, trying again while no broker answers.
-
-        Each attempt waits up to :data:`stream.kafka_clients.CONNECT_ATTEMPT_MS` for a broker; while
-        none answers a line says since when Kafka has been out of reach. A stop
-        request ends the wait at once (:class:`~stream.waits.Stopped`); credentials
-        or permissions the broker refuses end it for good (:class:`~stream.waits.Refused`).
-        """
-        kafka = self.settings.kafka
-        outage = Outage(self._kafka_at)
-        delay = backoff_delays(0.5, 5.0)
-        attempt = 0
-        while True:
-            if self._stop.is_set():
-                raise Stopped(self._kafka_at)
-            logged = LoggedErrors()
-            outage.begin()
-            try:
-                with self._stop.waiting_for(self._kafka_at), logged.watching():
-                    self._open_clients()
-            except EdgeError as exc:
-                self._disconnect(timeout_s=1.0)
-                refusals = (kafka_refusal(e, kafka.bootstrap_servers) for e in [exc, *logged.seen])
-                refused = next((r for r in refusals if r is not None), None)
-                if refused is not None:
-                    raise refused from None
-                self.metrics.dependency_up.labels(dependency="kafka").set(0)
-                self.metrics.retries.labels(dependency="kafka").inc()
-                line = outage.failed(logged.last or exc)
-                if line is not None:
-                    log.warning("%s (trying again)", line)
-                if self._stop.wait(delay(attempt)):
-                    raise Stopped(self._kafka_at) from None
-                attempt += 1
-                continue
-            back = outage.recovered()
-            if back is not None:
-                log.info("%s", back)
-            self.metrics.dependency_up.labels(dependency="kafka").set(1)
-            return
-
-    def _open_clients(self) -> None:
-        self.outputs.dead_letter_topic_max = self._prepare_topics()
-        self.source = self._source_factory()
-        self.sink = self._sink_factory()
-        self.sink.limit = self._stop.bound  # a stopping worker's last waits get a grace period
+        """Open the Kafka clients, retrying while no broker answers (:meth:`Connection.open`)."""
+        self.connection.open()
+        self.outputs.dead_letter_topic_max = self.connection.dead_letter_topic_max
 
     def _disconnect(self, timeout_s: float | None = None) -> None:
         """Close the Kafka clients; ``timeout_s`` (or the stop grace period) bounds the wait."""
-        if timeout_s is None and self._stop.is_set():
-            timeout_s = self._stop.bound(self.settings.kafka.max_block_ms / 1000)
-        sink, source, self.sink, self.source = self.sink, self.source, None, None
-        try:
-            if sink is not None:
-                sink.close()
-        except EdgeError as exc:
-            log.warning("closing the Kafka producer failed: %s", exc)
-        try:
-            if source is not None:
-                source.close(timeout_s)
-        except EdgeError as exc:
-            log.warning("closing the Kafka consumer failed: %s", exc)
+        self.connection.close(timeout_s)
 
-    # ------------------------------------------------------------------ models
-
-    def _redis(self, call: Callable[[], T]) -> T:
-        """``call()``, waiting for Redis and retrying while it is unavailable.
-
-        Every Redis call of the worker goes through here (the store's through
-        :class:`RetryingStore`): Redis being away pauses the worker, never ends it;
-        a stop request ends the wait, refused credentials end the worker.
-        """
-        return retrying(
-            call,
-            "redis",
-            REDIS_ERRORS,
-            self.metrics,
-            lambda: self._closing,
-            stop=self._stop,
-            what=f"Redis at {mask_url(self.settings.redis.url)}",
-            refusal=lambda error: redis_refusal(error, self.settings.redis.url),
-        )
+    def _is_closing(self) -> bool:
+        return self._closing
 
     def _restore(self) -> None:
         """Resume from the checkpoint that agrees with Kafka, or a newer promoted model.
@@ -287,37 +213,18 @@ class Worker:
         records behind them are read again from the committed offsets.
         """
         self._uncommitted.clear()
-        self._labels_since_checkpoint = 0
+        self._due.labels = 0
         if self.models is None:
             return
-        source = self.source
-        assert source is not None
-        checkpoint = None
-        if self.checkpointer is not None:
-
-            def committed(names: list[str]) -> dict[str, int | None]:
-                with self._stop.waiting_for(self._kafka_at):
-                    return source.committed(names)
-
-            checkpoint = self.checkpointer.recover(committed)
+        checkpointer = self.checkpointer
+        checkpoint = checkpointer.recover(self._committed) if checkpointer is not None else None
         self.lifecycle.restore(checkpoint)
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def _checkpoint_due(self) -> bool:
-        """True when the work since the last checkpoint is to be committed now.
-
-        With checkpoints: after ``checkpoint.every_labels`` labels learned or
-        ``checkpoint.every_seconds``; without: every ``kafka.commit_interval_s``.
-        """
-        config = self.settings.checkpoint
-        if self.checkpointer is None:
-            interval = self.settings.kafka.commit_interval_s
-            return time.monotonic() - self._last_checkpoint >= interval
-        return (
-            self._labels_since_checkpoint >= config.every_labels
-            or time.monotonic() - self._last_checkpoint >= config.every_seconds
-        )
+    def _committed(self, names: list[str]) -> dict[str, int | None]:
+        """The group's committed offsets of ``topic:partition`` names."""
+        assert self.source is not None
+        with self.connection.waiting():
+            return self.source.committed(names)
 
     def _commit(self, offsets: Offsets) -> None:
         """Commit ``offsets`` with the outputs sent since the last commit."""
@@ -333,10 +240,10 @@ class Worker:
         if self.checkpointer is None:
             self._commit(offsets)
             self._uncommitted.clear()
-            self._last_checkpoint = time.monotonic()
+            self._due.touch()
             return
         if not offsets:
-            self._last_checkpoint = time.monotonic()
+            self._due.touch()
             return
         self.processor.flush()
         names = {f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()}
@@ -357,13 +264,11 @@ class Worker:
             # Its offsets stay uncommitted: a restart resumes from the last finite model.
             log.error("checkpoint skipped, offsets not committed: %s", error)
             self.metrics.checkpoints_refused.inc()
-            self._labels_since_checkpoint = 0
-            self._last_checkpoint = time.monotonic()
+            self._due.reset()
             return
         self.lifecycle.checkpointed(info.version)
         self._uncommitted.clear()
-        self._labels_since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        self._due.reset()
         self.metrics.checkpoints.inc()
         self.summary.checkpoints += 1
 
@@ -408,16 +313,11 @@ class Worker:
             log.info("event partitions: %s", partition_list(assignment))
         incoming = None
         if records:
-            self.metrics.batch_size.observe(len(records))
-            labels = sum(1 for record in records if record.kind == "labels")
-            self.metrics.records.labels(kind="labels").inc(labels)
-            self.metrics.records.labels(kind="events").inc(len(records) - labels)
-            batch = self.processor.prepare(records)
-            future = self._store_thread.submit(self.processor.apply, batch)
-            incoming = InFlight(batch, future, records, received_s)
+            thread, metrics = self._store_thread, self.metrics
+            incoming = inflight.start(self.processor, thread, records, received_s, metrics)
         self._finish_inflight()
         self._inflight = incoming
-        if self._uncommitted and self._checkpoint_due():
+        if self._uncommitted and self._due.due():
             t2 = time.perf_counter()
             self.checkpoint()
             self.metrics.stage_seconds.labels(stage=COMMIT_STAGE).observe(time.perf_counter() - t2)
@@ -428,34 +328,27 @@ class Worker:
         flight, self._inflight = self._inflight, None
         if flight is None:
             return
-        assert self.source is not None
-        assert self.sink is not None
-        self.sink.begin()
-        send = self.outputs.prediction_sender(self.sink, flight.received_s)
-        live = waited_s(flight.records, flight.received_s) <= CATCHING_UP_S
-        emit = send if self.sink.send_as_scored and live else None
-        t0 = time.perf_counter()
-        out = self.processor.finish(flight.batch, flight.future.result(), emit)
-        t1 = time.perf_counter()
-        sent_s = send.seconds  # sending the predictions that went out as they were scored
-        self.outputs.publish(self.sink, out, None if emit else send)
-        produce_s = sent_s + time.perf_counter() - t1
-        self.metrics.stage_seconds.labels(stage=PRODUCE_STAGE).observe(produce_s)
+        assert self.source is not None and self.sink is not None
+        done = inflight.finish(
+            flight, self.processor, self.outputs, self.sink, self.metrics, self._publish
+        )
+        out = done.out
         for tp, offset in self.source.position(flight.records).items():
             self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
-        self._labels_since_checkpoint += out.labels_learned
+        self._due.learned(out.labels_learned)
         self.metrics.batches.inc()
         self.summary.add(len(flight.records), out)
-        self.summary.busy_seconds += (t1 - t0 - sent_s) + out.stage_seconds["decode"]
+        self.summary.busy_seconds += done.busy_s
+
+    def _publish(self, out: BatchOutput, send: Callable[[Prediction], None] | None) -> None:
+        """The batch's outputs through the sink (:meth:`Outputs.publish`)."""
+        assert self.sink is not None
+        self.outputs.publish(self.sink, out, send)
 
     def _drop_inflight(self) -> None:
         """Forget the batch in flight (its effects in Redis are recognised on replay)."""
         flight, self._inflight = self._inflight, None
-        if flight is not None:
-            try:
-                flight.future.result(timeout=60)
-            except Exception as exc:  # noqa: BLE001 - it is dropped whatever happened
-                log.warning("dropped an in-flight batch: %s", exc)
+        inflight.drop(flight)
 
     def _rewind(self) -> None:
         """After a rebalance took partitions: undo all work since the last commit.
@@ -507,24 +400,9 @@ class Worker:
             except EdgeError as exc:
                 log.warning("abort failed: %s", exc)
         self._disconnect(timeout_s=1.0)
-        delay = backoff_delays(0.5, 10.0)
         if refusals:  # the same records come again: not in a tight loop
-            self._stop.wait(delay(refusals - 1))
-        attempt = 0
-        while True:
-            self._connect()  # waits for a broker; Stopped or Refused end the wait
-            try:
-                self._restore()
-                return
-            except EdgeError as exc:
-                refused = kafka_refusal(exc, self.settings.kafka.bootstrap_servers)
-                if refused is not None:
-                    raise refused from None
-                log.warning("kafka still unavailable (%s); retry in %.1fs", exc, delay(attempt))
-                self._disconnect(timeout_s=1.0)
-                if self._stop.wait(delay(attempt)):
-                    raise Stopped(self._kafka_at) from exc
-                attempt += 1
+            self._stop.wait(backoff_delays(0.5, 10.0)(refusals - 1))
+        self.connection.reopen(self._connect, self._restore)
 
     def run(
         self, idle_timeout_s: float | None = None, max_records: int | None = None

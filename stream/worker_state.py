@@ -1,4 +1,4 @@
-"""The worker loop's own state: the batch in flight, the idle clock, the summary.
+"""The worker loop's own state: its idle clock, its checkpoint clock, its summary.
 
 Examples
 --------
@@ -9,14 +9,13 @@ Examples
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from features.store import BatchOutcome
-from stream.edge import Record
-from stream.processor import BatchOutput, PreparedBatch
+from stream.processor import BatchOutput
 
-__all__ = ["IdleClock", "InFlight", "WorkerSummary", "partition_list"]
+__all__ = ["CheckpointClock", "IdleClock", "WorkerSummary", "partition_list"]
 
 
 def partition_list(partitions: set[tuple[str, int]]) -> str:
@@ -28,16 +27,6 @@ def partition_list(partitions: set[tuple[str, int]]) -> str:
     'none'
     """
     return ", ".join(f"{topic}:{p}" for topic, p in sorted(partitions)) or "none"
-
-
-@dataclass
-class InFlight:
-    """A batch sent to Redis and not yet scored."""
-
-    batch: PreparedBatch
-    future: Future[BatchOutcome]
-    records: list[Record]
-    received_s: float
 
 
 class IdleClock:
@@ -111,3 +100,50 @@ class WorkerSummary:
         self.labels_learned += out.labels_learned
         for letter in out.dead_letters:
             self.dead_letters[letter.reason] = self.dead_letters.get(letter.reason, 0) + 1
+
+
+class CheckpointClock:
+    """When the work since the last checkpoint is due to be committed.
+
+    With checkpoints, after ``every_labels`` labels learned or ``every_seconds``;
+    without (``every_labels`` None), every ``every_seconds`` (``kafka.commit_interval_s``).
+
+    >>> now = [0.0]
+    >>> clock = CheckpointClock(every_labels=3, every_seconds=60.0, clock=lambda: now[0])
+    >>> clock.learned(2); clock.due()
+    False
+    >>> clock.learned(1); clock.due()
+    True
+    >>> clock.reset(); now[0] = 61.0; clock.due()
+    True
+    """
+
+    def __init__(
+        self,
+        every_labels: int | None,
+        every_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every_labels = every_labels
+        self.every_seconds = every_seconds
+        self.clock = clock
+        #: Labels learned since the last checkpoint.
+        self.labels = 0
+        self.last = clock()
+
+    def learned(self, labels: int) -> None:
+        self.labels += labels
+
+    def due(self) -> bool:
+        if self.every_labels is not None and self.labels >= self.every_labels:
+            return True
+        return self.clock() - self.last >= self.every_seconds
+
+    def reset(self) -> None:
+        """A checkpoint was made (or skipped): count afresh from now."""
+        self.labels = 0
+        self.last = self.clock()
+
+    def touch(self) -> None:
+        """Offsets were committed, or nothing was to be: the interval starts again."""
+        self.last = self.clock()
