@@ -23,9 +23,12 @@ from metrics.instruments import WorkerMetrics
 from stream.config import Settings
 from stream.processor import ModelSlot
 
-__all__ = ["ModelLifecycle", "model_services"]
+__all__ = ["ModelLifecycle", "ModelServices", "model_services"]
 
 log = logging.getLogger(__name__)
+
+#: Builds a worker's model registry and checkpointer (either None: there is none).
+ModelServices = Callable[[], tuple[ModelRegistry | None, Checkpointer | None]]
 
 
 class ModelLifecycle:

@@ -15,8 +15,7 @@ recovers from it as from any other.
 
 Examples
 --------
->>> from features.schema import RecordKind
-from stream.config import KafkaConfig
+>>> from stream.config import KafkaConfig
 >>> options = librdkafka_options(KafkaConfig(security_protocol="SASL_PLAINTEXT",
 ...     sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"))
 >>> sorted(options)

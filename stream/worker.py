@@ -35,7 +35,7 @@ from learners.checkpointer import ModelState
 from learners.registry import NonFiniteModelError
 from metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
-from stream import inflight, kafka_clients
+from stream import inflight, kafka_clients, lifecycle
 from stream.config import Settings
 from stream.connection import Connection
 from stream.edge import (
@@ -47,7 +47,7 @@ from stream.edge import (
     SourceFactory,
     UndeliveredError,
 )
-from stream.lifecycle import ModelLifecycle, model_services
+from stream.lifecycle import ModelLifecycle, ModelServices
 from stream.outputs import Outputs
 from stream.processor import BatchOutput, ModelSlot, Prediction, Processor
 from stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
@@ -89,6 +89,9 @@ class Worker:
     prepare_topics
         Called before the clients are opened: creates the topics if so configured and
         returns the dead letter topic's ``max.message.bytes`` (None: unknown).
+    model_services
+        Builds the model registry and the checkpointer; by default those of
+        ``signing_key`` on Redis (:func:`stream.lifecycle.model_services`).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class Worker:
         sink_factory: SinkFactory | None = None,
         store_factory: Callable[[], InteractionStore] | None = None,
         prepare_topics: Callable[[], int | None] | None = None,
+        model_services: ModelServices | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -123,8 +127,10 @@ class Worker:
         self._kafka_at = self.connection.what
         self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
         self._redis = RedisWaits(settings.redis.url, self.metrics, self._stop, self._is_closing)
-        self.models, self.checkpointer = model_services(
-            self.redis, settings, name, signing_key, self._redis
+        self.models, self.checkpointer = (
+            model_services()
+            if model_services is not None
+            else lifecycle.model_services(self.redis, settings, name, signing_key, self._redis)
         )
         store = (
             store_factory()
