@@ -278,8 +278,12 @@ class KafkaSource:
 
         A partition without one starts where ``auto_offset_reset`` says, as a
         newly assigned partition would. Returns the offset each now starts at.
+        What a revocation dropped is forgotten too: the committed offsets come
+        before it, and seeking to it when the rebalance's assignment arrives (the
+        rewind may come first) would skip the records between them.
         """
         self._order.clear()
+        self._dropped = {}
         if self._paused:
             self.consumer.resume(*(KafkaPartition(*p) for p in self._paused))
             self._paused.clear()
