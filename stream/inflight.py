@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from features.store import BatchOutcome
 from metrics.instruments import PRODUCE_STAGE, WorkerMetrics
 from stream.edge import Record, Sink
-from stream.outputs import CATCHING_UP_S, Outputs, waited_s
+from stream.publishing import CATCHING_UP_S, Outputs, waited_s
 from stream.processor import BatchOutput, Prediction, PreparedBatch, Processor
 
 __all__ = ["Finished", "InFlight", "drop", "finish", "start"]

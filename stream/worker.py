@@ -4,7 +4,7 @@ The loop is thin on purpose: decoding, features, scoring and learning live in
 :class:`stream.processor.Processor`; the Kafka edge behind
 :class:`stream.edge.Source` and :class:`stream.edge.Sink` (built by
 :mod:`stream.kafka_clients` unless given); publishing and delivery in
-:class:`stream.outputs.Outputs`; the served model in
+:class:`stream.publishing.Outputs`; the served model in
 :class:`stream.lifecycle.ModelLifecycle`; the two-phase checkpoint in
 :class:`learners.checkpointer.Checkpointer`; Redis in :mod:`features.store`;
 metrics in :mod:`metrics`.
@@ -48,7 +48,7 @@ from stream.edge import (
     UndeliveredError,
 )
 from stream.lifecycle import ModelLifecycle, ModelServices
-from stream.outputs import Outputs
+from stream.publishing import Outputs
 from stream.processor import BatchOutput, ModelSlot, Prediction, Processor
 from stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
 from stream.runtime import tune_interpreter
