@@ -26,11 +26,13 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['parquet']))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-# 2. The package itself (the four packages; README.md is not needed to build it).
+# 2. The package itself (the six packages; README.md is not needed to build it).
 COPY stream ./stream
 COPY features ./features
 COPY learners ./learners
 COPY metrics ./metrics
+COPY stack ./stack
+COPY cli ./cli
 RUN pip install --no-deps ".[parquet]" \
  && streamlearn --help > /dev/null
 

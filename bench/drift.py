@@ -37,7 +37,7 @@ from rich.progress import Progress
 from rich.table import Table
 from river.datasets import synth
 
-from metrics.drift import BINARY_DETECTORS, ConceptDrift, concept_signal
+from metrics.concept_drift import BINARY_DETECTORS, ConceptDrift, concept_signal
 from stream.backtest import backtest
 from stream.config import Settings
 from stream.datasets import START_MS

@@ -1,6 +1,6 @@
 """The benchmark's environment: its own local stack, settings, topics and the machine.
 
-The stack is the project's :class:`stream.stack.Stack` (Kafka and Redis only)
+The stack is the project's :class:`stack.Stack` (Kafka and Redis only)
 on a private root and free ports, with Redis persistence off, so a benchmark
 never touches the user's ``.stack/``.
 """
@@ -21,13 +21,13 @@ from typing import Any
 import psutil
 import redis
 
+from stack import Stack, StackConfig, free_ports, private_stack_config
+from stack.install import StackError, kafka_version
 from stream import harness
 from stream.config import Settings
 from stream.harness import lines_of as world_lines
 from stream.harness import write_config
 from stream.produce import committed_records, produce_lines
-from stream.stack import Stack, StackConfig, free_ports, private_stack_config
-from stream.stack_install import StackError, kafka_version
 
 __all__ = [
     "CpuMeter",

@@ -24,7 +24,9 @@ import orjson
 import redis
 from prometheus_client import CollectorRegistry
 
-from features.store import InteractionStore, MemoryStore, RedisStore
+from features.memory_store import MemoryStore
+from features.redis_store import RedisStore
+from features.store import InteractionStore
 from learners.models import build_model, is_positive
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics

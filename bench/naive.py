@@ -27,8 +27,9 @@ import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
+from features.decode import decode_event, decode_label
 from features.interactions import EntityState, entity_ids, observe
-from features.schema import DecodeError, decode_event, decode_label
+from features.schema import DecodeError
 from features.vector import features_of
 from learners.models import learn, score
 from stream.config import Settings, load_settings

@@ -19,11 +19,11 @@ from pathlib import Path
 import orjson
 from rich.table import Table
 
+from stack import Stack, fast_stack_config
 from stream.backtest import backtest
 from stream.config import Settings
 from stream.harness import drain, run_workers, settings_for
 from stream.replay import replay
-from stream.stack import Stack, fast_stack_config
 from stream.synthetic import WorldConfig, generate_world
 from stream.ui import console
 

@@ -36,13 +36,13 @@ from rich.table import Table
 
 from bench.env import free_ports, machine_info, write_config
 from bench.tables import percentiles
-from features.schema import Limits
-from features.store import RedisStore
+from features.limits import Limits
+from features.redis_store import RedisStore
 from learners.registry import ModelRegistry
+from stack import Stack, private_stack_config
 from stream.config import Settings
 from stream.processor import ModelSlot, Processor, Record
 from stream.serve import StateReader, parse_rank, parse_score, score_events
-from stream.stack import Stack, private_stack_config
 from stream.synthetic import World, WorldConfig, feed_requests, generate_world
 
 __all__ = ["main"]
@@ -241,7 +241,7 @@ async def _open_loop(url: str, path: str, bodies: list[bytes], rate: float, seco
 
 def _serve(config: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "serve", "--config", str(config),
+        [sys.executable, "-m", "cli", "serve", "--config", str(config),
          "--port", str(port), "--workers", str(workers)],
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -24,8 +24,8 @@ import redis
 from rich.table import Table
 
 from features.schema import is_event_record, is_label_record
+from stack import Stack, fast_stack_config
 from stream import harness
-from stream.stack import Stack, fast_stack_config
 from stream.synthetic import WorldConfig, generate_world
 from stream.ui import console
 

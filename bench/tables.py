@@ -1,8 +1,9 @@
-"""The benchmark's results as rows, goals, a Markdown report, JSON and a rich table.
+"""The benchmark's results as rows, a Markdown report, JSON and a rich table.
 
 Everything here is a pure function of the ``results`` mapping that
 ``python -m bench`` fills in (see :mod:`bench.__main__` for its shape), so the
-tables and the goal verdicts are tested without any server.
+tables are tested without any server; the goals' verdicts in them come from
+:mod:`bench.goals`.
 
 Examples
 --------
@@ -30,46 +31,17 @@ from typing import Any
 
 from rich.table import Table
 
+from .goals import WORKER_RUNS, Goal, ceiling_ratio, goals_of, goals_together, machine_full_note
+
 __all__ = [
-    "GOALS",
-    "Goal",
+    "HEADER",
     "Row",
-    "cpu_per_event_us",
-    "goals_of",
-    "goals_together",
-    "machine_full_note",
     "markdown",
     "percentiles",
     "rich_table",
     "rows_of",
     "write_reports",
 ]
-
-#: Goal name -> threshold; the verdicts come from :func:`goals_of`.
-GOALS: dict[str, float] = {
-    "worker >= 50% of ceiling": 0.5,
-    "p99 < 50 ms at 50% of max rate": 50.0,
-    "2 workers >= 1.5x one": 1.5,
-    "RSS growth after warm-up < 10%": 10.0,
-}
-
-#: Worker run -> what it is (its row reads "worker, " and this).
-_WORKER_RUNS = {
-    "off": "checkpoints off",
-    "transactions": "checkpoints + transactions",
-    "librdkafka_off": "librdkafka client, checkpoints off",
-    "librdkafka_transactions": "librdkafka client, checkpoints + transactions",
-}
-
-
-@dataclass
-class Goal:
-    """One goal: what was measured and whether it passed (None: not measured)."""
-
-    name: str
-    row: str
-    measured: str
-    passed: bool | None
 
 
 @dataclass
@@ -121,12 +93,6 @@ def _startup_note(with_startup: dict[str, float] | None) -> str:
     return f"with the start-up: p99 {with_startup['p99']:.0f} ms, max {with_startup['max']:.0f} ms"
 
 
-def _ratio(value: float | None, ceiling: float | None) -> float | None:
-    if value is None or not ceiling:
-        return None
-    return value / ceiling
-
-
 def _cpu_text(cpu: Mapping[str, Mapping[str, float]] | None) -> str:
     """``worker-0 95%, kafka 40%``: CPU time of each process as % of one core over the run."""
     if not cpu:
@@ -138,79 +104,6 @@ def _rss_text(rss: Mapping[str, float] | None) -> str:
     if not rss:
         return ""
     return " → ".join(f"{value:.0f}" for value in rss.values()) + " MB"
-
-
-def cpu_per_event_us(run: Mapping[str, Any]) -> dict[str, float]:
-    """Each process's CPU time per event of a run, in microseconds.
-
-    >>> cpu_per_event_us({"events": 1000, "cpu": {"worker-0": {"cpu_s": 0.5},
-    ...                                           "redis": {"cpu_s": 0.2}}})
-    {'worker-0': 500.0, 'redis': 200.0}
-    """
-    events = run.get("events") or 0
-    if not events:
-        return {}
-    return {name: 1e6 * entry["cpu_s"] / events for name, entry in run.get("cpu", {}).items()}
-
-
-def machine_full_note(run: Mapping[str, Any], cores: int | None) -> str:
-    """What the run's CPU per event allows once every core is busy, against its own rate.
-
-    Two workers on a machine the broker and Redis share can at best go as fast as
-    the cores allow at these costs per event (a little more when larger batches
-    make them cheaper), whatever the second worker adds.
-
-    >>> cpu = {"worker-0": {"cpu_s": 0.5}, "redis": {"cpu_s": 0.2}, "kafka": {"cpu_s": 0.1}}
-    >>> print(machine_full_note({"events": 1000, "events_per_s": 2000.0, "cpu": cpu}, 2))
-    CPU per event: worker-0 500, redis 200, kafka 100 µs; 2 cores full at 2,500 events/s (1.25x)
-    """
-    costs = cpu_per_event_us(run)
-    total_us = sum(costs.values())
-    if not cores or total_us <= 0 or not run.get("events_per_s"):
-        return ""
-    full = cores * 1e6 / total_us
-    each = ", ".join(f"{name} {us:.0f}" for name, us in costs.items())
-    return (
-        f"CPU per event: {each} µs; {cores} cores full at {full:,.0f} events/s "
-        f"({full / run['events_per_s']:.2f}x)"
-    )
-
-
-def goals_together(results: Mapping[str, Any]) -> str:
-    """What the worker and scaling goals need together, against the scaling runs' CPU.
-
-    A worker at 50% of the ceiling serves ``ceiling / 2`` events/s, and two workers at
-    1.5x that serve ``0.75 * ceiling``. Every process of the run (workers, broker, Redis,
-    the rest) shares the cores, so both goals hold only if the CPU they spend per event
-    together fits: at most ``cores / (0.75 * ceiling)``, whatever the split between them.
-
-    >>> cpu = {"worker-0": {"cpu_s": 0.4}, "kafka": {"cpu_s": 0.08}, "redis": {"cpu_s": 0.2}}
-    >>> results = {"ceiling": {"events_per_s": 6000.0},
-    ...            "scaling": {"one": {"events": 1000, "cpu": cpu}, "cores": 2}}
-    >>> print(goals_together(results))  # doctest: +NORMALIZE_WHITESPACE
-    worker >= 50% of ceiling and 2 workers >= 1.5x one, together: 4,500 events/s on 2 cores,
-    at most 444 µs CPU per event for all processes; measured 680 µs with one
-    (worker-0 400, kafka 80, redis 200)
-    >>> goals_together({"ceiling": {"events_per_s": 6000.0}})
-    ''
-    """
-    ceiling = results.get("ceiling", {}).get("events_per_s")
-    scaling = results.get("scaling", {})
-    cores = scaling.get("cores")
-    measured = []
-    for name in ("one", "two"):
-        costs = cpu_per_event_us(scaling[name]) if name in scaling else {}
-        if costs:
-            each = ", ".join(f"{process} {us:.0f}" for process, us in costs.items())
-            measured.append(f"{sum(costs.values()):.0f} µs with {name} ({each})")
-    if not ceiling or not cores or not measured:
-        return ""
-    rate = ceiling * GOALS["worker >= 50% of ceiling"] * GOALS["2 workers >= 1.5x one"]
-    return (
-        f"worker >= 50% of ceiling and 2 workers >= 1.5x one, together: {rate:,.0f} events/s "
-        f"on {cores} cores, at most {cores * 1e6 / rate:.0f} µs CPU per event for all "
-        f"processes; measured {' and '.join(measured)}"
-    )
 
 
 def _redis_note(us_per_event: float | None) -> str:
@@ -233,9 +126,14 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
     rows: list[Row] = []
 
     def add(key: str, scenario: str, eps: float | None, **extra: Any) -> Row:
-        row = Row(key, scenario, eps, _ratio(eps, ceiling), **extra)
+        row = Row(key, scenario, eps, ceiling_ratio(eps, ceiling), **extra)
         rows.append(row)
         return row
+
+    def add_latency(key: str, scenario: str, point: Mapping[str, Any], **extra: Any) -> None:
+        """A row of a latency point: its rate is the load offered, not a share of the ceiling."""
+        latency_ms = {k: point[k] for k in ("p50", "p95", "p99", "max")}
+        add(key, scenario, point["achieved_rate"], latency_ms=latency_ms, **extra).ratio = None
 
     if "ceiling" in results:
         add("ceiling", "ceiling: bare River loop, features precomputed", ceiling)
@@ -257,7 +155,7 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
             results["processor_redis"]["events_per_s"],
             note=_redis_note(results["processor_redis"].get("redis_cpu_us_per_event")),
         )
-    for name, label in _WORKER_RUNS.items():
+    for name, label in WORKER_RUNS.items():
         run = results.get("worker", {}).get(name)
         if run is not None:
             add(
@@ -293,28 +191,24 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
         )
     if "latency_hop" in results:
         hop = results["latency_hop"]
-        row = add(
+        add_latency(
             "latency_hop",
             f"Kafka hop alone @ {hop['fraction']:.0%} of max ({hop['target_rate']:.0f} ev/s), "
             "no worker",
-            hop["achieved_rate"],
-            latency_ms={k: hop[k] for k in ("p50", "p95", "p99", "max")},
+            hop,
             note=f"producer to a bare consumer; {hop['received']:,} of "
             f"{hop['events_sent']:,} events received",
         )
-        row.ratio = None
     warmup = _warmup_note(results.get("latency_warmup", []))
     for index, point in enumerate(results.get("latency", [])):
         notes = [_startup_note(point.get("with_startup")), warmup if index == 0 else ""]
-        row = add(
+        add_latency(
             f"latency_{round(point['fraction'] * 100)}",
             f"latency @ {point['fraction']:.0%} of max ({point['target_rate']:.0f} ev/s offered)",
-            point["achieved_rate"],
-            latency_ms={k: point[k] for k in ("p50", "p95", "p99", "max")},
+            point,
             cpu=_cpu_text(point.get("cpu")),
             note="; ".join(note for note in notes if note),
         )
-        row.ratio = None
     if "memory" in results:
         mem = results["memory"]
         add(
@@ -335,40 +229,6 @@ def rows_of(results: Mapping[str, Any]) -> list[Row]:
         if row is not None:
             row.goal, row.passed = goal.name, goal.passed
     return rows
-
-
-def goals_of(results: Mapping[str, Any]) -> list[Goal]:
-    """The goals' verdicts on the measured numbers; a goal not measured passes nothing."""
-    goals: list[Goal] = []
-    ceiling = results.get("ceiling", {}).get("events_per_s")
-    name = "worker >= 50% of ceiling"
-    for run_name in _WORKER_RUNS:
-        run = results.get("worker", {}).get(run_name)
-        if run is None:
-            continue
-        ratio = _ratio(run["events_per_s"], ceiling)
-        measured = (
-            "no ceiling measured" if ratio is None else f"{ratio:.0%} ({_WORKER_RUNS[run_name]})"
-        )
-        passed = None if ratio is None else ratio >= GOALS[name]
-        goals.append(Goal(name, f"worker_{run_name}", measured, passed))
-    name = "p99 < 50 ms at 50% of max rate"
-    half = [p for p in results.get("latency", []) if math.isclose(p["fraction"], 0.5)]
-    if half:
-        p99 = half[0]["p99"]
-        passed = None if math.isnan(p99) else p99 < GOALS[name]
-        goals.append(Goal(name, "latency_50", f"p99 {p99:.1f} ms", passed))
-    name = "2 workers >= 1.5x one"
-    two = results.get("scaling", {}).get("two")
-    if two is not None:
-        speedup = two.get("speedup", math.nan)
-        passed = None if math.isnan(speedup) else speedup >= GOALS[name]
-        goals.append(Goal(name, "scaling_two", f"{speedup:.2f}x", passed))
-    name = "RSS growth after warm-up < 10%"
-    if "memory" in results:
-        growth = results["memory"]["growth_pct"]
-        goals.append(Goal(name, "memory", f"{growth:+.1f}%", growth < GOALS[name]))
-    return goals
 
 
 def _num(value: float | None, digits: int = 0) -> str:

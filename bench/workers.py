@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from stack import Stack
 from stream.config import Settings
-from stream.stack import Stack
 from stream.topics import ensure_topics, topic_plan
 
 from .env import CpuMeter, cpu_summary, write_config

@@ -1,5 +1,5 @@
 -- Applies one batch of events and labels to the interaction state, atomically.
--- It is the Redis twin of features.store.MemoryStore; the arithmetic is the one of
+-- It is the Redis twin of features.memory_store.MemoryStore; the arithmetic is the one of
 -- features.interactions (observe, observe_label) and the tests check that both agree.
 --
 -- ARGV[1] key prefix

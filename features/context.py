@@ -29,7 +29,9 @@ def cyclic(value: float, period: float) -> tuple[float, float]:
     return math.sin(angle), math.cos(angle)
 
 
-def context_features(timestamp_ms: int, context: Mapping[str, float | int | str]) -> dict:
+def context_features(
+    timestamp_ms: int, context: Mapping[str, float | int | str]
+) -> dict[str, float | int | str]:
     """Time of day (UTC, cyclic) and weekday of the event time, plus its context.
 
     The weekday is categorical: it changes once a day, and as a number it would
@@ -40,7 +42,11 @@ def context_features(timestamp_ms: int, context: Mapping[str, float | int | str]
     hour = (timestamp_ms % _MS_PER_DAY) / _MS_PER_HOUR
     hour_sin, hour_cos = cyclic(hour, 24.0)
     weekday = _WEEKDAYS[((timestamp_ms // _MS_PER_DAY) + 3) % 7]  # 1970-01-01 was a Thursday
-    features: dict = {"hour_sin": hour_sin, "hour_cos": hour_cos, "weekday": weekday}
+    features: dict[str, float | int | str] = {
+        "hour_sin": hour_sin,
+        "hour_cos": hour_cos,
+        "weekday": weekday,
+    }
     for key, value in context.items():
         features["ctx_" + key] = value
     return features

@@ -3,9 +3,10 @@
 State is kept per *entity*: a user, an item, an author, a user x item pair or a
 user x author pair. Each entity holds a count of events, a count and sum of
 labels, the time of its last event and exponentially decayed counts, one per
-half-life, all in event time. The functions here are pure; the stores in
-:mod:`features.store` apply them (the Redis store does the same arithmetic in
-a Lua script, checked against these functions by the tests).
+half-life, all in event time. The functions here are pure; the stores of
+:mod:`features.memory_store` and :mod:`features.redis_store` apply them (the
+Redis store does the same arithmetic in a Lua script, checked against these
+functions by the tests).
 
 Decayed counts are order independent: an event older than the reference time
 is added with its decayed weight instead of decaying the whole sum forward, so

@@ -77,12 +77,14 @@ def _assemble(
     return x
 
 
-def features_of(event: Event, states: list[tuple[str, EntityState]], config: FeatureConfig) -> dict:
+def features_of(
+    event: Event, states: list[tuple[str, EntityState]], config: FeatureConfig
+) -> dict[str, Any]:
     """The model's input for ``event``, given the state its entities had before it."""
     return _assemble(event.timestamp, event.context, event.features, states, config)
 
 
-def event_inputs(event: Event, config: FeatureConfig) -> dict:
+def event_inputs(event: Event, config: FeatureConfig) -> dict[str, Any]:
     """The model inputs that come from the event itself: its ``features`` and, unless the
     features are raw, its ``context`` (named ``ctx_*``, as in :func:`features_of`).
 
@@ -114,7 +116,7 @@ def snapshot_payload(event: Event) -> bytes:
 
 def features_from_snapshot(
     payload: bytes, states: list[tuple[str, EntityState]], config: FeatureConfig
-) -> dict:
+) -> dict[str, Any]:
     """The model's input rebuilt from a snapshot: identical to what was scored."""
     snap = orjson.loads(payload)
     return _assemble(snap["ts"], snap["ctx"], snap["f"], states, config)

@@ -39,9 +39,10 @@ import importlib
 import math
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from river import base, compose, forest, linear_model, optim, preprocessing, tree
+from river.base.typing import FeatureName
 
 __all__ = [
     "BoundedCategories",
@@ -74,7 +75,7 @@ class Numbers(base.Transformer):
     {'a': 1.5, 'c': True}
     """
 
-    def transform_one(self, x: dict) -> dict:
+    def transform_one(self, x: dict[FeatureName, Any]) -> dict[FeatureName, Any]:
         return {k: v for k, v in x.items() if type(v) is not str}
 
 
@@ -85,7 +86,7 @@ class Strings(base.Transformer):
     {'b': 'ios'}
     """
 
-    def transform_one(self, x: dict) -> dict:
+    def transform_one(self, x: dict[FeatureName, Any]) -> dict[FeatureName, Any]:
         return {k: v for k, v in x.items() if type(v) is str}
 
 
@@ -130,7 +131,7 @@ class BoundedCategories(base.Transformer):
             )
         self.max_categories = max_categories
         self.buckets = buckets
-        self.vocabulary: dict[str, set[str]] = {}
+        self.vocabulary: dict[FeatureName, set[str]] = {}
 
     @staticmethod
     def bucket(value: str, buckets: int) -> str:
@@ -141,7 +142,7 @@ class BoundedCategories(base.Transformer):
         """
         return f"#bucket{zlib.crc32(value.encode('utf-8', 'surrogatepass')) % buckets}"
 
-    def learn_one(self, x: dict) -> None:
+    def learn_one(self, x: dict[FeatureName, Any]) -> None:
         if not self.max_categories:
             return
         vocabulary = self.vocabulary
@@ -153,7 +154,7 @@ class BoundedCategories(base.Transformer):
                 elif len(known) < self.max_categories:
                     known.add(value)
 
-    def transform_one(self, x: dict) -> dict:
+    def transform_one(self, x: dict[FeatureName, Any]) -> dict[FeatureName, Any]:
         if not self.max_categories:
             return x
         out = None
@@ -167,6 +168,15 @@ class BoundedCategories(base.Transformer):
         return x if out is None else out
 
 
+def _classifier(pipeline: object) -> base.Classifier:
+    """A pipeline that ends in a classifier, as the classifier it behaves as.
+
+    River's ``Pipeline`` is not a ``base.Classifier`` subclass (its type follows its
+    last step at run time), so its static type says nothing of the kind.
+    """
+    return cast(base.Classifier, pipeline)
+
+
 def logistic(
     max_categories: int = DEFAULT_MAX_CATEGORIES, buckets: int = DEFAULT_BUCKETS
 ) -> base.Classifier:
@@ -175,15 +185,17 @@ def logistic(
     categorical = (
         Strings() | BoundedCategories(max_categories, buckets) | preprocessing.OneHotEncoder()
     )
-    return (numeric + categorical) | linear_model.LogisticRegression(optimizer=optim.SGD(0.003))
+    return _classifier(
+        (numeric + categorical) | linear_model.LogisticRegression(optimizer=optim.SGD(0.003))
+    )
 
 
 def hoeffding_tree(
     max_categories: int = DEFAULT_MAX_CATEGORIES, buckets: int = DEFAULT_BUCKETS
 ) -> base.Classifier:
     """A Hoeffding tree; it splits on strings as nominal attributes."""
-    return BoundedCategories(max_categories, buckets) | tree.HoeffdingTreeClassifier(
-        grace_period=200
+    return _classifier(
+        BoundedCategories(max_categories, buckets) | tree.HoeffdingTreeClassifier(grace_period=200)
     )
 
 
@@ -191,7 +203,9 @@ def arf(
     max_categories: int = DEFAULT_MAX_CATEGORIES, buckets: int = DEFAULT_BUCKETS
 ) -> base.Classifier:
     """An adaptive random forest of ten trees, seeded."""
-    return BoundedCategories(max_categories, buckets) | forest.ARFClassifier(n_models=10, seed=42)
+    return _classifier(
+        BoundedCategories(max_categories, buckets) | forest.ARFClassifier(n_models=10, seed=42)
+    )
 
 
 PRESETS: dict[str, Callable[[int, int], base.Classifier]] = {
@@ -220,7 +234,7 @@ def build_model(
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"model factory {spec!r} cannot be loaded: {exc}") from exc
-    model = factory()
+    model: base.Classifier = factory()
     if not hasattr(model, "predict_proba_one") or not hasattr(model, "learn_one"):
         raise ValueError(
             f"model factory {spec!r} returned {type(model).__name__}, not a classifier"
@@ -233,18 +247,30 @@ def is_positive(label: float) -> bool:
     return label >= 0.5
 
 
-def score(model: base.Classifier, x: dict) -> float:
+def _river(x: dict[str, Any]) -> dict[FeatureName, Any]:
+    """Our features, named by strings, as River's inputs (keyed by any hashable name)."""
+    return cast(dict[FeatureName, Any], x)
+
+
+def score(model: base.Classifier, x: dict[str, Any]) -> float:
     """P(label is positive): 0.5 from a model that has learned nothing yet."""
-    proba = model.predict_proba_one(x)
+    proba = model.predict_proba_one(_river(x))
     return proba.get(True, 0.0) if proba else 0.5
 
 
-def learn(model: base.Classifier, x: dict, label: float, weight: float) -> None:
+def learn(model: base.Classifier, x: dict[str, Any], label: float, weight: float) -> None:
     """Learn one example; the weight is passed only when it is not 1."""
     if weight == 1.0:
-        model.learn_one(x, is_positive(label))
+        model.learn_one(_river(x), is_positive(label))
     else:
-        model.learn_one(x, is_positive(label), w=weight)
+        cast(_Weighted, model).learn_one(x, is_positive(label), w=weight)
+
+
+class _Weighted(Protocol):
+    """A River estimator that takes a sample weight, as its linear models, trees and
+    pipelines do; ``base.Classifier.learn_one`` declares no weight."""
+
+    def learn_one(self, x: dict[str, Any], y: bool, w: float = 1.0) -> None: ...
 
 
 def _all_finite(table: Any) -> bool:
@@ -320,7 +346,7 @@ class FiniteCheck:
         return all(_all_finite(table) for table in self.tables)
 
 
-def is_finite(model: base.Classifier, probe: dict | None = None) -> bool:
+def is_finite(model: base.Classifier, probe: dict[str, Any] | None = None) -> bool:
     """Whether ``model``'s numeric state is finite; ``probe`` tests the parts not walked.
 
     A model with parts :class:`FiniteCheck` cannot see into counts as finite

@@ -1,19 +1,8 @@
 """The model registry: signed, versioned model snapshots in Redis.
 
-A snapshot is a pickle, and unpickling runs code, so every snapshot travels in a signed
-*envelope*: its metadata (JSON) and its pickle, with an HMAC-SHA256 over both. The
-signature is checked before anything is unpickled; an unsigned, tampered or foreign
-snapshot is refused with a :class:`SnapshotError`. The key comes from the environment
-(``STREAMLEARN_MODEL_KEY``, see :func:`signing_key_from_env`) and is never logged or
-stored.
-
-Envelope layout (bytes)::
-
-    b"SLSNAP1\\n"  signature (64 hex characters)  b"\\n"
-    metadata length (4 bytes, big endian)  metadata (canonical JSON)  pickle
-
-The signature covers everything but itself: the magic, the length, the metadata and
-the pickle, so nobody can change a version, an offset or a byte of the model.
+Each snapshot is stored in the signed envelope of :mod:`learners.envelope` (the
+signature is checked before anything is unpickled; the key comes from
+``STREAMLEARN_MODEL_KEY``, :func:`signing_key_from_env`).
 
 Redis layout, under the namespace ``ns`` (``settings.store.key_prefix``):
 
@@ -35,26 +24,20 @@ effect without a restart.
 
 Examples
 --------
->>> key = b"a key of sixteen bytes or more"
->>> envelope = pack_envelope({"version": "3", "name": "logistic"}, b"pickle bytes", key)
->>> open_envelope(envelope, key)
-({'name': 'logistic', 'version': '3'}, b'pickle bytes')
->>> open_envelope(envelope.replace(b"pickle", b"pickly"), key)
-Traceback (most recent call last):
-...
-learners.registry.SnapshotError: snapshot v3 signature does not match: refusing to unpickle (tampered, or signed with another key)
-"""  # noqa: E501
+>>> import redis
+>>> registry = ModelRegistry(redis.Redis(), "doc", b"a key of sixteen bytes or more")
+>>> registry
+ModelRegistry(namespace='doc')
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import builtins
 import json
 import math
 import os
 import pickle
 import re
-import struct
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,245 +46,37 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from learners.envelope import (
+    KEY_ENV,
+    MIN_KEY_BYTES,
+    RegistryError,
+    SnapshotError,
+    canonical_json,
+    no_key,
+    open_envelope,
+    pack_envelope,
+    sign,
+    signature_matches,
+    signing_key_from_env,
+)
 from learners.models import FiniteCheck
 
 __all__ = [
     "KEY_ENV",
-    "MAGIC",
-    "MIN_KEY_BYTES",
     "ModelRegistry",
     "NonFiniteModelError",
     "RegistryError",
     "SnapshotError",
     "SnapshotInfo",
-    "open_envelope",
-    "pack_envelope",
-    "sign",
     "signing_key_from_env",
-    "split_envelope",
-    "verify",
 ]
 
-KEY_ENV = "STREAMLEARN_MODEL_KEY"
-MIN_KEY_BYTES = 16
-MAGIC = b"SLSNAP1\n"
-_LENGTH = struct.Struct(">I")
-_SIGNATURE_HEX = 64
 _HISTORY_MAX = 100
-_HEX = re.compile(rb"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^[1-9][0-9]*$")
-
-
-class RegistryError(ValueError):
-    """A registry operation that cannot be done: unknown version, nothing to roll back."""
-
-
-class SnapshotError(RegistryError):
-    """A snapshot refused: unsigned, tampered, signed with another key, or no key at all."""
 
 
 class NonFiniteModelError(RegistryError):
     """A model with NaN or infinite numbers: it is never saved, so never checkpointed or served."""
-
-
-def _no_key() -> SnapshotError:
-    return SnapshotError(
-        f"no signing key: set {KEY_ENV} to a secret of at least {MIN_KEY_BYTES} bytes, "
-        f"e.g. export {KEY_ENV}=\"$(python -c 'import secrets; print(secrets.token_hex(32))')\""
-    )
-
-
-def signing_key_from_env(environ: Mapping[str, str] = os.environ) -> bytes:
-    """The snapshot signing key, from ``STREAMLEARN_MODEL_KEY`` (UTF-8, 16 bytes or more).
-
-    Raises
-    ------
-    SnapshotError
-        When the variable is missing, empty or too short; the message says how to set it.
-
-    Examples
-    --------
-    >>> signing_key_from_env({"STREAMLEARN_MODEL_KEY": "0123456789abcdef"})
-    b'0123456789abcdef'
-    >>> signing_key_from_env({})
-    Traceback (most recent call last):
-    ...
-    learners.registry.SnapshotError: no signing key: set STREAMLEARN_MODEL_KEY ...
-    """
-    value = environ.get(KEY_ENV, "")
-    if not value:
-        raise _no_key()
-    key = value.encode("utf-8")
-    if len(key) < MIN_KEY_BYTES:
-        raise SnapshotError(
-            f"{KEY_ENV} is {len(key)} bytes long: use a secret of at least "
-            f"{MIN_KEY_BYTES} bytes (e.g. 64 hex characters from secrets.token_hex(32))"
-        )
-    return key
-
-
-def sign(payload: bytes, key: bytes) -> str:
-    """The HMAC-SHA256 of ``payload`` under ``key``, as 64 lowercase hex characters.
-
-    Examples
-    --------
-    >>> signature = sign(b"payload", b"0123456789abcdef")
-    >>> len(signature), signature == sign(b"payload", b"0123456789abcdef")
-    (64, True)
-    """
-    if not key:
-        raise _no_key()
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
-
-
-def verify(payload: bytes, signature: str | bytes, key: bytes) -> bool:
-    """Whether ``signature`` is the HMAC of ``payload`` under ``key`` (constant time).
-
-    Examples
-    --------
-    >>> key = b"0123456789abcdef"
-    >>> signature = sign(b"payload", key)
-    >>> verify(b"payload", signature, key), verify(b"Payload", signature, key)
-    (True, False)
-    >>> verify(b"payload", signature, b"fedcba9876543210"), verify(b"payload", "zz", key)
-    (False, False)
-    """
-    if isinstance(signature, str):
-        try:
-            signature = signature.encode("ascii")
-        except UnicodeEncodeError:
-            return False
-    return hmac.compare_digest(sign(payload, key).encode("ascii"), signature)
-
-
-def _canonical(metadata: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-def _signed_part(metadata: bytes, payload: bytes) -> bytes:
-    return MAGIC + _LENGTH.pack(len(metadata)) + metadata + payload
-
-
-def pack_envelope(metadata: Mapping[str, Any], payload: bytes, key: bytes) -> bytes:
-    """A signed envelope of ``metadata`` (JSON-able mapping) and ``payload`` (pickle bytes).
-
-    Examples
-    --------
-    >>> envelope = pack_envelope({"version": "1"}, b"data", b"0123456789abcdef")
-    >>> envelope[:8], len(envelope)
-    (b'SLSNAP1\\n', 96)
-    """
-    meta = _canonical(metadata)
-    signed = _signed_part(meta, payload)
-    return MAGIC + sign(signed, key).encode("ascii") + b"\n" + signed[len(MAGIC) :]
-
-
-def _claimed_version(metadata: bytes) -> str | None:
-    """The version an unverified metadata blob claims, for messages only."""
-    try:
-        version = json.loads(metadata).get("version")
-    except (ValueError, AttributeError):
-        return None
-    return str(version) if version is not None else None
-
-
-def _name(version: str | None) -> str:
-    return f"snapshot v{version}" if version else "snapshot"
-
-
-def split_envelope(envelope: bytes) -> tuple[bytes | None, bytes, bytes]:
-    """Signature (None when unsigned), metadata and payload of an envelope, NOT verified.
-
-    For inspection only: nothing returned here may be trusted before
-    :func:`open_envelope` checked the signature.
-
-    Raises
-    ------
-    SnapshotError
-        When the bytes are not an envelope at all (a bare pickle is "not signed").
-
-    Examples
-    --------
-    >>> split_envelope(pack_envelope({"version": "1"}, b"data", b"0123456789abcdef"))[1:]
-    (b'{"version":"1"}', b'data')
-    >>> split_envelope(b"\\x80\\x05N.")
-    Traceback (most recent call last):
-    ...
-    learners.registry.SnapshotError: snapshot is not signed
-    """
-    if not envelope.startswith(MAGIC):
-        if envelope[:1] == b"\x80":
-            raise SnapshotError("snapshot is not signed")
-        raise SnapshotError("not a streamlearn snapshot: the signed envelope header is missing")
-    end = envelope.find(b"\n", len(MAGIC), len(MAGIC) + _SIGNATURE_HEX + 1)
-    if end < 0:
-        raise SnapshotError("snapshot envelope is malformed: no end of signature line")
-    signature = envelope[len(MAGIC) : end] or None
-    start = end + 1 + _LENGTH.size
-    if len(envelope) < start:
-        raise SnapshotError("snapshot envelope is truncated")
-    (length,) = _LENGTH.unpack_from(envelope, end + 1)
-    if len(envelope) < start + length:
-        raise SnapshotError("snapshot envelope is truncated")
-    return signature, envelope[start : start + length], envelope[start + length :]
-
-
-def open_envelope(
-    envelope: bytes, key: bytes, *, version: str | None = None
-) -> tuple[dict[str, Any], bytes]:
-    """Verify an envelope and return its metadata and payload (still pickled).
-
-    Parameters
-    ----------
-    envelope
-        Bytes made by :func:`pack_envelope`.
-    key
-        The signing key.
-    version
-        The version the caller expects, used in messages (default: the one claimed by
-        the metadata).
-
-    Raises
-    ------
-    SnapshotError
-        Unsigned, tampered (any byte), signed with another key, or not an envelope.
-
-    Examples
-    --------
-    >>> key = b"0123456789abcdef"
-    >>> envelope = pack_envelope({"version": "3"}, b"data", key)
-    >>> open_envelope(envelope, key)
-    ({'version': '3'}, b'data')
-    >>> open_envelope(envelope, b"another key, 16+ bytes")
-    Traceback (most recent call last):
-    ...
-    learners.registry.SnapshotError: snapshot v3 signature does not match: refusing to unpickle (tampered, or signed with another key)
-    >>> unsigned = MAGIC + b"\\n" + envelope[len(MAGIC) + 65 :]
-    >>> open_envelope(unsigned, key)
-    Traceback (most recent call last):
-    ...
-    learners.registry.SnapshotError: snapshot v3 is not signed
-    """  # noqa: E501
-    try:
-        signature, meta, payload = split_envelope(envelope)
-    except SnapshotError as error:
-        if version is None:
-            raise
-        raise SnapshotError(str(error).replace("snapshot", _name(version), 1)) from None
-    name = _name(version or _claimed_version(meta))
-    if signature is None:
-        raise SnapshotError(f"{name} is not signed")
-    if not (_HEX.match(signature) and verify(_signed_part(meta, payload), signature, key)):
-        raise SnapshotError(
-            f"{name} signature does not match: refusing to unpickle "
-            "(tampered, or signed with another key)"
-        )
-    metadata = json.loads(meta)
-    if not isinstance(metadata, dict):
-        raise SnapshotError(f"{name} metadata is not a JSON object")
-    return metadata, payload
 
 
 def _check_offsets(value: dict[str, int]) -> dict[str, int]:
@@ -351,7 +126,8 @@ class SnapshotInfo(BaseModel):
             moment = datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(f"expected an ISO-8601 time, got {value!r}") from None
-        if moment.utcoffset() is None or moment.utcoffset().total_seconds() != 0:
+        offset = moment.utcoffset()
+        if offset is None or offset.total_seconds() != 0:
             raise ValueError(f"expected a UTC time (+00:00), got {value!r}")
         return value
 
@@ -425,7 +201,7 @@ class ModelRegistry:
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("the registry needs a Redis client returning bytes")
         if not key:
-            raise _no_key()
+            raise no_key()
         if len(key) < MIN_KEY_BYTES:
             raise SnapshotError(f"the signing key must be at least {MIN_KEY_BYTES} bytes")
         self.client = client
@@ -487,7 +263,7 @@ class ModelRegistry:
 
     def _store(self, info: SnapshotInfo, payload: bytes) -> None:
         metadata = info.model_dump(mode="json")
-        meta = _canonical(metadata)
+        meta = canonical_json(metadata)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._k("snapshots"), info.version, pack_envelope(metadata, payload, self.__key))
         pipe.hset(
@@ -500,7 +276,7 @@ class ModelRegistry:
         envelope = self.client.hget(self._k("snapshots"), version)
         if envelope is None:
             raise RegistryError(f"no snapshot v{version} in registry {self.namespace!r}")
-        return envelope
+        return _bytes(envelope)
 
     def _envelope(self, version: str) -> tuple[dict[str, Any], bytes]:
         """The verified metadata and pickle of ``version``."""
@@ -527,13 +303,13 @@ class ModelRegistry:
         value = self.client.hget(self._k("meta"), version)
         if value is None:
             raise RegistryError(f"no snapshot v{version} in registry {self.namespace!r}")
-        return self._open_meta(value, version)
+        return self._open_meta(_bytes(value), version)
 
     def _open_meta(self, value: bytes, version: str) -> SnapshotInfo:
         signature, _, meta = value.partition(b"\n")
         if not signature:
             raise SnapshotError(f"snapshot v{version} is not signed")
-        if not (_HEX.match(signature) and verify(meta, signature, self.__key)):
+        if not signature_matches(meta, signature, self.__key):
             raise SnapshotError(
                 f"snapshot v{version} signature does not match: refusing its metadata "
                 "(tampered, or signed with another key)"
@@ -542,21 +318,23 @@ class ModelRegistry:
 
     def list(self) -> list[SnapshotInfo]:
         """Every snapshot's metadata, by version number."""
-        versions = [v.decode() for v in self.client.zrange(self._k("versions"), 0, -1)]
+        versions = [_text(v) for v in self.client.zrange(self._k("versions"), 0, -1)]
         if not versions:
             return []
         values = self.client.hmget(self._k("meta"), versions)
         missing = [v for v, value in zip(versions, values, strict=True) if value is None]
         if missing:
             raise RegistryError(f"registry {self.namespace!r} lists v{missing[0]} without metadata")
-        return [self._open_meta(value, v) for v, value in zip(versions, values, strict=True)]
+        return [
+            self._open_meta(_bytes(value), v) for v, value in zip(versions, values, strict=True)
+        ]
 
     # -- promotion ---------------------------------------------------------------------
 
     def current(self) -> str | None:
         """The promoted version, or None before the first promotion."""
         value = self.client.get(self._k("current"))
-        return value.decode() if value is not None else None
+        return _text(value) if value is not None else None
 
     def generation(self) -> int:
         """A counter bumped by every promotion and rollback: one cheap ``GET`` to poll."""
@@ -566,11 +344,11 @@ class ModelRegistry:
     def current_state(self) -> tuple[str | None, int]:
         """The current version and the generation, read together (one ``MGET``)."""
         current, generation = self.client.mget(self._k("current"), self._k("generation"))
-        return (current.decode() if current is not None else None), int(generation or 0)
+        return (_text(current) if current is not None else None), int(generation or 0)
 
-    def history(self) -> list[str]:
+    def history(self) -> builtins.list[str]:
         """The versions :meth:`rollback` would go back to, next first."""
-        return [v.decode() for v in self.client.lrange(self._k("history"), 0, -1)]
+        return [_text(v) for v in self.client.lrange(self._k("history"), 0, -1)]
 
     def promote(self, version: str) -> None:
         """Make ``version`` current (its signature checked first) and bump the generation.
@@ -612,7 +390,7 @@ class ModelRegistry:
                 )
                 + f" in registry {self.namespace!r}"
             )
-        version = target.decode()
+        version = _text(target)
         self._envelope(version)
         status, reason = self._rollback(
             keys=[self._k("current"), self._k("history"), self._k("generation")], args=[version]
@@ -627,7 +405,7 @@ class ModelRegistry:
 
     # -- files -------------------------------------------------------------------------
 
-    def prune(self, note: str, keep: int, protect: Collection[str] = ()) -> list[str]:
+    def prune(self, note: str, keep: int, protect: Collection[str] = ()) -> builtins.list[str]:
         """Delete all but the ``keep`` newest snapshots whose note is ``note``.
 
         The current version, the rollback history and ``protect`` are never deleted.
@@ -686,6 +464,18 @@ class ModelRegistry:
         info = SnapshotInfo.model_validate(info.model_dump())
         self._store(info, payload)
         return info
+
+
+def _bytes(reply: object) -> bytes:
+    """A reply of the client the registry requires, which returns bytes (checked in
+    ``ModelRegistry.__init__``)."""
+    if not isinstance(reply, bytes):
+        raise TypeError(f"expected bytes from Redis, got {type(reply).__name__}")
+    return reply
+
+
+def _text(reply: object) -> str:
+    return _bytes(reply).decode()
 
 
 def _version(version: str | int) -> str:

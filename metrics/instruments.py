@@ -35,6 +35,7 @@ __all__ = [
     "DROPPED_OUTPUTS",
     "EVENTS",
     "EVENT_TO_PREDICTION",
+    "JOB",
     "LABELS_LEARNED",
     "LABELS_RECEIVED",
     "LABELS_SKIPPED",
@@ -61,6 +62,9 @@ __all__ = [
     "UNDELIVERED",
     "WorkerMetrics",
 ]
+
+#: Prometheus scrape job of the workers: the ``job`` label of their series.
+JOB = "streamlearn"
 
 #: The names of the worker's series as Prometheus exposes them (a counter's with
 #: ``_total``, an info's with ``_info``; a histogram's series add ``_bucket``,

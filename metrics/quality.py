@@ -20,14 +20,23 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
+    "Labels",
     "QualityReport",
     "RollingQuality",
     "binary_log_loss",
     "recall_at_precision",
     "roc_auc",
+    "Scores",
 ]
+
+#: True labels: a sequence of bools, or a numpy array of them.
+Labels = Sequence[bool] | npt.NDArray[np.bool_]
+#: Scores or weights: a sequence of floats, or a numpy array of them.
+Scores = Sequence[float] | npt.NDArray[np.float64]
+_Floats = npt.NDArray[np.float64]
 
 
 def binary_log_loss(y_true: bool, proba: float, eps: float = 1e-7) -> float:
@@ -47,8 +56,8 @@ def binary_log_loss(y_true: bool, proba: float, eps: float = 1e-7) -> float:
 
 
 def _arrays(
-    y_true: Sequence[bool], scores: Sequence[float], weights: Sequence[float] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y_true: Labels, scores: Scores, weights: Scores | None
+) -> tuple[npt.NDArray[np.bool_], _Floats, _Floats]:
     y = np.asarray(y_true, dtype=bool)
     s = np.asarray(scores, dtype=float)
     if weights is None:
@@ -59,18 +68,17 @@ def _arrays(
 
 
 def _class_weights_by_score(
-    y: np.ndarray, s: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y: npt.NDArray[np.bool_], s: _Floats, w: _Floats
+) -> tuple[_Floats, _Floats, _Floats]:
     """The distinct scores, ascending, with the positive and negative weight at each."""
     distinct, index = np.unique(s, return_inverse=True)
+    # A weighted bincount is float64 already (numpy's stubs say intp): astype copies nothing.
     positive = np.bincount(index, weights=np.where(y, w, 0.0), minlength=len(distinct))
     negative = np.bincount(index, weights=np.where(y, 0.0, w), minlength=len(distinct))
-    return distinct, positive, negative
+    return distinct, positive.astype(float, copy=False), negative.astype(float, copy=False)
 
 
-def roc_auc(
-    y_true: Sequence[bool], scores: Sequence[float], weights: Sequence[float] | None = None
-) -> float | None:
+def roc_auc(y_true: Labels, scores: Scores, weights: Scores | None = None) -> float | None:
     """Exact (weighted) area under the ROC curve; ties in score count one half.
 
     Equals the weighted share of (positive, negative) pairs that the scores
@@ -89,7 +97,7 @@ def roc_auc(
     return _auc(positive, negative)
 
 
-def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+def _auc(positive: _Floats, negative: _Floats) -> float | None:
     total_pos, total_neg = float(positive.sum()), float(negative.sum())
     if total_pos <= 0 or total_neg <= 0:
         return None
@@ -99,10 +107,10 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
 
 
 def recall_at_precision(
-    y_true: Sequence[bool],
-    scores: Sequence[float],
+    y_true: Labels,
+    scores: Scores,
     precision_target: float,
-    weights: Sequence[float] | None = None,
+    weights: Scores | None = None,
 ) -> tuple[float | None, float | None]:
     """Best recall among thresholds whose precision reaches ``precision_target``.
 
@@ -127,7 +135,7 @@ def recall_at_precision(
 
 
 def _recall_at_precision(
-    distinct: np.ndarray, positive: np.ndarray, negative: np.ndarray, precision_target: float
+    distinct: _Floats, positive: _Floats, negative: _Floats, precision_target: float
 ) -> tuple[float | None, float | None]:
     total_pos = float(positive.sum())
     if total_pos <= 0:

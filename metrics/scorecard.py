@@ -16,7 +16,8 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from river import metrics
 
@@ -25,16 +26,29 @@ from metrics.quality import recall_at_precision, roc_auc
 __all__ = ["Scorecard"]
 
 
+class _BinaryMetric(Protocol):
+    """What the scorecard uses of a River metric (River does not annotate its metrics)."""
+
+    def update(self, y_true: bool, y_pred: Any) -> None: ...
+
+    def get(self) -> float: ...
+
+
+def _river(metric: Callable[[], _BinaryMetric]) -> _BinaryMetric:
+    """A new River metric, typed as :class:`_BinaryMetric`."""
+    return metric()
+
+
 class Scorecard:
     """Log loss, accuracy, precision, recall and ROC AUC over every learned label."""
 
     def __init__(self, threshold: float = 0.5, precision_target: float = 0.995) -> None:
         self.threshold = threshold
         self.precision_target = precision_target
-        self.log_loss = metrics.LogLoss()
-        self.accuracy = metrics.Accuracy()
-        self.precision = metrics.Precision()
-        self.recall = metrics.Recall()
+        self.log_loss = _river(metrics.LogLoss)
+        self.accuracy = _river(metrics.Accuracy)
+        self.precision = _river(metrics.Precision)
+        self.recall = _river(metrics.Recall)
         self.y_true: list[bool] = []
         self.scores: list[float] = []
 
@@ -49,6 +63,7 @@ class Scorecard:
         self.scores.append(score)
 
     def result(self) -> dict[str, Any]:
+        """The metrics over every label so far, with the label count and the precision target."""
         recall, threshold = recall_at_precision(self.y_true, self.scores, self.precision_target)
         return {
             "labels": len(self.y_true),

@@ -152,7 +152,7 @@ class SliceMonitor:
     Notes
     -----
     The decision-rate ratio floors both rates at half a decision of the
-    smaller side, as :class:`metrics.drift.PredictionDrift` does, so that two
+    smaller side, as :class:`metrics.prediction_drift.PredictionDrift` does, so that two
     sides without a positive decision give 1 rather than 0/0.
     """
 
@@ -219,13 +219,12 @@ class SliceMonitor:
         for key, pred_values, label_values in zip(
             self.keys, self._pred_values, self._label_values, strict=True
         ):
-            volume = Counter(pred_values)
-            volume.pop(None, None)
+            volume = Counter(v for v in pred_values if v is not None)
             top = [v for v, _ in volume.most_common(self.top_k)]
             names = top + ([OTHER_SLICE] if len(volume) > len(top) else [])
             # Codes: 0..len(top)-1 the named values, len(top) the others, len(top)+1 no value.
             other = len(top)
-            code = dict.fromkeys(volume, other)
+            code: dict[str | None, int] = dict.fromkeys(volume, other)
             code.update(dict.fromkeys(label_values, other))
             code.update((v, i) for i, v in enumerate(top))
             code[None] = other + 1

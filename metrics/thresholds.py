@@ -22,16 +22,33 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for AlertThresh
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from metrics.drift import BINARY_DETECTORS, DETECTORS
+from metrics.concept_drift import BINARY_DETECTORS, DETECTORS
 
-__all__ = ["AlertThresholds", "Duration", "MonitoringConfig"]
+__all__ = ["AlertThresholds", "Duration", "MonitoringConfig", "duration_seconds"]
 
 #: A Prometheus duration such as ``30s``, ``5m`` or ``1h30m``.
 Duration = Annotated[str, StringConstraints(pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")]
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds in a Prometheus duration.
+
+    Examples
+    --------
+    >>> duration_seconds("1h30m"), duration_seconds("15s"), duration_seconds("0m")
+    (5400.0, 15.0, 0.0)
+    """
+    parts = re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a Prometheus duration: {duration!r}")
+    return float(sum(int(n) * _UNITS[u] for n, u in parts))
 
 
 class AlertThresholds(BaseModel):
@@ -258,7 +275,7 @@ class MonitoringConfig(BaseModel):
         arguments. ``hddm_a``, ``hddm_w`` and ``ddm`` take 0/1 values: the
         ``error`` signal only.
     concept_signal
-        What the detector watches per label (:func:`metrics.drift.concept_signal`):
+        What the detector watches per label (:func:`metrics.concept_drift.concept_signal`):
         ``error`` (the decision's 0/1 error), ``brier`` or ``log_loss``.
     concept_warmup_labels
         Labels after a start or a reset during which no concept drift is

@@ -3,7 +3,7 @@
 The file's records go through the same :class:`stream.processor.Processor`
 (decode, features, scoring, learning, monitoring) as in the worker, without
 Kafka, as fast as possible and deterministically. The interaction state lives
-in a :class:`features.store.MemoryStore` by default, or in Redis.
+in a :class:`features.memory_store.MemoryStore` by default, or in Redis.
 
 With a label delay, an event's inline label is held back and released, as a
 label record, before the first event at or after ``event time + delay``: the
@@ -34,8 +34,10 @@ from typing import IO, Any
 import orjson
 import redis
 
+from features.memory_store import MemoryStore
+from features.redis_store import RedisStore
 from features.schema import line_kind, to_epoch_ms
-from features.store import InteractionStore, MemoryStore, RedisStore
+from features.store import InteractionStore
 from metrics.monitor import Monitor
 from metrics.scorecard import Scorecard
 from stream.config import Settings

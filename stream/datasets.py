@@ -27,7 +27,7 @@ __all__ = ["DATASETS", "dataset_events", "river_dataset"]
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
-def _agrawal_drift(seed: int) -> Iterable[tuple[dict, Any]]:
+def _agrawal_drift(seed: int) -> Iterable[tuple[dict[str, Any], Any]]:
     return synth.ConceptDriftStream(
         stream=synth.Agrawal(classification_function=0, seed=seed),
         drift_stream=synth.Agrawal(classification_function=4, seed=seed),
@@ -37,7 +37,7 @@ def _agrawal_drift(seed: int) -> Iterable[tuple[dict, Any]]:
     )
 
 
-def _sea_drift(seed: int) -> Iterable[tuple[dict, Any]]:
+def _sea_drift(seed: int) -> Iterable[tuple[dict[str, Any], Any]]:
     return synth.ConceptDriftStream(
         stream=synth.SEA(variant=0, seed=seed),
         drift_stream=synth.SEA(variant=3, seed=seed),
@@ -48,9 +48,13 @@ def _sea_drift(seed: int) -> Iterable[tuple[dict, Any]]:
 
 
 #: Name -> (factory taking a seed, default number of samples, description).
-DATASETS: dict[str, tuple[Callable[[int], Iterable[tuple[dict, Any]]], int, str]] = {
+DATASETS: dict[str, tuple[Callable[[int], Iterable[tuple[dict[str, Any], Any]]], int, str]] = {
     "phishing": (lambda seed: datasets.Phishing(), 1250, "River's bundled phishing web pages"),
-    "bananas": (lambda seed: datasets.Bananas(), 5300, "River's bundled two-moons-like data"),
+    "bananas": (
+        lambda seed: datasets.Bananas(),  # type: ignore[no-untyped-call]  # unannotated in River
+        5300,
+        "River's bundled two-moons-like data",
+    ),
     "agrawal": (
         lambda seed: synth.Agrawal(classification_function=0, seed=seed),
         10_000,
@@ -64,7 +68,7 @@ DATASETS: dict[str, tuple[Callable[[int], Iterable[tuple[dict, Any]]], int, str]
 
 def river_dataset(
     name: str, seed: int = 42, limit: int | None = None
-) -> Iterator[tuple[dict, Any]]:
+) -> Iterator[tuple[dict[str, Any], Any]]:
     """The ``(x, y)`` samples of a named data set, as River yields them."""
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; use one of {', '.join(sorted(DATASETS))}")

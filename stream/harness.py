@@ -28,15 +28,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
 import yaml
 
 from features.interactions import InteractionConfig, entity_ids
+from features.redis_store import decode_state
 from features.schema import is_event_record
-from features.store import decode_state
 from learners.checkpoint import CheckpointStore
 from learners.registry import ModelRegistry
 from stream.config import Settings
@@ -171,16 +171,20 @@ def stored_counters(client: redis.Redis, prefix: str) -> dict[str, tuple[int, fl
     out = {}
     head = f"{prefix}:e:"
     for key in client.scan_iter(match=head + "*", count=5000):
-        state = decode_state(client.hget(key, "v"), len(InteractionConfig().half_lives_s))
+        # a client without decode_responses: redis-py types the reply as bytes | str | None
+        raw = cast(bytes | None, client.hget(key, "v"))
+        state = decode_state(raw, len(InteractionConfig().half_lives_s))
         out[key.decode()[len(head) :]] = (state.count, state.positives, state.labelled)
     return out
 
 
-def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def worker_process(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``streamlearn run`` in its own process, logging to a file beside the config."""
     log = config.with_suffix(".log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--config", str(config), *args],
+        [sys.executable, "-m", "cli", "run", "--config", str(config), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},
@@ -188,7 +192,7 @@ def worker_process(config: Path, *args: str, env: dict[str, str] | None = None) 
 
 
 def wait_for_partitions(
-    process: subprocess.Popen, log: Path, start: int, timeout_s: float = 120.0
+    process: subprocess.Popen[bytes], log: Path, start: int, timeout_s: float = 120.0
 ) -> None:
     """Wait until the worker logs event partitions after byte ``start`` of its log, or exits."""
     deadline = time.monotonic() + timeout_s

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from features.store import BatchOutcome
 from metrics.instruments import PRODUCE_STAGE, WorkerMetrics
 from stream.edge import Record, Sink
-from stream.publishing import CATCHING_UP_S, Outputs, waited_s
 from stream.processor import BatchOutput, Prediction, PreparedBatch, Processor
+from stream.publishing import CATCHING_UP_S, Outputs, waited_s
 
 __all__ = ["Finished", "InFlight", "drop", "finish", "start"]
 

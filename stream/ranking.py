@@ -27,13 +27,13 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from features.interactions import EntityState
+from features.memory_store import MemoryStore
 from features.schema import Event
-from features.store import MemoryStore
 from stream.config import Settings
 from stream.processor import ModelSlot, Processor, Record
 from stream.serve import kinds, rank_order, score_events
@@ -128,9 +128,9 @@ def _train(settings: Settings, world_config: WorldConfig) -> tuple[Processor, Wo
     last = world_config.start_ms
     offsets = {"events": 0, "labels": 0}
     for record in generate_world(world_config, world):
-        kind = "events" if "user_id" in record else "labels"
+        kind: Literal["events", "labels"] = "events" if "user_id" in record else "labels"
         last = max(last, int(record["timestamp"]))
-        batch.append(Record(kind, orjson.dumps(record), kind, 0, offsets[kind], last))  # type: ignore[arg-type]
+        batch.append(Record(kind, orjson.dumps(record), kind, 0, offsets[kind], last))
         offsets[kind] += 1
         if len(batch) >= 500:
             processor.process(batch)

@@ -16,7 +16,7 @@ says so.
 
 Examples
 --------
->>> from features.schema import Limits
+>>> from features.limits import Limits
 >>> from features.interactions import InteractionConfig
 >>> events = parse_rank(b'{"user_id": "u1", "timestamp": 1767225600000, "context":'
 ...     b' {"device": "ios"}, "candidates": [{"item_id": "i1"}, {"item_id": "i2",'
@@ -48,9 +48,11 @@ import orjson
 import redis
 import redis.asyncio
 
+from features.decode import json_error, validate_event
 from features.interactions import EntityState, entity_ids
-from features.schema import DecodeError, Event, Limits, json_error, validate_event
-from features.store import decode_state
+from features.limits import Limits
+from features.redis_store import decode_state
+from features.schema import DecodeError, Event
 from features.vector import FeatureConfig, features_of
 from learners.checkpoint import Checkpoint
 from learners.models import score
@@ -140,7 +142,9 @@ def parse_score(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event:
         raise ApiError.of(error) from None
 
 
-def _known(obj: dict[str, Any], limits: Limits, fields: frozenset[str], where: str) -> dict:
+def _known(
+    obj: dict[str, Any], limits: Limits, fields: frozenset[str], where: str
+) -> dict[str, Any]:
     """``obj`` with its unknown fields refused (``limits.unknown_fields: reject``) or kept."""
     if limits.unknown_fields == "reject":
         unknown = obj.keys() - fields
@@ -222,7 +226,7 @@ def kinds(event: Event) -> list[str]:
 
 
 def entity_key(prefix: str, kind: str, entity: str) -> str:
-    """The Redis key of an entity's state: :meth:`features.store.RedisStore.key`'s layout.
+    """The Redis key of an entity's state: :meth:`features.redis_store.RedisStore.key`'s layout.
 
     >>> entity_key("sl", "user_item", "2:u1|i9")
     'sl:e:user_item:2:u1|i9'
@@ -230,7 +234,9 @@ def entity_key(prefix: str, kind: str, entity: str) -> str:
     return f"{prefix}:e:{kind}:{entity}"
 
 
-def freshness(states: Sequence[tuple[str, EntityState]], timestamp_ms: int) -> dict:
+def freshness(
+    states: Sequence[tuple[str, EntityState]], timestamp_ms: int
+) -> dict[str, float | None]:
     """Seconds since each entity's last counted event, as of ``timestamp_ms`` (None: never seen).
 
     >>> freshness([("user", EntityState(count=1, last_ms=1000)), ("item", EntityState())], 3500)

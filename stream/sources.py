@@ -21,6 +21,8 @@ with what to fix, before any record is read.
 
 A CSV file is read as UTF-8; a byte-order mark at its start is skipped.
 
+A row becomes a record in :mod:`stream.source_rows`; this module reads the files.
+
 Examples
 --------
 >>> import tempfile, pathlib
@@ -43,21 +45,27 @@ Examples
 from __future__ import annotations
 
 import csv
-import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime, time
-from decimal import Decimal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
-from features.schema import is_event_record
+from stream.source_rows import (
+    EXTRA_CELLS,
+    BadRow,
+    RowError,
+    encode_row,
+    printable,
+    row_json,
+    row_to_record,
+)
 
 __all__ = [
+    "EXTRA_CELLS",
     "FORMATS",
     "BadRow",
+    "RowError",
     "SourceError",
     "format_of",
     "read_records",
@@ -65,40 +73,10 @@ __all__ = [
 ]
 
 FORMATS = ("jsonl", "csv", "parquet")
-_TOP_LEVEL = ("event_id", "timestamp", "user_id", "item_id", "author_id", "label", "weight")
-_IDS = ("event_id", "user_id", "item_id", "author_id")
-#: The integers JSON records carry exactly (orjson's range: int64 and uint64).
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-#: The key under which the cells of a CSV row beyond the header's columns are kept.
-EXTRA_CELLS = "(cells without a column)"
 
 
 class SourceError(ValueError):
     """A problem of a whole file (not of one row); the message says what to fix."""
-
-
-class RowError(ValueError):
-    """Why one row cannot be a record: a :data:`features.schema.REASONS` reason and a detail."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class BadRow:
-    """A row that cannot be written as a record: why, where, and its content.
-
-    ``value`` is the row as a JSON object of its cells (as read, made printable),
-    to be dead-lettered with ``reason`` and ``detail``; ``line`` is the row's line
-    in a CSV file (1 is the header) or its row number in a Parquet file (from 1).
-    """
-
-    reason: str
-    detail: str
-    value: bytes
-    line: int
 
 
 def format_of(path: Path) -> str:
@@ -117,184 +95,6 @@ def format_of(path: Path) -> str:
     if suffix in ("csv", "parquet"):
         return suffix
     raise SourceError(f"{path}: unknown format {suffix!r}; use .jsonl, .csv or .parquet")
-
-
-# ---------------------------------------------------------------------- rows
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
-def _text(column: str, value: str) -> str:
-    """A text cell, refused when it holds bytes that were not UTF-8 (read as surrogates)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as bad:
-        raise RowError(
-            "not_utf8", f"column {column!r}: not UTF-8 text (invalid byte at {bad.start})"
-        ) from None
-    return value
-
-
-def _number(column: str, value: str) -> Any:
-    """A cell's text as an int, a float, or itself; non-finite and oversize numbers refused."""
-    try:
-        number: int | float = int(value)
-    except ValueError:
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        if not math.isfinite(number):
-            raise RowError(
-                "not_finite", f"column {column!r}: {_short(value)} is not a finite number"
-            ) from None
-        return number
-    if not _INT_MIN <= number <= _INT_MAX:
-        reason = "timestamp_out_of_range" if column == "timestamp" else "too_large"
-        raise RowError(
-            reason,
-            f"column {column!r}: the integer {_short(value)} ({len(value.lstrip('+-'))} digits)"
-            " is beyond the 64-bit range",
-        )
-    return number
-
-
-def _decoded(column: str, raw: bytes | bytearray) -> str:
-    try:
-        return bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as bad:
-        raise RowError(
-            "not_utf8",
-            f"column {column!r}: bytes that are not UTF-8 text (invalid byte at {bad.start})",
-        ) from None
-
-
-def _value(column: str, raw: Any) -> Any:
-    """A cell as a JSON value (None for an empty cell), or :class:`RowError`."""
-    if isinstance(raw, bytes | bytearray):
-        raw = _decoded(column, raw)
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, str):
-        return _number(column, _text(column, raw))
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, int):
-        return _number(column, str(raw))
-    if isinstance(raw, float | Decimal):
-        number = float(raw)
-        if not math.isfinite(number):
-            raise RowError("not_finite", f"column {column!r}: {raw} is not a finite number")
-        return number
-    if isinstance(raw, datetime | date | time | list | dict):
-        try:
-            orjson.dumps(raw)
-        except TypeError:
-            pass
-        else:
-            return raw
-    raise RowError(
-        "wrong_type", f"column {column!r}: a {type(raw).__name__} value, which JSON cannot hold"
-    )
-
-
-def _id(column: str, raw: Any) -> str | None:
-    """An id cell as text (a number in an id column is its text)."""
-    if isinstance(raw, bytes | bytearray):
-        raw = _decoded(column, raw)
-    if raw is None or raw == "":
-        return None
-    return _text(column, str(raw))
-
-
-def row_to_record(row: Mapping[str | None, Any]) -> dict[str, Any]:
-    """A flat table row as an event or label record (empty cells are absent).
-
-    Raises :class:`RowError` for a row that cannot be a JSON record.
-
-    >>> row_to_record({"event_id": "e", "timestamp": "5", "label": "1"})
-    {'event_id': 'e', 'timestamp': 5, 'label': 1}
-    >>> row_to_record({"a": "1", "b": "x"})  # no schema column: kept as it is
-    {'a': 1, 'b': 'x'}
-    >>> row_to_record({"event_id": "e", "x": "1e999"})
-    Traceback (most recent call last):
-    ...
-    stream.sources.RowError: not_finite: column 'x': '1e999' is not a finite number
-    """
-    record: dict[str, Any] = {}
-    context: dict[str, Any] = {}
-    other: dict[str, Any] = {}
-    for column, raw in row.items():
-        if column is None:
-            cells = list(raw) if isinstance(raw, list) else [raw]
-            raise RowError(
-                "invalid_value",
-                f"{len(cells)} more cell(s) than the header has columns"
-                f" ({_short(','.join(map(str, cells)))}); a value that holds a comma"
-                " needs double quotes",
-            )
-        if column in _IDS:
-            text = _id(column, raw)
-            if text is not None:
-                record[column] = text
-            continue
-        value = _value(column, raw)
-        if value is None:
-            continue
-        if column in _TOP_LEVEL:
-            record[column] = value
-        elif column.startswith("context."):
-            context[column.removeprefix("context.")] = value
-        else:
-            other[column] = value
-    if is_event_record(record):
-        record["context"] = context
-        record["features"] = other
-    else:
-        # A label, or a row that is neither: every cell stays, so a refused
-        # record carries the row's content.
-        record.update({f"context.{k}": v for k, v in context.items()})
-        record.update(other)
-    return record
-
-
-def _printable(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return "0x" + bytes(value).hex()
-    if isinstance(value, str):
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if isinstance(value, list):
-        return [_printable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
-        return str(value)
-    return value
-
-
-def _row_json(row: Mapping[str | None, Any]) -> bytes:
-    """The row's cells as a JSON object, whatever they hold (for a dead letter)."""
-    cells = {EXTRA_CELLS if k is None else str(k): _printable(v) for k, v in row.items()}
-    return orjson.dumps(cells, default=str)
-
-
-def encode_row(row: Mapping[str | None, Any], line: int, where: str = "line") -> bytes | BadRow:
-    """A row as JSON record bytes, or a :class:`BadRow` saying why it cannot be one.
-
-    >>> encode_row({"event_id": "e", "timestamp": "1"}, 2)
-    b'{"event_id":"e","timestamp":1}'
-    >>> encode_row({"event_id": "e", None: ["x"]}, 3).reason
-    'invalid_value'
-    """
-    try:
-        return orjson.dumps(row_to_record(row))
-    except RowError as error:
-        return BadRow(error.reason, f"{where} {line}, {error.detail}", _row_json(row), line)
 
 
 # ---------------------------------------------------------------------- files
@@ -331,7 +131,7 @@ def _jsonl(path: Path) -> Iterator[bytes]:
                 yield line.rstrip(b"\r\n")
 
 
-def _open_csv(path: Path) -> Any:
+def _open_csv(path: Path) -> TextIO:
     try:
         return path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")
     except OSError as error:
@@ -363,7 +163,7 @@ def _csv_header(path: Path) -> list[str]:
 class _Lines:
     """The file's lines as the CSV reader takes them, keeping the current row's text."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: TextIO) -> None:
         self.handle = handle
         self.taken: list[str] = []
         self.count = 0
@@ -396,7 +196,7 @@ def _csv(path: Path) -> Iterator[bytes | BadRow]:
             except csv.Error as error:
                 start = before + 1 + _blank_lines(lines.taken)
                 text = "".join(lines.taken)
-                cells: dict[str, Any] = {"text": _printable(text[:_MAX_ROW_TEXT])}
+                cells: dict[str, Any] = {"text": printable(text[:_MAX_ROW_TEXT])}
                 if len(text) > _MAX_ROW_TEXT:
                     cells["truncated_from_chars"] = len(text)
                 reason = "too_large" if "larger than field limit" in str(error) else "invalid_value"
@@ -414,8 +214,8 @@ def _blank_lines(taken: list[str]) -> int:
 
 def _open_parquet(path: Path) -> Any:
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type information
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]  # idem
     except ImportError:
         raise SourceError(
             "reading Parquet needs pyarrow: pip install 'streamlearn[parquet]'"
@@ -464,7 +264,7 @@ def _parquet(path: Path, parquet: Any) -> Iterator[bytes | BadRow]:
                 number += 1
                 if problem is not None:
                     detail = f"row {number}, {problem.detail}"
-                    yield BadRow(problem.reason, detail, _row_json(row), number)
+                    yield BadRow(problem.reason, detail, row_json(row), number)
                     continue
                 if unit is not None and row.get("timestamp") is not None:
                     times, per = unit
@@ -474,19 +274,19 @@ def _parquet(path: Path, parquet: Any) -> Iterator[bytes | BadRow]:
         raise SourceError(f"{path}: unreadable after row {number}: {error}") from None
 
 
-def _batch_rows(batch: Any) -> Iterator[tuple[dict[str, Any], RowError | None]]:
+def _batch_rows(batch: Any) -> Iterator[tuple[dict[str | None, Any], RowError | None]]:
     """The batch's rows; a value Python cannot hold (a date past 9999) fails its row only."""
     try:
         rows = batch.to_pylist()
     except (ValueError, OverflowError):
         pass
     else:
-        for row in rows:
-            yield row, None
+        for whole in rows:
+            yield whole, None
         return
     columns = list(zip(batch.schema.names, batch.columns, strict=True))
     for index in range(batch.num_rows):
-        row: dict[str, Any] = {}
+        row: dict[str | None, Any] = {}
         problem: RowError | None = None
         for name, column in columns:
             try:

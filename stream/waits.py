@@ -341,10 +341,10 @@ class Outage:
         if now - self._said < self.every_s:
             return None
         self._said = now
+        since = self.since
+        assert since is not None  # set by begin above
         clock = datetime.fromtimestamp(self.since_wall).strftime("%H:%M:%S")
-        return (
-            f"{self.what} unreachable since {clock} ({now - self.since:.0f} s): {describe(error)}"
-        )
+        return f"{self.what} unreachable since {clock} ({now - since:.0f} s): {describe(error)}"
 
     def recovered(self, now: float | None = None) -> str | None:
         """Forget the outage; the line to log when there was one."""

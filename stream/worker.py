@@ -30,7 +30,8 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from features.store import InteractionStore, RedisStore
+from features.redis_store import RedisStore
+from features.store import InteractionStore
 from learners.checkpointer import ModelState
 from learners.registry import NonFiniteModelError
 from metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
@@ -48,8 +49,8 @@ from stream.edge import (
     UndeliveredError,
 )
 from stream.lifecycle import ModelLifecycle, ModelServices
-from stream.publishing import Outputs
 from stream.processor import BatchOutput, ModelSlot, Prediction, Processor
+from stream.publishing import Outputs
 from stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
 from stream.runtime import tune_interpreter
 from stream.waits import (

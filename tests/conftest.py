@@ -1,7 +1,7 @@
 """Shared fixtures: the real local stack (Kafka, Redis, Prometheus, Alertmanager) for tests.
 
 The stack starts lazily, once per session, the first time a test asks for one of its
-fixtures, through the same :class:`stream.stack.Stack` the README uses: random free
+fixtures, through the same :class:`stack.Stack` the README uses: random free
 ports, a root under pytest's temp folder, Redis without persistence, Prometheus
 scraping and evaluating every second, Alertmanager receiving its alerts. Unit-only
 runs never start a server.
@@ -33,9 +33,9 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from stack import Stack, StackConfig, fast_stack_config
+from stack.files import write_scrape_target
 from stream.config import KafkaConfig
-from stream.stack import Stack, StackConfig, fast_stack_config
-from stream.stack_files import write_scrape_target
 
 ENV = {
     "kafka": "STREAMLEARN_TEST_KAFKA",
@@ -68,7 +68,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
-    """The session's local :class:`~stream.stack.Stack`; None when every server is external."""
+    """The session's local :class:`~stack.Stack`; None when every server is external."""
     needed = [name for name, var in ENV.items() if not os.environ.get(var)]
     if not needed:
         yield None

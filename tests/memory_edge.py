@@ -283,7 +283,7 @@ def memory_worker(
 ) -> Worker:
     """A worker on ``broker``, with an in-memory interaction store (and registry, when
     ``checkpoints`` are given): no server at all."""
-    from features.store import MemoryStore
+    from features.memory_store import MemoryStore
     from learners.checkpointer import Checkpointer
 
     def services() -> tuple[Any, Any]:

@@ -32,7 +32,7 @@ from metrics.dashboard import dashboard_queries
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from metrics.thresholds import MonitoringConfig
-from stream.alert_receiver import AlertLog
+from stack.alert_receiver import AlertLog
 
 from .pipeline import wait_for
 
@@ -121,7 +121,7 @@ class Received:
             [
                 sys.executable,
                 "-m",
-                "stream.cli",
+                "cli",
                 "alerts",
                 "list",
                 "--json",

@@ -19,7 +19,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from metrics.monitor import MONITOR_METRICS
+from metrics.monitoring_metrics import MONITOR_METRICS
 from stream.harness import drain, settings_for
 from stream.produce import event_key, route
 from stream.worker import Worker

@@ -32,7 +32,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from typer.testing import CliRunner
 
-from stream.cli import app
+from cli.app import app
 from stream.config import Settings
 from stream.edge import EdgeError, UndeliveredError
 from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config

@@ -18,6 +18,7 @@ import redis as redis_lib
 from learners.checkpoint import CheckpointStore
 from learners.models import score
 from learners.registry import ModelRegistry
+from stack import Stack
 from stream.harness import (
     drain,
     lines_of,
@@ -28,7 +29,6 @@ from stream.harness import (
     worker_process,
     write_config,
 )
-from stream.stack import Stack
 from stream.synthetic import WorldConfig, generate_world
 from stream.worker import Worker
 

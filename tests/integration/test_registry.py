@@ -11,16 +11,10 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from learners.model_cli import model_app
+from cli.model import model_app
+from learners.envelope import pack_envelope, split_envelope
 from learners.models import build_model, learn, score
-from learners.registry import (
-    ModelRegistry,
-    NonFiniteModelError,
-    RegistryError,
-    SnapshotError,
-    pack_envelope,
-    split_envelope,
-)
+from learners.registry import ModelRegistry, NonFiniteModelError, RegistryError, SnapshotError
 
 KEY = b"integration test key, 32 bytes.."
 PROBES = [

@@ -11,8 +11,8 @@ import orjson
 import yaml
 from typer.testing import CliRunner
 
+from cli.app import app
 from stream.backtest import backtest
-from stream.cli import app
 from stream.config import Settings
 from stream.harness import drain, run_workers, settings_for, write_config
 from stream.replay import replay

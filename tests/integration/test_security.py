@@ -6,7 +6,8 @@ import pytest
 import redis
 
 from features.interactions import entity_ids
-from features.store import EventOp, RedisStore
+from features.redis_store import RedisStore
+from features.store import EventOp
 from stream.config import load_settings
 
 pytestmark = pytest.mark.integration

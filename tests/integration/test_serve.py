@@ -12,7 +12,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from features.interactions import entity_ids
-from features.store import RedisStore
+from features.redis_store import RedisStore
 from learners.checkpoint import CheckpointStore
 from learners.models import build_model, learn, score
 from learners.registry import ModelRegistry

@@ -23,10 +23,10 @@ import redis
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream.stack import Stack, StackConfig
-from stream.stack_cli import parse_topics
-from stream.stack_files import kafka_server_properties, prometheus_config, write_scrape_target
-from stream.stack_install import StackError
+from cli.stack import parse_topics
+from stack import Stack, StackConfig
+from stack.files import kafka_server_properties, prometheus_config, write_scrape_target
+from stack.install import StackError
 
 KEYS = [f"user-{i}" for i in range(6)]
 PER_KEY = 10

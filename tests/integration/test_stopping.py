@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from stack import Stack, fast_stack_config, free_ports
 from stream.harness import lines_of, produce, settings_for, worker_process, write_config
-from stream.stack import Stack, fast_stack_config, free_ports
 from stream.synthetic import WorldConfig, generate_world
 
 from .pipeline import exit_code, wait_for, worker_state

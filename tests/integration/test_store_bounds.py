@@ -10,7 +10,8 @@ import orjson
 import redis
 
 from features.interactions import InteractionConfig, entity_ids
-from features.store import EventOp, LabelOp, RedisStore, StoreConfig
+from features.redis_store import RedisStore
+from features.store import EventOp, LabelOp, StoreConfig
 
 FEATURES = InteractionConfig()
 T0 = 1_767_225_600_000

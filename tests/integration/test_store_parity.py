@@ -9,15 +9,9 @@ import pytest
 import redis
 
 from features.interactions import InteractionConfig, entity_ids
-from features.store import (
-    EventOp,
-    LabelOp,
-    LabelOutcome,
-    MemoryStore,
-    RedisStore,
-    StoreConfig,
-    split_source,
-)
+from features.memory_store import MemoryStore
+from features.redis_store import RedisStore
+from features.store import EventOp, LabelOp, LabelOutcome, StoreConfig, split_source
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,9 @@ import pytest
 from rich.console import Console
 
 import bench.__main__ as bench_main
-from bench import inprocess, latency, memory, naive, tables
-from bench.tables import goals_of, markdown, percentiles, rich_table, rows_of, write_reports
+from bench import goals, inprocess, latency, memory, method, naive, tables
+from bench.goals import goals_of
+from bench.tables import markdown, percentiles, rich_table, rows_of, write_reports
 
 MACHINE = {
     "date": "2026-01-01T00:00:00+00:00",
@@ -229,7 +230,9 @@ def test_growth_is_measured_from_the_warm_up() -> None:
     assert memory.growth_pct(200.0, 190.0) == pytest.approx(-5.0)
 
 
-@pytest.mark.parametrize("module", [tables, latency, memory, naive, inprocess, bench_main])
+@pytest.mark.parametrize(
+    "module", [tables, goals, method, latency, memory, naive, inprocess, bench_main]
+)
 def test_doctests(module: object) -> None:
     failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert failed == 0
@@ -267,7 +270,7 @@ def test_goals_together_bounds_every_process_s_cpu_by_the_ceiling_and_the_cores(
             "kafka": {"cpu_s": 0.05, "core_pct": 9.0},
         },
     )
-    at_4000 = tables.goals_together(results)  # two workers at 3,000 events/s on 2 cores
+    at_4000 = goals.goals_together(results)  # two workers at 3,000 events/s on 2 cores
     assert "at most 667 µs CPU per event" in at_4000
     assert "measured 550 µs with one (worker-0 500, kafka 50)" in at_4000
     two = {
@@ -275,22 +278,22 @@ def test_goals_together_bounds_every_process_s_cpu_by_the_ceiling_and_the_cores(
         for name, cpu_s in (("worker-0", 0.2), ("worker-1", 0.2), ("redis", 0.1))
     }
     results["scaling"]["two"].update(events=1000, cpu=two)
-    both = tables.goals_together(results)
+    both = goals.goals_together(results)
     assert both.endswith(" and 500 µs with two (worker-0 200, worker-1 200, redis 100)")
     text = markdown(rows_of(results), goals_of(results), MACHINE, together=at_4000)
     assert text.index("## Goals") < text.index(at_4000)
     results["ceiling"]["events_per_s"] = 8000.0
-    assert "at most 333 µs" in tables.goals_together(results)
+    assert "at most 333 µs" in goals.goals_together(results)
     results["scaling"]["cores"] = 4
-    assert "6,000 events/s on 4 cores, at most 667 µs" in tables.goals_together(results)
+    assert "6,000 events/s on 4 cores, at most 667 µs" in goals.goals_together(results)
 
 
 def test_goals_together_needs_the_ceiling_and_the_one_worker_run(tmp_path: Path) -> None:
     results = full_results()
-    assert tables.goals_together(results) == ""  # no core count recorded
+    assert goals.goals_together(results) == ""  # no core count recorded
     del results["scaling"]
     results["ceiling"] = {"events_per_s": 4000.0}
-    assert tables.goals_together(results) == ""
+    assert goals.goals_together(results) == ""
     md, _ = write_reports(tmp_path, full_results(), MACHINE)
     assert "together" not in md.read_text()
 

@@ -1,4 +1,4 @@
-"""The committed monitoring artifacts equal what ``python -m metrics generate`` writes."""
+"""The committed monitoring artifacts equal what ``streamlearn metrics generate`` writes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from metrics.__main__ import REPO_ROOT, artifacts, check, generate, main
+from cli.metrics import main
+from metrics.artifacts import REPO_ROOT, artifacts, check, generate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_artifacts_are_up_to_date() -> None:
     assert REPO_ROOT == REPO
     stale = check(REPO)
-    assert stale == [], f"stale generated files {stale}: run `python -m metrics generate`"
+    assert stale == [], f"stale generated files {stale}: run `streamlearn metrics generate`"
 
 
 def test_generate_then_check_round_trip(tmp_path: Path) -> None:
@@ -30,7 +31,7 @@ def test_generate_then_check_round_trip(tmp_path: Path) -> None:
 
 def test_module_entry_point_checks_the_repository() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "metrics", "check"],
+        [sys.executable, "-m", "cli", "metrics", "check"],
         capture_output=True,
         text=True,
         cwd=REPO,

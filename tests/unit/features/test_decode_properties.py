@@ -20,9 +20,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from features.decode import decode_event, decode_label
 from features.interactions import InteractionConfig
-from features.schema import REASONS, DecodeError, Event, Label, Limits, decode_event, decode_label
-from features.store import MemoryStore, StoreConfig
+from features.limits import Limits
+from features.memory_store import MemoryStore
+from features.schema import REASONS, DecodeError, Event, Label
+from features.store import StoreConfig
 from features.vector import FeatureConfig
 from learners.models import build_model
 from metrics.instruments import WorkerMetrics

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from features.schema import REASONS, DecodeError, Event, Label, Limits, decode_event, decode_label
+from features.decode import decode_event, decode_label
+from features.limits import Limits
+from features.schema import REASONS, DecodeError, Event, Label
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 LIMITS = Limits()

@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from features.interactions import InteractionConfig, entity_ids
-from features.store import EventOp, LabelOp, MemoryStore, StoreConfig
+from features.memory_store import MemoryStore
+from features.store import EventOp, LabelOp, StoreConfig
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000

@@ -11,22 +11,19 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from metrics.alerts import (
+from metrics.alert_files import (
     ALERTMANAGER_PATH,
     DEFAULT_WEBHOOK_URL,
     RULE_TESTS_PATH,
     RULES_PATH,
-    alert_names,
-    alert_rules,
     alertmanager_config,
-    duration_seconds,
-    recording_rules,
     rule_tests_yaml,
     rules_yaml,
 )
+from metrics.alerts import alert_names, alert_rules, recording_rules
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.thresholds import AlertThresholds, MonitoringConfig
+from metrics.thresholds import AlertThresholds, MonitoringConfig, duration_seconds
 
 REPO = Path(__file__).resolve().parents[3]
 PROMTOOL = shutil.which("promtool")

@@ -16,11 +16,11 @@ from metrics.alerts import recording_rules
 from metrics.dashboard import (
     DASHBOARD_PATH,
     DASHBOARD_PROVIDER_PATH,
-    DATASOURCE,
     DATASOURCE_PATH,
     dashboard,
     dashboard_queries,
 )
+from metrics.dashboard_layout import DATASOURCE
 from metrics.instruments import WorkerMetrics
 from metrics.monitor import Monitor, MonitoringMetrics
 from metrics.thresholds import AlertThresholds, MonitoringConfig

@@ -10,17 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metrics.drift import (
+from metrics.concept_drift import ConceptDrift
+from metrics.drift_statistics import (
     OTHER,
-    ConceptDrift,
-    FeatureDrift,
-    PredictionDrift,
     bin_counts,
     categorical_shift,
     ks_statistic,
     psi,
     quantile_edges,
 )
+from metrics.feature_drift import FeatureDrift
+from metrics.prediction_drift import PredictionDrift
 
 # ------------------------------------------------------------------------- psi
 

@@ -7,7 +7,8 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metrics.drift import FeatureDrift, ks_statistic
+from metrics.drift_statistics import ks_statistic
+from metrics.feature_drift import FeatureDrift
 from metrics.monitor import Monitor, MonitoringMetrics
 from metrics.thresholds import MonitoringConfig
 

@@ -56,8 +56,9 @@ def test_the_dashboard_and_the_alerts_query_the_constants():
 
 def test_the_processor_times_the_stages_the_stage_label_names():
     from features.interactions import InteractionConfig
-    from features.schema import Limits
-    from features.store import MemoryStore, StoreConfig
+    from features.limits import Limits
+    from features.memory_store import MemoryStore
+    from features.store import StoreConfig
     from features.vector import FeatureConfig
     from learners.models import build_model
     from stream.processor import ModelSlot, Processor, Record

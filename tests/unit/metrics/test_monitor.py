@@ -9,7 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from metrics.monitor import MONITOR_METRICS, Monitor, MonitoringMetrics
+from metrics.monitor import Monitor, MonitoringMetrics
+from metrics.monitoring_metrics import MONITOR_METRICS
 from metrics.thresholds import AlertThresholds, MonitoringConfig
 
 

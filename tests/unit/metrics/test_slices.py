@@ -10,7 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from metrics.monitor import LABELLED_METRICS, Monitor, MonitoringMetrics
+from metrics.monitor import Monitor, MonitoringMetrics
+from metrics.monitoring_metrics import LABELLED_METRICS
 from metrics.quality import roc_auc
 from metrics.slices import OTHER_SLICE, SliceMonitor, slice_value, slice_values
 from metrics.thresholds import MonitoringConfig

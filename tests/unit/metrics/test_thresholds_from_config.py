@@ -1,5 +1,5 @@
 """Thresholds of a streamlearn config reach the generated rules, their promtool tests and the
-dashboard, and ``python -m metrics check --rules`` names deployed rules that disagree."""
+dashboard, and ``streamlearn metrics check --rules`` names deployed rules that disagree."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metrics.__main__ import check_rules, main
-from metrics.alerts import RULE_TESTS_PATH, RULES_PATH, rules_yaml
+from cli.metrics import main
+from metrics.alert_files import RULE_TESTS_PATH, RULES_PATH, rules_yaml
+from metrics.artifacts import check_rules
 from metrics.dashboard import DASHBOARD_PATH
 from metrics.thresholds import AlertThresholds
 
@@ -159,7 +160,7 @@ def test_module_entry_point_checks_deployed_rules_against_a_config(
     config: Path, tmp_path: Path
 ) -> None:
     result = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "metrics", "check", "--config", str(config), "--rules",
+        [sys.executable, "-m", "cli", "metrics", "check", "--config", str(config), "--rules",
          str(REPO / RULES_PATH).rsplit("/", 1)[0]],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
@@ -172,8 +173,8 @@ def test_stack_up_with_a_config_writes_its_rules_and_refuses_a_bad_one(
 ) -> None:
     from typer.testing import CliRunner
 
-    from stream.cli import app
-    from stream.stack_cli import CONFIG_RULES_FILE, write_config_rules
+    from cli.app import app
+    from cli.stack import CONFIG_RULES_FILE, write_config_rules
 
     rules_dir = tmp_path / "rules"
     assert write_config_rules(rules_dir, config)

@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from stream.cli import app
+from cli.app import app
 from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
 
 runner = CliRunner()
@@ -572,7 +572,7 @@ def test_log_lines_and_tracebacks_are_masked():
 def test_a_crash_of_a_command_prints_its_traceback_masked(monkeypatch, capsys):
     from kafka.errors import KafkaTimeoutError
 
-    from stream.cli import _logging
+    from cli.common import configure_logging as _logging
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)

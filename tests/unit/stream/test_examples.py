@@ -7,8 +7,9 @@ from typing import Any
 import orjson
 
 from features.interactions import InteractionConfig
-from features.schema import Limits
-from features.store import MemoryStore, StoreConfig
+from features.limits import Limits
+from features.memory_store import MemoryStore
+from features.store import StoreConfig
 from features.vector import FeatureConfig
 from stream.processor import ModelSlot, Processor, Record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.store import MemoryStore
+from features.memory_store import MemoryStore
 from learners.models import build_model
 from metrics.monitor import Monitor
 from stream.config import Settings

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from river import base
 
 from features.interactions import InteractionConfig
-from features.schema import Limits
-from features.store import MemoryStore, StoreConfig
+from features.limits import Limits
+from features.memory_store import MemoryStore
+from features.store import StoreConfig
 from features.vector import FeatureConfig
 from learners.models import FiniteCheck, build_model, is_finite, learn
 from metrics.instruments import WorkerMetrics

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 
 from features.interactions import InteractionConfig
-from features.schema import Limits
-from features.store import MemoryStore, StoreConfig
+from features.limits import Limits
+from features.memory_store import MemoryStore
+from features.store import StoreConfig
 from features.vector import FeatureConfig
 from learners.models import build_model
 from stream.processor import ModelSlot, Prediction, Processor, Record

@@ -315,7 +315,7 @@ def test_replay_of_a_file_with_a_whole_file_problem_exits_1_with_a_message(tmp_p
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
-    from stream.cli import app
+    from cli.app import app
 
     path = tmp_path / "naive.parquet"
     table = pa.table(

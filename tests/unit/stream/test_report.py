@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner
 
+from cli.app import app
 from stream.backtest import backtest
-from stream.cli import app
 from stream.config import Settings
 from stream.report import PLOTS, percentiles, read_scores, report_markdown, write_report
 from stream.synthetic import WorldConfig, generate_world

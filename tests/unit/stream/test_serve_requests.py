@@ -9,8 +9,9 @@ import pytest
 import redis
 
 from features.interactions import InteractionConfig
-from features.schema import Limits
-from features.store import RedisStore, StoreConfig
+from features.limits import Limits
+from features.redis_store import RedisStore
+from features.store import StoreConfig
 from stream.ranking import hit_rate_at_k, mrr, ndcg_at_k
 from stream.serve import ApiError, entity_key, freshness, parse_rank, parse_score, rank_order
 

@@ -10,7 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.schema import DecodeError, Limits, decode_event, decode_label, is_label_record
+from features.decode import decode_event, decode_label
+from features.limits import Limits
+from features.schema import DecodeError, is_label_record
 from stream.sources import BadRow, SourceError, read_records
 
 HEADER = "event_id,timestamp,user_id,item_id"

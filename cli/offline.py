@@ -1,0 +1,338 @@
+"""Offline commands: ``generate`` a synthetic world, ``replay`` a file into Kafka,
+``backtest`` models over it in-process, ``rank-eval`` rankers, export a ``dataset``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from cli.common import ConfigOption, load_settings_quietly, settings_or_exit
+from stream.config import Settings, mask_url
+from stream.ui import console, progress
+
+__all__ = ["backtest", "dataset", "generate", "rank_eval", "replay"]
+
+
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the JSON lines.")],
+    events: Annotated[int, typer.Option(min=1)] = 10_000,
+    seed: int = 42,
+    users: Annotated[int, typer.Option(min=1)] = 300,
+    items: Annotated[int, typer.Option(min=1)] = 500,
+    inline_labels: Annotated[bool, typer.Option(help="Labels inside the events.")] = False,
+    explicit_negatives: Annotated[
+        bool, typer.Option(help="Send negative labels once the click window passed.")
+    ] = True,
+    group_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of users in group b (context field `group`; 0: none)."
+        ),
+    ] = 0.0,
+    group_effect: Annotated[
+        float,
+        typer.Option(min=-10.0, max=10.0, help="Added to the click logit of group b's events."),
+    ] = 0.0,
+) -> None:
+    """Write a synthetic world (events, then clicks as delayed labels) as JSON lines."""
+    from stream.synthetic import WorldConfig, generate_world
+
+    world = WorldConfig(
+        events=events,
+        seed=seed,
+        users=users,
+        items=items,
+        inline_labels=inline_labels,
+        explicit_negatives=explicit_negatives,
+        group_share=group_share,
+        group_effect=group_effect,
+    )
+    n = 0
+    with out.open("wb") as handle:
+        for record in generate_world(world):
+            handle.write(orjson.dumps(record) + b"\n")
+            n += 1
+    console.print(f"wrote {n} records ({events} events) to {out}")
+
+
+def backtest(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
+    config: ConfigOption = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Preset or package.module:function; repeat to compare models."),
+    ] = None,
+    features: Annotated[
+        str | None, typer.Option(help="default, or raw: the event's own features only.")
+    ] = None,
+    label_delay: Annotated[
+        float | None, typer.Option(help="Seconds of event time before an inline label is known.")
+    ] = None,
+    redis: Annotated[
+        str | None, typer.Option("--redis", help="Keep interaction state in this Redis URL.")
+    ] = None,
+    key_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Redis key prefix of the backtest's state (with --redis). Default: a fresh"
+            " backtest-<time>-<id> prefix, deleted at the end; never the live workers'"
+            " store.key_prefix unless given here."
+        ),
+    ] = None,
+    keep_state: Annotated[
+        bool,
+        typer.Option(help="Keep the fresh prefix's keys in Redis after the backtest."),
+    ] = False,
+    report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("reports/backtest"),
+) -> None:
+    """Run models over a historical file in-process, in event time, and write a report.
+
+    The report is written beside ``--report`` and renamed into place once complete:
+    an interrupted backtest leaves the previous report as it was.
+    """
+    from redis.exceptions import RedisError
+
+    from stream.backtest import backtest as run_backtest
+    from stream.backtest import fresh_key_prefix
+    from stream.report import staged_folder, write_report
+    from stream.runtime import tune_interpreter
+    from stream.sources import SourceError
+
+    overrides: dict[str, object] = {}
+    if features is not None:
+        overrides["features"] = {"mode": features}
+    fresh = redis is not None and key_prefix is None
+    if redis is not None:
+        overrides["store"] = {"key_prefix": key_prefix or fresh_key_prefix()}
+    elif key_prefix is not None:
+        console.print("[yellow]--key-prefix is for --redis; the state stays in memory")
+    tune_interpreter()
+    settings = settings_or_exit(config, **overrides)
+    if redis is not None:
+        prefix = settings.store.key_prefix
+        what = "deleted at the end" if fresh and not keep_state else "kept"
+        console.print(
+            f"backtest state in {escape(mask_url(redis))} under key prefix {prefix!r} ({what})"
+        )
+        live = load_settings_quietly(config)
+        if live is not None and prefix == live.store.key_prefix:
+            console.print(
+                f"[yellow]{prefix!r} is the live workers' store.key_prefix: the backtest sees"
+                " their events as duplicates and changes their interaction state"
+            )
+    specs = model or [settings.model.spec]
+    try:
+        with staged_folder(report) as staging:
+            with (
+                (staging / "predictions.jsonl").open("wb") as predictions,
+                (staging / "dead_letters.jsonl").open("wb") as dead_letters,
+                progress() as bar,
+            ):
+                task = bar.add_task(f"backtest {file.name}", total=None)
+                try:
+                    result = run_backtest(
+                        file,
+                        settings,
+                        specs,
+                        label_delay_s=label_delay,
+                        redis_url=redis,
+                        predictions=predictions,
+                        dead_letters=dead_letters,
+                        on_batch=lambda n: bar.advance(task, n),
+                    )
+                finally:
+                    if fresh and not keep_state:
+                        _clear_backtest_state(redis, settings)
+            summary = write_report(result, staging)
+    except SourceError as error:
+        console.print(f"[red]cannot read the file:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    except RedisError as error:
+        console.print(
+            f"[red]Redis at {escape(mask_url(redis or ''))}:[/red] {escape(mask_url(str(error)))};"
+            " the previous"
+            " report is left as it was"
+        )
+        raise typer.Exit(1) from None
+    except ValueError as error:
+        console.print(f"[red]cannot run the backtest:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    except OSError as error:
+        console.print(f"[red]cannot write the report to {report}:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    console.print(summary)
+    console.print(f"report in {report}")
+
+
+def rank_eval(
+    config: ConfigOption = None,
+    events: Annotated[int, typer.Option(min=100, help="Synthetic events to train on.")] = 20_000,
+    requests: Annotated[int, typer.Option(min=1, help="Feed requests to rank.")] = 500,
+    candidates: Annotated[int, typer.Option(min=2, help="Candidates per feed.")] = 100,
+    seed: int = 42,
+    model: Annotated[str | None, typer.Option(help="Preset or module:function.")] = None,
+    report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path(
+        "reports/rank-eval"
+    ),
+) -> None:
+    """Rank synthetic feeds by the model, by popularity and at random: NDCG@10, MRR, hit@10.
+
+    The model learns the synthetic stream through the worker's code, then ranks feed
+    requests as ``POST /rank`` would; ``summary.json`` and ``report.md`` go to ``--report``.
+    """
+    from stream.ranking import RANKERS, write_report
+    from stream.ranking import rank_eval as run_rank_eval
+    from stream.synthetic import WorldConfig
+
+    overrides = {"model": {"spec": model}} if model else {}
+    settings = settings_or_exit(config, **overrides)
+    with progress() as bar:
+        bar.add_task(f"rank-eval: {events:,} events, {requests} feeds", total=None)
+        result = run_rank_eval(
+            settings, WorldConfig(events=events, seed=seed), requests, candidates
+        )
+    summary = write_report(result, report)
+    table = Table("ranker", "NDCG@10", "MRR", "hit rate@10")
+    for name in RANKERS:
+        values = summary["metrics"][name]
+        table.add_row(
+            name, f"{values['ndcg@10']:.4f}", f"{values['mrr']:.4f}", f"{values['hit_rate@10']:.4f}"
+        )
+    console.print(table)
+    console.print(f"report: {report / 'report.md'}")
+
+
+def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
+    """Delete the backtest's keys; a Redis that is away only gets a message."""
+    import redis as redis_client
+
+    from stream.backtest import clear_state
+
+    if redis_url is None:
+        return
+    prefix = settings.store.key_prefix
+    try:
+        client = redis_client.Redis.from_url(redis_url, **settings.redis.client_options())
+        deleted = clear_state(client, prefix)
+    except redis_client.RedisError as error:
+        console.print(
+            f"[yellow]the backtest's keys under {prefix!r} were not deleted"
+            f" ({escape(mask_url(str(error)))}); delete them with: redis-cli -u"
+            f" {escape(mask_url(redis_url))} --scan --pattern '{prefix}:*'"
+            f" | xargs redis-cli -u {escape(mask_url(redis_url))} unlink"
+        )
+        return
+    console.print(f"deleted the backtest's {deleted} keys under {prefix!r}")
+
+
+def dataset(
+    action: Annotated[str, typer.Argument(help="export, or list")],
+    name: Annotated[str | None, typer.Argument(help="Data set name (see `dataset list`).")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Where to write the JSON lines.")] = None,
+    seed: int = 42,
+    limit: Annotated[int | None, typer.Option(min=1, help="Samples to export.")] = None,
+) -> None:
+    """List River's bundled data sets and generators, or export one as an event file."""
+    from stream.datasets import DATASETS, dataset_events
+
+    if action == "list":
+        table = Table(title="data sets")
+        for column in ("name", "samples", "what"):
+            table.add_column(column)
+        for key, (_, size, description) in sorted(DATASETS.items()):
+            table.add_row(key, str(size), description)
+        console.print(table)
+        return
+    if action != "export" or name is None or file is None:
+        console.print(
+            "usage: streamlearn dataset export NAME FILE   (or: streamlearn dataset list)"
+        )
+        raise typer.Exit(2)
+    try:
+        events = dataset_events(name, seed=seed, limit=limit)
+        with file.open("wb") as handle:
+            n = sum(handle.write(orjson.dumps(event) + b"\n") > 0 for event in events)
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {n} events of {name!r} to {file}")
+
+
+def replay(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="A separate file of label records."),
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="Event-time seconds per wall second (1, 60, ...) or max.")
+    ] = "max",
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only from this event time (ISO-8601, UTC if no zone, or ms)."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Only before this event time (ISO-8601 or epoch ms).")
+    ] = None,
+    max_gap: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Longest wall-time wait, in seconds, for one gap in event time; longer gaps"
+            " are shortened to it (with --speed other than max).",
+        ),
+    ] = 60.0,
+    config: ConfigOption = None,
+) -> None:
+    """Replay a historical file into Kafka in event-time order, at a chosen speed."""
+    from kafka.errors import KafkaError
+
+    from stream.edge import EdgeError
+    from stream.replay import gap_notice, parse_speed, parse_time, plan_replay
+    from stream.replay import replay as run_replay
+    from stream.sources import SourceError
+
+    settings = settings_or_exit(config)
+    try:
+        factor = parse_speed(speed)
+        since_ms = parse_time(since) if since is not None else None
+        until_ms = parse_time(until) if until is not None else None
+    except ValueError as error:
+        console.print(f"[red]cannot replay:[/red] {error}")
+        raise typer.Exit(2) from None
+    try:
+        with console.status(f"reading and ordering {file.name}"):
+            plan = plan_replay(file, labels, since_ms, until_ms)
+    except SourceError as error:
+        console.print(f"[red]cannot replay:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    notice = gap_notice([line.time_ms for line in plan.lines], factor, max_gap)
+    if notice is not None:
+        console.print(f"[yellow]{escape(notice)}")
+    try:
+        with progress() as bar:
+            task = bar.add_task(f"replay {file.name}", total=len(plan.lines))
+            summary = run_replay(
+                file,
+                settings,
+                labels,
+                speed=factor,
+                plan=plan,
+                on_send=lambda n: bar.advance(task, n),
+                max_gap_s=max_gap,
+            )
+    except (KafkaError, EdgeError) as error:
+        console.print(
+            f"Kafka at {mask_url(settings.kafka.bootstrap_servers)}: {mask_url(repr(error))}",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    console.print(summary.table())

@@ -1,0 +1,254 @@
+"""The label learning path: a label joined to what its event was scored with, learned.
+
+A label comes inline in its event, from the ``labels`` topic (in either order
+with its event: the store joins them), or as an implicit negative when its
+event's window passes in silence. Each is learned by every model slot through
+the :class:`~stream.model_guard.ModelGuard` (a label that leaves a model
+non-finite is undone and dead-lettered as ``poisoned_model``), observed by the
+monitors and scorecards, and kept as an :class:`~stream.outputs.Example` when
+the training log is on. A label whose event never came leaves as an
+``unknown_event`` dead letter.
+
+:class:`LabelLearning` holds these steps as methods of the
+:class:`~stream.processor.Processor`, which inherits them: they run per label
+with the processor's state, and no call is added on the per-record path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from features.store import AppliedLabel, EventOp, ExpiredLabel, LabelOp, LabelOutcome, split_source
+from features.vector import FeatureConfig, features_from_snapshot
+from learners.models import is_positive
+from metrics.instruments import WorkerMetrics
+from metrics.slices import slice_values
+from stream.drift_action import on_drift
+from stream.model_guard import Learned, ModelGuard, ModelSlot
+from stream.outputs import BatchOutput, DeadLetter, Example
+
+if TYPE_CHECKING:
+    from stream.edge import Record
+
+__all__ = ["LabelLearning", "Scored"]
+
+log = logging.getLogger(__name__)
+
+#: Why a label left the pending set without its event, by :attr:`ExpiredLabel.cause`.
+_EXPIRY_DETAIL = {
+    "ttl": "no event with this event_id arrived within the pending window",
+    "max_wait": "no event with this event_id arrived within the longest pending wait "
+    "(store.pending_max_wait_s of event time)",
+    "overflow": "evicted from the pending window: it was the oldest of more than "
+    "store.pending_max labels waiting for their events",
+}
+
+
+@dataclass(slots=True, frozen=True)
+class Scored:
+    """What an event awaiting its label was scored with: the label often follows soon."""
+
+    scores: Sequence[float | None]
+    x: dict[str, Any]
+    event_time_ms: int
+    #: The event's slice values (``monitoring.slices``), None when unknown.
+    slices: tuple[str | None, ...] | None = None
+
+
+class LabelLearning:
+    """The steps of a label through the processor: join, learn, observe, or refuse.
+
+    A mixin of :class:`~stream.processor.Processor`, which sets the attributes below.
+    """
+
+    slots: list[ModelSlot]
+    features: FeatureConfig
+    threshold: float
+    metrics: WorkerMetrics | None
+    keep_examples: bool
+    watermark_ms: int
+    _guard: ModelGuard
+    _recent: OrderedDict[str, Scored]
+    _slice_keys: Sequence[str]
+
+    def _learn(
+        self,
+        event_id: str,
+        x: dict[str, Any],
+        label: AppliedLabel,
+        scores: Sequence[float | None],
+        event_time_ms: int,
+        kind: str,
+        out: BatchOutput,
+        record: Record | None = None,
+        slices: tuple[str | None, ...] | None = None,
+    ) -> None:
+        """Every model learns the label; ``scores``: what each gave the event, when known.
+
+        The batch counts the label, and keeps it with ``x`` as an example when asked to.
+        A label that would leave a model non-finite is not learned by any model
+        and goes to the dead letters (``record``: the record that carried it).
+        """
+        entry = Learned(x, label, event_id, kind, record)
+        poisoned = self._guard.learn_all(self.slots, entry)
+        if poisoned is not None:
+            self._refuse(entry, poisoned, out)
+            return
+        if self.keep_examples:
+            champion = self.slots[0]
+            entry.example = Example(
+                event_id,
+                x,
+                label.value,
+                label.weight,
+                kind,
+                label.source,
+                event_time_ms,
+                label.timestamp_ms,
+                scores[0] if scores else None,
+                champion.version,
+            )
+            out.examples.append(entry.example)
+        out.labels_learned += 1
+        drifted = False
+        y_true = is_positive(label.value)
+        for index, slot in enumerate(self.slots):
+            given = scores[index] if index < len(scores) else None
+            if given is None:
+                continue
+            if slot.monitor is not None:
+                detected = slot.monitor.observe_label(
+                    given, y_true, label.weight, event_time_ms, slices
+                )
+                drifted = drifted or (detected and index == 0)
+            if slot.scorecard is not None:
+                slot.scorecard.update(y_true, given)
+        if drifted:
+            self._on_drift(self.slots[0], event_time_ms, "concept")
+        if self.metrics is not None:
+            self.metrics.observe_label(kind, y_true, event_time_ms)
+
+    def _probe(self, out: BatchOutput) -> None:
+        """At the batch's end, the models with opaque parts are probed (:meth:`ModelGuard.probe`).
+
+        The blamed labels are taken back: no model keeps them, they leave the
+        batch's examples and count, and go to the dead letters.
+        """
+        for entry, slot_name in self._guard.probe(self.slots):
+            if entry.example is not None:
+                out.examples = [e for e in out.examples if e is not entry.example]
+            out.labels_learned -= 1
+            for slot in self.slots:
+                slot.labels_learned -= 1
+            self._refuse(entry, slot_name, out)
+
+    def _refuse(self, entry: Learned, slot_name: str, out: BatchOutput) -> None:
+        """A label no model learned because it left ``slot_name``'s model non-finite."""
+        label, kind, event_id = entry.label, entry.kind, entry.event_id
+        detail = (
+            f"learning the {kind} label of event {event_id!r} (label {label.value:g}, weight "
+            f"{label.weight:g}) left model {slot_name!r} with non-finite numbers; it was undone"
+            " and no model learned this label"
+        )
+        log.warning("%s", detail)
+        record = entry.record
+        if record is None:
+            body = {"event_id": event_id, "label": label.value, "weight": label.weight}
+            body.update(kind=kind, timestamp=label.timestamp_ms)
+            where = split_source(label.source) if label.source.count(":") >= 2 else (kind, -1, -1)
+            value, (topic, partition, offset) = orjson.dumps(body), where
+        else:
+            value, topic, partition, offset = (
+                record.value, record.topic, record.partition, record.offset
+            )  # fmt: skip
+        out.dead_letters.append(
+            DeadLetter("poisoned_model", detail, value, topic, partition, offset)
+        )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(reason="poisoned_model").inc()
+            self.metrics.labels_skipped.labels(reason="poisoned_model").inc()
+
+    def _on_drift(self, champion: ModelSlot, event_time_ms: int, kind: str) -> None:
+        """The configured action on a drift of the champion: :func:`.drift_action.on_drift`."""
+        self.slots = on_drift(self.slots, champion, event_time_ms, kind, self.threshold)
+
+    def _scored(self, outcome: LabelOutcome, held: dict[str, Scored]) -> Scored:
+        """What an event was scored with, for its label (learned once: it is forgotten now).
+
+        Recent events keep their features and every model's score (``held`` by the
+        batch, or scored earlier in it); older ones (and all after a restart) are
+        rebuilt from their snapshot, which gives the same features, with the
+        champion's score as stored.
+        """
+        event_id = outcome.event_id
+        scored = held.pop(event_id, None) or self._recent.pop(event_id, None)
+        if scored is not None:
+            return scored
+        x = features_from_snapshot(outcome.payload, outcome.states, self.features)
+        snap = orjson.loads(outcome.payload)
+        # The snapshot keeps the context, not the ids: an event-field slice is unknown here.
+        slices = slice_values(self._slice_keys, snap["ctx"]) if self._slice_keys else None
+        return Scored([outcome.score], x, snap["ts"], slices)
+
+    # ------------------------------------------------------------------ process
+
+    def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
+        """An event whose label window passed in silence: learned as a negative."""
+        scored = self._scored(implicit, {})
+        label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
+        self._learn(
+            implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",
+            out, slices=scored.slices,
+        )  # fmt: skip
+        if self.metrics is not None:
+            delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
+            self.metrics.label_delay.observe(delay_ms / 1000)
+
+    def _expired(self, expired: ExpiredLabel, out: BatchOutput) -> None:
+        """A label whose event never came: the label record goes to the dead letters."""
+        label = expired.label
+        record: dict[str, object] = {"event_id": expired.event_id}
+        if label is not None:
+            record.update(timestamp=label.timestamp_ms, label=label.value, weight=label.weight)
+        topic, partition, offset = split_source(label.source if label else "labels:-1:-1")
+        out.dead_letters.append(
+            DeadLetter(
+                "unknown_event",
+                _EXPIRY_DETAIL[expired.cause],
+                orjson.dumps(record),
+                topic,
+                partition,
+                offset,
+            )
+        )
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(reason="unknown_event").inc()
+
+    def _label_outcome(
+        self,
+        op: EventOp | LabelOp,
+        outcome: LabelOutcome,
+        out: BatchOutput,
+        held: dict[str, Scored],
+        record: Record | None = None,
+    ) -> None:
+        assert isinstance(op, LabelOp)
+        if outcome.status in ("learn", "relearn"):
+            scored = self._scored(outcome, held)
+            label = AppliedLabel(op.label, op.weight, op.source, op.timestamp_ms)
+            x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
+            self._learn(
+                outcome.event_id, x, label, scores, event_time_ms, "labels", out, record,
+                scored.slices,
+            )  # fmt: skip
+            if self.metrics is not None:
+                delay_ms = max(0, op.timestamp_ms - event_time_ms)
+                self.metrics.label_delay.observe(delay_ms / 1000)
+        elif outcome.status in ("duplicate", "late") and self.metrics is not None:
+            self.metrics.labels_skipped.labels(reason=outcome.status).inc()
