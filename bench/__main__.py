@@ -32,10 +32,10 @@ from typing import Any
 
 from rich.console import Console
 
-from stack import Stack
-from stream.config import KafkaConfig, Settings
-from stream.runtime import tune_interpreter
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stack import Stack
+from streamlearn.stream.config import KafkaConfig, Settings
+from streamlearn.stream.runtime import tune_interpreter
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 from . import inprocess, latency
 from .env import (

@@ -37,10 +37,10 @@ from rich.progress import Progress
 from rich.table import Table
 from river.datasets import synth
 
-from metrics.concept_drift import BINARY_DETECTORS, ConceptDrift, concept_signal
-from stream.backtest import backtest
-from stream.config import Settings
-from stream.datasets import START_MS
+from streamlearn.metrics.concept_drift import BINARY_DETECTORS, ConceptDrift, concept_signal
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
+from streamlearn.stream.datasets import START_MS
 
 __all__ = ["FAMILIES", "Scenario", "evaluate", "run", "scenarios"]
 

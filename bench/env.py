@@ -21,13 +21,13 @@ from typing import Any
 import psutil
 import redis
 
-from stack import Stack, StackConfig, free_ports, private_stack_config
-from stack.install import StackError, kafka_version
-from stream import harness
-from stream.config import Settings
-from stream.harness import lines_of as world_lines
-from stream.harness import write_config
-from stream.produce import committed_records, produce_lines
+from streamlearn.stack import Stack, StackConfig, free_ports, private_stack_config
+from streamlearn.stack.install import StackError, kafka_version
+from streamlearn.stream import harness
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import lines_of as world_lines
+from streamlearn.stream.harness import write_config
+from streamlearn.stream.produce import committed_records, produce_lines
 
 __all__ = [
     "CpuMeter",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stream.config import Settings
+from streamlearn.stream.config import Settings
 
 from .inprocess import (
     batches,

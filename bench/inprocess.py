@@ -4,7 +4,7 @@ All of them read the same generated lines and use the ``logistic`` preset.
 
 Examples
 --------
->>> from stream.synthetic import WorldConfig, generate_world
+>>> from streamlearn.stream.synthetic import WorldConfig, generate_world
 >>> lines = [orjson.dumps(r) for r in generate_world(WorldConfig(events=300))]
 >>> examples = collect_examples(lines, Settings())
 >>> len(examples), sorted(examples[0][0])[:3], type(examples[0][1])
@@ -24,15 +24,15 @@ import orjson
 import redis
 from prometheus_client import CollectorRegistry
 
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.store import InteractionStore
-from learners.models import build_model, is_positive
-from metrics.instruments import WorkerMetrics
-from metrics.monitor import Monitor, MonitoringMetrics
-from stream.backtest import backtest, file_records
-from stream.config import Settings
-from stream.processor import ModelSlot, Processor, Record
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import InteractionStore
+from streamlearn.learners.models import build_model, is_positive
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.stream.backtest import backtest, file_records
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import ModelSlot, Processor, Record
 
 __all__ = [
     "BATCH",

@@ -27,10 +27,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from stream.config import Settings
-from stream.produce import event_key, route
-from stream.rdkafka_io import librdkafka_options
-from stream.topics import ensure_topics, topic_plan
+from streamlearn.stream.config import Settings
+from streamlearn.stream.produce import event_key, route
+from streamlearn.stream.rdkafka_io import librdkafka_options
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 __all__ = ["broker_settled", "cut_events", "kafka_hop", "latencies_ms", "open_loop"]
 

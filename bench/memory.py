@@ -27,11 +27,11 @@ import orjson
 import psutil
 import redis
 
-from stream.backtest import file_records
-from stream.config import Settings
-from stream.processor import Record
-from stream.runtime import tune_interpreter
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.backtest import file_records
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import Record
+from streamlearn.stream.runtime import tune_interpreter
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 from .inprocess import BATCH, redis_store, worker_like_processor
 

@@ -27,12 +27,12 @@ import orjson
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
-from features.decode import decode_event, decode_label
-from features.interactions import EntityState, entity_ids, observe
-from features.schema import DecodeError
-from features.vector import features_of
-from learners.models import learn, score
-from stream.config import Settings, load_settings
+from streamlearn.features.decode import decode_event, decode_label
+from streamlearn.features.interactions import EntityState, entity_ids, observe
+from streamlearn.features.schema import DecodeError
+from streamlearn.features.vector import features_of
+from streamlearn.learners.models import learn, score
+from streamlearn.stream.config import Settings, load_settings
 
 __all__ = ["NaiveWorker", "main", "state_from_hash", "state_to_hash"]
 

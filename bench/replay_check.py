@@ -19,13 +19,13 @@ from pathlib import Path
 import orjson
 from rich.table import Table
 
-from stack import Stack, fast_stack_config
-from stream.backtest import backtest
-from stream.config import Settings
-from stream.harness import drain, run_workers, settings_for
-from stream.replay import replay
-from stream.synthetic import WorldConfig, generate_world
-from stream.ui import console
+from streamlearn.stack import Stack, fast_stack_config
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import drain, run_workers, settings_for
+from streamlearn.stream.replay import replay
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.ui import console
 
 
 def check(events: int, folder: Path) -> tuple[Table, bool]:

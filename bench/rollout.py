@@ -42,9 +42,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from learners.experiment import Experiment, ExperimentConfig
-from learners.rollback import RollbackConfig, RollbackRule
-from metrics.sequential import confidence_radius, msprt_p_value, naive_z_p_value
+from streamlearn.learners.experiment import Experiment, ExperimentConfig
+from streamlearn.learners.rollback import RollbackConfig, RollbackRule
+from streamlearn.metrics.sequential import confidence_radius, msprt_p_value, naive_z_p_value
 
 __all__ = ["Outcome", "ab_runs", "main", "rollback_runs", "run"]
 

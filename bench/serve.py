@@ -36,14 +36,14 @@ from rich.table import Table
 
 from bench.env import free_ports, machine_info, write_config
 from bench.tables import percentiles
-from features.limits import Limits
-from features.redis_store import RedisStore
-from learners.registry import ModelRegistry
-from stack import Stack, private_stack_config
-from stream.config import Settings
-from stream.processor import ModelSlot, Processor, Record
-from stream.serve import StateReader, parse_rank, parse_score, score_events
-from stream.synthetic import World, WorldConfig, feed_requests, generate_world
+from streamlearn.features.limits import Limits
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.learners.registry import ModelRegistry
+from streamlearn.stack import Stack, private_stack_config
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.serve import StateReader, parse_rank, parse_score, score_events
+from streamlearn.stream.synthetic import World, WorldConfig, feed_requests, generate_world
 
 __all__ = ["main"]
 
@@ -241,7 +241,7 @@ async def _open_loop(url: str, path: str, bodies: list[bytes], rate: float, seco
 
 def _serve(config: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--config", str(config),
+        [sys.executable, "-m", "streamlearn.cli", "serve", "--config", str(config),
          "--port", str(port), "--workers", str(workers)],
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -23,11 +23,11 @@ from pathlib import Path
 import redis
 from rich.table import Table
 
-from features.schema import is_event_record, is_label_record
-from stack import Stack, fast_stack_config
-from stream import harness
-from stream.synthetic import WorldConfig, generate_world
-from stream.ui import console
+from streamlearn.features.schema import is_event_record, is_label_record
+from streamlearn.stack import Stack, fast_stack_config
+from streamlearn.stream import harness
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.ui import console
 
 KEY = "soak-signing-key-" + "0" * 32
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from stack import Stack, StackConfig
-from stack.install import default_jar_cache, ensure_kafka_jars, kafka_version
+from streamlearn.stack import Stack, StackConfig
+from streamlearn.stack.install import default_jar_cache, ensure_kafka_jars, kafka_version
 
 __all__ = ["main", "measure_start"]
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import psutil
 
-from features.store import BatchOutcome
-from learners.registry import KEY_ENV, signing_key_from_env
-from stream.config import MaskingFormatter, Settings, load_settings
-from stream.processor import BatchOutput, Prediction, PreparedBatch, Record
-from stream.worker import Worker
+from streamlearn.features.store import BatchOutcome
+from streamlearn.learners.registry import KEY_ENV, signing_key_from_env
+from streamlearn.stream.config import MaskingFormatter, Settings, load_settings
+from streamlearn.stream.processor import BatchOutput, Prediction, PreparedBatch, Record
+from streamlearn.stream.worker import Worker
 
 __all__ = ["BenchWorker", "cpu_seconds", "main"]
 

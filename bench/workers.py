@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stack import Stack
-from stream.config import Settings
-from stream.topics import ensure_topics, topic_plan
+from streamlearn.stack import Stack
+from streamlearn.stream.config import Settings
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 from .env import CpuMeter, cpu_summary, write_config
 

@@ -1,7 +1,7 @@
-"""``python -m cli``: the ``streamlearn`` command, from a checkout without installing it."""
+"""``python -m streamlearn.cli``: the ``streamlearn`` command, from a checkout without installing it."""
 
 from __future__ import annotations
 
-from cli.app import main
+from streamlearn.cli.app import main
 
 main()

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stack.alert_receiver import (
+from streamlearn.stack.alert_receiver import (
     DEFAULT_HOST,
     DEFAULT_LOG,
     DEFAULT_PORT,

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import typer
 
-from cli.alerts import alerts_app
-from cli.metrics import metrics_app
-from cli.model import model_app
-from cli.offline import backtest, dataset, generate, rank_eval, replay
-from cli.serve import serve
-from cli.stack import demo, stack_app
-from cli.worker import config, produce, run
+from streamlearn.cli.alerts import alerts_app
+from streamlearn.cli.metrics import metrics_app
+from streamlearn.cli.model import model_app
+from streamlearn.cli.offline import backtest, dataset, generate, rank_eval, replay
+from streamlearn.cli.serve import serve
+from streamlearn.cli.stack import demo, stack_app
+from streamlearn.cli.worker import config, produce, run
 
 __all__ = ["app", "main"]
 

@@ -18,8 +18,14 @@ from typing import Annotated
 
 import typer
 
-from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
-from stream.ui import console
+from streamlearn.stream.config import (
+    ConfigError,
+    MaskingFormatter,
+    Settings,
+    load_settings,
+    mask_url,
+)
+from streamlearn.stream.ui import console
 
 __all__ = [
     "ConfigOption",

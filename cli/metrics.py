@@ -31,9 +31,9 @@ from typing import Annotated
 import click
 import typer
 
-from metrics.artifacts import REPO_ROOT, check, check_rules, generate
-from metrics.thresholds import AlertThresholds
-from stream.config import ConfigError, load_settings
+from streamlearn.metrics.artifacts import REPO_ROOT, check, check_rules, generate
+from streamlearn.metrics.thresholds import AlertThresholds
+from streamlearn.stream.config import ConfigError, load_settings
 
 __all__ = ["load_thresholds", "main", "metrics_app"]
 

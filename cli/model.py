@@ -27,16 +27,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import ConfigOption
-from learners.registry import (
+from streamlearn.cli.common import ConfigOption
+from streamlearn.learners.registry import (
     ModelRegistry,
     RegistryError,
     SnapshotError,
     SnapshotInfo,
     signing_key_from_env,
 )
-from stream.config import ConfigError, load_settings, mask_url
-from stream.ui import console
+from streamlearn.stream.config import ConfigError, load_settings, mask_url
+from streamlearn.stream.ui import console
 
 __all__ = ["metric_cell", "model_app", "registry_table"]
 

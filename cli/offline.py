@@ -11,9 +11,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import ConfigOption, load_settings_quietly, settings_or_exit
-from stream.config import Settings, mask_url
-from stream.ui import console, progress
+from streamlearn.cli.common import ConfigOption, load_settings_quietly, settings_or_exit
+from streamlearn.stream.config import Settings, mask_url
+from streamlearn.stream.ui import console, progress
 
 __all__ = ["backtest", "dataset", "generate", "rank_eval", "replay"]
 
@@ -40,7 +40,7 @@ def generate(
     ] = 0.0,
 ) -> None:
     """Write a synthetic world (events, then clicks as delayed labels) as JSON lines."""
-    from stream.synthetic import WorldConfig, generate_world
+    from streamlearn.stream.synthetic import WorldConfig, generate_world
 
     world = WorldConfig(
         events=events,
@@ -97,11 +97,11 @@ def backtest(
     """
     from redis.exceptions import RedisError
 
-    from stream.backtest import backtest as run_backtest
-    from stream.backtest import fresh_key_prefix
-    from stream.report import staged_folder, write_report
-    from stream.runtime import tune_interpreter
-    from stream.sources import SourceError
+    from streamlearn.stream.backtest import backtest as run_backtest
+    from streamlearn.stream.backtest import fresh_key_prefix
+    from streamlearn.stream.report import staged_folder, write_report
+    from streamlearn.stream.runtime import tune_interpreter
+    from streamlearn.stream.sources import SourceError
 
     overrides: dict[str, object] = {}
     if features is not None:
@@ -185,9 +185,9 @@ def rank_eval(
     The model learns the synthetic stream through the worker's code, then ranks feed
     requests as ``POST /rank`` would; ``summary.json`` and ``report.md`` go to ``--report``.
     """
-    from stream.ranking import RANKERS, write_report
-    from stream.ranking import rank_eval as run_rank_eval
-    from stream.synthetic import WorldConfig
+    from streamlearn.stream.ranking import RANKERS, write_report
+    from streamlearn.stream.ranking import rank_eval as run_rank_eval
+    from streamlearn.stream.synthetic import WorldConfig
 
     overrides = {"model": {"spec": model}} if model else {}
     settings = settings_or_exit(config, **overrides)
@@ -211,7 +211,7 @@ def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
     """Delete the backtest's keys; a Redis that is away only gets a message."""
     import redis as redis_client
 
-    from stream.backtest import clear_state
+    from streamlearn.stream.backtest import clear_state
 
     if redis_url is None:
         return
@@ -238,7 +238,7 @@ def dataset(
     limit: Annotated[int | None, typer.Option(min=1, help="Samples to export.")] = None,
 ) -> None:
     """List River's bundled data sets and generators, or export one as an event file."""
-    from stream.datasets import DATASETS, dataset_events
+    from streamlearn.stream.datasets import DATASETS, dataset_events
 
     if action == "list":
         table = Table(title="data sets")
@@ -292,10 +292,10 @@ def replay(
     """Replay a historical file into Kafka in event-time order, at a chosen speed."""
     from kafka.errors import KafkaError
 
-    from stream.edge import EdgeError
-    from stream.replay import gap_notice, parse_speed, parse_time, plan_replay
-    from stream.replay import replay as run_replay
-    from stream.sources import SourceError
+    from streamlearn.stream.edge import EdgeError
+    from streamlearn.stream.replay import gap_notice, parse_speed, parse_time, plan_replay
+    from streamlearn.stream.replay import replay as run_replay
+    from streamlearn.stream.sources import SourceError
 
     settings = settings_or_exit(config)
     try:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import ConfigOption, configure_logging, settings_or_exit
-from stream.ui import console
+from streamlearn.cli.common import ConfigOption, configure_logging, settings_or_exit
+from streamlearn.stream.ui import console
 
 __all__ = ["serve"]
 
@@ -27,7 +27,7 @@ def serve(
     Reads the workers' interaction state in Redis (never writes it) and serves the model
     they serve: the promoted registry version, refreshed from their newest checkpoint.
     """
-    from stream.serve_app import run_server
+    from streamlearn.stream.serve_app import run_server
 
     configure_logging(verbose)
     overrides = {

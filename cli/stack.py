@@ -2,7 +2,7 @@
 ``demo``, the main job end to end on it.
 
 Mounted by the main CLI as ``streamlearn stack ...`` (and ``streamlearn demo``); also
-runnable on its own with ``python -m cli.stack up``.
+runnable on its own with ``python -m streamlearn.cli.stack up``.
 
 Examples
 --------
@@ -19,9 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import configure_logging
-from stack import Stack, StackConfig, StackError, default_root
-from stream.ui import console
+from streamlearn.cli.common import configure_logging
+from streamlearn.stack import Stack, StackConfig, StackError, default_root
+from streamlearn.stream.ui import console
 
 __all__ = [
     "CONFIG_RULES_FILE",
@@ -101,8 +101,8 @@ def write_config_rules(rules_dir: Path, config_file: Path) -> bool:
     >>> write_config_rules(folder / "rules", folder / "c.yaml")
     False
     """
-    from cli.metrics import load_thresholds
-    from metrics.alert_files import rules_yaml
+    from streamlearn.cli.metrics import load_thresholds
+    from streamlearn.metrics.alert_files import rules_yaml
 
     text = rules_yaml(load_thresholds(config_file))
     path = rules_dir / CONFIG_RULES_FILE
@@ -179,8 +179,8 @@ def up(
     """Start the stack (reusing services already running from the same root)."""
     from kafka.errors import KafkaError
 
-    from stream.config import KafkaConfig
-    from stream.topics import ensure_topics
+    from streamlearn.stream.config import KafkaConfig
+    from streamlearn.stream.topics import ensure_topics
 
     wanted_topics = parse_topics(topics or [])
     try:
@@ -249,7 +249,7 @@ def demo(
     report: Annotated[Path, typer.Option(help="Where backtest reports go.")] = Path("reports/demo"),
 ) -> None:
     """The main job end to end: local stack, a synthetic stream, a worker, a report."""
-    from stack.demo import run_demo
+    from streamlearn.stack.demo import run_demo
 
     configure_logging(False)
     try:

@@ -17,9 +17,9 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
-from cli.common import ConfigOption, configure_logging, settings_or_exit
-from stream.config import mask_url
-from stream.ui import console, progress
+from streamlearn.cli.common import ConfigOption, configure_logging, settings_or_exit
+from streamlearn.stream.config import mask_url
+from streamlearn.stream.ui import console, progress
 
 __all__ = [
     "config",
@@ -53,9 +53,9 @@ def run(
     settings to fix). ``kill -USR1 PID`` prints every thread's stack to stderr (for a
     worker that looks stuck).
     """
-    from learners.registry import KEY_ENV, SnapshotError, signing_key_from_env
-    from stream.waits import Refused
-    from stream.worker import Worker
+    from streamlearn.learners.registry import KEY_ENV, SnapshotError, signing_key_from_env
+    from streamlearn.stream.waits import Refused
+    from streamlearn.stream.worker import Worker
 
     configure_logging(verbose)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -150,8 +150,8 @@ def produce(
     """
     from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-    from stream.edge import UndeliveredError
-    from stream.produce import LineProducer
+    from streamlearn.stream.edge import UndeliveredError
+    from streamlearn.stream.produce import LineProducer
 
     settings = settings_or_exit(config)
     kafka = settings.kafka

@@ -14,7 +14,7 @@ Examples
 >>> decode_event(b'{"event_id": "e1"', limits)
 Traceback (most recent call last):
 ...
-features.schema.DecodeError: invalid_json: unexpected end of data: line 1 column 18 (char 17)
+streamlearn.features.schema.DecodeError: invalid_json: unexpected end of data: line 1 column 18 (char 17)
 >>> decode_label(b'{"event_id": "e1", "timestamp": 1714552260000, "label": true}', limits).value
 1.0
 
@@ -57,7 +57,7 @@ overflow the model's arithmetic, so it is refused with the feature and the bound
 ...              b' "item_id": "i1", "features": {"length": 1e300}}', limits)
 Traceback (most recent call last):
 ...
-features.schema.DecodeError: invalid_value: features.length: 1e+300 is outside [-1e+09, 1e+09]
+streamlearn.features.schema.DecodeError: invalid_value: features.length: 1e+300 is outside [-1e+09, 1e+09]
 >>> bounded = Limits(feature_bounds={"length": (0, 1e6)})
 >>> try:
 ...     decode_event(b'{"event_id": "e3", "timestamp": 1714552200000, "user_id": "u1",'
@@ -92,8 +92,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from features.limits import Limits, check_time, check_values
-from features.schema import DecodeError, Event, Label, field_path
+from streamlearn.features.limits import Limits, check_time, check_values
+from streamlearn.features.schema import DecodeError, Event, Label, field_path
 
 __all__ = ["decode_event", "decode_label", "json_error", "validate_event"]
 
@@ -242,7 +242,7 @@ def validate_event(obj: dict[str, Any], limits: Limits, now_ms: int | None = Non
     ...                Limits())
     Traceback (most recent call last):
     ...
-    features.schema.DecodeError: empty_key: item_id: String should have at least 1 character
+    streamlearn.features.schema.DecodeError: empty_key: item_id: String should have at least 1 character
     """
     context, features = obj.get("context"), obj.get("features")
     if isinstance(context, dict) and len(context) > limits.max_context:

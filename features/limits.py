@@ -12,12 +12,12 @@ Examples
 >>> check_values("features", {"length": -1}, limits)
 Traceback (most recent call last):
 ...
-features.schema.DecodeError: invalid_value: features.length: -1 is outside [0, 1e+06] (feature_bounds)
+streamlearn.features.schema.DecodeError: invalid_value: features.length: -1 is outside [0, 1e+06] (feature_bounds)
 >>> check_time(1714552200000, Limits(), now_ms=1714552200000)
 >>> check_time(0, Limits(), now_ms=1714552200000)
 Traceback (most recent call last):
 ...
-features.schema.DecodeError: timestamp_out_of_range: timestamp 0 is outside [946684800000, 1714638600000]
+streamlearn.features.schema.DecodeError: timestamp_out_of_range: timestamp 0 is outside [946684800000, 1714638600000]
 """  # noqa: E501
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.schema import DecodeError, field_path
+from streamlearn.features.schema import DecodeError, field_path
 
 __all__ = ["Limits", "check_time", "check_values"]
 

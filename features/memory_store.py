@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from features.interactions import EntityState, InteractionConfig, observe, observe_label
-from features.store import (
+from streamlearn.features.interactions import EntityState, InteractionConfig, observe, observe_label
+from streamlearn.features.store import (
     AppliedLabel,
     BatchOutcome,
     EventOp,
@@ -46,7 +46,7 @@ class MemoryStore:
     """The in-process store: same semantics as :class:`RedisStore`, bounded by count
     (snapshots) and by event time (entity state, ``state_ttl_s``).
 
-    >>> from features.interactions import InteractionConfig
+    >>> from streamlearn.features.interactions import InteractionConfig
     >>> config = StoreConfig(snapshot_ttl_s=60, state_ttl_s=60)
     >>> store = MemoryStore(config, InteractionConfig(half_lives_s=(3600.0,)))
     >>> def event(i, ts):

@@ -16,8 +16,8 @@ from importlib import resources
 import orjson
 import redis
 
-from features.interactions import EntityState, InteractionConfig
-from features.store import (
+from streamlearn.features.interactions import EntityState, InteractionConfig
+from streamlearn.features.store import (
     AppliedLabel,
     BatchOutcome,
     EventOp,

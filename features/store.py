@@ -40,8 +40,8 @@ pending labels (at most ``store.pending_max``) and the implicit-label deadlines
 
 Examples
 --------
->>> from features.interactions import InteractionConfig
->>> from features.memory_store import MemoryStore
+>>> from streamlearn.features.interactions import InteractionConfig
+>>> from streamlearn.features.memory_store import MemoryStore
 >>> store = MemoryStore(StoreConfig(), InteractionConfig(half_lives_s=(3600.0,)))
 >>> ops = [
 ...     EventOp("e1", "events:0:0", 0, 0, 1000, [("user", "u"), ("item", "i")], b"{}", None, 1.0),
@@ -63,7 +63,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from features.interactions import EntityState
+from streamlearn.features.interactions import EntityState
 
 __all__ = [
     "AppliedLabel",

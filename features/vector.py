@@ -7,12 +7,12 @@ label trains on exactly what the model saw.
 
 Examples
 --------
->>> from features.schema import Event
+>>> from streamlearn.features.schema import Event
 >>> event = Event(event_id="e", timestamp=0, user_id="u", item_id="i",
 ...               context={"device": "ios"}, features={"len": 3.0})
 >>> config = FeatureConfig()
 >>> payload = snapshot_payload(event)
->>> from features.interactions import EntityState
+>>> from streamlearn.features.interactions import EntityState
 >>> kinds = orjson.loads(payload)["kinds"]
 >>> states = [(kind, EntityState.empty(config.interactions)) for kind in kinds]
 >>> x = features_from_snapshot(payload, states, config)
@@ -32,14 +32,14 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.context import context_features
-from features.interactions import (
+from streamlearn.features.context import context_features
+from streamlearn.features.interactions import (
     EntityState,
     InteractionConfig,
     entity_ids,
     interaction_features,
 )
-from features.schema import Event
+from streamlearn.features.schema import Event
 
 __all__ = [
     "FeatureConfig",

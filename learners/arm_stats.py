@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from metrics.quality import binary_log_loss
-from metrics.sequential import Moments
+from streamlearn.metrics.quality import binary_log_loss
+from streamlearn.metrics.sequential import Moments
 
 __all__ = ["ArmStats", "LatencySketch", "Primary", "higher_is_better", "label_value"]
 

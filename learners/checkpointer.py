@@ -47,7 +47,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from learners.checkpoint import Checkpoint
+from streamlearn.learners.checkpoint import Checkpoint
 
 __all__ = ["Checkpointer", "ModelState", "Retry", "direct"]
 

@@ -24,7 +24,7 @@ Examples
 >>> open_envelope(envelope.replace(b"pickle", b"pickly"), key)
 Traceback (most recent call last):
 ...
-learners.envelope.SnapshotError: snapshot v3 signature does not match: refusing to unpickle (tampered, or signed with another key)
+streamlearn.learners.envelope.SnapshotError: snapshot v3 signature does not match: refusing to unpickle (tampered, or signed with another key)
 """  # noqa: E501
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def signing_key_from_env(environ: Mapping[str, str] = os.environ) -> bytes:
     >>> signing_key_from_env({})
     Traceback (most recent call last):
     ...
-    learners.envelope.SnapshotError: no signing key: set STREAMLEARN_MODEL_KEY ...
+    streamlearn.learners.envelope.SnapshotError: no signing key: set STREAMLEARN_MODEL_KEY ...
     """
     value = environ.get(KEY_ENV, "")
     if not value:
@@ -208,7 +208,7 @@ def split_envelope(envelope: bytes) -> tuple[bytes | None, bytes, bytes]:
     >>> split_envelope(b"\\x80\\x05N.")
     Traceback (most recent call last):
     ...
-    learners.envelope.SnapshotError: snapshot is not signed
+    streamlearn.learners.envelope.SnapshotError: snapshot is not signed
     """
     if not envelope.startswith(MAGIC):
         if envelope[:1] == b"\x80":
@@ -256,12 +256,12 @@ def open_envelope(
     >>> open_envelope(envelope, b"another key, 16+ bytes")
     Traceback (most recent call last):
     ...
-    learners.envelope.SnapshotError: snapshot v3 signature does not match: refusing to unpickle (tampered, or signed with another key)
+    streamlearn.learners.envelope.SnapshotError: snapshot v3 signature does not match: refusing to unpickle (tampered, or signed with another key)
     >>> unsigned = MAGIC + b"\\n" + envelope[len(MAGIC) + 65 :]
     >>> open_envelope(unsigned, key)
     Traceback (most recent call last):
     ...
-    learners.envelope.SnapshotError: snapshot v3 is not signed
+    streamlearn.learners.envelope.SnapshotError: snapshot v3 is not signed
     """  # noqa: E501
     try:
         signature, meta, payload = split_envelope(envelope)

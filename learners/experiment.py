@@ -56,9 +56,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from learners.arm_stats import ArmStats, Primary, higher_is_better, label_value
-from learners.decision import Action, Decision, finite_or_none
-from metrics.sequential import AlwaysValid
+from streamlearn.learners.arm_stats import ArmStats, Primary, higher_is_better, label_value
+from streamlearn.learners.decision import Action, Decision, finite_or_none
+from streamlearn.metrics.sequential import AlwaysValid
 
 __all__ = ["Experiment", "ExperimentConfig", "GuardrailConfig"]
 

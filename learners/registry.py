@@ -46,7 +46,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from learners.envelope import (
+from streamlearn.learners.envelope import (
     KEY_ENV,
     MIN_KEY_BYTES,
     RegistryError,
@@ -59,7 +59,7 @@ from learners.envelope import (
     signature_matches,
     signing_key_from_env,
 )
-from learners.models import FiniteCheck
+from streamlearn.learners.models import FiniteCheck
 
 __all__ = [
     "KEY_ENV",

@@ -43,9 +43,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from learners.arm_stats import label_value
-from learners.decision import Action, Decision
-from metrics.sequential import AlwaysValid, PairedRelativeDrop
+from streamlearn.learners.arm_stats import label_value
+from streamlearn.learners.decision import Action, Decision
+from streamlearn.metrics.sequential import AlwaysValid, PairedRelativeDrop
 
 __all__ = ["RollbackConfig", "RollbackRule"]
 

@@ -1,7 +1,7 @@
 """The generated alerting files: Prometheus rules, their promtool tests, Alertmanager.
 
 Rendered from the rules of :func:`metrics.alerts.alert_rules`; ``python -m
-metrics generate`` writes them to the paths named here.
+streamlearn.metrics generate`` writes them to the paths named here.
 
 Examples
 --------
@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from metrics.alert_rule import INTERVAL, AlertRule, Scenario, selector
-from metrics.alerts import POSITIVE_LABEL_RATE, alert_rules, recording_rules
-from metrics.instruments import JOB, LABELS_LEARNED, LABELS_POSITIVE
-from metrics.thresholds import AlertThresholds, duration_seconds
+from streamlearn.metrics.alert_rule import INTERVAL, AlertRule, Scenario, selector
+from streamlearn.metrics.alerts import POSITIVE_LABEL_RATE, alert_rules, recording_rules
+from streamlearn.metrics.instruments import JOB, LABELS_LEARNED, LABELS_POSITIVE
+from streamlearn.metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = [
     "ALERTMANAGER_COMPOSE_PATH",

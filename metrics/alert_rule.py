@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from metrics.instruments import JOB
-from metrics.thresholds import duration_seconds
+from streamlearn.metrics.instruments import JOB
+from streamlearn.metrics.thresholds import duration_seconds
 
 __all__ = [
     "AFTER",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from metrics.alert_rule import (
+from streamlearn.metrics.alert_rule import (
     AFTER,
     BEFORE,
     INSTANCE,
@@ -33,7 +33,7 @@ from metrics.alert_rule import (
     selector,
     steps,
 )
-from metrics.instruments import (
+from streamlearn.metrics.instruments import (
     CHECKPOINTS_REFUSED,
     JOB,
     LABELS_LEARNED,
@@ -42,7 +42,7 @@ from metrics.instruments import (
     PREDICTIONS,
     SCORES_NOT_FINITE,
 )
-from metrics.monitoring_metrics import (
+from streamlearn.metrics.monitoring_metrics import (
     CONCEPT_DRIFT_DETECTIONS,
     FEATURE_PSI,
     ONLINE_ROC_AUC,
@@ -53,8 +53,8 @@ from metrics.monitoring_metrics import (
     SLICE_DECISION_RATE_RATIO,
     SLICE_SCORE_RATIO,
 )
-from metrics.pipeline_alerts import delivery_rules, serving_rules
-from metrics.thresholds import AlertThresholds, duration_seconds
+from streamlearn.metrics.pipeline_alerts import delivery_rules, serving_rules
+from streamlearn.metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = [
     "ALL_SERIES",

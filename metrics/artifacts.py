@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from metrics.alert_files import (
+from streamlearn.metrics.alert_files import (
     ALERTMANAGER_COMPOSE_PATH,
     ALERTMANAGER_PATH,
     COMPOSE_WEBHOOK_URL,
@@ -35,8 +35,8 @@ from metrics.alert_files import (
     rule_tests_yaml,
     rules_yaml,
 )
-from metrics.alerts import alert_rules, recording_rules
-from metrics.dashboard import (
+from streamlearn.metrics.alerts import alert_rules, recording_rules
+from streamlearn.metrics.dashboard import (
     DASHBOARD_PATH,
     DASHBOARD_PROVIDER_PATH,
     DATASOURCE_PATH,
@@ -44,7 +44,7 @@ from metrics.dashboard import (
     dashboard_provider_yaml,
     datasource_yaml,
 )
-from metrics.thresholds import AlertThresholds, duration_seconds
+from streamlearn.metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = [
     "REPO_ROOT",

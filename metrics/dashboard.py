@@ -22,15 +22,15 @@ from typing import Any
 
 import yaml
 
-from metrics.alerts import POSITIVE_LABEL_RATE
-from metrics.dashboard_layout import (
+from streamlearn.metrics.alerts import POSITIVE_LABEL_RATE
+from streamlearn.metrics.dashboard_layout import (
     DATASOURCE,
     Layout,
     quantiles,
     threshold_series,
     threshold_steps,
 )
-from metrics.instruments import (
+from streamlearn.metrics.instruments import (
     CHECKPOINTS,
     CONSUMER_LAG,
     DEAD_LETTERS,
@@ -50,7 +50,7 @@ from metrics.instruments import (
     REDIS_ROUND_TRIP,
     STAGE_DURATION,
 )
-from metrics.monitoring_metrics import (
+from streamlearn.metrics.monitoring_metrics import (
     CONCEPT_DRIFT_DETECTIONS,
     DRIFT_EVENTS,
     FEATURE_PSI,
@@ -67,7 +67,7 @@ from metrics.monitoring_metrics import (
     PREDICTION_PSI,
     REFERENCE_ROC_AUC,
 )
-from metrics.thresholds import AlertThresholds
+from streamlearn.metrics.thresholds import AlertThresholds
 
 __all__ = [
     "DASHBOARD_PATH",

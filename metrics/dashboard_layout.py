@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metrics.monitoring_metrics import THRESHOLD
+from streamlearn.metrics.monitoring_metrics import THRESHOLD
 
 __all__ = ["DATASOURCE", "Layout", "Target", "quantiles", "threshold_series", "threshold_steps"]
 

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from metrics.drift_statistics import FloatArray
+from streamlearn.metrics.drift_statistics import FloatArray
 
 __all__ = ["FeatureWindows", "Mode", "Ring", "Windows", "check_min_current", "stale"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics.drift_statistics import (
+from streamlearn.metrics.drift_statistics import (
     OTHER,
     bin_counts,
     categorical_shift,
@@ -25,7 +25,7 @@ from metrics.drift_statistics import (
     psi,
     sorted_quantile_edges,
 )
-from metrics.drift_windows import FeatureWindows, Mode, check_min_current, stale
+from streamlearn.metrics.drift_windows import FeatureWindows, Mode, check_min_current, stale
 
 __all__ = ["FeatureDrift"]
 

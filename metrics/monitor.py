@@ -9,7 +9,7 @@ gives the same drift events as the live run), and the gauges of
 Examples
 --------
 >>> from prometheus_client import CollectorRegistry
->>> from metrics.thresholds import MonitoringConfig
+>>> from streamlearn.metrics.thresholds import MonitoringConfig
 >>> registry = CollectorRegistry()
 >>> config = MonitoringConfig(reference_size=100, window_size=100, evaluate_every=10,
 ...                           drift_warmup_labels=0)
@@ -30,13 +30,13 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from metrics.concept_drift import ConceptDrift, concept_signal
-from metrics.feature_drift import FeatureDrift
-from metrics.monitoring_metrics import MonitoringMetrics
-from metrics.prediction_drift import PredictionDrift, PredictionDriftReport
-from metrics.quality import QualityReport, RollingQuality
-from metrics.slices import SliceMonitor, SliceReport
-from metrics.thresholds import MonitoringConfig
+from streamlearn.metrics.concept_drift import ConceptDrift, concept_signal
+from streamlearn.metrics.feature_drift import FeatureDrift
+from streamlearn.metrics.monitoring_metrics import MonitoringMetrics
+from streamlearn.metrics.prediction_drift import PredictionDrift, PredictionDriftReport
+from streamlearn.metrics.quality import QualityReport, RollingQuality
+from streamlearn.metrics.slices import SliceMonitor, SliceReport
+from streamlearn.metrics.thresholds import MonitoringConfig
 
 # MonitoringMetrics is what a Monitor publishes to: importable with it from here.
 __all__ = ["Monitor", "MonitoringMetrics"]

@@ -22,10 +22,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from metrics.prediction_drift import PredictionDriftReport
-from metrics.quality import QualityReport
-from metrics.slices import SliceReport
-from metrics.thresholds import AlertThresholds
+from streamlearn.metrics.prediction_drift import PredictionDriftReport
+from streamlearn.metrics.quality import QualityReport
+from streamlearn.metrics.slices import SliceReport
+from streamlearn.metrics.thresholds import AlertThresholds
 
 __all__ = [
     "CONCEPT_DRIFT_DETECTIONS",

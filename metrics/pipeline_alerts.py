@@ -6,14 +6,14 @@ model's rules.
 
 Examples
 --------
->>> from metrics.thresholds import AlertThresholds
+>>> from streamlearn.metrics.thresholds import AlertThresholds
 >>> [r.alert for r in delivery_rules(AlertThresholds())]
 ['StreamlearnPredictionsUndelivered', 'StreamlearnLabelsStale']
 """
 
 from __future__ import annotations
 
-from metrics.alert_rule import (
+from streamlearn.metrics.alert_rule import (
     AFTER,
     BEFORE,
     INSTANCE,
@@ -28,7 +28,7 @@ from metrics.alert_rule import (
     selector,
     steps,
 )
-from metrics.instruments import (
+from streamlearn.metrics.instruments import (
     CONSUMER_LAG,
     DEAD_LETTERS,
     DEPENDENCY_RETRIES,
@@ -42,7 +42,7 @@ from metrics.instruments import (
     RECORDS_CONSUMED,
     UNDELIVERED,
 )
-from metrics.thresholds import AlertThresholds, duration_seconds
+from streamlearn.metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = ["UNDELIVERED_WINDOW", "delivery_rules", "serving_rules"]
 

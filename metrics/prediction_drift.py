@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics.drift_statistics import (
+from streamlearn.metrics.drift_statistics import (
     FloatArray,
     bin_counts,
     float_array,
@@ -28,7 +28,7 @@ from metrics.drift_statistics import (
     psi,
     quantile_edges,
 )
-from metrics.drift_windows import Mode, Windows, check_min_current, stale
+from streamlearn.metrics.drift_windows import Mode, Windows, check_min_current, stale
 
 __all__ = ["PredictionDrift", "PredictionDriftReport"]
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from river import metrics
 
-from metrics.quality import recall_at_precision, roc_auc
+from streamlearn.metrics.quality import recall_at_precision, roc_auc
 
 __all__ = ["Scorecard"]
 

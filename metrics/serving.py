@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from features.schema import REASONS
-from metrics.instruments import LATENCY_BUCKETS
+from streamlearn.features.schema import REASONS
+from streamlearn.metrics.instruments import LATENCY_BUCKETS
 
 __all__ = ["API_REASONS", "ENDPOINTS", "ServeMetrics"]
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics.quality import roc_auc
+from streamlearn.metrics.quality import roc_auc
 
 __all__ = [
     "EVENT_FIELDS",

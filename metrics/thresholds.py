@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from metrics.concept_drift import BINARY_DETECTORS, DETECTORS
+from streamlearn.metrics.concept_drift import BINARY_DETECTORS, DETECTORS
 
 __all__ = ["AlertThresholds", "Duration", "MonitoringConfig", "duration_seconds"]
 

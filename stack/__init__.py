@@ -11,14 +11,14 @@ jars, :mod:`stack.alert_receiver` keeps the alerts Alertmanager sends, and
 
 Examples
 --------
->>> from stack import Stack, StackConfig
+>>> from streamlearn.stack import Stack, StackConfig
 >>> Stack(StackConfig(root="/tmp/streamlearn-doc-stack")).config.redis_url
 'redis://127.0.0.1:6390/0'
 """
 
 from __future__ import annotations
 
-from stack.config import (
+from streamlearn.stack.config import (
     ALL_SERVICES,
     CORE_SERVICES,
     ServiceStatus,
@@ -28,8 +28,8 @@ from stack.config import (
     free_ports,
     private_stack_config,
 )
-from stack.install import StackError
-from stack.supervisor import Stack
+from streamlearn.stack.install import StackError
+from streamlearn.stack.supervisor import Stack
 
 __all__ = [
     "ALL_SERVICES",

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stack.install import REPO_ROOT
+from streamlearn.stack.install import REPO_ROOT
 
 __all__ = [
     "ALL_SERVICES",

@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 from rich.table import Table
 
-from stack.config import StackConfig
-from stack.files import write_scrape_target
-from stack.supervisor import Stack
-from stream.config import Settings
-from stream.produce import committed_records
+from streamlearn.stack.config import StackConfig
+from streamlearn.stack.files import write_scrape_target
+from streamlearn.stack.supervisor import Stack
+from streamlearn.stream.config import Settings
+from streamlearn.stream.produce import committed_records
 
 __all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "read_predictions"]
 
@@ -141,14 +141,14 @@ class DemoResult:
 
 def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path) -> DemoResult:
     """Everything ``streamlearn demo`` does; returns what to print."""
-    from metrics.instruments import PREDICTIONS
-    from stream.backtest import backtest
-    from stream.replay import replay
-    from stream.report import write_report
-    from stream.synthetic import WorldConfig, generate_world
-    from stream.topics import ensure_topics, topic_plan
-    from stream.ui import console
-    from stream.worker import Worker
+    from streamlearn.metrics.instruments import PREDICTIONS
+    from streamlearn.stream.backtest import backtest
+    from streamlearn.stream.replay import replay
+    from streamlearn.stream.report import write_report
+    from streamlearn.stream.synthetic import WorldConfig, generate_world
+    from streamlearn.stream.topics import ensure_topics, topic_plan
+    from streamlearn.stream.ui import console
+    from streamlearn.stream.worker import Worker
 
     config = StackConfig(root=root) if root else StackConfig()
     stack = Stack(config, reporter=lambda message: console.log(message))

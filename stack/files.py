@@ -6,7 +6,7 @@ Pure renderings of a :class:`stack.config.StackConfig` (and one atomic file writ
 
 Examples
 --------
->>> from stack.config import StackConfig
+>>> from streamlearn.stack.config import StackConfig
 >>> "process.roles=broker,controller" in kafka_server_properties(StackConfig(root="/tmp/s"))
 True
 """
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 if TYPE_CHECKING:
-    from stack.config import StackConfig
+    from streamlearn.stack.config import StackConfig
 
 __all__ = [
     "alertmanager_stack_config",
@@ -48,7 +48,7 @@ def kafka_server_properties(config: StackConfig) -> str:
 
     Examples
     --------
-    >>> from stack.config import StackConfig
+    >>> from streamlearn.stack.config import StackConfig
     >>> text = kafka_server_properties(StackConfig(root="/tmp/s", kafka_port=29092))
     >>> "listeners=PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:9093" in text
     True
@@ -131,7 +131,7 @@ def prometheus_config(config: StackConfig, *, alertmanager: bool) -> str:
 
     Examples
     --------
-    >>> from stack.config import StackConfig
+    >>> from streamlearn.stack.config import StackConfig
     >>> doc = yaml.safe_load(prometheus_config(StackConfig(root="/r"), alertmanager=False))
     >>> doc["scrape_configs"][1]["file_sd_configs"][0]["files"]
     ['/r/prometheus/targets/*.json']
@@ -175,12 +175,12 @@ def alertmanager_stack_config(config: StackConfig) -> str:
 
     Examples
     --------
-    >>> from stack.config import StackConfig
+    >>> from streamlearn.stack.config import StackConfig
     >>> doc = yaml.safe_load(alertmanager_stack_config(StackConfig(root="/r", alerts_port=29095)))
     >>> doc["receivers"][0]["webhook_configs"][0]["url"]
     'http://127.0.0.1:29095/alerts'
     """
-    from metrics.alert_files import alertmanager_config
+    from streamlearn.metrics.alert_files import alertmanager_config
 
     return alertmanager_config(config.alerts_url)
 

@@ -6,7 +6,7 @@ Functions of a :class:`~stack.config.StackConfig` and a service name; the
 
 Examples
 --------
->>> from stack.config import StackConfig
+>>> from streamlearn.stack.config import StackConfig
 >>> config = StackConfig(root="/tmp/s")
 >>> log_path(config, "redis").as_posix()
 '/tmp/s/redis/redis.log'
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from stack.config import ServiceName, StackConfig
-from stack.install import StackError
+from streamlearn.stack.config import ServiceName, StackConfig
+from streamlearn.stack.install import StackError
 
 __all__ = [
     "Record",

@@ -30,7 +30,7 @@ from typing import Literal
 
 import psutil
 
-from stack.config import (
+from streamlearn.stack.config import (
     ALL_SERVICES,
     CORE_SERVICES,
     ServiceName,
@@ -38,14 +38,14 @@ from stack.config import (
     StackConfig,
     default_root,
 )
-from stack.files import (
+from streamlearn.stack.files import (
     alertmanager_stack_config,
     kafka_log4j2_config,
     kafka_server_properties,
     prometheus_config,
     write_scrape_target,
 )
-from stack.install import (
+from streamlearn.stack.install import (
     REPO_ROOT,
     StackError,
     default_jar_cache,
@@ -53,7 +53,7 @@ from stack.install import (
     jars_resolved,
     kafka_version,
 )
-from stack.services import (
+from streamlearn.stack.services import (
     Record,
     Spec,
     check_binaries,
@@ -325,7 +325,7 @@ class Stack:
             argv = (
                 sys.executable,
                 "-m",
-                "cli",
+                "streamlearn.cli",
                 "alerts",
                 "serve",
                 "--host",

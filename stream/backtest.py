@@ -34,15 +34,15 @@ from typing import IO, Any
 import orjson
 import redis
 
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.schema import line_kind, to_epoch_ms
-from features.store import InteractionStore
-from metrics.monitor import Monitor
-from metrics.scorecard import Scorecard
-from stream.config import Settings
-from stream.processor import BatchOutput, DeadLetter, ModelSlot, Processor, Record
-from stream.sources import BadRow, read_records
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.schema import line_kind, to_epoch_ms
+from streamlearn.features.store import InteractionStore
+from streamlearn.metrics.monitor import Monitor
+from streamlearn.metrics.scorecard import Scorecard
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import BatchOutput, DeadLetter, ModelSlot, Processor, Record
+from streamlearn.stream.sources import BadRow, read_records
 
 __all__ = [
     "BacktestResult",

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from metrics.instruments import WorkerMetrics
-from stream.edge import EdgeError, Sink, SinkFactory, Source, SourceFactory
-from stream.retrying import backoff_delays
-from stream.waits import LoggedErrors, Outage, StopFlag, Stopped, kafka_refusal
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.edge import EdgeError, Sink, SinkFactory, Source, SourceFactory
+from streamlearn.stream.retrying import backoff_delays
+from streamlearn.stream.waits import LoggedErrors, Outage, StopFlag, Stopped, kafka_refusal
 
 __all__ = ["Connection"]
 

@@ -7,7 +7,7 @@ thread; :meth:`Deliveries.check` waits for all of them.
 
 Examples
 --------
->>> from stream.edge import EdgeError
+>>> from streamlearn.stream.edge import EdgeError
 >>> refusal_reason(EdgeError("too big", errno=10)), refusal_reason(EdgeTimeoutError())
 ('too_large', None)
 """
@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from stream.edge import EdgeTimeoutError, Headers, RefusedRecord, UndeliveredError
+from streamlearn.stream.edge import EdgeTimeoutError, Headers, RefusedRecord, UndeliveredError
 
 __all__ = ["REFUSALS", "Deliveries", "Output", "refusal_reason"]
 
@@ -54,7 +54,7 @@ class Deliveries:
     or drop it. ``timeout_error`` builds the error of a check that waited too
     long (an adapter may give its client's own).
 
-    >>> from stream.edge import EdgeError
+    >>> from streamlearn.stream.edge import EdgeError
     >>> deliveries = Deliveries()
     >>> for _ in range(3):
     ...     deliveries.sent()

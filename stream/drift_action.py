@@ -9,10 +9,10 @@ shadow under the name ``<champion>/challenger`` (a later drift starts it again).
 
 Examples
 --------
->>> from learners.models import build_model
->>> from metrics.monitor import Monitor
->>> from metrics.thresholds import MonitoringConfig
->>> from stream.model_guard import ModelSlot
+>>> from streamlearn.learners.models import build_model
+>>> from streamlearn.metrics.monitor import Monitor
+>>> from streamlearn.metrics.thresholds import MonitoringConfig
+>>> from streamlearn.stream.model_guard import ModelSlot
 >>> champion = ModelSlot("m", build_model("logistic"),
 ...                      monitor=Monitor(MonitoringConfig(concept_action="challenger")))
 >>> slots = on_drift([champion], champion, 0, "concept", threshold=0.5)
@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 
-from metrics.monitor import Monitor
-from metrics.scorecard import Scorecard
-from stream.model_guard import ModelSlot
+from streamlearn.metrics.monitor import Monitor
+from streamlearn.metrics.scorecard import Scorecard
+from streamlearn.stream.model_guard import ModelSlot
 
 __all__ = ["on_drift"]
 

@@ -34,14 +34,14 @@ import orjson
 import redis
 import yaml
 
-from features.interactions import InteractionConfig, entity_ids
-from features.redis_store import decode_state
-from features.schema import is_event_record
-from learners.checkpoint import CheckpointStore
-from learners.registry import ModelRegistry
-from stream.config import Settings
-from stream.produce import committed_records, produce_lines
-from stream.worker import Worker, WorkerSummary
+from streamlearn.features.interactions import InteractionConfig, entity_ids
+from streamlearn.features.redis_store import decode_state
+from streamlearn.features.schema import is_event_record
+from streamlearn.learners.checkpoint import CheckpointStore
+from streamlearn.learners.registry import ModelRegistry
+from streamlearn.stream.config import Settings
+from streamlearn.stream.produce import committed_records, produce_lines
+from streamlearn.stream.worker import Worker, WorkerSummary
 
 __all__ = [
     "drain",
@@ -184,7 +184,7 @@ def worker_process(
     """``streamlearn run`` in its own process, logging to a file beside the config."""
     log = config.with_suffix(".log").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", "--config", str(config), *args],
+        [sys.executable, "-m", "streamlearn.cli", "run", "--config", str(config), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **(env or {})},

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from features.store import BatchOutcome
-from metrics.instruments import PRODUCE_STAGE, WorkerMetrics
-from stream.edge import Record, Sink
-from stream.processor import BatchOutput, Prediction, PreparedBatch, Processor
-from stream.publishing import CATCHING_UP_S, Outputs, waited_s
+from streamlearn.features.store import BatchOutcome
+from streamlearn.metrics.instruments import PRODUCE_STAGE, WorkerMetrics
+from streamlearn.stream.edge import Record, Sink
+from streamlearn.stream.processor import BatchOutput, Prediction, PreparedBatch, Processor
+from streamlearn.stream.publishing import CATCHING_UP_S, Outputs, waited_s
 
 __all__ = ["Finished", "InFlight", "drop", "finish", "start"]
 

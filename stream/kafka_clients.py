@@ -11,12 +11,12 @@ says how large a dead letter its topic takes. Each raises
 
 from __future__ import annotations
 
-from stream.config import KafkaConfig
-from stream.edge import Sink, Source
-from stream.kafka_errors import edge_errors
-from stream.kafka_io import KafkaSink, KafkaSource
-from stream.rdkafka_io import RdKafkaSink, RdKafkaSource
-from stream.topics import ensure_topics, max_message_bytes, topic_plan
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.edge import Sink, Source
+from streamlearn.stream.kafka_errors import edge_errors
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
+from streamlearn.stream.rdkafka_io import RdKafkaSink, RdKafkaSource
+from streamlearn.stream.topics import ensure_topics, max_message_bytes, topic_plan
 
 __all__ = ["CONNECT_ATTEMPT_MS", "open_sink", "open_source", "prepare_topics"]
 

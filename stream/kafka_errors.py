@@ -32,7 +32,7 @@ from typing import ParamSpec, TypeVar
 
 from kafka.errors import KafkaError
 
-from stream.edge import EdgeError
+from streamlearn.stream.edge import EdgeError
 
 __all__ = ["as_edge_error", "edge_errors", "raising_edge_errors"]
 

@@ -19,14 +19,14 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka import TopicPartition as KafkaPartition
 from kafka.errors import KafkaError
 
-from features.schema import RecordKind
-from stream import kafka_shim
-from stream.config import KafkaConfig
-from stream.edge import Offsets, Record, Sink, Source, TopicPartition, next_offsets
-from stream.kafka_errors import raising_edge_errors
-from stream.kafka_sink import KafkaSink, kafka_offsets
-from stream.time_order import Partition, TimeOrder, order_time
-from stream.topics import bootstrap_option
+from streamlearn.features.schema import RecordKind
+from streamlearn.stream import kafka_shim
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.edge import Offsets, Record, Sink, Source, TopicPartition, next_offsets
+from streamlearn.stream.kafka_errors import raising_edge_errors
+from streamlearn.stream.kafka_sink import KafkaSink, kafka_offsets
+from streamlearn.stream.time_order import Partition, TimeOrder, order_time
+from streamlearn.stream.topics import bootstrap_option
 
 __all__ = ["KafkaSink", "KafkaSource"]
 

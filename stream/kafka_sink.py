@@ -18,12 +18,12 @@ from kafka import TopicPartition as KafkaPartition
 from kafka.errors import KafkaError, KafkaTimeoutError, UnknownError
 from kafka.structs import OffsetAndMetadata
 
-from stream import kafka_shim
-from stream.config import KafkaConfig
-from stream.delivery import Deliveries, Output
-from stream.edge import Headers, Source, TopicPartition, UndeliveredError
-from stream.kafka_errors import as_edge_error, raising_edge_errors
-from stream.topics import bootstrap_option
+from streamlearn.stream import kafka_shim
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.delivery import Deliveries, Output
+from streamlearn.stream.edge import Headers, Source, TopicPartition, UndeliveredError
+from streamlearn.stream.kafka_errors import as_edge_error, raising_edge_errors
+from streamlearn.stream.topics import bootstrap_option
 
 __all__ = ["KafkaSink", "kafka_offsets"]
 

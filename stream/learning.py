@@ -24,17 +24,24 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from features.store import AppliedLabel, EventOp, ExpiredLabel, LabelOp, LabelOutcome, split_source
-from features.vector import FeatureConfig, features_from_snapshot
-from learners.models import is_positive
-from metrics.instruments import WorkerMetrics
-from metrics.slices import slice_values
-from stream.drift_action import on_drift
-from stream.model_guard import Learned, ModelGuard, ModelSlot
-from stream.outputs import BatchOutput, DeadLetter, Example
+from streamlearn.features.store import (
+    AppliedLabel,
+    EventOp,
+    ExpiredLabel,
+    LabelOp,
+    LabelOutcome,
+    split_source,
+)
+from streamlearn.features.vector import FeatureConfig, features_from_snapshot
+from streamlearn.learners.models import is_positive
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.slices import slice_values
+from streamlearn.stream.drift_action import on_drift
+from streamlearn.stream.model_guard import Learned, ModelGuard, ModelSlot
+from streamlearn.stream.outputs import BatchOutput, DeadLetter, Example
 
 if TYPE_CHECKING:
-    from stream.edge import Record
+    from streamlearn.stream.edge import Record
 
 __all__ = ["LabelLearning", "Scored"]
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 import redis
 from river.base import Classifier
 
-from learners.checkpoint import Checkpoint, CheckpointStore
-from learners.checkpointer import Checkpointer, Retry, direct
-from learners.registry import ModelRegistry
-from metrics.instruments import WorkerMetrics
-from stream.config import Settings
-from stream.processor import ModelSlot
+from streamlearn.learners.checkpoint import Checkpoint, CheckpointStore
+from streamlearn.learners.checkpointer import Checkpointer, Retry, direct
+from streamlearn.learners.registry import ModelRegistry
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import ModelSlot
 
 __all__ = ["ModelLifecycle", "ModelServices", "model_services"]
 

@@ -9,8 +9,8 @@ never come and the same records give the same model on a replay.
 
 Examples
 --------
->>> from features.store import AppliedLabel
->>> from learners.models import build_model, learn, score
+>>> from streamlearn.features.store import AppliedLabel
+>>> from streamlearn.learners.models import build_model, learn, score
 >>> slot = ModelSlot("logistic", build_model("logistic"))
 >>> guard = ModelGuard()
 >>> guard.begin()
@@ -35,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from river import base
 
-from learners.models import FiniteCheck, learn, score
-from metrics.monitor import Monitor
-from metrics.scorecard import Scorecard
-from stream.outputs import Example
+from streamlearn.learners.models import FiniteCheck, learn, score
+from streamlearn.metrics.monitor import Monitor
+from streamlearn.metrics.scorecard import Scorecard
+from streamlearn.stream.outputs import Example
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from features.store import AppliedLabel
-    from stream.edge import Record
+    from streamlearn.features.store import AppliedLabel
+    from streamlearn.stream.edge import Record
 
 __all__ = ["Learned", "ModelGuard", "ModelSlot"]
 

@@ -15,12 +15,12 @@ importable from here.
 
 Examples
 --------
->>> from features.interactions import InteractionConfig
->>> from features.limits import Limits
->>> from features.memory_store import MemoryStore
->>> from features.store import StoreConfig
->>> from features.vector import FeatureConfig
->>> from learners.models import build_model
+>>> from streamlearn.features.interactions import InteractionConfig
+>>> from streamlearn.features.limits import Limits
+>>> from streamlearn.features.memory_store import MemoryStore
+>>> from streamlearn.features.store import StoreConfig
+>>> from streamlearn.features.vector import FeatureConfig
+>>> from streamlearn.learners.models import build_model
 >>> store = MemoryStore(StoreConfig(), InteractionConfig())
 >>> processor = Processor([ModelSlot("logistic", build_model("logistic"))], store,
 ...                       FeatureConfig(), Limits(), threshold=0.5)
@@ -44,31 +44,37 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from features.decode import decode_event, decode_label
-from features.interactions import entity_ids
-from features.limits import Limits
-from features.schema import DecodeError, Event
-from features.store import (
+from streamlearn.features.decode import decode_event, decode_label
+from streamlearn.features.interactions import entity_ids
+from streamlearn.features.limits import Limits
+from streamlearn.features.schema import DecodeError, Event
+from streamlearn.features.store import (
     BatchOutcome,
     EventOp,
     EventOutcome,
     InteractionStore,
     LabelOp,
 )
-from features.vector import (
+from streamlearn.features.vector import (
     FeatureConfig,
     event_inputs,
     features_of,
     snapshot_payload,
 )
-from learners.models import score
-from metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
-from metrics.slices import slice_values
-from stream.edge import Record
-from stream.learning import LabelLearning, Scored
-from stream.model_guard import ModelGuard, ModelSlot
-from stream.outputs import DEAD_LETTER_MIN_BYTES, BatchOutput, DeadLetter, Example, Prediction
-from stream.watermark import PartitionClock
+from streamlearn.learners.models import score
+from streamlearn.metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
+from streamlearn.metrics.slices import slice_values
+from streamlearn.stream.edge import Record
+from streamlearn.stream.learning import LabelLearning, Scored
+from streamlearn.stream.model_guard import ModelGuard, ModelSlot
+from streamlearn.stream.outputs import (
+    DEAD_LETTER_MIN_BYTES,
+    BatchOutput,
+    DeadLetter,
+    Example,
+    Prediction,
+)
+from streamlearn.stream.watermark import PartitionClock
 
 __all__ = [
     "DEAD_LETTER_MIN_BYTES",
@@ -402,11 +408,11 @@ class Processor(LabelLearning):
         alone, so neither it nor the minimum over the partitions jumps with an
         event dated far ahead. Both depend only on the events in their order.
 
-        >>> from features.interactions import InteractionConfig
-        >>> from features.memory_store import MemoryStore
-        >>> from features.store import StoreConfig
-        >>> from features.vector import FeatureConfig
-        >>> from learners.models import build_model
+        >>> from streamlearn.features.interactions import InteractionConfig
+        >>> from streamlearn.features.memory_store import MemoryStore
+        >>> from streamlearn.features.store import StoreConfig
+        >>> from streamlearn.features.vector import FeatureConfig
+        >>> from streamlearn.learners.models import build_model
         >>> store = MemoryStore(StoreConfig(), InteractionConfig())
         >>> processor = Processor([ModelSlot("m", build_model("logistic"))], store,
         ...                       FeatureConfig(), Limits(), 0.5, watermark_window=8)

@@ -13,11 +13,11 @@ import orjson
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
-from features.schema import RecordKind, line_kind
-from stream.config import KafkaConfig
-from stream.kafka_io import KafkaSink
-from stream.time_order import event_time_headers
-from stream.topics import ensure_topics, topic_plan
+from streamlearn.features.schema import RecordKind, line_kind
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.kafka_io import KafkaSink
+from streamlearn.stream.time_order import event_time_headers
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 __all__ = ["LineProducer", "committed_records", "event_key", "produce_lines", "route"]
 
@@ -98,7 +98,7 @@ class LineProducer:
 
     Examples
     --------
-    >>> from stream.config import KafkaConfig
+    >>> from streamlearn.stream.config import KafkaConfig
     >>> producer = LineProducer(KafkaConfig())
     >>> producer.topics, producer.sent
     ({'events': 'events', 'labels': 'labels'}, 0)
@@ -120,7 +120,7 @@ class LineProducer:
 
         ``on_sent`` is called after each line handed to the producer (a progress bar).
         """
-        from stream.replay import timed_lines  # stream.replay imports this module
+        from streamlearn.stream.replay import timed_lines  # stream.replay imports this module
 
         timed = timed_lines(lines)  # event times (inherited where missing) and kinds
         if self.config.topics.create:

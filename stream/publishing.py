@@ -15,12 +15,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
-from metrics.instruments import WorkerMetrics
-from stream.config import KafkaConfig
-from stream.edge import Headers, Record, RefusedRecord, Sink, UndeliveredError
-from stream.processor import DEAD_LETTER_MIN_BYTES, BatchOutput, Prediction
-from stream.retrying import backoff_delays
-from stream.waits import StopFlag
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.edge import Headers, Record, RefusedRecord, Sink, UndeliveredError
+from streamlearn.stream.processor import DEAD_LETTER_MIN_BYTES, BatchOutput, Prediction
+from streamlearn.stream.retrying import backoff_delays
+from streamlearn.stream.waits import StopFlag
 
 __all__ = [
     "CATCHING_UP_S",

@@ -31,13 +31,19 @@ from typing import Any, Literal
 
 import orjson
 
-from features.interactions import EntityState
-from features.memory_store import MemoryStore
-from features.schema import Event
-from stream.config import Settings
-from stream.processor import ModelSlot, Processor, Record
-from stream.serve import kinds, rank_order, score_events
-from stream.synthetic import FeedRequest, World, WorldConfig, feed_requests, generate_world
+from streamlearn.features.interactions import EntityState
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.schema import Event
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.serve import kinds, rank_order, score_events
+from streamlearn.stream.synthetic import (
+    FeedRequest,
+    World,
+    WorldConfig,
+    feed_requests,
+    generate_world,
+)
 
 __all__ = [
     "RANKERS",
@@ -142,7 +148,7 @@ def _train(settings: Settings, world_config: WorldConfig) -> tuple[Processor, Wo
 
 def _states(store: MemoryStore, event: Event) -> list[tuple[str, EntityState]]:
     """The state the store holds for an event's entities, read without counting it."""
-    from features.interactions import entity_ids
+    from streamlearn.features.interactions import entity_ids
 
     empty = EntityState.empty(store.features)
     return [
@@ -250,7 +256,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
 
 def write_report(result: RankEvalResult, folder: Path) -> dict[str, Any]:
     """``summary.json`` and ``report.md`` in ``folder``, written whole or not at all."""
-    from stream.report import staged_folder
+    from streamlearn.stream.report import staged_folder
 
     summary = result.summary()
     with staged_folder(folder) as staging:

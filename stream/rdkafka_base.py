@@ -4,7 +4,7 @@ Part of the librdkafka adapter (:mod:`stream.rdkafka_io`, :mod:`stream.rdkafka_s
 
 Examples
 --------
->>> from stream.config import KafkaConfig
+>>> from streamlearn.stream.config import KafkaConfig
 >>> options = librdkafka_options(KafkaConfig(security_protocol="SASL_PLAINTEXT",
 ...     sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"))
 >>> sorted(options)
@@ -21,8 +21,8 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka import TopicPartition as RdTopicPartition
 
-from stream.config import KafkaConfig
-from stream.edge import EdgeError, TopicPartition, named_text
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.edge import EdgeError, TopicPartition, named_text
 
 __all__ = [
     "LibrdkafkaError",

@@ -27,18 +27,18 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import TopicPartition as RdTopicPartition
 
-from features.schema import RecordKind
-from stream.config import KafkaConfig
-from stream.edge import Offsets, Record, Sink, Source, TopicPartition, next_offsets
-from stream.rdkafka_base import (
+from streamlearn.features.schema import RecordKind
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.edge import Offsets, Record, Sink, Source, TopicPartition, next_offsets
+from streamlearn.stream.rdkafka_base import (
     LibrdkafkaError,
     librdkafka_options,
     log_client_error,
     raised_as_edge_errors,
     rd_offsets,
 )
-from stream.rdkafka_sink import RdKafkaSink
-from stream.time_order import OrderKey, Partition, TimeOrder, order_time
+from streamlearn.stream.rdkafka_sink import RdKafkaSink
+from streamlearn.stream.time_order import OrderKey, Partition, TimeOrder, order_time
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
 

@@ -13,10 +13,10 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaException, Producer
 
-from stream.config import KafkaConfig
-from stream.delivery import Deliveries, refusal_reason
-from stream.edge import Headers, Source, TopicPartition
-from stream.rdkafka_base import (
+from streamlearn.stream.config import KafkaConfig
+from streamlearn.stream.delivery import Deliveries, refusal_reason
+from streamlearn.stream.edge import Headers, Source, TopicPartition
+from streamlearn.stream.rdkafka_base import (
     LibrdkafkaError,
     librdkafka_options,
     log_client_error,

@@ -61,10 +61,10 @@ from pathlib import Path
 import orjson
 from rich.table import Table
 
-from stream.config import Settings
-from stream.kafka_io import KafkaSink
-from stream.produce import event_key
-from stream.replay_files import (
+from streamlearn.stream.config import Settings
+from streamlearn.stream.kafka_io import KafkaSink
+from streamlearn.stream.produce import event_key
+from streamlearn.stream.replay_files import (
     Line,
     ReplayPlan,
     in_range,
@@ -73,7 +73,7 @@ from stream.replay_files import (
     record_time,
     timed_lines,
 )
-from stream.replay_pacing import (
+from streamlearn.stream.replay_pacing import (
     duration,
     gap_notice,
     iso,
@@ -83,8 +83,8 @@ from stream.replay_pacing import (
     parse_time,
     send_offsets,
 )
-from stream.time_order import event_time_headers
-from stream.topics import ensure_topics, topic_plan
+from streamlearn.stream.time_order import event_time_headers
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 __all__ = [
     "Line",

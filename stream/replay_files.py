@@ -30,10 +30,10 @@ from typing import Literal
 
 import orjson
 
-from features.schema import record_kind, to_epoch_ms
-from stream.outputs import DeadLetter
-from stream.replay_pacing import MAX_MS, MIN_MS
-from stream.sources import BadRow, read_records
+from streamlearn.features.schema import record_kind, to_epoch_ms
+from streamlearn.stream.outputs import DeadLetter
+from streamlearn.stream.replay_pacing import MAX_MS, MIN_MS
+from streamlearn.stream.sources import BadRow, read_records
 
 __all__ = [
     "Kind",

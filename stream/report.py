@@ -35,9 +35,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from stream.backtest import BacktestResult
-from stream.report_plots import PLOTS, event_axis, percentiles, read_scores, write_plots
-from stream.report_text import METRICS, report_markdown, summary_table
+from streamlearn.stream.backtest import BacktestResult
+from streamlearn.stream.report_plots import PLOTS, event_axis, percentiles, read_scores, write_plots
+from streamlearn.stream.report_text import METRICS, report_markdown, summary_table
 
 __all__ = [
     "METRICS",

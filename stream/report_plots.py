@@ -26,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
-from stream.backtest import BacktestResult
+from streamlearn.stream.backtest import BacktestResult
 
 __all__ = ["PLOTS", "event_axis", "percentiles", "read_scores", "write_plots"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.table import Table
 
-from stream.report_plots import PLOTS
+from streamlearn.stream.report_plots import PLOTS
 
 __all__ = ["METRICS", "report_markdown", "summary_table"]
 

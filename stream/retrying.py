@@ -14,10 +14,10 @@ from typing import TypeVar
 
 import redis
 
-from features.store import BatchOutcome, EventOp, InteractionStore, LabelOp
-from metrics.instruments import WorkerMetrics
-from stream.config import mask_url
-from stream.waits import Outage, Refused, StopFlag, Stopped, redis_refusal
+from streamlearn.features.store import BatchOutcome, EventOp, InteractionStore, LabelOp
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.config import mask_url
+from streamlearn.stream.waits import Outage, Refused, StopFlag, Stopped, redis_refusal
 
 __all__ = ["REDIS_ERRORS", "RedisWaits", "RetryingStore", "backoff_delays", "retrying"]
 
@@ -56,7 +56,7 @@ def retrying(
     never retried. While ``call`` fails, a line says since when ``what`` (the
     dependency and its address) has been out of reach, at most every 5 s.
 
-    >>> from stream.waits import StopFlag
+    >>> from streamlearn.stream.waits import StopFlag
     >>> flag, calls = StopFlag(), []
     >>> def down():
     ...     calls.append(1)

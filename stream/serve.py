@@ -16,8 +16,8 @@ says so.
 
 Examples
 --------
->>> from features.limits import Limits
->>> from features.interactions import InteractionConfig
+>>> from streamlearn.features.limits import Limits
+>>> from streamlearn.features.interactions import InteractionConfig
 >>> events = parse_rank(b'{"user_id": "u1", "timestamp": 1767225600000, "context":'
 ...     b' {"device": "ios"}, "candidates": [{"item_id": "i1"}, {"item_id": "i2",'
 ...     b' "author_id": "a1", "features": {"length": 3}}]}', Limits(), 10)
@@ -26,10 +26,10 @@ Examples
 >>> parse_rank(b'{"user_id": "u1", "timestamp": 0, "candidates": []}', Limits(), 10)
 Traceback (most recent call last):
 ...
-stream.serve.ApiError: 422 no_candidates: candidates: give at least one candidate item
+streamlearn.stream.serve.ApiError: 422 no_candidates: candidates: give at least one candidate item
 >>> states = [[(kind, EntityState.empty(InteractionConfig())) for kind in kinds(e)]
 ...           for e in events]
->>> from learners.models import build_model
+>>> from streamlearn.learners.models import build_model
 >>> score_events(build_model("logistic"), events, states, FeatureConfig())
 [0.5, 0.5]
 """
@@ -48,17 +48,17 @@ import orjson
 import redis
 import redis.asyncio
 
-from features.decode import json_error, validate_event
-from features.interactions import EntityState, entity_ids
-from features.limits import Limits
-from features.redis_store import decode_state
-from features.schema import DecodeError, Event
-from features.vector import FeatureConfig, features_of
-from learners.checkpoint import Checkpoint
-from learners.models import score
-from learners.registry import ModelRegistry, RegistryError
-from metrics.serving import ServeMetrics
-from stream.config import Settings
+from streamlearn.features.decode import json_error, validate_event
+from streamlearn.features.interactions import EntityState, entity_ids
+from streamlearn.features.limits import Limits
+from streamlearn.features.redis_store import decode_state
+from streamlearn.features.schema import DecodeError, Event
+from streamlearn.features.vector import FeatureConfig, features_of
+from streamlearn.learners.checkpoint import Checkpoint
+from streamlearn.learners.models import score
+from streamlearn.learners.registry import ModelRegistry, RegistryError
+from streamlearn.metrics.serving import ServeMetrics
+from streamlearn.stream.config import Settings
 
 __all__ = [
     "ApiError",
@@ -129,7 +129,7 @@ def parse_score(raw: bytes, limits: Limits, now_ms: int | None = None) -> Event:
     >>> parse_score(b'{"event_id": "e1", "timestamp": 1767225600000, "user_id": "u1"}', Limits())
     Traceback (most recent call last):
     ...
-    stream.serve.ApiError: 422 missing_field: item_id: Field required
+    streamlearn.stream.serve.ApiError: 422 missing_field: item_id: Field required
     """
     obj = _load(raw, limits.max_bytes)
     if not isinstance(obj, dict):

@@ -43,10 +43,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from learners.registry import ModelRegistry, SnapshotError, signing_key_from_env
-from metrics.serving import ServeMetrics
-from stream.config import Settings, load_settings
-from stream.serve import (
+from streamlearn.learners.registry import ModelRegistry, SnapshotError, signing_key_from_env
+from streamlearn.metrics.serving import ServeMetrics
+from streamlearn.stream.config import Settings, load_settings
+from streamlearn.stream.serve import (
     ApiError,
     ModelFollower,
     StateReader,

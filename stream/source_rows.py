@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from features.schema import is_event_record
+from streamlearn.features.schema import is_event_record
 
 __all__ = [
     "EXTRA_CELLS",
@@ -171,7 +171,7 @@ def row_to_record(row: Mapping[str | None, Any]) -> dict[str, Any]:
     >>> row_to_record({"event_id": "e", "x": "1e999"})
     Traceback (most recent call last):
     ...
-    stream.source_rows.RowError: not_finite: column 'x': '1e999' is not a finite number
+    streamlearn.stream.source_rows.RowError: not_finite: column 'x': '1e999' is not a finite number
     """
     record: dict[str, Any] = {}
     context: dict[str, Any] = {}

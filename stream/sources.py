@@ -51,7 +51,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from stream.source_rows import (
+from streamlearn.stream.source_rows import (
     EXTRA_CELLS,
     BadRow,
     RowError,
@@ -87,7 +87,7 @@ def format_of(path: Path) -> str:
     >>> format_of(Path("c.xlsx"))
     Traceback (most recent call last):
     ...
-    stream.sources.SourceError: c.xlsx: unknown format 'xlsx'; use .jsonl, .csv or .parquet
+    streamlearn.stream.sources.SourceError: c.xlsx: unknown format 'xlsx'; use .jsonl, .csv or .parquet
     """
     suffix = path.suffix.lower().lstrip(".")
     if suffix in ("jsonl", "json", "ndjson"):

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 
-from stream.edge import Record
+from streamlearn.stream.edge import Record
 
 __all__ = [
     "EVENT_TIME_HEADER",

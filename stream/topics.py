@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> from stream.config import KafkaConfig
+>>> from streamlearn.stream.config import KafkaConfig
 >>> sorted(topic_plan(KafkaConfig()).items())
 [('dead-letter', 4), ('events', 4), ('labels', 4), ('predictions', 4)]
 """
@@ -17,7 +17,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from stream.config import KafkaConfig
+from streamlearn.stream.config import KafkaConfig
 
 __all__ = ["bootstrap_option", "ensure_topics", "max_message_bytes", "topic_plan"]
 

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from kafka import errors as kafka_errors
 
-from stream.config import mask_url
+from streamlearn.stream.config import mask_url
 
 __all__ = [
     "LoggedErrors",

@@ -30,16 +30,16 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from features.redis_store import RedisStore
-from features.store import InteractionStore
-from learners.checkpointer import ModelState
-from learners.registry import NonFiniteModelError
-from metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
-from metrics.monitor import Monitor, MonitoringMetrics
-from stream import inflight, kafka_clients, lifecycle
-from stream.config import Settings
-from stream.connection import Connection
-from stream.edge import (
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import InteractionStore
+from streamlearn.learners.checkpointer import ModelState
+from streamlearn.learners.registry import NonFiniteModelError
+from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.stream import inflight, kafka_clients, lifecycle
+from streamlearn.stream.config import Settings
+from streamlearn.stream.connection import Connection
+from streamlearn.stream.edge import (
     EdgeError,
     Offsets,
     Sink,
@@ -48,18 +48,23 @@ from stream.edge import (
     SourceFactory,
     UndeliveredError,
 )
-from stream.lifecycle import ModelLifecycle, ModelServices
-from stream.processor import BatchOutput, ModelSlot, Prediction, Processor
-from stream.publishing import Outputs
-from stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
-from stream.runtime import tune_interpreter
-from stream.waits import (
+from streamlearn.stream.lifecycle import ModelLifecycle, ModelServices
+from streamlearn.stream.processor import BatchOutput, ModelSlot, Prediction, Processor
+from streamlearn.stream.publishing import Outputs
+from streamlearn.stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
+from streamlearn.stream.runtime import tune_interpreter
+from streamlearn.stream.waits import (
     Refused,
     StopFlag,
     Stopped,
     kafka_refusal,
 )
-from stream.worker_state import CheckpointClock, IdleClock, WorkerSummary, partition_list
+from streamlearn.stream.worker_state import (
+    CheckpointClock,
+    IdleClock,
+    WorkerSummary,
+    partition_list,
+)
 
 __all__ = ["Worker", "WorkerSummary"]
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stream.processor import BatchOutput
+from streamlearn.stream.processor import BatchOutput
 
 __all__ = ["CheckpointClock", "IdleClock", "WorkerSummary", "partition_list"]
 

@@ -33,9 +33,9 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from stack import Stack, StackConfig, fast_stack_config
-from stack.files import write_scrape_target
-from stream.config import KafkaConfig
+from streamlearn.stack import Stack, StackConfig, fast_stack_config
+from streamlearn.stack.files import write_scrape_target
+from streamlearn.stream.config import KafkaConfig
 
 ENV = {
     "kafka": "STREAMLEARN_TEST_KAFKA",
@@ -142,7 +142,7 @@ def make_topics(kafka_bootstrap: str, unique_prefix: str) -> Iterator[Callable[.
     created: list[str] = []
 
     def make(**partitions: int) -> list[str]:
-        from stream.topics import ensure_topics
+        from streamlearn.stream.topics import ensure_topics
 
         names = {f"{unique_prefix}.{name}": count for name, count in partitions.items()}
         created.extend(ensure_topics(KafkaConfig(bootstrap_servers=kafka_bootstrap), names))

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from features.schema import line_kind
-from learners.checkpoint import Checkpoint, choose
-from stream.config import Settings
-from stream.edge import (
+from streamlearn.features.schema import line_kind
+from streamlearn.learners.checkpoint import Checkpoint, choose
+from streamlearn.stream.config import Settings
+from streamlearn.stream.edge import (
     EdgeError,
     Headers,
     Offsets,
@@ -31,7 +31,7 @@ from stream.edge import (
     UndeliveredError,
     next_offsets,
 )
-from stream.worker import Worker
+from streamlearn.stream.worker import Worker
 
 __all__ = [
     "MemoryBroker",
@@ -283,8 +283,8 @@ def memory_worker(
 ) -> Worker:
     """A worker on ``broker``, with an in-memory interaction store (and registry, when
     ``checkpoints`` are given): no server at all."""
-    from features.memory_store import MemoryStore
-    from learners.checkpointer import Checkpointer
+    from streamlearn.features.memory_store import MemoryStore
+    from streamlearn.learners.checkpointer import Checkpointer
 
     def services() -> tuple[Any, Any]:
         if checkpoints is None:

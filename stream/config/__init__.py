@@ -28,11 +28,11 @@ Examples
 >>> load_settings(kafka={"max_poll_records": 0})
 Traceback (most recent call last):
 ...
-stream.config.ConfigError: kafka.max_poll_records: Input should be greater than 0 (got 0)
+streamlearn.stream.config.ConfigError: kafka.max_poll_records: Input should be greater than 0 (got 0)
 >>> load_settings(store={"key_prefx": "team-a"})
 Traceback (most recent call last):
 ...
-stream.config.ConfigError: store.key_prefx: unknown setting; did you mean store.key_prefix?
+streamlearn.stream.config.ConfigError: store.key_prefx: unknown setting; did you mean store.key_prefix?
 >>> Settings(redis={"url": "redis://app:hunter2@cache:6379/0"}).redacted()["redis"]["url"]
 'redis://app:***@cache:6379/0'
 """
@@ -58,13 +58,18 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from features.limits import Limits
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from metrics.thresholds import MonitoringConfig
-from stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
-from stream.config.masking import MaskingFormatter, mask_url
-from stream.config.sections import CheckpointConfig, MetricsConfig, ModelConfig, ServeConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.metrics.thresholds import MonitoringConfig
+from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
+from streamlearn.stream.config.masking import MaskingFormatter, mask_url
+from streamlearn.stream.config.sections import (
+    CheckpointConfig,
+    MetricsConfig,
+    ModelConfig,
+    ServeConfig,
+)
 
 __all__ = [
     "CheckpointConfig",

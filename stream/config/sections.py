@@ -15,8 +15,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 from river.base import Classifier
 
-from learners.models import DEFAULT_BUCKETS, DEFAULT_MAX_CATEGORIES, build_model
-from stream.config.connections import FROZEN
+from streamlearn.learners.models import DEFAULT_BUCKETS, DEFAULT_MAX_CATEGORIES, build_model
+from streamlearn.stream.config.connections import FROZEN
 
 __all__ = ["CheckpointConfig", "MetricsConfig", "ModelConfig", "ServeConfig"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from features.schema import is_event_record
-from stream.config import Settings
-from stream.harness import drain
+from streamlearn.features.schema import is_event_record
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import drain
 
 __all__ = ["assert_every_event_scored", "exit_code", "wait_for", "worker_state"]
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import redis
 import uvicorn
 
-from stream.config import Settings
-from stream.serve_app import create_app
+from streamlearn.stream.config import Settings
+from streamlearn.stream.serve_app import create_app
 
 
 @contextmanager

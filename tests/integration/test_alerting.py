@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
-from metrics.dashboard import dashboard_queries
-from metrics.instruments import WorkerMetrics
-from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.thresholds import MonitoringConfig
-from stack.alert_receiver import AlertLog
+from streamlearn.metrics.dashboard import dashboard_queries
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.metrics.thresholds import MonitoringConfig
+from streamlearn.stack.alert_receiver import AlertLog
 
 from .pipeline import wait_for
 
@@ -121,7 +121,7 @@ class Received:
             [
                 sys.executable,
                 "-m",
-                "cli",
+                "streamlearn.cli",
                 "alerts",
                 "list",
                 "--json",

@@ -12,9 +12,9 @@ import io
 import orjson
 import pytest
 
-from stream.backtest import backtest
-from stream.harness import drain, lines_of, produce, run_workers, settings_for
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.harness import drain, lines_of, produce, run_workers, settings_for
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 pytestmark = pytest.mark.integration
 

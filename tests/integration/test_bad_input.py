@@ -13,8 +13,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream.harness import drain, produce, run_workers, settings_for
-from stream.produce import route
+from streamlearn.stream.harness import drain, produce, run_workers, settings_for
+from streamlearn.stream.produce import route
 
 pytestmark = pytest.mark.integration
 

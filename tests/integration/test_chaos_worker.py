@@ -19,10 +19,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from metrics.monitoring_metrics import MONITOR_METRICS
-from stream.harness import drain, settings_for
-from stream.produce import event_key, route
-from stream.worker import Worker
+from streamlearn.metrics.monitoring_metrics import MONITOR_METRICS
+from streamlearn.stream.harness import drain, settings_for
+from streamlearn.stream.produce import event_key, route
+from streamlearn.stream.worker import Worker
 from tests.chaos import Case, Outcome, check_invariants, non_finite, random_stream
 
 pytestmark = pytest.mark.integration

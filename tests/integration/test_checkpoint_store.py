@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from learners.checkpoint import Checkpoint, CheckpointStore
+from streamlearn.learners.checkpoint import Checkpoint, CheckpointStore
 
 pytestmark = pytest.mark.integration
 

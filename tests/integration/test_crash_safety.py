@@ -7,7 +7,7 @@ import random
 import pytest
 import redis as redis_lib
 
-from stream.harness import (
+from streamlearn.stream.harness import (
     kill_randomly,
     labels_learned_by_last_checkpoint,
     lines_of,
@@ -18,7 +18,7 @@ from stream.harness import (
     worker_process,
     write_config,
 )
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 from .pipeline import assert_every_event_scored
 

@@ -32,14 +32,21 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from typer.testing import CliRunner
 
-from cli.app import app
-from stream.config import Settings
-from stream.edge import EdgeError, UndeliveredError
-from stream.harness import drain, lines_of, produce, run_workers, settings_for, write_config
-from stream.kafka_io import KafkaSink
-from stream.synthetic import WorldConfig, generate_world
-from stream.topics import max_message_bytes
-from stream.worker import Worker
+from streamlearn.cli.app import app
+from streamlearn.stream.config import Settings
+from streamlearn.stream.edge import EdgeError, UndeliveredError
+from streamlearn.stream.harness import (
+    drain,
+    lines_of,
+    produce,
+    run_workers,
+    settings_for,
+    write_config,
+)
+from streamlearn.stream.kafka_io import KafkaSink
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.topics import max_message_bytes
+from streamlearn.stream.worker import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -41,14 +41,14 @@ import orjson
 import pytest
 import yaml
 
-from metrics.thresholds import AlertThresholds
-from stream.config import Settings
-from stream.harness import settings_for
-from stream.kafka_io import KafkaSink
-from stream.produce import event_key, route
-from stream.synthetic import WorldConfig, generate_world
-from stream.topics import ensure_topics, topic_plan
-from stream.worker import Worker
+from streamlearn.metrics.thresholds import AlertThresholds
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import settings_for
+from streamlearn.stream.kafka_io import KafkaSink
+from streamlearn.stream.produce import event_key, route
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.topics import ensure_topics, topic_plan
+from streamlearn.stream.worker import Worker
 
 from .test_alerting import get_json, query, scraped, wait_for
 

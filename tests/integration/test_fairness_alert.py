@@ -26,11 +26,11 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
-from cli.stack import CONFIG_RULES_FILE, write_config_rules
-from metrics.monitor import Monitor, MonitoringMetrics
-from stack import Stack, StackConfig
-from stack.files import write_scrape_target
-from stream.config import load_settings
+from streamlearn.cli.stack import CONFIG_RULES_FILE, write_config_rules
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.stack import Stack, StackConfig
+from streamlearn.stack.files import write_scrape_target
+from streamlearn.stream.config import load_settings
 
 from .pipeline import wait_for
 from .test_alerting import REPO, Received, free_port, get_json, query, scraped
@@ -134,7 +134,7 @@ def prometheus_alerts(prometheus_url: str, target: str) -> list[dict[str, Any]]:
 
 def run_metrics(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "cli", "metrics", *args],
+        [sys.executable, "-m", "streamlearn.cli", "metrics", *args],
         capture_output=True,
         text=True,
         timeout=60,

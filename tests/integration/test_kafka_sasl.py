@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from kafka.errors import KafkaError
 
-from stack import Stack
-from stream.config import load_settings
-from stream.kafka_io import KafkaSink, KafkaSource
-from stream.topics import ensure_topics
+from streamlearn.stack import Stack
+from streamlearn.stream.config import load_settings
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
+from streamlearn.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ USER, PASSWORD = "alice", "alice-Secret-7"
 
 @pytest.fixture(scope="module")
 def sasl_stack(tmp_path_factory):
-    from stack import fast_stack_config, free_ports
+    from streamlearn.stack import fast_stack_config, free_ports
 
     (port,) = free_ports(1)
     config = fast_stack_config(tmp_path_factory.mktemp("sasl") / "stack").model_copy(

@@ -16,10 +16,10 @@ import orjson
 from kafka import KafkaAdminClient
 from river import base
 
-from learners.models import build_model, learn
-from learners.registry import ModelRegistry
-from stream.harness import drain, lines_of, produce, settings_for
-from stream.worker import Worker
+from streamlearn.learners.models import build_model, learn
+from streamlearn.learners.registry import ModelRegistry
+from streamlearn.stream.harness import drain, lines_of, produce, settings_for
+from streamlearn.stream.worker import Worker
 
 KEY = "model-guard-test-signing-key-0123456789"
 

@@ -7,7 +7,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream.harness import (
+from streamlearn.stream.harness import (
     drain,
     lines_of,
     produce,
@@ -16,7 +16,7 @@ from stream.harness import (
     settings_for,
     stored_counters,
 )
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 pytestmark = pytest.mark.integration
 

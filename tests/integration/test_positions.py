@@ -11,12 +11,12 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from stream.config import Settings
-from stream.harness import settings_for
-from stream.kafka_io import KafkaSink, KafkaSource
-from stream.processor import Record
-from stream.rdkafka_io import RdKafkaSource
-from stream.topics import ensure_topics
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import settings_for
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
+from streamlearn.stream.processor import Record
+from streamlearn.stream.rdkafka_io import RdKafkaSource
+from streamlearn.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

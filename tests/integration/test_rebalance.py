@@ -13,12 +13,12 @@ import time
 import pytest
 from kafka import KafkaConsumer
 
-from stream.harness import lines_of, produce, recount, settings_for, stored_counters
-from stream.kafka_io import KafkaSink, KafkaSource
-from stream.rdkafka_io import RdKafkaSource
-from stream.synthetic import WorldConfig, generate_world
-from stream.topics import ensure_topics
-from stream.worker import Worker
+from streamlearn.stream.harness import lines_of, produce, recount, settings_for, stored_counters
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
+from streamlearn.stream.rdkafka_io import RdKafkaSource
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.topics import ensure_topics
+from streamlearn.stream.worker import Worker
 
 from .pipeline import assert_every_event_scored, wait_for
 

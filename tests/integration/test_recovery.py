@@ -15,11 +15,11 @@ import psutil
 import pytest
 import redis as redis_lib
 
-from learners.checkpoint import CheckpointStore
-from learners.models import score
-from learners.registry import ModelRegistry
-from stack import Stack
-from stream.harness import (
+from streamlearn.learners.checkpoint import CheckpointStore
+from streamlearn.learners.models import score
+from streamlearn.learners.registry import ModelRegistry
+from streamlearn.stack import Stack
+from streamlearn.stream.harness import (
     drain,
     lines_of,
     produce,
@@ -29,8 +29,8 @@ from stream.harness import (
     worker_process,
     write_config,
 )
-from stream.synthetic import WorldConfig, generate_world
-from stream.worker import Worker
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.worker import Worker
 
 from .pipeline import exit_code, wait_for, worker_state
 

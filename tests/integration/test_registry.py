@@ -11,10 +11,15 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from cli.model import model_app
-from learners.envelope import pack_envelope, split_envelope
-from learners.models import build_model, learn, score
-from learners.registry import ModelRegistry, NonFiniteModelError, RegistryError, SnapshotError
+from streamlearn.cli.model import model_app
+from streamlearn.learners.envelope import pack_envelope, split_envelope
+from streamlearn.learners.models import build_model, learn, score
+from streamlearn.learners.registry import (
+    ModelRegistry,
+    NonFiniteModelError,
+    RegistryError,
+    SnapshotError,
+)
 
 KEY = b"integration test key, 32 bytes.."
 PROBES = [

@@ -11,12 +11,12 @@ import orjson
 import yaml
 from typer.testing import CliRunner
 
-from cli.app import app
-from stream.backtest import backtest
-from stream.config import Settings
-from stream.harness import drain, run_workers, settings_for, write_config
-from stream.replay import replay
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.cli.app import app
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import drain, run_workers, settings_for, write_config
+from streamlearn.stream.replay import replay
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 
 def write_world(path: Path, config: WorldConfig) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from features.interactions import entity_ids
-from features.redis_store import RedisStore
-from features.store import EventOp
-from stream.config import load_settings
+from streamlearn.features.interactions import entity_ids
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import EventOp
+from streamlearn.stream.config import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,16 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from features.interactions import entity_ids
-from features.redis_store import RedisStore
-from learners.checkpoint import CheckpointStore
-from learners.models import build_model, learn, score
-from learners.registry import ModelRegistry
-from stream.config import Settings
-from stream.harness import lines_of, produce, settings_for
-from stream.processor import ModelSlot, Processor, Record
-from stream.synthetic import WorldConfig, generate_world
-from stream.worker import Worker
+from streamlearn.features.interactions import entity_ids
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.learners.checkpoint import CheckpointStore
+from streamlearn.learners.models import build_model, learn, score
+from streamlearn.learners.registry import ModelRegistry
+from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import lines_of, produce, settings_for
+from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.worker import Worker
 from tests.integration.serving import api_server, keyspace, unchanged
 
 KEY = b"serve integration test key, 32 b"
@@ -165,8 +165,8 @@ def test_rank_reads_every_state_in_one_round_trip_and_sorts_by_score(
     assert scores == sorted(scores, reverse=True) and len(scores) == 30
     assert len(set(scores)) > 1
     store = RedisStore(redis_client, settings.store, settings.features.interactions)
-    from features.schema import Event
-    from features.vector import features_of
+    from streamlearn.features.schema import Event
+    from streamlearn.features.vector import features_of
 
     for item in body["items"]:
         one = Event(event_id="x", timestamp=T0 + 100_000, user_id="u1", item_id=item["item_id"],
@@ -334,9 +334,9 @@ def test_the_served_model_follows_promotions_rollbacks_and_newer_checkpoints(
 ) -> None:
     from prometheus_client import CollectorRegistry
 
-    from learners.checkpoint import Checkpoint
-    from metrics.serving import ServeMetrics
-    from stream.serve import ModelFollower
+    from streamlearn.learners.checkpoint import Checkpoint
+    from streamlearn.metrics.serving import ServeMetrics
+    from streamlearn.stream.serve import ModelFollower
 
     settings = api_settings(redis_url, unique_prefix)
     registry = ModelRegistry(redis_client, unique_prefix, KEY)

@@ -23,10 +23,10 @@ import redis
 import yaml
 from kafka import KafkaConsumer, KafkaProducer
 
-from cli.stack import parse_topics
-from stack import Stack, StackConfig
-from stack.files import kafka_server_properties, prometheus_config, write_scrape_target
-from stack.install import StackError
+from streamlearn.cli.stack import parse_topics
+from streamlearn.stack import Stack, StackConfig
+from streamlearn.stack.files import kafka_server_properties, prometheus_config, write_scrape_target
+from streamlearn.stack.install import StackError
 
 KEYS = [f"user-{i}" for i in range(6)]
 PER_KEY = 10

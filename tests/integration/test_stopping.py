@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from stack import Stack, fast_stack_config, free_ports
-from stream.harness import lines_of, produce, settings_for, worker_process, write_config
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stack import Stack, fast_stack_config, free_ports
+from streamlearn.stream.harness import lines_of, produce, settings_for, worker_process, write_config
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 from .pipeline import exit_code, wait_for, worker_state
 

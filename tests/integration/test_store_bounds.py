@@ -9,9 +9,9 @@ import time
 import orjson
 import redis
 
-from features.interactions import InteractionConfig, entity_ids
-from features.redis_store import RedisStore
-from features.store import EventOp, LabelOp, StoreConfig
+from streamlearn.features.interactions import InteractionConfig, entity_ids
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import EventOp, LabelOp, StoreConfig
 
 FEATURES = InteractionConfig()
 T0 = 1_767_225_600_000

@@ -8,10 +8,10 @@ import orjson
 import pytest
 import redis
 
-from features.interactions import InteractionConfig, entity_ids
-from features.memory_store import MemoryStore
-from features.redis_store import RedisStore
-from features.store import EventOp, LabelOp, LabelOutcome, StoreConfig, split_source
+from streamlearn.features.interactions import InteractionConfig, entity_ids
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import EventOp, LabelOp, LabelOutcome, StoreConfig, split_source
 
 pytestmark = pytest.mark.integration
 

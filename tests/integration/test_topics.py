@@ -7,9 +7,9 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-from stream.harness import drain, settings_for
-from stream.produce import LineProducer, produce_lines
-from stream.topics import ensure_topics
+from streamlearn.stream.harness import drain, settings_for
+from streamlearn.stream.produce import LineProducer, produce_lines
+from streamlearn.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

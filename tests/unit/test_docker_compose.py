@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.config import Settings, load_settings
+from streamlearn.stream.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli.metrics import main
-from metrics.artifacts import REPO_ROOT, artifacts, check, generate
+from streamlearn.cli.metrics import main
+from streamlearn.metrics.artifacts import REPO_ROOT, artifacts, check, generate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_generate_then_check_round_trip(tmp_path: Path) -> None:
 
 def test_module_entry_point_checks_the_repository() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "metrics", "check"],
+        [sys.executable, "-m", "streamlearn.cli", "metrics", "check"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import stream.backtest
-from cli.app import app
-from stream.synthetic import WorldConfig, generate_world
+import streamlearn.stream.backtest
+from streamlearn.cli.app import app
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,7 +42,7 @@ def test_run_with_a_taken_metrics_port_says_which_and_how_to_change_it(tmp_path)
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"metrics": {"host": "127.0.0.1", "port": port}}))
         result = subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "streamlearn.cli", "run", "--config", str(config)],
             capture_output=True,
             text=True,
             env=env,

@@ -20,16 +20,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from features.decode import decode_event, decode_label
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.schema import REASONS, DecodeError, Event, Label
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from learners.models import build_model
-from metrics.instruments import WorkerMetrics
-from stream.processor import ModelSlot, Processor, Record
+from streamlearn.features.decode import decode_event, decode_label
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.schema import REASONS, DecodeError, Event, Label
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.models import build_model
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.processor import ModelSlot, Processor, Record
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EXAMPLES = settings(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.schema import is_label_record, line_kind, record_kind
-from stream.backtest import file_records
-from stream.produce import route
-from stream.replay import timed_lines
-from stream.sources import row_to_record
+from streamlearn.features.schema import is_label_record, line_kind, record_kind
+from streamlearn.stream.backtest import file_records
+from streamlearn.stream.produce import route
+from streamlearn.stream.replay import timed_lines
+from streamlearn.stream.sources import row_to_record
 
 RECORDS = [
     ({"event_id": "e", "timestamp": 1, "user_id": "u", "item_id": "i"}, "events"),

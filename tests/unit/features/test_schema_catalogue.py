@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from features.decode import decode_event, decode_label
-from features.limits import Limits
-from features.schema import REASONS, DecodeError, Event, Label
+from streamlearn.features.decode import decode_event, decode_label
+from streamlearn.features.limits import Limits
+from streamlearn.features.schema import REASONS, DecodeError, Event, Label
 
 NOW_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 LIMITS = Limits()

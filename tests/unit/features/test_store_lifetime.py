@@ -6,9 +6,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from features.interactions import InteractionConfig, entity_ids
-from features.memory_store import MemoryStore
-from features.store import EventOp, LabelOp, StoreConfig
+from streamlearn.features.interactions import InteractionConfig, entity_ids
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import EventOp, LabelOp, StoreConfig
 
 DAY_MS = 86_400_000
 T0 = 1_767_225_600_000

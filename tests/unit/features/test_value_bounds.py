@@ -13,9 +13,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from features.decode import decode_event
-from features.limits import Limits
-from features.schema import DecodeError
+from streamlearn.features.decode import decode_event
+from streamlearn.features.limits import Limits
+from streamlearn.features.schema import DecodeError
 
 NOW_MS = 1_767_225_600_000
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from learners.assignment import Assignment, unit_fraction
+from streamlearn.learners.assignment import Assignment, unit_fraction
 
 ROOT = Path(__file__).resolve().parents[3]
 UNITS = [f"user-{i}" for i in range(100_000)]

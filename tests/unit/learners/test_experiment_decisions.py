@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from learners.arm_stats import LatencySketch
-from learners.decision import Decision
-from learners.experiment import Experiment, ExperimentConfig
+from streamlearn.learners.arm_stats import LatencySketch
+from streamlearn.learners.decision import Decision
+from streamlearn.learners.experiment import Experiment, ExperimentConfig
 
 NO_GUARDS = {"error_ratio": None, "latency_p99_ratio": None, "positive_rate_shift": None}
 

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 from river import forest, linear_model, optim, preprocessing, tree
 
-from learners.models import (
+from streamlearn.learners.models import (
     DEFAULT_BUCKETS,
     DEFAULT_MAX_CATEGORIES,
     BoundedCategories,
@@ -25,8 +25,8 @@ from learners.models import (
     learn,
     score,
 )
-from stream.backtest import backtest
-from stream.config import Settings
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
 from tests.unit.stream.test_concept_actions import flipped_stream
 
 T0 = 1_767_225_600_000

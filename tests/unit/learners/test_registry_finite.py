@@ -7,8 +7,8 @@ import math
 import pytest
 import redis
 
-from learners.models import build_model, learn
-from learners.registry import ModelRegistry, NonFiniteModelError
+from streamlearn.learners.models import build_model, learn
+from streamlearn.learners.registry import ModelRegistry, NonFiniteModelError
 
 KEY = b"unit test key of 32 bytes......."
 

@@ -8,9 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from learners.envelope import MAGIC, open_envelope, pack_envelope, sign, split_envelope, verify
-from learners.models import build_model, learn, score
-from learners.registry import SnapshotError, SnapshotInfo, signing_key_from_env
+from streamlearn.learners.envelope import (
+    MAGIC,
+    open_envelope,
+    pack_envelope,
+    sign,
+    split_envelope,
+    verify,
+)
+from streamlearn.learners.models import build_model, learn, score
+from streamlearn.learners.registry import SnapshotError, SnapshotInfo, signing_key_from_env
 
 KEY = b"unit-test key, 32 bytes long...."
 OTHER_KEY = b"another key of sufficient length"

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from learners.rollback import RollbackConfig, RollbackRule
+from streamlearn.learners.rollback import RollbackConfig, RollbackRule
 
 CONFIG = RollbackConfig(min_labels=1000, min_labels_after_rollback=3000)
 

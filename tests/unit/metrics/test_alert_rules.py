@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from metrics.alert_files import (
+from streamlearn.metrics.alert_files import (
     ALERTMANAGER_PATH,
     DEFAULT_WEBHOOK_URL,
     RULE_TESTS_PATH,
@@ -20,10 +20,10 @@ from metrics.alert_files import (
     rule_tests_yaml,
     rules_yaml,
 )
-from metrics.alerts import alert_names, alert_rules, recording_rules
-from metrics.instruments import WorkerMetrics
-from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.thresholds import AlertThresholds, MonitoringConfig, duration_seconds
+from streamlearn.metrics.alerts import alert_names, alert_rules, recording_rules
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.metrics.thresholds import AlertThresholds, MonitoringConfig, duration_seconds
 
 REPO = Path(__file__).resolve().parents[3]
 PROMTOOL = shutil.which("promtool")

@@ -12,18 +12,18 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from metrics.alerts import recording_rules
-from metrics.dashboard import (
+from streamlearn.metrics.alerts import recording_rules
+from streamlearn.metrics.dashboard import (
     DASHBOARD_PATH,
     DASHBOARD_PROVIDER_PATH,
     DATASOURCE_PATH,
     dashboard,
     dashboard_queries,
 )
-from metrics.dashboard_layout import DATASOURCE
-from metrics.instruments import WorkerMetrics
-from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.thresholds import AlertThresholds, MonitoringConfig
+from streamlearn.metrics.dashboard_layout import DATASOURCE
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.metrics.thresholds import AlertThresholds, MonitoringConfig
 
 REPO = Path(__file__).resolve().parents[3]
 PROMTOOL = shutil.which("promtool")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metrics.concept_drift import ConceptDrift
-from metrics.drift_statistics import (
+from streamlearn.metrics.concept_drift import ConceptDrift
+from streamlearn.metrics.drift_statistics import (
     OTHER,
     bin_counts,
     categorical_shift,
@@ -19,8 +19,8 @@ from metrics.drift_statistics import (
     psi,
     quantile_edges,
 )
-from metrics.feature_drift import FeatureDrift
-from metrics.prediction_drift import PredictionDrift
+from streamlearn.metrics.feature_drift import FeatureDrift
+from streamlearn.metrics.prediction_drift import PredictionDrift
 
 # ------------------------------------------------------------------------- psi
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.drift import GOAL_DELAY, Scenario, detections_of, evaluate, run_stream
-from stream.config import Settings
+from streamlearn.stream.config import Settings
 
 SETTINGS = Settings(features={"mode": "raw"})
 

@@ -7,10 +7,10 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry
 
-from metrics.drift_statistics import ks_statistic
-from metrics.feature_drift import FeatureDrift
-from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.thresholds import MonitoringConfig
+from streamlearn.metrics.drift_statistics import ks_statistic
+from streamlearn.metrics.feature_drift import FeatureDrift
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.metrics.thresholds import MonitoringConfig
 
 
 def _config(**kw: object) -> MonitoringConfig:

@@ -6,11 +6,11 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from metrics import instruments
-from metrics.alerts import alert_rules
-from metrics.dashboard import dashboard_queries
-from metrics.instruments import WorkerMetrics
-from metrics.thresholds import AlertThresholds
+from streamlearn.metrics import instruments
+from streamlearn.metrics.alerts import alert_rules
+from streamlearn.metrics.dashboard import dashboard_queries
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.thresholds import AlertThresholds
 
 NAMES = {
     name: value
@@ -55,13 +55,13 @@ def test_the_dashboard_and_the_alerts_query_the_constants():
 
 
 def test_the_processor_times_the_stages_the_stage_label_names():
-    from features.interactions import InteractionConfig
-    from features.limits import Limits
-    from features.memory_store import MemoryStore
-    from features.store import StoreConfig
-    from features.vector import FeatureConfig
-    from learners.models import build_model
-    from stream.processor import ModelSlot, Processor, Record
+    from streamlearn.features.interactions import InteractionConfig
+    from streamlearn.features.limits import Limits
+    from streamlearn.features.memory_store import MemoryStore
+    from streamlearn.features.store import StoreConfig
+    from streamlearn.features.vector import FeatureConfig
+    from streamlearn.learners.models import build_model
+    from streamlearn.stream.processor import ModelSlot, Processor, Record
 
     store = MemoryStore(StoreConfig(), InteractionConfig())
     processor = Processor(

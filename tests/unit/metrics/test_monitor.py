@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.monitoring_metrics import MONITOR_METRICS
-from metrics.thresholds import AlertThresholds, MonitoringConfig
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.metrics.monitoring_metrics import MONITOR_METRICS
+from streamlearn.metrics.thresholds import AlertThresholds, MonitoringConfig
 
 
 def _config(**overrides: object) -> MonitoringConfig:

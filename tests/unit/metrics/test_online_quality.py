@@ -10,7 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from river import metrics as river_metrics
 
-from metrics.quality import RollingQuality, binary_log_loss, recall_at_precision, roc_auc
+from streamlearn.metrics.quality import (
+    RollingQuality,
+    binary_log_loss,
+    recall_at_precision,
+    roc_auc,
+)
 
 examples = st.lists(
     st.tuples(

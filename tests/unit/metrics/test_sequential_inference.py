@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metrics.sequential import (
+from streamlearn.metrics.sequential import (
     AlwaysValid,
     Moments,
     PairedRelativeDrop,

@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from metrics.monitor import Monitor, MonitoringMetrics
-from metrics.monitoring_metrics import LABELLED_METRICS
-from metrics.quality import roc_auc
-from metrics.slices import OTHER_SLICE, SliceMonitor, slice_value, slice_values
-from metrics.thresholds import MonitoringConfig
+from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
+from streamlearn.metrics.monitoring_metrics import LABELLED_METRICS
+from streamlearn.metrics.quality import roc_auc
+from streamlearn.metrics.slices import OTHER_SLICE, SliceMonitor, slice_value, slice_values
+from streamlearn.metrics.thresholds import MonitoringConfig
 
 
 def _stream(n: int, seed: int = 0) -> list[tuple[str, float, bool, bool, float]]:

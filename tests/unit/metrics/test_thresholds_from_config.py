@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.metrics import main
-from metrics.alert_files import RULE_TESTS_PATH, RULES_PATH, rules_yaml
-from metrics.artifacts import check_rules
-from metrics.dashboard import DASHBOARD_PATH
-from metrics.thresholds import AlertThresholds
+from streamlearn.cli.metrics import main
+from streamlearn.metrics.alert_files import RULE_TESTS_PATH, RULES_PATH, rules_yaml
+from streamlearn.metrics.artifacts import check_rules
+from streamlearn.metrics.dashboard import DASHBOARD_PATH
+from streamlearn.metrics.thresholds import AlertThresholds
 
 REPO = Path(__file__).resolve().parents[3]
 PROMTOOL = shutil.which("promtool")
@@ -160,7 +160,7 @@ def test_module_entry_point_checks_deployed_rules_against_a_config(
     config: Path, tmp_path: Path
 ) -> None:
     result = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "cli", "metrics", "check", "--config", str(config), "--rules",
+        [sys.executable, "-m", "streamlearn.cli", "metrics", "check", "--config", str(config), "--rules",
          str(REPO / RULES_PATH).rsplit("/", 1)[0]],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
@@ -173,8 +173,8 @@ def test_stack_up_with_a_config_writes_its_rules_and_refuses_a_bad_one(
 ) -> None:
     from typer.testing import CliRunner
 
-    from cli.app import app
-    from cli.stack import CONFIG_RULES_FILE, write_config_rules
+    from streamlearn.cli.app import app
+    from streamlearn.cli.stack import CONFIG_RULES_FILE, write_config_rules
 
     rules_dir = tmp_path / "rules"
     assert write_config_rules(rules_dir, config)

@@ -13,8 +13,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cli.app import app
-from stack.alert_receiver import AlertLog, AlertReceiver, parse_notification, parse_since
+from streamlearn.cli.app import app
+from streamlearn.stack.alert_receiver import (
+    AlertLog,
+    AlertReceiver,
+    parse_notification,
+    parse_since,
+)
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from river import evaluate, metrics
 
-from stream.backtest import backtest, delayed_labels, file_records
-from stream.config import Settings
-from stream.datasets import dataset_events, river_dataset
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.backtest import backtest, delayed_labels, file_records
+from streamlearn.stream.config import Settings
+from streamlearn.stream.datasets import dataset_events, river_dataset
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 from .factories import scaled_logistic
 

@@ -19,8 +19,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.backtest import backtest
-from stream.config import Settings
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
 from tests.chaos import (
     KINDS,
     Case,
@@ -39,7 +39,7 @@ STREAM_SIZE = 400
 
 
 def test_non_finite_finds_a_nan_weight_of_a_river_model():
-    from learners.models import build_model
+    from streamlearn.learners.models import build_model
 
     model = build_model("logistic")
     model.learn_one({"x": 1.0}, True)

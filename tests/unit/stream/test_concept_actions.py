@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.backtest import backtest
-from stream.config import Settings
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
 
 
 def flipped_stream(path: Path, n: int = 6000, flip_at: int = 3000) -> Path:

@@ -14,8 +14,14 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from cli.app import app
-from stream.config import ConfigError, MaskingFormatter, Settings, load_settings, mask_url
+from streamlearn.cli.app import app
+from streamlearn.stream.config import (
+    ConfigError,
+    MaskingFormatter,
+    Settings,
+    load_settings,
+    mask_url,
+)
 
 runner = CliRunner()
 
@@ -572,7 +578,7 @@ def test_log_lines_and_tracebacks_are_masked():
 def test_a_crash_of_a_command_prints_its_traceback_masked(monkeypatch, capsys):
     from kafka.errors import KafkaTimeoutError
 
-    from cli.common import configure_logging as _logging
+    from streamlearn.cli.common import configure_logging as _logging
 
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.processor import DEAD_LETTER_MIN_BYTES, DeadLetter
+from streamlearn.stream.processor import DEAD_LETTER_MIN_BYTES, DeadLetter
 
 BOUNDS = st.integers(min_value=DEAD_LETTER_MIN_BYTES, max_value=64 * 1024)
 #: Records from a few bytes to several times the largest bound; text or not, escapes or not.

@@ -6,12 +6,12 @@ from typing import Any
 
 import orjson
 
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from stream.processor import ModelSlot, Processor, Record
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.stream.processor import ModelSlot, Processor, Record
 
 T0 = 1_767_225_600_000
 WINDOW_S = 600

@@ -5,12 +5,12 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.memory_store import MemoryStore
-from learners.models import build_model
-from metrics.monitor import Monitor
-from stream.config import Settings
-from stream.processor import ModelSlot, Processor, Record
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.learners.models import build_model
+from streamlearn.metrics.monitor import Monitor
+from streamlearn.stream.config import Settings
+from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 
 def watched_features(scope: str) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kafka
 
-from stream.kafka_shim import KAFKA_PYTHON_VERSION
+from streamlearn.stream.kafka_shim import KAFKA_PYTHON_VERSION
 
 
 def test_the_shim_names_the_installed_kafka_python():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import orjson
 
-from features.store import StoreConfig
-from stream.processor import Record
+from streamlearn.features.store import StoreConfig
+from streamlearn.stream.processor import Record
 
 from .test_implicit_labels import T0, WINDOW_S, event, label, rig, sample
 

@@ -18,14 +18,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from river import base
 
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from learners.models import FiniteCheck, build_model, is_finite, learn
-from metrics.instruments import WorkerMetrics
-from stream.processor import ModelSlot, Processor, Record
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.models import FiniteCheck, build_model, is_finite, learn
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.processor import ModelSlot, Processor, Record
 
 T0 = 1_767_225_600_000
 #: Limits that let 1e300 through the schema, to reach the learn guard behind it.

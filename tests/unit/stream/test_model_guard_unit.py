@@ -13,12 +13,12 @@ from typing import Any
 
 from river import base
 
-from features.store import AppliedLabel
-from learners.models import build_model, learn, score
-from metrics.monitor import Monitor
-from metrics.thresholds import MonitoringConfig
-from stream.drift_action import on_drift
-from stream.model_guard import Learned, ModelGuard, ModelSlot
+from streamlearn.features.store import AppliedLabel
+from streamlearn.learners.models import build_model, learn, score
+from streamlearn.metrics.monitor import Monitor
+from streamlearn.metrics.thresholds import MonitoringConfig
+from streamlearn.stream.drift_action import on_drift
+from streamlearn.stream.model_guard import Learned, ModelGuard, ModelSlot
 
 
 def entry(n: int, length: float, value: float = 1.0) -> Learned:

@@ -11,7 +11,7 @@ import importlib
 
 import pytest
 
-from stream import (
+from streamlearn.stream import (
     edge,
     learning,
     model_guard,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import orjson
 
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from learners.models import build_model
-from stream.processor import ModelSlot, Prediction, Processor, Record
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.models import build_model
+from streamlearn.stream.processor import ModelSlot, Prediction, Processor, Record
 
 T0 = 1_767_225_600_000
 

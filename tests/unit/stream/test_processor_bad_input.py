@@ -12,14 +12,14 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry
 
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from learners.models import build_model
-from metrics.instruments import WorkerMetrics
-from stream.processor import ModelSlot, Processor, Record
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.models import build_model
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.processor import ModelSlot, Processor, Record
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, in the past of any clock running these tests
 HOUR = 3_600_000

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from rich.console import Console
 
-from stream.produce import route
-from stream.replay import (
+from streamlearn.stream.produce import route
+from streamlearn.stream.replay import (
     Line,
     ReplaySummary,
     gap_notice,
@@ -315,7 +315,7 @@ def test_replay_of_a_file_with_a_whole_file_problem_exits_1_with_a_message(tmp_p
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
-    from cli.app import app
+    from streamlearn.cli.app import app
 
     path = tmp_path / "naive.parquet"
     table = pa.table(

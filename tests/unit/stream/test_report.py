@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner
 
-from cli.app import app
-from stream.backtest import backtest
-from stream.config import Settings
-from stream.report import PLOTS, percentiles, read_scores, report_markdown, write_report
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.cli.app import app
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
+from streamlearn.stream.report import PLOTS, percentiles, read_scores, report_markdown, write_report
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 MODELS = ("logistic", "hoeffding_tree")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,12 +8,19 @@ import orjson
 import pytest
 import redis
 
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.redis_store import RedisStore
-from features.store import StoreConfig
-from stream.ranking import hit_rate_at_k, mrr, ndcg_at_k
-from stream.serve import ApiError, entity_key, freshness, parse_rank, parse_score, rank_order
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.redis_store import RedisStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.stream.ranking import hit_rate_at_k, mrr, ndcg_at_k
+from streamlearn.stream.serve import (
+    ApiError,
+    entity_key,
+    freshness,
+    parse_rank,
+    parse_score,
+    rank_order,
+)
 
 NOW = 1_767_225_600_000
 EVENT = {"event_id": "e1", "timestamp": NOW, "user_id": "u1", "item_id": "i1"}
@@ -105,7 +112,7 @@ def test_rank_order_is_by_descending_score_and_stable_on_ties():
 
 
 def test_freshness_is_the_age_of_each_entity_state_in_seconds():
-    from features.interactions import EntityState
+    from streamlearn.features.interactions import EntityState
 
     states = [("user", EntityState(count=3, last_ms=NOW - 90_000)), ("item", EntityState())]
     assert freshness(states, NOW) == {"user": 90.0, "item": None}

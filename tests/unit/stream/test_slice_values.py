@@ -5,15 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from features.interactions import InteractionConfig
-from features.limits import Limits
-from features.memory_store import MemoryStore
-from features.store import StoreConfig
-from features.vector import FeatureConfig
-from learners.models import build_model
-from metrics.monitor import Monitor
-from metrics.thresholds import MonitoringConfig
-from stream.processor import ModelSlot, Processor, Record
+from streamlearn.features.interactions import InteractionConfig
+from streamlearn.features.limits import Limits
+from streamlearn.features.memory_store import MemoryStore
+from streamlearn.features.store import StoreConfig
+from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.models import build_model
+from streamlearn.metrics.monitor import Monitor
+from streamlearn.metrics.thresholds import MonitoringConfig
+from streamlearn.stream.processor import ModelSlot, Processor, Record
 
 T0 = 1_767_225_600_000
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.backtest import backtest
-from stream.config import Settings
-from stream.report import write_report
-from stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.backtest import backtest
+from streamlearn.stream.config import Settings
+from streamlearn.stream.report import write_report
+from streamlearn.stream.synthetic import WorldConfig, generate_world
 
 SLICES = {"slices": ["context.group", "author_id"], "slice_top_k": 5}
 

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.decode import decode_event, decode_label
-from features.limits import Limits
-from features.schema import DecodeError, is_label_record
-from stream.sources import BadRow, SourceError, read_records
+from streamlearn.features.decode import decode_event, decode_label
+from streamlearn.features.limits import Limits
+from streamlearn.features.schema import DecodeError, is_label_record
+from streamlearn.stream.sources import BadRow, SourceError, read_records
 
 HEADER = "event_id,timestamp,user_id,item_id"
 NOW_MS = 1_767_225_600_000  # 2026-01-01

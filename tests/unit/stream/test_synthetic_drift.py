@@ -10,7 +10,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from stream.synthetic import World, WorldConfig, generate_world
+from streamlearn.stream.synthetic import World, WorldConfig, generate_world
 
 #: SHA-256 of the JSON lines of worlds generated before drift injection existed.
 #: Other tests compare counts against these streams: they must not change.

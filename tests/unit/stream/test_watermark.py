@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.watermark import PartitionClock
+from streamlearn.stream.watermark import PartitionClock
 
 T0 = 1_767_225_600_000
 HOUR = 3_600_000

@@ -11,11 +11,11 @@ import threading
 
 import pytest
 
-from stream.config import Settings
-from stream.edge import EdgeTimeoutError, TopicPartition
-from stream.harness import lines_of
-from stream.synthetic import WorldConfig, generate_world
-from stream.worker import Worker, WorkerSummary
+from streamlearn.stream.config import Settings
+from streamlearn.stream.edge import EdgeTimeoutError, TopicPartition
+from streamlearn.stream.harness import lines_of
+from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.worker import Worker, WorkerSummary
 from tests.memory_edge import MemoryBroker, MemoryCheckpoints, memory_worker
 
 
@@ -175,7 +175,7 @@ def test_an_undelivered_batch_makes_the_worker_resume_from_its_last_commit():
 
 @pytest.mark.parametrize("transactional", [False, True])
 def test_the_memory_edge_satisfies_the_protocols(transactional):
-    from stream.edge import Sink, Source
+    from streamlearn.stream.edge import Sink, Source
     from tests.memory_edge import MemorySink, MemorySource
 
     broker = MemoryBroker()
