@@ -27,7 +27,7 @@ from streamlearn.stream import harness
 from streamlearn.stream.config import Settings
 from streamlearn.stream.harness import lines_of as world_lines
 from streamlearn.stream.harness import write_config
-from streamlearn.stream.kafka_io import committed_records, produce_lines
+from streamlearn.stream.produce import committed_records, produce_lines
 
 __all__ = [
     "CpuMeter",

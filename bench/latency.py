@@ -28,8 +28,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from streamlearn.stream.config import Settings
-from streamlearn.stream.kafka_io import ensure_topics, event_key, route, topic_plan
+from streamlearn.stream.produce import event_key, route
 from streamlearn.stream.rdkafka_io import librdkafka_options
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 __all__ = ["broker_settled", "cut_events", "kafka_hop", "latencies_ms", "open_loop"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from streamlearn.stack import Stack
 from streamlearn.stream.config import Settings
-from streamlearn.stream.kafka_io import ensure_topics, topic_plan
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 from .env import CpuMeter, cpu_summary, write_config
 

@@ -292,6 +292,7 @@ def replay(
     """Replay a historical file into Kafka in event-time order, at a chosen speed."""
     from kafka.errors import KafkaError
 
+    from streamlearn.stream.edge import EdgeError
     from streamlearn.stream.replay import gap_notice, parse_speed, parse_time, plan_replay
     from streamlearn.stream.replay import replay as run_replay
     from streamlearn.stream.sources import SourceError
@@ -325,7 +326,7 @@ def replay(
                 on_send=lambda n: bar.advance(task, n),
                 max_gap_s=max_gap,
             )
-    except KafkaError as error:
+    except (KafkaError, EdgeError) as error:
         console.print(
             f"Kafka at {mask_url(settings.kafka.bootstrap_servers)}: {mask_url(repr(error))}",
             style="red",

@@ -180,7 +180,7 @@ def up(
     from kafka.errors import KafkaError
 
     from streamlearn.stream.config import KafkaConfig
-    from streamlearn.stream.kafka_io import ensure_topics
+    from streamlearn.stream.topics import ensure_topics
 
     wanted_topics = parse_topics(topics or [])
     try:

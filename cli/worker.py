@@ -150,7 +150,8 @@ def produce(
     """
     from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-    from streamlearn.stream.kafka_io import LineProducer, UndeliveredError
+    from streamlearn.stream.edge import UndeliveredError
+    from streamlearn.stream.produce import LineProducer
 
     settings = settings_or_exit(config)
     kafka = settings.kafka

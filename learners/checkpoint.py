@@ -1,8 +1,10 @@
 """Worker checkpoints: which model version reflects which input offsets, kept in two phases.
 
 A checkpoint ties a model snapshot (a registry version) to the Kafka offsets it
-has learned up to. The worker first *prepares* it (Redis), then commits the
-offsets to Kafka (in a transaction, or plainly), then *confirms* it. A crash
+has learned up to. The worker's :class:`learners.checkpointer.Checkpointer`
+saves the snapshot, first *prepares* the checkpoint (Redis), then commits the
+offsets to Kafka (in a transaction, or plainly), then *confirms* it (one
+atomic step) and prunes the snapshots it no longer needs. A crash
 between the two leaves a prepared checkpoint whose fate the group's committed
 offsets tell: if Kafka holds its offsets the commit happened and it is used,
 otherwise the previous confirmed checkpoint is, with the offsets Kafka kept.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import orjson
 import redis
@@ -49,8 +52,21 @@ def choose(
     return confirmed
 
 
-def _load(raw: bytes | None) -> Checkpoint | None:
+def _load(raw: bytes | str | None) -> Checkpoint | None:
     return Checkpoint(**orjson.loads(raw)) if raw else None
+
+
+#: Moves the prepared checkpoint to confirmed, in one step: a crash or another
+#: client never sees it in both fields, or in neither.
+_CONFIRM = """
+local prepared = redis.call('HGET', KEYS[1], 'prepared')
+if prepared then
+  redis.call('HSET', KEYS[1], 'confirmed', prepared)
+  redis.call('HDEL', KEYS[1], 'prepared')
+  return 1
+end
+return 0
+"""
 
 
 class CheckpointStore:
@@ -59,25 +75,27 @@ class CheckpointStore:
     def __init__(self, client: redis.Redis, namespace: str, group: str, worker: str) -> None:
         self.client = client
         self.key = f"{namespace}:checkpoint:{group}:{worker}"
+        self._confirm = client.register_script(_CONFIRM)
 
     def prepare(self, checkpoint: Checkpoint) -> None:
+        """Record ``checkpoint`` as prepared: its offsets are about to be committed."""
         self.client.hset(self.key, "prepared", orjson.dumps(asdict(checkpoint)))
 
-    def confirm(self) -> None:
-        """The prepared checkpoint's offsets are committed: it becomes the confirmed one."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hget(self.key, "prepared")
-        (raw,) = pipe.execute()
-        if raw:
-            pipe.hset(self.key, "confirmed", raw)
-            pipe.hdel(self.key, "prepared")
-            pipe.execute()
+    def confirm(self) -> bool:
+        """The prepared checkpoint's offsets are committed: it becomes the confirmed one.
+
+        Atomic (one Lua script on the record's one key): the prepared checkpoint
+        replaces the confirmed one and leaves the prepared field in one step.
+        Returns False when none was prepared (nothing changes).
+        """
+        return bool(self._confirm(keys=[self.key]))
 
     def recover(
         self, committed: Callable[[list[str]], Mapping[str, int | None]]
     ) -> Checkpoint | None:
         """The checkpoint to resume from; ``committed`` gives Kafka's offsets of partitions."""
-        prepared_raw, confirmed_raw = self.client.hmget(self.key, "prepared", "confirmed")
+        fields = cast("list[bytes | None]", self.client.hmget(self.key, "prepared", "confirmed"))
+        prepared_raw, confirmed_raw = fields
         prepared, confirmed = _load(prepared_raw), _load(confirmed_raw)
         if prepared is None:
             return confirmed

@@ -25,7 +25,7 @@ from streamlearn.stack.config import StackConfig
 from streamlearn.stack.files import write_scrape_target
 from streamlearn.stack.supervisor import Stack
 from streamlearn.stream.config import Settings
-from streamlearn.stream.kafka_io import committed_records
+from streamlearn.stream.produce import committed_records
 
 __all__ = ["DemoResult", "demo_key", "demo_settings", "prometheus_value", "read_predictions"]
 
@@ -143,10 +143,10 @@ def run_demo(events: int, root: Path | None, metrics_port: int, report_dir: Path
     """Everything ``streamlearn demo`` does; returns what to print."""
     from streamlearn.metrics.instruments import PREDICTIONS
     from streamlearn.stream.backtest import backtest
-    from streamlearn.stream.kafka_io import ensure_topics, topic_plan
     from streamlearn.stream.replay import replay
     from streamlearn.stream.report import write_report
     from streamlearn.stream.synthetic import WorldConfig, generate_world
+    from streamlearn.stream.topics import ensure_topics, topic_plan
     from streamlearn.stream.ui import console
     from streamlearn.stream.worker import Worker
 

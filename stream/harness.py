@@ -40,7 +40,7 @@ from streamlearn.features.schema import is_event_record
 from streamlearn.learners.checkpoint import CheckpointStore
 from streamlearn.learners.registry import ModelRegistry
 from streamlearn.stream.config import Settings
-from streamlearn.stream.kafka_io import committed_records, produce_lines
+from streamlearn.stream.produce import committed_records, produce_lines
 from streamlearn.stream.worker import Worker, WorkerSummary
 
 __all__ = [

@@ -41,7 +41,7 @@ from streamlearn.stream.model_guard import Learned, ModelGuard, ModelSlot
 from streamlearn.stream.outputs import BatchOutput, DeadLetter, Example
 
 if TYPE_CHECKING:
-    from streamlearn.stream.processor import Record
+    from streamlearn.stream.edge import Record
 
 __all__ = ["LabelLearning", "Scored"]
 

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from streamlearn.features.store import AppliedLabel
-    from streamlearn.stream.processor import Record
+    from streamlearn.stream.edge import Record
 
 __all__ = ["Learned", "ModelGuard", "ModelSlot"]
 

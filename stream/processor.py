@@ -43,7 +43,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from streamlearn.features.decode import decode_event, decode_label
 from streamlearn.features.interactions import entity_ids
@@ -65,6 +64,7 @@ from streamlearn.features.vector import (
 from streamlearn.learners.models import score
 from streamlearn.metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
 from streamlearn.metrics.slices import slice_values
+from streamlearn.stream.edge import Record
 from streamlearn.stream.learning import LabelLearning, Scored
 from streamlearn.stream.model_guard import ModelGuard, ModelSlot
 from streamlearn.stream.outputs import (
@@ -89,23 +89,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True, frozen=True)
-class Record:
-    """One raw record: from the ``events`` or the ``labels`` stream."""
-
-    kind: Literal["events", "labels"]
-    value: bytes
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-    key: bytes | None = None
-
-    @property
-    def source(self) -> str:
-        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass

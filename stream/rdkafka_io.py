@@ -6,110 +6,51 @@ the GIL: a record costs the worker's thread a few microseconds where
 kafka-python decodes and builds record batches in Python (``python -m bench``
 runs the worker with both clients).
 
-Offsets are committed only when the caller says so, never automatically, and
-every failure is raised as a :class:`kafka.errors.KafkaError` (a
-:class:`LibrdkafkaError`), so the worker recovers from it as from any other.
+:class:`RdKafkaSource` and :class:`RdKafkaSink` implement
+:class:`stream.edge.Source` and :class:`stream.edge.Sink`; neither kafka-python
+nor its adapter is imported here. Offsets are committed only when the caller
+says so, never automatically, and every failure is raised as an
+:class:`stream.edge.EdgeError` (a :class:`~stream.rdkafka_base.LibrdkafkaError`), so the worker
+recovers from it as from any other.
 
-Examples
---------
->>> from streamlearn.stream.config import KafkaConfig
->>> options = librdkafka_options(KafkaConfig(security_protocol="SASL_PLAINTEXT",
-...     sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"))
->>> sorted(options)
-['bootstrap.servers', 'sasl.mechanism', 'sasl.password', 'sasl.username', 'security.protocol']
+The sink is in :mod:`stream.rdkafka_sink`, and what both clients share (options,
+errors, offsets) in :mod:`stream.rdkafka_base`; this module exports them all.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import TopicPartition as RdTopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from streamlearn.features.schema import RecordKind
 from streamlearn.stream.config import KafkaConfig
-from streamlearn.stream.kafka_io import (
-    Deliveries,
-    Partition,
-    TimeOrder,
-    next_offsets,
-    order_time,
-    refusal_reason,
+from streamlearn.stream.edge import Offsets, Record, Sink, Source, TopicPartition, next_offsets
+from streamlearn.stream.rdkafka_base import (
+    LibrdkafkaError,
+    librdkafka_options,
+    log_client_error,
+    raised_as_edge_errors,
+    rd_offsets,
 )
-from streamlearn.stream.processor import Record
+from streamlearn.stream.rdkafka_sink import RdKafkaSink
+from streamlearn.stream.time_order import OrderKey, Partition, TimeOrder, order_time
 
 __all__ = ["LibrdkafkaError", "RdKafkaSink", "RdKafkaSource", "librdkafka_options"]
 
 log = logging.getLogger(__name__)
 
-_SSL_FILES = {
-    "ssl_cafile": "ssl.ca.location",
-    "ssl_certfile": "ssl.certificate.location",
-    "ssl_keyfile": "ssl.key.location",
-}
-
-
-class LibrdkafkaError(KafkaError):
-    """A librdkafka error, raised as a kafka-python one so that the worker handles both alike.
-
-    >>> from confluent_kafka import KafkaError as RdError
-    >>> error = LibrdkafkaError(RdError(RdError._TIMED_OUT, "no reply"))
-    >>> error.retriable, "no reply" in str(error), error.errno == RdError._TIMED_OUT
-    (False, True, True)
-    """
-
-    def __init__(self, error: Any) -> None:
-        super().__init__(f"{error.name()}: {error.str()}")
-        self.retriable = bool(error.retriable())
-        #: The error code: a Kafka one (as kafka-python's ``errno``), or a negative local one.
-        self.errno = int(error.code())
-
-
-@contextmanager
-def _raised_as_kafka_errors() -> Iterator[None]:
-    try:
-        yield
-    except KafkaException as exc:
-        raise LibrdkafkaError(exc.args[0]) from exc
-
-
-def librdkafka_options(config: KafkaConfig) -> dict[str, Any]:
-    """Connection and security options of every librdkafka client, from ``config``."""
-    options: dict[str, Any] = {"bootstrap.servers": config.bootstrap_servers}
-    if config.security_protocol != "PLAINTEXT":
-        options["security.protocol"] = config.security_protocol
-    if config.sasl_mechanism:
-        options["sasl.mechanism"] = config.sasl_mechanism
-        options["sasl.username"] = config.sasl_username
-        options["sasl.password"] = (
-            config.sasl_password.get_secret_value() if config.sasl_password else None
-        )
-    for name, option in _SSL_FILES.items():
-        value = getattr(config, name)
-        if value is not None:
-            options[option] = str(value)
-    return options
-
-
-def _offsets(offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> list[RdTopicPartition]:
-    return [RdTopicPartition(tp.topic, tp.partition, o.offset) for tp, o in offsets.items()]
-
-
-def _log_client_error(error: Any) -> None:
-    log.warning("kafka client: %s", error)
-
 
 class RdKafkaSource:
     """Polls batches of records from the events and labels topics of one consumer group.
 
-    The same methods as :class:`stream.kafka_io.KafkaSource`, and the same
+    A :class:`stream.edge.Source`, with the same
     event-time order across every partition of both topics
-    (:class:`stream.kafka_io.TimeOrder`): librdkafka hands out a fetched
+    (:class:`stream.time_order.TimeOrder`): librdkafka hands out a fetched
     partition's backlog before the next one's, so a partition ahead of the
     others is paused until they catch up.
     """
@@ -122,7 +63,10 @@ class RdKafkaSource:
         bootstrap_timeout_ms: int | None = None,  # librdkafka connects in its own threads
     ) -> None:
         self.config = config
-        self.kinds = {config.topics.events: "events", config.topics.labels: "labels"}
+        self.kinds: dict[str, RecordKind] = {
+            config.topics.events: "events",
+            config.topics.labels: "labels",
+        }
         #: Times the consumer joined the group again for lack of partitions (librdkafka
         #: follows new topic metadata by itself: always 0).
         self.rejoins = 0
@@ -149,11 +93,11 @@ class RdKafkaSource:
             "heartbeat.interval.ms": max(500, config.session_timeout_ms // 4),
             "topic.metadata.refresh.interval.ms": config.metadata_max_age_ms,
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-            "error_cb": _log_client_error,
+            "error_cb": log_client_error,
         }
         if instance_id and config.static_membership:
             options["group.instance.id"] = instance_id
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             self.consumer = Consumer(options)
             self.consumer.subscribe(
                 list(self.kinds),
@@ -198,14 +142,14 @@ class RdKafkaSource:
         if timeout_ms is None:
             timeout_ms = self.config.poll_timeout_ms
         limit = self.config.max_poll_records
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             messages = self.consumer.consume(limit, 0)
             if not messages and timeout_ms > 0:
                 first = self.consumer.poll(timeout_ms / 1000)
                 if first is not None:
                     messages = [first, *self.consumer.consume(limit - 1, 0)]
         kinds = self.kinds
-        polled: dict[Partition, list[tuple[Any, Record]]] = {}
+        polled: dict[Partition, list[tuple[OrderKey, Record]]] = {}
         for m in messages:
             error = m.error()
             if error is not None:
@@ -213,11 +157,13 @@ class RdKafkaSource:
                     raise LibrdkafkaError(error)
                 log.warning("consumer: %s", error)
                 continue
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            topic, partition, offset = cast(str, m.topic()), m.partition(), m.offset()
+            assert partition is not None and offset is not None  # a message, not an error
             kind = kinds[topic]
             timestamp = m.timestamp()[1]
-            key = (order_time(m.headers(), timestamp), kind == "events", topic, partition, offset)
-            record = Record(kind, m.value() or b"", topic, partition, offset, timestamp, m.key())  # type: ignore[arg-type]
+            headers = cast("list[tuple[str, bytes | None]] | None", m.headers())
+            key = (order_time(headers, timestamp), kind == "events", topic, partition, offset)
+            record = Record(kind, m.value() or b"", topic, partition, offset, timestamp, m.key())
             items = polled.get((topic, partition))
             if items is None:
                 polled[(topic, partition)] = [(key, record)]
@@ -236,7 +182,7 @@ class RdKafkaSource:
         The positions and the high watermarks librdkafka holds (no request, but
         for where a partition starts, asked once per assignment).
         """
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             positions = self._fetch_positions()
             behind = set()
             for tp in self._assignment():
@@ -252,14 +198,14 @@ class RdKafkaSource:
         if ahead == self._paused:
             return
         pause, resume = ahead - self._paused, self._paused - ahead
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             if pause:
                 self.consumer.pause([RdTopicPartition(*p) for p in pause])
             if resume:
                 self.consumer.resume([RdTopicPartition(*p) for p in resume])
         self._paused = ahead
 
-    def position(self, records: Iterable[Record]) -> dict[TopicPartition, OffsetAndMetadata]:
+    def position(self, records: Iterable[Record]) -> Offsets:
         """The offsets to commit once ``records`` are done (next offset per partition)."""
         return next_offsets(records)
 
@@ -269,7 +215,7 @@ class RdKafkaSource:
         for name in partitions:
             topic, partition = name.rsplit(":", 1)
             wanted.append(RdTopicPartition(topic, int(partition)))
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             found = self.consumer.committed(wanted, timeout=self.config.max_block_ms / 1000)
         return {f"{tp.topic}:{tp.partition}": tp.offset if tp.offset >= 0 else None for tp in found}
 
@@ -286,10 +232,15 @@ class RdKafkaSource:
         events = self.config.topics.events
         return {tp for tp in self.assigned() if tp[0] == events}
 
-    def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` for the group, outside any transaction."""
         if offsets:
-            with _raised_as_kafka_errors():
-                self.consumer.commit(offsets=_offsets(offsets), asynchronous=False)
+            with raised_as_edge_errors():
+                self.consumer.commit(offsets=rd_offsets(offsets), asynchronous=False)
+
+    def group_metadata(self) -> object:
+        """The consumer's group membership, for a transactional offset commit."""
+        return self.consumer.consumer_group_metadata()
 
     def rewind(self) -> dict[tuple[str, int], int]:
         """Read every assigned partition again from the group's committed offset.
@@ -303,12 +254,12 @@ class RdKafkaSource:
         starts: dict[tuple[str, int], int] = {}
         self._order.clear()
         if self._paused:
-            with _raised_as_kafka_errors():
+            with raised_as_edge_errors():
                 self.consumer.resume([RdTopicPartition(*p) for p in self._paused])
             self._paused.clear()
         if not self._assigned:
             return starts
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             found = self.consumer.committed(self._assignment(), self.config.max_block_ms / 1000)
             for tp in found:
                 start = tp.offset if tp.offset >= 0 else reset
@@ -328,7 +279,7 @@ class RdKafkaSource:
         """
         ends = {}
         timeout = self.config.max_block_ms / 1000
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             for tp in self._assignment():
                 _low, high = self.consumer.get_watermark_offsets(tp, timeout, cached)
                 if high >= 0:
@@ -348,7 +299,7 @@ class RdKafkaSource:
         end that ``auto_offset_reset`` names. Those take a broker round trip per
         partition, so they are asked once per assignment.
         """
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             found = self.consumer.position(self._assignment())
             unknown = [tp for tp in found if tp.offset < 0]
             starts = self._starts(unknown)
@@ -388,178 +339,31 @@ class RdKafkaSource:
         return len(lags) == len(assigned) and not any(lags.values()) and not self._order.held
 
     def pause_assigned(self) -> None:
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             self.consumer.pause(self._assignment())
 
     def resume_assigned(self) -> None:
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             self.consumer.resume(self._assignment())
         self._paused.clear()
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             first: dict[tuple[str, int], int] = {}
             for m in self.consumer.consume(self.config.max_poll_records, timeout_ms / 1000):
-                if m.error() is None:
-                    first.setdefault((m.topic(), m.partition()), m.offset())
+                topic, partition, offset = m.topic(), m.partition(), m.offset()
+                if m.error() is None and topic and partition is not None and offset is not None:
+                    first.setdefault((topic, partition), offset)
             for (topic, partition), offset in first.items():
                 self.consumer.seek(RdTopicPartition(topic, partition, offset))
             self.pause_assigned()
 
     def close(self, timeout_s: float | None = None) -> None:
-        with _raised_as_kafka_errors():
+        with raised_as_edge_errors():
             self.consumer.close()
 
 
-class RdKafkaSink:
-    """Publishes predictions and dead letters, optionally in transactions.
-
-    The same methods as :class:`stream.kafka_io.KafkaSink`; a transactional
-    sink commits offsets through an :class:`RdKafkaSource` (its group metadata).
-    """
-
-    #: Each prediction of a live batch goes out as soon as it is scored: ``produce`` only
-    #: queues it for librdkafka's own threads, so the first events of a burst do not wait
-    #: for its last one.
-    send_as_scored = True
-
-    def __init__(
-        self,
-        config: KafkaConfig,
-        transactional_id: str | None = None,
-        bootstrap_timeout_ms: int | None = None,  # librdkafka connects in its own threads
-    ) -> None:
-        self.config = config
-        #: Caps each wait (seconds) of the sink, as :attr:`stream.kafka_io.KafkaSink.limit`.
-        self.limit: Callable[[float], float] = lambda timeout_s: timeout_s
-        self.deliveries = Deliveries()
-        options: dict[str, Any] = {
-            **librdkafka_options(config),
-            "client.id": config.client_id,
-            "linger.ms": config.linger_ms,
-            "batch.size": config.batch_size,
-            "acks": "all",
-            "partitioner": "murmur2_random",  # as kafka-python and the Java client
-            "error_cb": _log_client_error,
-        }
-        if transactional_id:
-            options["transactional.id"] = transactional_id
-            options["enable.idempotence"] = True
-        self.transactional = transactional_id is not None
-        self.in_transaction = False
-        with _raised_as_kafka_errors():
-            self.producer = Producer(options)
-            if self.transactional:
-                self.producer.init_transactions(self._timeout_s)
-
-    @property
-    def _timeout_s(self) -> float:
-        return self.limit(self.config.max_block_ms / 1000)
-
-    def _settle(self, error: Any, message: Any) -> None:
-        if error is None:
-            self.deliveries.delivered()
-        else:
-            output = (message.topic(), message.key(), message.value(), message.headers())
-            self.deliveries.failed(LibrdkafkaError(error), output)
-
-    def begin(self) -> None:
-        """Open a transaction unless one is open (a transaction may span many batches)."""
-        if self.transactional and not self.in_transaction:
-            with _raised_as_kafka_errors():
-                self.producer.begin_transaction()
-            self.in_transaction = True
-
-    def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        with _raised_as_kafka_errors():
-            while True:
-                try:
-                    self.producer.produce(
-                        topic, value, key, headers=headers, on_delivery=self._settle
-                    )
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    self.producer.poll(0.05)
-                except KafkaException as exc:
-                    if refusal_reason(LibrdkafkaError(exc.args[0])) is None:
-                        if self.transactional:  # failed for a record refused before?
-                            self.flush()
-                        raise
-                    # over the producer's message.max.bytes: refused before it left, and
-                    # reported at the next check as kafka-python reports its own
-                    self.deliveries.sent()
-                    self.deliveries.failed(
-                        LibrdkafkaError(exc.args[0]), (topic, key, value, headers)
-                    )
-                    return
-        self.deliveries.sent()
-
-    def send_alone(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Send a record in a produce request of its own (one the broker refused before).
-
-        librdkafka does not split a record batch the broker finds larger than
-        the topic takes: every record of it is refused. One refused so is tried
-        again alone; its outcome is checked at the next :meth:`flush`.
-        """
-        with _raised_as_kafka_errors():
-            self.producer.flush(self._timeout_s)
-        self.send(topic, key, value, headers)
-        with _raised_as_kafka_errors():
-            self.producer.flush(self._timeout_s)
-
-    def flush(self) -> None:
-        """Send what is queued and wait for the answer to every send since the last flush.
-
-        Raises :class:`stream.kafka_io.UndeliveredError` if the broker refused or
-        never acknowledged some of them.
-        """
-        with _raised_as_kafka_errors():
-            self.producer.flush(self._timeout_s)
-        self.deliveries.check(timeout_s=0.0)
-
-    def commit(
-        self,
-        offsets: Mapping[TopicPartition, OffsetAndMetadata],
-        source: RdKafkaSource,
-    ) -> None:
-        """Make the batch's outputs visible and its input offsets committed."""
-        self.flush()
-        if self.transactional:
-            self.begin()
-            with _raised_as_kafka_errors():
-                if offsets:
-                    self.producer.send_offsets_to_transaction(
-                        _offsets(offsets),
-                        source.consumer.consumer_group_metadata(),
-                        self._timeout_s,
-                    )
-                self.producer.commit_transaction(self._timeout_s)
-            self.in_transaction = False
-        else:
-            source.commit(offsets)
-
-    def abort(self) -> None:
-        self.deliveries.reset()
-        if self.transactional and self.in_transaction:
-            self.in_transaction = False
-            with _raised_as_kafka_errors():
-                self.producer.abort_transaction(self._timeout_s)
-
-    def close(self) -> None:
-        with _raised_as_kafka_errors():
-            unsent = self.producer.flush(self._timeout_s)
-        if unsent:
-            log.warning("closed the producer with records unsent (a resumed worker redoes them)")
+#: Checked by mypy: the classes implement the edge's protocols.
+_SOURCE: type[Source] = RdKafkaSource
+_SINK: type[Sink] = RdKafkaSink

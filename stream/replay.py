@@ -62,13 +62,8 @@ import orjson
 from rich.table import Table
 
 from streamlearn.stream.config import Settings
-from streamlearn.stream.kafka_io import (
-    KafkaSink,
-    ensure_topics,
-    event_key,
-    event_time_headers,
-    topic_plan,
-)
+from streamlearn.stream.kafka_io import KafkaSink
+from streamlearn.stream.produce import event_key
 from streamlearn.stream.replay_files import (
     Line,
     ReplayPlan,
@@ -88,6 +83,8 @@ from streamlearn.stream.replay_pacing import (
     parse_time,
     send_offsets,
 )
+from streamlearn.stream.time_order import event_time_headers
+from streamlearn.stream.topics import ensure_topics, topic_plan
 
 __all__ = [
     "Line",

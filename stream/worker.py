@@ -1,9 +1,13 @@
 """The stream worker: poll a batch, process it, publish, checkpoint. Nothing else.
 
 The loop is thin on purpose: decoding, features, scoring and learning live in
-:class:`stream.processor.Processor`; Kafka in :mod:`stream.kafka_io`; Redis in
-:mod:`features.store`; model versions in :mod:`learners.registry` and
-:mod:`learners.checkpoint`; metrics in :mod:`metrics`.
+:class:`stream.processor.Processor`; the Kafka edge behind
+:class:`stream.edge.Source` and :class:`stream.edge.Sink` (built by
+:mod:`stream.kafka_clients` unless given); publishing and delivery in
+:class:`stream.publishing.Outputs`; the served model in
+:class:`stream.lifecycle.ModelLifecycle`; the two-phase checkpoint in
+:class:`learners.checkpointer.Checkpointer`; Redis in :mod:`features.store`;
+metrics in :mod:`metrics`.
 
 Offsets are committed to Kafka only with a checkpoint, the model snapshot
 that has learned everything before them. After a crash the worker resumes
@@ -18,384 +22,53 @@ import logging
 import signal
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
 
 import redis
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from streamlearn.features.redis_store import RedisStore
-from streamlearn.features.store import BatchOutcome, EventOp, LabelOp
-from streamlearn.learners.checkpoint import Checkpoint, CheckpointStore
-from streamlearn.learners.registry import ModelRegistry, NonFiniteModelError
-from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, PRODUCE_STAGE, WorkerMetrics
+from streamlearn.features.store import InteractionStore
+from streamlearn.learners.checkpointer import ModelState
+from streamlearn.learners.registry import NonFiniteModelError
+from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
-from streamlearn.stream.config import Settings, mask_url
-from streamlearn.stream.kafka_io import (
-    KafkaSink,
-    KafkaSource,
-    RefusedRecord,
+from streamlearn.stream import inflight, kafka_clients, lifecycle
+from streamlearn.stream.config import Settings
+from streamlearn.stream.connection import Connection
+from streamlearn.stream.edge import (
+    EdgeError,
+    Offsets,
+    Sink,
+    SinkFactory,
+    Source,
+    SourceFactory,
     UndeliveredError,
-    ensure_topics,
-    max_message_bytes,
-    topic_plan,
 )
-from streamlearn.stream.processor import (
-    DEAD_LETTER_MIN_BYTES,
-    BatchOutput,
-    ModelSlot,
-    Prediction,
-    PreparedBatch,
-    Processor,
-    Record,
-)
-from streamlearn.stream.rdkafka_io import RdKafkaSink, RdKafkaSource
+from streamlearn.stream.lifecycle import ModelLifecycle, ModelServices
+from streamlearn.stream.processor import BatchOutput, ModelSlot, Prediction, Processor
+from streamlearn.stream.publishing import Outputs
+from streamlearn.stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
 from streamlearn.stream.runtime import tune_interpreter
 from streamlearn.stream.waits import (
-    LoggedErrors,
-    Outage,
     Refused,
     StopFlag,
     Stopped,
     kafka_refusal,
-    redis_refusal,
+)
+from streamlearn.stream.worker_state import (
+    CheckpointClock,
+    IdleClock,
+    WorkerSummary,
+    partition_list,
 )
 
-__all__ = [
-    "RetryingStore",
-    "Worker",
-    "WorkerSummary",
-    "backoff_delays",
-    "dead_letter_bound",
-    "retrying",
-]
+__all__ = ["Worker", "WorkerSummary"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-#: The longest a Kafka client's construction waits for a first broker: while Kafka is
-#: out of reach the worker says so (and since when) once per attempt, and tries again.
-CONNECT_ATTEMPT_MS = 5_000
-
-
-def backoff_delays(base_s: float = 0.1, cap_s: float = 5.0) -> Callable[[int], float]:
-    """Exponential backoff: the delay before retry ``n`` (0-based), capped.
-
-    >>> delay = backoff_delays(0.1, 1.0)
-    >>> [delay(n) for n in range(6)]
-    [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    """
-    return lambda attempt: min(cap_s, base_s * 2**attempt)
-
-
-def retrying(
-    call: Callable[[], T],
-    dependency: str,
-    errors: tuple[type[BaseException], ...],
-    metrics: WorkerMetrics | None,
-    give_up: Callable[[], bool] = lambda: False,
-    *,
-    stop: StopFlag | None = None,
-    what: str | None = None,
-    refusal: Callable[[BaseException], Refused | None] | None = None,
-) -> T:
-    """``call()``, retried with backoff while it raises one of ``errors``.
-
-    ``give_up`` is asked after each failure; when it says yes the error is raised.
-    A ``stop`` request ends the wait between attempts at once, and a failure once
-    it is set: :class:`~stream.waits.Stopped`. An error that ``refusal`` turns
-    into a :class:`~stream.waits.Refused` (wrong credentials) is raised at once,
-    never retried. While ``call`` fails, a line says since when ``what`` (the
-    dependency and its address) has been out of reach, at most every 5 s.
-
-    >>> from streamlearn.stream.waits import StopFlag
-    >>> flag, calls = StopFlag(), []
-    >>> def down():
-    ...     calls.append(1)
-    ...     if len(calls) == 2:
-    ...         flag.set()
-    ...     raise ConnectionError("refused")
-    >>> try:
-    ...     retrying(down, "redis", (ConnectionError,), None, stop=flag, what="Redis at r:1")
-    ... except Stopped as stopped:
-    ...     print(stopped, len(calls))
-    stopped while waiting for Redis at r:1 2
-    """
-    delay = backoff_delays()
-    attempt = 0
-    outage = Outage(what or dependency)
-    while True:
-        try:
-            result = call()
-        except Exception as exc:
-            refused = refusal(exc) if refusal is not None else None
-            if refused is not None:
-                raise refused from None
-            if not isinstance(exc, errors):
-                raise
-            if metrics is not None:
-                metrics.dependency_up.labels(dependency=dependency).set(0)
-                metrics.retries.labels(dependency=dependency).inc()
-            if give_up():
-                raise
-            if stop is not None and stop.is_set():
-                raise Stopped(outage.what) from exc
-            line = outage.failed(exc)
-            if line is not None:
-                log.warning("%s (retry %d in %.1f s)", line, attempt + 1, delay(attempt))
-            if stop is None:
-                time.sleep(delay(attempt))
-            elif stop.wait(delay(attempt)):
-                raise Stopped(outage.what) from exc
-            attempt += 1
-            continue
-        if attempt:
-            if metrics is not None:
-                metrics.dependency_up.labels(dependency=dependency).set(1)
-            log.info("%s", outage.recovered())
-        return result
-
-
-#: A batch whose oldest record had waited longer than this when polled is a backlog being
-#: caught up: its predictions go out together, in fewer, fuller produce requests (sent as
-#: they were scored, they took one request per linger and doubled the broker's CPU).
-CATCHING_UP_S = 1.0
-
-
-def waited_s(records: Sequence[Record], polled_s: float) -> float:
-    """How long the oldest of ``records`` (by Kafka timestamp) had waited at ``polled_s``.
-
-    >>> waited_s([Record("events", b"", "t", 0, 0, 1_000), Record("labels", b"", "t", 0, 1, None),
-    ...           Record("events", b"", "t", 0, 2, 3_000)], polled_s=4.5)
-    3.5
-    >>> waited_s([Record("events", b"", "t", 0, 0, None)], polled_s=4.5)
-    0.0
-    """
-    stamps = [record.timestamp_ms for record in records if record.timestamp_ms is not None]
-    return polled_s - min(stamps) / 1000 if stamps else 0.0
-
-
-def _key_text(key: bytes | None) -> str:
-    """A record key for a log line.
-
-    >>> _key_text(b"events:0:7"), _key_text(None), _key_text(b"\\xff")
-    ("'events:0:7'", 'without a key', "b'\\\\xff'")
-    """
-    if key is None:
-        return "without a key"
-    try:
-        return repr(key.decode())
-    except UnicodeDecodeError:
-        return repr(key)
-
-
-def _partition_list(partitions: set[tuple[str, int]]) -> str:
-    """Partitions for a log line, sorted.
-
-    >>> _partition_list({("events", 1), ("events", 0)})
-    'events:0, events:1'
-    >>> _partition_list(set())
-    'none'
-    """
-    return ", ".join(f"{topic}:{p}" for topic, p in sorted(partitions)) or "none"
-
-
-#: Bytes a record takes in its topic besides its value, key and headers: the record
-#: batch's header (61) and the record's own varints, with room to spare.
-RECORD_OVERHEAD = 128
-#: Outputs whose refusals are remembered at most (the oldest are forgotten first).
-REFUSALS_REMEMBERED = 10_000
-
-
-def dead_letter_bound(configured: int, topic_max: int | None, key: bytes, reason: str) -> int:
-    """The largest dead letter value its topic accepts, with its key and reason header.
-
-    ``topic_max`` is the topic's ``max.message.bytes`` (None: unknown); the bound
-    is never under :data:`stream.processor.DEAD_LETTER_MIN_BYTES`, so a topic
-    smaller than that refuses the dead letter, which is then dropped after its
-    attempts.
-
-    >>> dead_letter_bound(262_144, None, b"events:0:7", "invalid_json")
-    262144
-    >>> dead_letter_bound(262_144, 2_000, b"events:0:7", "invalid_json")
-    1844
-    >>> dead_letter_bound(262_144, 600, b"events:0:7", "invalid_json")
-    1024
-    """
-    if topic_max is None:
-        return configured
-    room = topic_max - RECORD_OVERHEAD - len(key) - len("reason") - len(reason.encode())
-    return max(DEAD_LETTER_MIN_BYTES, min(configured, room))
-
-
-class RetryingStore:
-    """A store whose batch call waits and retries while Redis is unavailable.
-
-    Retrying is safe: the Lua script is atomic, and a batch that was applied
-    but whose reply was lost comes back as replays with the same states. A
-    ``stop`` request ends the wait; refused credentials end it at once (see
-    :func:`retrying`); ``give_up`` says when to raise the error instead of waiting.
-    """
-
-    def __init__(
-        self,
-        store: RedisStore,
-        metrics: WorkerMetrics | None,
-        stop: StopFlag | None = None,
-        url: str | None = None,
-        give_up: Callable[[], bool] = lambda: False,
-    ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.stop = stop
-        self.url = url
-        self.give_up = give_up
-
-    def _refusal(self, error: BaseException) -> Refused | None:
-        return redis_refusal(error, self.url or "(the configured URL)")
-
-    def apply(
-        self,
-        ops: Sequence[EventOp | LabelOp],
-        scores: Mapping[str, float],
-        watermarks: Mapping[int, int],
-        clock_ms: int = -1,
-    ) -> BatchOutcome:
-        return retrying(
-            lambda: self.store.apply(ops, scores, watermarks, clock_ms),
-            "redis",
-            REDIS_ERRORS,
-            self.metrics,
-            self.give_up,
-            stop=self.stop,
-            what=f"Redis at {mask_url(self.url)}" if self.url else "redis",
-            refusal=self._refusal,
-        )
-
-    def pending_count(self) -> int:
-        return self.store.pending_count()
-
-
-class _PredictionSender:
-    """Publishes a batch's predictions, each as it is handed over, and times the sending."""
-
-    def __init__(
-        self,
-        sink: KafkaSink | RdKafkaSink,
-        topic: str,
-        metrics: WorkerMetrics,
-        received_s: float,
-        send_output: Callable[[str, bytes, bytes], None],
-        refusals: Mapping[tuple[str, bytes | None], int],
-    ) -> None:
-        self.sink, self.topic, self.metrics = sink, topic, metrics
-        self.received_s = received_s
-        self.seconds = 0.0
-        self.send_output, self.refusals = send_output, refusals
-
-    def __call__(self, prediction: Prediction) -> None:
-        t0 = time.perf_counter()
-        now = time.time()
-        latency_s = now - self.received_s
-        value = prediction.to_json(latency_s * 1000)
-        key = prediction.event_id.encode()
-        if self.refusals:  # some output was refused: this one may be it
-            self.send_output(self.topic, key, value)
-        else:
-            self.sink.send(self.topic, key, value)
-        self.metrics.processing.observe(latency_s)
-        if prediction.record_timestamp_ms is not None:
-            delay = max(0.0, now - prediction.record_timestamp_ms / 1000)
-            self.metrics.event_to_prediction.observe(delay)
-        self.seconds += time.perf_counter() - t0
-
-
-@dataclass
-class _InFlight:
-    """A batch sent to Redis and not yet scored."""
-
-    batch: PreparedBatch
-    future: Future[BatchOutcome]
-    records: list[Record]
-    received_s: float
-
-
-class _IdleClock:
-    """When a worker asked to stop once idle has waited long enough.
-
-    Idle time runs from the last record or the last change of the assignment.
-    Before the first assignment the worker waits for the group join, up to
-    twice the session timeout more (a dead member must time out first).
-
-    >>> clock = _IdleClock(3.0, session_timeout_s=6.0, started=0.0)
-    >>> clock.expired(10.0, 0, set()), clock.expired(16.0, 0, set())
-    (False, True)
-    >>> clock, owned = _IdleClock(3.0, 6.0, 0.0), {("events", 0)}
-    >>> clock.expired(1.0, 0, owned), clock.expired(3.5, 0, owned), clock.expired(4.1, 0, owned)
-    (False, False, True)
-    >>> clock.expired(4.2, 0, set()), clock.expired(7.3, 0, set())
-    (False, True)
-    """
-
-    def __init__(self, timeout_s: float | None, session_timeout_s: float, started: float) -> None:
-        self.timeout_s = timeout_s
-        self.join_s = (timeout_s or 0.0) + 2 * session_timeout_s
-        self.started = started
-        self.last = started
-        self.assignment: set[tuple[str, int]] = set()
-        self.joined = False
-
-    def rejoin(self, now: float) -> None:
-        """Wait for a new group join from ``now`` (after reconnecting to Kafka).
-
-        >>> clock = _IdleClock(3.0, session_timeout_s=6.0, started=0.0)
-        >>> clock.expired(1.0, 5, {("events", 0)}), clock.expired(40.0, 0, {("events", 0)})
-        (False, True)
-        >>> clock.rejoin(40.0)
-        >>> clock.expired(41.0, 0, {("events", 0)}), clock.expired(48.0, 0, set())
-        (False, False)
-        """
-        self.started = self.last = now
-        self.assignment = set()
-        self.joined = False
-
-    def expired(self, now: float, records: int, assignment: set[tuple[str, int]]) -> bool:
-        if records or assignment != self.assignment:
-            self.last, self.assignment = now, set(assignment)
-            self.joined = self.joined or bool(assignment)
-        if self.timeout_s is None:
-            return False
-        if not self.joined:
-            return now - self.started >= self.join_s
-        return now - self.last >= self.timeout_s
-
-
-@dataclass
-class WorkerSummary:
-    records: int = 0
-    events: int = 0
-    predictions: int = 0
-    labels_learned: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    batches: int = 0
-    checkpoints: int = 0
-    recoveries: int = 0
-    rewinds: int = 0
-    seconds: float = 0.0
-    busy_seconds: float = 0.0
-
-    def add(self, records: int, out: BatchOutput) -> None:
-        self.records += records
-        self.batches += 1
-        self.predictions += len(out.predictions)
-        self.labels_learned += out.labels_learned
-        for letter in out.dead_letters:
-            self.dead_letters[letter.reason] = self.dead_letters.get(letter.reason, 0) + 1
 
 
 class Worker:
@@ -413,6 +86,18 @@ class Worker:
         Signs and verifies model snapshots; without it there are no checkpoints,
         offsets are committed every ``kafka.commit_interval_s`` and a restart may
         learn some labels twice (at-least-once learning).
+    source_factory, sink_factory
+        Build the source and the sink, at start and after each reconnection;
+        by default those of the configured Kafka client (:mod:`stream.kafka_clients`).
+    store_factory
+        Builds the interaction store; by default a :class:`features.store.RedisStore`
+        on ``redis.url``.
+    prepare_topics
+        Called before the clients are opened: creates the topics if so configured and
+        returns the dead letter topic's ``max.message.bytes`` (None: unknown).
+    model_services
+        Builds the model registry and the checkpointer; by default those of
+        ``signing_key`` on Redis (:func:`stream.lifecycle.model_services`).
     """
 
     def __init__(
@@ -421,6 +106,12 @@ class Worker:
         registry: CollectorRegistry | None = None,
         name: str = "worker-0",
         signing_key: bytes | None = None,
+        *,
+        source_factory: SourceFactory | None = None,
+        sink_factory: SinkFactory | None = None,
+        store_factory: Callable[[], InteractionStore] | None = None,
+        prepare_topics: Callable[[], int | None] | None = None,
+        model_services: ModelServices | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -429,53 +120,67 @@ class Worker:
         ProcessCollector(registry=self.registry)
         self._stop = StopFlag()
         self._closing = False
-        self._kafka_at = f"Kafka at {settings.kafka.bootstrap_servers}"
-        self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
-        namespace = settings.store.key_prefix
-        self.models = ModelRegistry(self.redis, namespace, signing_key) if signing_key else None
-        self.checkpoints = (
-            CheckpointStore(self.redis, namespace, settings.kafka.group_id, name)
-            if self.models is not None and settings.checkpoint.enabled
-            else None
+        kafka = settings.kafka
+        self.connection = Connection(
+            source_factory or partial(kafka_clients.open_source, kafka, name),
+            sink_factory or partial(kafka_clients.open_sink, kafka, name),
+            prepare_topics or partial(kafka_clients.prepare_topics, kafka),
+            kafka.bootstrap_servers,
+            kafka.max_block_ms / 1000,
+            self._stop,
+            self.metrics,
         )
-        store = RedisStore(self.redis, settings.store, settings.features.interactions)
+        self._kafka_at = self.connection.what
+        self.redis = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
+        self._redis = RedisWaits(settings.redis.url, self.metrics, self._stop, self._is_closing)
+        self.models, self.checkpointer = (
+            model_services()
+            if model_services is not None
+            else lifecycle.model_services(self.redis, settings, name, signing_key, self._redis)
+        )
+        store = (
+            store_factory()
+            if store_factory is not None
+            else RedisStore(self.redis, settings.store, settings.features.interactions)
+        )
         monitor = Monitor(
             settings.monitoring, MonitoringMetrics(self.registry), settings.model.threshold
         )
         self.slot = ModelSlot(settings.model.spec, settings.model.build(), monitor=monitor)
+        self.lifecycle = ModelLifecycle(
+            self.slot,
+            self.models,
+            settings.model.build,
+            self.metrics,
+            settings.checkpoint.registry_poll_seconds,
+            self._redis,
+        )
         self.processor = Processor(
             [self.slot],
-            RetryingStore(
-                store, self.metrics, self._stop, settings.redis.url, lambda: self._closing
-            ),
+            RetryingStore(store, self.metrics, self._stop, settings.redis.url, self._is_closing),
             settings.features,
             settings.limits,
             settings.model.threshold,
             self.metrics,
-            keep_examples=settings.kafka.topics.examples is not None,
+            keep_examples=kafka.topics.examples is not None,
             watermark_window=settings.store.watermark_window,
             watermark_quantile=settings.store.watermark_quantile,
         )
-        self.source: KafkaSource | RdKafkaSource | None = None
-        self.sink: KafkaSink | RdKafkaSink | None = None
+        self.outputs = Outputs(kafka, self.metrics, self._stop)
         self.summary = WorkerSummary()
-        self._generation = 0
-        self._uncommitted: dict[TopicPartition, int] = {}
-        self._labels_since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
-        self._last_registry_poll = 0.0
+        self._uncommitted: Offsets = {}
+        every_labels = settings.checkpoint.every_labels if self.checkpointer else None
+        every_s = (
+            settings.checkpoint.every_seconds if self.checkpointer else kafka.commit_interval_s
+        )
+        self._due = CheckpointClock(every_labels, every_s)
         self._last_lag = 0.0
         self._assignment: set[tuple[str, int]] = set()
         self._revocations = 0
-        self._inflight: _InFlight | None = None
-        #: Refusals so far of each output the broker refused for itself, by (topic, key).
-        self._refusals: OrderedDict[tuple[str, bytes | None], int] = OrderedDict()
-        #: The outputs refused ``kafka.max_delivery_attempts`` times, with why: dropped when sent.
-        self._undeliverable: dict[tuple[str, bytes | None], str] = {}
-        self._dead_letter_topic_max: int | None = None
+        self._inflight: inflight.InFlight | None = None
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-store")
         self._http: Any = None
-        self._announce()
+        self.lifecycle.announce()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -487,122 +192,31 @@ class Worker:
         """Start the /metrics endpoint; returns the port it listens on."""
         config = self.settings.metrics
         self._http, _ = start_http_server(config.port, config.host, registry=self.registry)
-        port = self._http.server_address[1]
+        port: int = self._http.server_address[1]
         log.info("metrics on http://%s:%d/metrics", config.host, port)
         return port
 
-    def _announce(self) -> None:
-        self.metrics.model_info.info({"name": self.slot.name, "version": self.slot.version})
+    @property
+    def source(self) -> Source | None:
+        """The worker's source while connected."""
+        return self.connection.source
+
+    @property
+    def sink(self) -> Sink | None:
+        """The worker's sink while connected."""
+        return self.connection.sink
 
     def _connect(self) -> None:
-        """Open the Kafka clients, trying again while no broker answers.
-
-        Each attempt waits up to :data:`CONNECT_ATTEMPT_MS` for a broker; while
-        none answers a line says since when Kafka has been out of reach. A stop
-        request ends the wait at once (:class:`~stream.waits.Stopped`); credentials
-        or permissions the broker refuses end it for good (:class:`~stream.waits.Refused`).
-        """
-        kafka = self.settings.kafka
-        outage = Outage(self._kafka_at)
-        delay = backoff_delays(0.5, 5.0)
-        attempt = 0
-        while True:
-            if self._stop.is_set():
-                raise Stopped(self._kafka_at)
-            logged = LoggedErrors()
-            outage.begin()
-            try:
-                with self._stop.waiting_for(self._kafka_at), logged.watching():
-                    self._open_clients()
-            except KafkaError as exc:
-                self._disconnect(timeout_s=1.0)
-                refusals = (kafka_refusal(e, kafka.bootstrap_servers) for e in [exc, *logged.seen])
-                refused = next((r for r in refusals if r is not None), None)
-                if refused is not None:
-                    raise refused from None
-                self.metrics.dependency_up.labels(dependency="kafka").set(0)
-                self.metrics.retries.labels(dependency="kafka").inc()
-                line = outage.failed(logged.last or exc)
-                if line is not None:
-                    log.warning("%s (trying again)", line)
-                if self._stop.wait(delay(attempt)):
-                    raise Stopped(self._kafka_at) from None
-                attempt += 1
-                continue
-            back = outage.recovered()
-            if back is not None:
-                log.info("%s", back)
-            self.metrics.dependency_up.labels(dependency="kafka").set(1)
-            return
-
-    def _open_clients(self) -> None:
-        kafka = self.settings.kafka
-        if kafka.topics.create:
-            ensure_topics(kafka, topic_plan(kafka), CONNECT_ATTEMPT_MS)
-        self._dead_letter_topic_max = max_message_bytes(
-            kafka, kafka.topics.dead_letter, CONNECT_ATTEMPT_MS
-        )
-        source: type[KafkaSource | RdKafkaSource] = KafkaSource
-        sink: type[KafkaSink | RdKafkaSink] = KafkaSink
-        if kafka.client == "librdkafka":
-            source, sink = RdKafkaSource, RdKafkaSink
-        self.source = source(
-            kafka,
-            read_committed=True,
-            instance_id=self.name,
-            bootstrap_timeout_ms=CONNECT_ATTEMPT_MS,
-        )
-        transactional_id = f"{kafka.group_id}-{self.name}" if kafka.transactions else None
-        client = kafka.model_copy(update={"client_id": f"{kafka.client_id}-{self.name}"})
-        self.sink = sink(client, transactional_id, bootstrap_timeout_ms=CONNECT_ATTEMPT_MS)
-        self.sink.limit = self._stop.bound  # a stopping worker's last waits get a grace period
+        """Open the Kafka clients, retrying while no broker answers (:meth:`Connection.open`)."""
+        self.connection.open()
+        self.outputs.dead_letter_topic_max = self.connection.dead_letter_topic_max
 
     def _disconnect(self, timeout_s: float | None = None) -> None:
         """Close the Kafka clients; ``timeout_s`` (or the stop grace period) bounds the wait."""
-        if timeout_s is None and self._stop.is_set():
-            timeout_s = self._stop.bound(self.settings.kafka.max_block_ms / 1000)
-        sink, source, self.sink, self.source = self.sink, self.source, None, None
-        try:
-            if sink is not None:
-                sink.close()
-        except KafkaError as exc:
-            log.warning("closing the Kafka producer failed: %s", exc)
-        try:
-            if source is not None:
-                source.close(timeout_s)
-        except KafkaError as exc:
-            log.warning("closing the Kafka consumer failed: %s", exc)
+        self.connection.close(timeout_s)
 
-    # ------------------------------------------------------------------ models
-
-    def _redis(self, call: Callable[[], T]) -> T:
-        """``call()``, waiting for Redis and retrying while it is unavailable.
-
-        Every Redis call of the worker goes through here (the store's through
-        :class:`RetryingStore`): Redis being away pauses the worker, never ends it;
-        a stop request ends the wait, refused credentials end the worker.
-        """
-        return retrying(
-            call,
-            "redis",
-            REDIS_ERRORS,
-            self.metrics,
-            lambda: self._closing,
-            stop=self._stop,
-            what=f"Redis at {mask_url(self.settings.redis.url)}",
-            refusal=lambda error: redis_refusal(error, self.settings.redis.url),
-        )
-
-    def _use(self, version: str, reason: str) -> None:
-        models = self.models
-        assert models is not None
-        model, info = self._redis(lambda: models.load(version))
-        self.slot.model = model
-        self.slot.version = info.version
-        self.slot.labels_learned = info.labels_learned
-        self.slot.events_scored = info.events_scored
-        self._announce()
-        log.info("serving model v%s (%s)", info.version, reason)
+    def _is_closing(self) -> bool:
+        return self._closing
 
     def _restore(self) -> None:
         """Resume from the checkpoint that agrees with Kafka, or a newer promoted model.
@@ -611,236 +225,66 @@ class Worker:
         records behind them are read again from the committed offsets.
         """
         self._uncommitted.clear()
-        self._labels_since_checkpoint = 0
+        self._due.labels = 0
         if self.models is None:
             return
+        checkpointer = self.checkpointer
+        checkpoint = checkpointer.recover(self._committed) if checkpointer is not None else None
+        self.lifecycle.restore(checkpoint)
+
+    def _committed(self, names: list[str]) -> dict[str, int | None]:
+        """The group's committed offsets of ``topic:partition`` names."""
         assert self.source is not None
-        checkpoint: Checkpoint | None = None
-        if self.checkpoints is not None:
-            store, source = self.checkpoints, self.source
+        with self.connection.waiting():
+            return self.source.committed(names)
 
-            def committed(names: list[str]) -> dict[str, int | None]:
-                with self._stop.waiting_for(self._kafka_at):
-                    return source.committed(names)
-
-            checkpoint = self._redis(lambda: store.recover(committed))
-        current, generation = self._redis(self.models.current_state)
-        if current is not None and generation > (checkpoint.generation if checkpoint else 0):
-            self._use(current, f"promoted, generation {generation}")
-        elif checkpoint is not None:
-            self._use(checkpoint.version, "checkpoint")
-        else:
-            self.slot.model = self.settings.model.build()
-            self.slot.version, self.slot.labels_learned, self.slot.events_scored = "0", 0, 0
-            self._announce()
-        self._generation = generation
-
-    def _watch_registry(self) -> None:
-        """Swap in a model promoted or rolled back since we last looked."""
-        if self.models is None:
-            return
-        now = time.monotonic()
-        if now - self._last_registry_poll < self.settings.checkpoint.registry_poll_seconds:
-            return
-        self._last_registry_poll = now
-        current, generation = self._redis(self.models.current_state)
-        if generation != self._generation and current is not None:
-            self._generation = generation
-            self._use(current, f"promoted, generation {generation}")
-            if self.slot.monitor is not None:
-                self.slot.monitor.reset_reference()
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _checkpoint_due(self) -> bool:
-        config = self.settings.checkpoint
-        if self.checkpoints is None:
-            interval = self.settings.kafka.commit_interval_s
-            return time.monotonic() - self._last_checkpoint >= interval
-        return (
-            self._labels_since_checkpoint >= config.every_labels
-            or time.monotonic() - self._last_checkpoint >= config.every_seconds
-        )
+    def _commit(self, offsets: Offsets) -> None:
+        """Commit ``offsets`` with the outputs sent since the last commit."""
+        assert self.source is not None and self.sink is not None
+        with self._stop.waiting_for(self._kafka_at):
+            self.sink.commit(offsets, self.source)
 
     def checkpoint(self) -> None:
         """Snapshot the model, then commit the offsets it reflects (two phases)."""
         assert self.source is not None and self.sink is not None
-        self._deliver()
-        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in self._uncommitted.items()}
-        if self.checkpoints is None or self.models is None:
-            with self._stop.waiting_for(self._kafka_at):
-                self.sink.commit(offsets, self.source)
+        self.outputs.deliver(self.sink)
+        offsets = dict(self._uncommitted)
+        if self.checkpointer is None:
+            self._commit(offsets)
             self._uncommitted.clear()
-            self._last_checkpoint = time.monotonic()
+            self._due.touch()
             return
         if not offsets:
-            self._last_checkpoint = time.monotonic()
+            self._due.touch()
             return
         self.processor.flush()
-        names = {f"{tp.topic}:{tp.partition}": o for tp, o in self._uncommitted.items()}
-        monitor = self.slot.monitor
+        names = {f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()}
+        monitor, slot = self.slot.monitor, self.slot
         quality = monitor.snapshot()["quality"] if monitor is not None else {}
-        models, checkpoints = self.models, self.checkpoints
-        note = f"checkpoint of {self.name} in {self.settings.kafka.group_id}"
+        metrics = {k: v for k, v in quality.items() if isinstance(v, float | int | None)}
+        state = ModelState(slot.name, slot.version, slot.events_scored, slot.labels_learned)
         try:
-            info = self._redis(
-                lambda: models.save(
-                    self.slot.model,
-                    name=self.slot.name,
-                    parent=self.slot.version,
-                    events_scored=self.slot.events_scored,
-                    labels_learned=self.slot.labels_learned,
-                    offsets=names,
-                    metrics={k: v for k, v in quality.items() if isinstance(v, float | int | None)},
-                    note=note,
-                )
+            info = self.checkpointer.save(
+                slot.model,
+                state,
+                names,
+                metrics,
+                self.lifecycle.generation,
+                lambda: self._commit(offsets),
             )
         except NonFiniteModelError as error:
             # Its offsets stay uncommitted: a restart resumes from the last finite model.
             log.error("checkpoint skipped, offsets not committed: %s", error)
             self.metrics.checkpoints_refused.inc()
-            self._labels_since_checkpoint = 0
-            self._last_checkpoint = time.monotonic()
+            self._due.reset()
             return
-        self._redis(lambda: checkpoints.prepare(Checkpoint(info.version, names, self._generation)))
-        with self._stop.waiting_for(self._kafka_at):
-            self.sink.commit(offsets, self.source)
-        self._redis(checkpoints.confirm)
-        self._redis(
-            lambda: models.prune(note, self.settings.checkpoint.keep_versions, {info.version})
-        )
-        self.slot.version = info.version
-        self._announce()
+        self.lifecycle.checkpointed(info.version)
         self._uncommitted.clear()
-        self._labels_since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        self._due.reset()
         self.metrics.checkpoints.inc()
         self.summary.checkpoints += 1
 
     # ------------------------------------------------------------------ batches
-
-    def _publish(self, out: BatchOutput, send: Callable[[Prediction], None] | None) -> None:
-        """The batch's predictions through ``send`` (None: they went out as they were
-        scored), then its dead letters and its examples for the training log."""
-        assert self.sink is not None
-        topics = self.settings.kafka.topics
-        if send is not None:
-            for prediction in out.predictions:
-                send(prediction)
-        self.metrics.predictions.inc(len(out.predictions))
-        configured = self.settings.kafka.dead_letter_max_bytes
-        for letter in out.dead_letters:
-            key = letter.source.encode()
-            reason = letter.reason[:128]
-            bound = dead_letter_bound(configured, self._dead_letter_topic_max, key, reason)
-            value = letter.to_json(bound)
-            self._send_output(topics.dead_letter, key, value, [("reason", reason.encode())])
-        if topics.examples is not None:
-            for example in out.examples:
-                self._send_output(topics.examples, example.event_id.encode(), example.to_json())
-
-    # ------------------------------------------------------------------ refused outputs
-
-    def _output_kind(self, topic: str) -> str:
-        topics = self.settings.kafka.topics
-        if topic == topics.dead_letter:
-            return "dead_letter"
-        return "example" if topic == topics.examples else "prediction"
-
-    def _refused(self, refused: RefusedRecord) -> int:
-        """Count one more refusal of ``refused``; returns its refusals so far.
-
-        At ``kafka.max_delivery_attempts`` the output becomes undeliverable: it is
-        dropped instead of sent from then on (:meth:`_dropped`). Refusals are
-        remembered in memory, by (topic, key): a dead letter's key is its source
-        record, a prediction's and an example's the event id; a restarted worker
-        tries again, as many times.
-        """
-        output = (refused.topic, refused.key)
-        count = self._refusals.pop(output, 0) + 1
-        self._refusals[output] = count
-        while len(self._refusals) > REFUSALS_REMEMBERED:
-            forgotten, _ = self._refusals.popitem(last=False)
-            self._undeliverable.pop(forgotten, None)
-        limit = self.settings.kafka.max_delivery_attempts
-        log.warning(
-            "the broker refused the %s %s for %s (%s): attempt %d of %d",
-            self._output_kind(refused.topic),
-            _key_text(refused.key),
-            refused.topic,
-            refused.error,
-            count,
-            limit,
-        )
-        if count == limit:  # counted once, when decided; dropped whenever it comes again
-            self._undeliverable[output] = refused.reason
-            kind = self._output_kind(refused.topic)
-            self.metrics.dropped.labels(output=kind, reason=refused.reason).inc()
-            log.error(
-                "dropping the %s %s for %s: refused (%s) %d times",
-                kind,
-                _key_text(refused.key),
-                refused.topic,
-                refused.reason,
-                count,
-            )
-        return count
-
-    def _send_output(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Send an output, unless it is undeliverable; alone if the broker refused it before."""
-        assert self.sink is not None
-        if self._refusals:
-            if self._dropped(topic, key):
-                return
-            if (topic, key) in self._refusals:
-                self.sink.send_alone(topic, key, value, headers)
-                return
-        self.sink.send(topic, key, value, headers)
-
-    def _dropped(self, topic: str, key: bytes | None) -> bool:
-        """True when the output (topic, key) is undeliverable: it is not sent again."""
-        if (topic, key) not in self._undeliverable:
-            return False
-        log.info("not sending the undeliverable %s %s", self._output_kind(topic), _key_text(key))
-        return True
-
-    def _deliver(self) -> None:
-        """Wait for the broker's answer to every output since the last commit.
-
-        Without transactions, outputs it refused for themselves (too large,
-        invalid) are sent again in place, after a backoff, until it takes them
-        or they reach ``kafka.max_delivery_attempts`` and are dropped: the
-        outputs it took are not sent twice, and the worker goes on. Any other
-        failure, or any in a transaction (the broker then aborts it), raises
-        :class:`UndeliveredError` for :meth:`_recover`.
-        """
-        assert self.sink is not None
-        delay = backoff_delays(0.5, 10.0)
-        while True:
-            try:
-                self.sink.flush()
-                return
-            except UndeliveredError as error:
-                if self.sink.transactional or not error.only_refused or self._stop.is_set():
-                    raise
-                self.metrics.undelivered.inc(error.count)
-                again = []
-                for refused in error.refused:
-                    count = self._refused(refused)
-                    if not self._dropped(refused.topic, refused.key):
-                        again.append((refused, count))
-                if not again:
-                    return
-                if self._stop.wait(delay(max(count for _, count in again) - 1)):
-                    raise
-                for refused, _ in again:  # alone: it may have been refused with its batch
-                    self.sink.send_alone(refused.topic, refused.key, refused.value, refused.headers)
 
     def _update_lag(self) -> None:
         assert self.source is not None
@@ -863,7 +307,7 @@ class Worker:
         the same; only the waiting overlaps. Returns the number of records polled.
         """
         assert self.source is not None and self.sink is not None
-        self._watch_registry()
+        self.lifecycle.watch()
         t0 = time.perf_counter()
         records = self.source.next_batch(0 if self._inflight else None)
         received_s = time.time()
@@ -878,19 +322,14 @@ class Worker:
         if assignment != self._assignment:
             self._assignment = assignment
             self.processor.assign(assignment)
-            log.info("event partitions: %s", _partition_list(assignment))
+            log.info("event partitions: %s", partition_list(assignment))
         incoming = None
         if records:
-            self.metrics.batch_size.observe(len(records))
-            labels = sum(1 for record in records if record.kind == "labels")
-            self.metrics.records.labels(kind="labels").inc(labels)
-            self.metrics.records.labels(kind="events").inc(len(records) - labels)
-            batch = self.processor.prepare(records)
-            future = self._store_thread.submit(self.processor.apply, batch)
-            incoming = _InFlight(batch, future, records, received_s)
+            thread, metrics = self._store_thread, self.metrics
+            incoming = inflight.start(self.processor, thread, records, received_s, metrics)
         self._finish_inflight()
         self._inflight = incoming
-        if self._uncommitted and self._checkpoint_due():
+        if self._uncommitted and self._due.due():
             t2 = time.perf_counter()
             self.checkpoint()
             self.metrics.stage_seconds.labels(stage=COMMIT_STAGE).observe(time.perf_counter() - t2)
@@ -901,37 +340,27 @@ class Worker:
         flight, self._inflight = self._inflight, None
         if flight is None:
             return
-        assert self.source is not None
-        assert self.sink is not None
-        self.sink.begin()
-        topic = self.settings.kafka.topics.predictions
-        send = _PredictionSender(
-            self.sink, topic, self.metrics, flight.received_s, self._send_output, self._refusals
+        assert self.source is not None and self.sink is not None
+        done = inflight.finish(
+            flight, self.processor, self.outputs, self.sink, self.metrics, self._publish
         )
-        live = waited_s(flight.records, flight.received_s) <= CATCHING_UP_S
-        emit = send if self.sink.send_as_scored and live else None
-        t0 = time.perf_counter()
-        out = self.processor.finish(flight.batch, flight.future.result(), emit)
-        t1 = time.perf_counter()
-        sent_s = send.seconds  # sending the predictions that went out as they were scored
-        self._publish(out, None if emit else send)
-        produce_s = sent_s + time.perf_counter() - t1
-        self.metrics.stage_seconds.labels(stage=PRODUCE_STAGE).observe(produce_s)
+        out = done.out
         for tp, offset in self.source.position(flight.records).items():
-            self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset.offset)
-        self._labels_since_checkpoint += out.labels_learned
+            self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
+        self._due.learned(out.labels_learned)
         self.metrics.batches.inc()
         self.summary.add(len(flight.records), out)
-        self.summary.busy_seconds += (t1 - t0 - sent_s) + out.stage_seconds["decode"]
+        self.summary.busy_seconds += done.busy_s
+
+    def _publish(self, out: BatchOutput, send: Callable[[Prediction], None] | None) -> None:
+        """The batch's outputs through the sink (:meth:`Outputs.publish`)."""
+        assert self.sink is not None
+        self.outputs.publish(self.sink, out, send)
 
     def _drop_inflight(self) -> None:
         """Forget the batch in flight (its effects in Redis are recognised on replay)."""
         flight, self._inflight = self._inflight, None
-        if flight is not None:
-            try:
-                flight.future.result(timeout=60)
-            except Exception as exc:  # noqa: BLE001 - it is dropped whatever happened
-                log.warning("dropped an in-flight batch: %s", exc)
+        inflight.drop(flight)
 
     def _rewind(self) -> None:
         """After a rebalance took partitions: undo all work since the last commit.
@@ -962,7 +391,7 @@ class Worker:
         try:
             with self._stop.waiting_for(self._kafka_at):
                 return self.source.caught_up()
-        except KafkaError as exc:
+        except EdgeError as exc:
             log.info("idle, but the end of the partitions is unknown: %s", exc)
             return False
 
@@ -972,7 +401,7 @@ class Worker:
         refusals = 0
         if isinstance(error, UndeliveredError):
             self.metrics.undelivered.inc(error.count)
-            refusals = max((self._refused(refused) for refused in error.refused), default=0)
+            refusals = max((self.outputs.refused(refused) for refused in error.refused), default=0)
         self._drop_inflight()
         self.metrics.dependency_up.labels(dependency="kafka").set(0)
         self.metrics.retries.labels(dependency="kafka").inc()
@@ -980,27 +409,12 @@ class Worker:
         if self.sink is not None:
             try:
                 self.sink.abort()
-            except KafkaError as exc:
+            except EdgeError as exc:
                 log.warning("abort failed: %s", exc)
         self._disconnect(timeout_s=1.0)
-        delay = backoff_delays(0.5, 10.0)
         if refusals:  # the same records come again: not in a tight loop
-            self._stop.wait(delay(refusals - 1))
-        attempt = 0
-        while True:
-            self._connect()  # waits for a broker; Stopped or Refused end the wait
-            try:
-                self._restore()
-                return
-            except KafkaError as exc:
-                refused = kafka_refusal(exc, self.settings.kafka.bootstrap_servers)
-                if refused is not None:
-                    raise refused from None
-                log.warning("kafka still unavailable (%s); retry in %.1fs", exc, delay(attempt))
-                self._disconnect(timeout_s=1.0)
-                if self._stop.wait(delay(attempt)):
-                    raise Stopped(self._kafka_at) from exc
-                attempt += 1
+            self._stop.wait(backoff_delays(0.5, 10.0)(refusals - 1))
+        self.connection.reopen(self._connect, self._restore)
 
     def run(
         self, idle_timeout_s: float | None = None, max_records: int | None = None
@@ -1009,7 +423,7 @@ class Worker:
 
         Idle time counts from the last record or the last change of the assigned
         partitions, so a slow group join or a rebalance does not look like the end
-        of the stream (see :class:`_IdleClock`); and an idle worker stops only
+        of the stream (see :class:`~stream.worker_state.IdleClock`); and an idle worker stops only
         once its partitions are read to their end, so a broker that is away
         does not look like one either.
 
@@ -1029,11 +443,11 @@ class Worker:
             self._restore()
             started = time.monotonic()
             session_s = self.settings.kafka.session_timeout_ms / 1000
-            idle = _IdleClock(idle_timeout_s, session_s, started)
+            idle = IdleClock(idle_timeout_s, session_s, started)
             while not self._stop.is_set():
                 try:
                     n = self.run_once()
-                except KafkaError as error:
+                except EdgeError as error:
                     refused = kafka_refusal(error, self.settings.kafka.bootstrap_servers)
                     if refused is not None:
                         raise refused from None
@@ -1049,7 +463,7 @@ class Worker:
                     self._finish_inflight()
                 if self.source is not None and self._uncommitted:
                     self.checkpoint()
-            except KafkaError as error:
+            except EdgeError as error:
                 if not self._stop.is_set():
                     raise
                 raise Stopped(self._kafka_at) from error

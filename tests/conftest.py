@@ -142,7 +142,7 @@ def make_topics(kafka_bootstrap: str, unique_prefix: str) -> Iterator[Callable[.
     created: list[str] = []
 
     def make(**partitions: int) -> list[str]:
-        from streamlearn.stream.kafka_io import ensure_topics
+        from streamlearn.stream.topics import ensure_topics
 
         names = {f"{unique_prefix}.{name}": count for name, count in partitions.items()}
         created.extend(ensure_topics(KafkaConfig(bootstrap_servers=kafka_bootstrap), names))

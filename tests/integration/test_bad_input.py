@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from streamlearn.stream.harness import drain, produce, run_workers, settings_for
-from streamlearn.stream.kafka_io import route
+from streamlearn.stream.produce import route
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from kafka.admin import NewTopic
 
 from streamlearn.metrics.monitoring_metrics import MONITOR_METRICS
 from streamlearn.stream.harness import drain, settings_for
-from streamlearn.stream.kafka_io import event_key, route
+from streamlearn.stream.produce import event_key, route
 from streamlearn.stream.worker import Worker
 from tests.chaos import Case, Outcome, check_invariants, non_finite, random_stream
 

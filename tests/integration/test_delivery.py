@@ -30,11 +30,11 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError
 from typer.testing import CliRunner
 
 from streamlearn.cli.app import app
 from streamlearn.stream.config import Settings
+from streamlearn.stream.edge import EdgeError, UndeliveredError
 from streamlearn.stream.harness import (
     drain,
     lines_of,
@@ -43,8 +43,9 @@ from streamlearn.stream.harness import (
     settings_for,
     write_config,
 )
-from streamlearn.stream.kafka_io import KafkaSink, UndeliveredError, max_message_bytes
+from streamlearn.stream.kafka_io import KafkaSink
 from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.topics import max_message_bytes
 from streamlearn.stream.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -84,7 +85,7 @@ def test_refused_predictions_leave_their_offsets_uncommitted_until_they_are_deli
         def run() -> None:
             try:
                 worker.run()
-            except KafkaError as error:  # its last commit fails too
+            except EdgeError as error:  # its last commit fails too
                 failures.append(error)
 
         thread = threading.Thread(target=run)

@@ -44,8 +44,10 @@ import yaml
 from streamlearn.metrics.thresholds import AlertThresholds
 from streamlearn.stream.config import Settings
 from streamlearn.stream.harness import settings_for
-from streamlearn.stream.kafka_io import KafkaSink, ensure_topics, event_key, route, topic_plan
+from streamlearn.stream.kafka_io import KafkaSink
+from streamlearn.stream.produce import event_key, route
 from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.topics import ensure_topics, topic_plan
 from streamlearn.stream.worker import Worker
 
 from .test_alerting import get_json, query, scraped, wait_for

@@ -7,7 +7,8 @@ from kafka.errors import KafkaError
 
 from streamlearn.stack import Stack
 from streamlearn.stream.config import load_settings
-from streamlearn.stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
+from streamlearn.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

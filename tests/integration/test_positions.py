@@ -13,9 +13,10 @@ from kafka.structs import OffsetAndMetadata
 
 from streamlearn.stream.config import Settings
 from streamlearn.stream.harness import settings_for
-from streamlearn.stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
 from streamlearn.stream.processor import Record
 from streamlearn.stream.rdkafka_io import RdKafkaSource
+from streamlearn.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

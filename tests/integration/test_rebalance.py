@@ -14,9 +14,10 @@ import pytest
 from kafka import KafkaConsumer
 
 from streamlearn.stream.harness import lines_of, produce, recount, settings_for, stored_counters
-from streamlearn.stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from streamlearn.stream.kafka_io import KafkaSink, KafkaSource
 from streamlearn.stream.rdkafka_io import RdKafkaSource
 from streamlearn.stream.synthetic import WorldConfig, generate_world
+from streamlearn.stream.topics import ensure_topics
 from streamlearn.stream.worker import Worker
 
 from .pipeline import assert_every_event_scored, wait_for

@@ -8,7 +8,8 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from streamlearn.stream.harness import drain, settings_for
-from streamlearn.stream.kafka_io import LineProducer, ensure_topics, produce_lines
+from streamlearn.stream.produce import LineProducer, produce_lines
+from streamlearn.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 
 from streamlearn.features.schema import is_label_record, line_kind, record_kind
 from streamlearn.stream.backtest import file_records
-from streamlearn.stream.kafka_io import route
+from streamlearn.stream.produce import route
 from streamlearn.stream.replay import timed_lines
 from streamlearn.stream.sources import row_to_record
 

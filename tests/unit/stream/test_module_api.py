@@ -12,6 +12,7 @@ import importlib
 import pytest
 
 from streamlearn.stream import (
+    edge,
     learning,
     model_guard,
     outputs,
@@ -66,8 +67,9 @@ def test_the_names_callers_import_are_the_defining_modules_objects(module):
         assert getattr(public, name) is getattr(home, name), (module, name)
 
 
-def test_the_processor_still_defines_the_processor_record_and_prepared_batch():
+def test_the_processor_defines_the_processor_and_prepared_batch_and_passes_on_the_record():
     processor = importlib.import_module("streamlearn.stream.processor")
-    for name in ("Processor", "Record", "PreparedBatch"):
+    for name in ("Processor", "PreparedBatch"):
         assert getattr(processor, name).__module__ == "streamlearn.stream.processor"
+    assert processor.Record is edge.Record and "Record" in processor.__all__
     assert issubclass(processor.Processor, learning.LabelLearning)

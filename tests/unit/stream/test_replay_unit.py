@@ -9,7 +9,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from streamlearn.stream.kafka_io import route
+from streamlearn.stream.produce import route
 from streamlearn.stream.replay import (
     Line,
     ReplaySummary,

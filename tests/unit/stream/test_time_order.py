@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from streamlearn.stream.kafka_io import TimeOrder, event_time_headers, order_time
 from streamlearn.stream.processor import Record
+from streamlearn.stream.time_order import TimeOrder, event_time_headers, order_time
 
 EVENTS, LABELS = "t.events", "t.labels"
 
