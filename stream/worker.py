@@ -1,19 +1,16 @@
 """The stream worker: poll a batch, process it, publish, checkpoint. Nothing else.
 
-The loop is thin on purpose: decoding, features, scoring and learning live in
-:class:`stream.processor.Processor`; the Kafka edge behind
-:class:`stream.edge.Source` and :class:`stream.edge.Sink` (built by
-:mod:`stream.kafka_clients` unless given); publishing and delivery in
+Decoding, features, scoring and learning live in :class:`stream.processor.Processor`;
+the Kafka edge behind :class:`stream.edge.Source` and :class:`stream.edge.Sink`
+(built by :mod:`stream.kafka_clients` unless given); delivery in
 :class:`stream.publishing.Outputs`; the served model in
 :class:`stream.lifecycle.ModelLifecycle`; the two-phase checkpoint in
-:class:`learners.checkpointer.Checkpointer`; Redis in :mod:`features.store`;
-metrics in :mod:`metrics`.
+:class:`learners.checkpointer.Checkpointer`.
 
-Offsets are committed to Kafka only with a checkpoint, the model snapshot
-that has learned everything before them. After a crash the worker resumes
-from its last checkpoint: the records after it are processed again, Redis
-recognises them (same source record) and hands back the state they saw, and
-the model, rewound to the checkpoint, learns their labels once more.
+Offsets are committed only with a checkpoint, the model snapshot that has learned
+everything before them. After a crash the worker resumes from it: Redis recognises
+the records processed again (same source record) and hands back the state they
+saw, and the model, rewound to the checkpoint, learns their labels once more.
 """
 
 from __future__ import annotations
