@@ -87,14 +87,12 @@ class Worker:
         Build the source and the sink, at start and after each reconnection;
         by default those of the configured Kafka client (:mod:`stream.kafka_clients`).
     store_factory
-        Builds the interaction store; by default a :class:`features.store.RedisStore`
-        on ``redis.url``.
+        Builds the interaction store; by default a ``RedisStore`` on ``redis.url``.
     prepare_topics
-        Called before the clients are opened: creates the topics if so configured and
-        returns the dead letter topic's ``max.message.bytes`` (None: unknown).
+        Creates the topics if so configured, before the clients open; returns the dead
+        letter topic's ``max.message.bytes`` (None: unknown).
     model_services
-        Builds the model registry and the checkpointer; by default those of
-        ``signing_key`` on Redis (:func:`stream.lifecycle.model_services`).
+        Builds the model registry and the checkpointer (by default on Redis).
     """
 
     def __init__(
