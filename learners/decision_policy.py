@@ -380,6 +380,13 @@ class DecisionConfig(BaseModel):
     propensity_weighting: bool = Field(
         default=False, description="Learn each label with its weight / its event's propensity."
     )
+    implicit_negatives_of_blocked: bool = Field(
+        default=True,
+        description=(
+            "Learn the implicit negative of an event the policy blocked (its silence may only"
+            " mean nobody saw it: false avoids the feedback loop)."
+        ),
+    )
 
 
 def build_policy(config: DecisionConfig, threshold: float = 0.5) -> DecisionPolicy:

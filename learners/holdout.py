@@ -33,9 +33,14 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from streamlearn.learners.assignment import unit_fraction
-from streamlearn.learners.decision_policy import DecisionPolicy, FixedThreshold
+from streamlearn.learners.decision_policy import (
+    DecisionConfig,
+    DecisionPolicy,
+    FixedThreshold,
+    build_policy,
+)
 
-__all__ = ["Decided", "Decider", "Holdout"]
+__all__ = ["Decided", "Decider", "Holdout", "decider_of"]
 
 
 class Decided(NamedTuple):
@@ -98,6 +103,8 @@ class Decider:
         The units served whatever the decision (default: none).
     propensity_weighting
         Whether labels are learned with their weight divided by their propensity.
+    implicit_negatives_of_blocked
+        Whether the silence after a blocked event is learned as a negative.
     """
 
     def __init__(
@@ -105,10 +112,12 @@ class Decider:
         policy: DecisionPolicy,
         holdout: Holdout | None = None,
         propensity_weighting: bool = False,
+        implicit_negatives_of_blocked: bool = True,
     ) -> None:
         self.policy = policy
         self.holdout = holdout or Holdout(0.0)
         self.propensity_weighting = propensity_weighting
+        self.implicit_negatives_of_blocked = implicit_negatives_of_blocked
 
     @classmethod
     def fixed(cls, threshold: float) -> Decider:
@@ -134,8 +143,33 @@ class Decider:
             return Decided(False, True, fraction)
         return Decided(True, False, 1.0 - fraction)
 
+    def learns_implicit(self, given: Decided | None) -> bool:
+        """Whether the implicit negative of an event given ``given`` is learned.
+
+        >>> Decider(FixedThreshold(0.5), implicit_negatives_of_blocked=False).learns_implicit(
+        ...     Decided(True, False, 1.0))
+        False
+        """
+        blocked = given is not None and given.decision
+        return self.implicit_negatives_of_blocked or not blocked
+
     def learning_weight(self, weight: float, propensity: float) -> float:
         """The weight a label is learned with: divided by its propensity when configured."""
         if self.propensity_weighting and propensity > 0.0:
             return weight / propensity
         return weight
+
+
+def decider_of(config: DecisionConfig, threshold: float = 0.5) -> Decider:
+    """The decider of the ``decision`` section (``threshold``: ``model.threshold``).
+
+    >>> decider_of(DecisionConfig(holdout_fraction=0.02)).holdout.fraction
+    0.02
+    """
+    holdout = Holdout(config.holdout_fraction, config.holdout_unit, config.holdout_salt)
+    return Decider(
+        build_policy(config, threshold),
+        holdout,
+        config.propensity_weighting,
+        config.implicit_negatives_of_blocked,
+    )

@@ -253,8 +253,15 @@ class LabelLearning:
     # ------------------------------------------------------------------ process
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
-        """An event whose label window passed in silence: learned as a negative."""
+        """An event whose label window passed in silence: learned as a negative.
+
+        Not when the policy blocked the event and the decision section says its
+        silence means nothing (``decision.implicit_negatives_of_blocked: false``).
+        """
         scored = self._scored(implicit, {})
+        if not self.decider.learns_implicit(self._served.get(implicit.event_id)):
+            self._served.pop(implicit.event_id, None)
+            return
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(
             implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",
