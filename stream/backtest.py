@@ -38,7 +38,9 @@ from streamlearn.features.memory_store import MemoryStore
 from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.schema import line_kind, to_epoch_ms
 from streamlearn.features.store import InteractionStore
+from streamlearn.learners.calibration import PlattCalibrator
 from streamlearn.learners.holdout import decider_of
+from streamlearn.metrics.calibration import RollingCalibration
 from streamlearn.metrics.monitor import Monitor
 from streamlearn.metrics.scorecard import Scorecard
 from streamlearn.stream.config import Settings
@@ -278,6 +280,11 @@ def backtest(
         watermark_quantile=settings.store.watermark_quantile,
         decider=decider_of(settings.decision, settings.model.threshold),
     )
+    calibration = settings.calibration
+    processor.calibration = RollingCalibration(calibration.window, calibration.bins)
+    processor.calibrated = RollingCalibration(calibration.window, calibration.bins)
+    if calibration.method == "platt":
+        processor.calibrator = PlattCalibrator(calibration.learning_rate)
     refused: list[DeadLetter] = []
     records: Iterable[Record] = file_records(read_records(path), refused)
     if label_delay_s is not None:
@@ -335,6 +342,15 @@ def _decisions(processor: Processor) -> dict[str, Any]:
         "holdout_fraction": decider.holdout.fraction,
         "propensity_weighting": decider.propensity_weighting,
         "holdout_quality": quality.report().as_dict(),
+        "calibration": {
+            "ece": processor.calibration.ece(),
+            "reliability": processor.calibration.table(),
+            **(
+                {"ece_calibrated": processor.calibrated.ece()}
+                if processor.calibrator is not None
+                else {}
+            ),
+        },
     }
 
 

@@ -34,8 +34,10 @@ from streamlearn.features.store import (
     split_source,
 )
 from streamlearn.features.vector import FeatureConfig, features_from_snapshot
+from streamlearn.learners.calibration import PlattCalibrator
 from streamlearn.learners.holdout import Decided, Decider
 from streamlearn.learners.models import is_positive
+from streamlearn.metrics.calibration import RollingCalibration
 from streamlearn.metrics.decision_metrics import DecisionMetrics
 from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.metrics.quality import RollingQuality
@@ -94,6 +96,10 @@ class LabelLearning:
     holdout_quality: RollingQuality
     _served: OrderedDict[str, Decided]
     _decision_metrics: DecisionMetrics | None
+    #: The champion's calibration over its recent labels, and after the calibrator (if any).
+    calibration: RollingCalibration
+    calibrator: PlattCalibrator | None
+    calibrated: RollingCalibration
 
     def _decide(self, event: Event, p: float) -> Decided:
         """The champion's decision for its score ``p`` of ``event``, kept for its label."""
@@ -112,7 +118,7 @@ class LabelLearning:
         report = self.holdout_quality.report()
         self._decision_metrics.publish(
             policy.threshold, policy.precision_lower_bound, policy.recall,
-            report.precision, report.recall, report.roc_auc, None,
+            report.precision, report.recall, report.roc_auc, self.calibration.ece(),
         )  # fmt: skip
 
     def _learn(
@@ -183,6 +189,9 @@ class LabelLearning:
             )
             if served is not None and served.holdout:
                 self.holdout_quality.update(y_true, champion_score, label.weight)
+            self.calibration.update(y_true, champion_score)
+            if self.calibrator is not None:
+                self.calibrated.update(y_true, self.calibrator.learn(champion_score, y_true))
         if drifted:
             self._on_drift(self.slots[0], event_time_ms, "concept")
         if self.metrics is not None:

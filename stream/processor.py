@@ -64,6 +64,7 @@ from streamlearn.features.vector import (
 )
 from streamlearn.learners.holdout import Decided, Decider
 from streamlearn.learners.models import score
+from streamlearn.metrics.calibration import RollingCalibration
 from streamlearn.metrics.decision_metrics import DecisionMetrics
 from streamlearn.metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
 from streamlearn.metrics.quality import RollingQuality
@@ -187,6 +188,8 @@ class Processor(LabelLearning):
         #: Online quality on the holdout's labels only (unbiased by the filter).
         self.holdout_quality = RollingQuality(window, self.decider.threshold)
         self._decision_metrics = DecisionMetrics.on(metrics.registry) if metrics else None
+        self.calibration, self.calibrated = RollingCalibration(), RollingCalibration()
+        self.calibrator = None  # a PlattCalibrator measured after the model (calibration.method)
 
     # ------------------------------------------------------------------ decode
 

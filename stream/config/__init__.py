@@ -63,6 +63,7 @@ from pydantic_settings import (
 from streamlearn.features.limits import Limits
 from streamlearn.features.store import StoreConfig
 from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.calibration import CalibrationConfig
 from streamlearn.learners.decision_policy import DecisionConfig
 from streamlearn.metrics.thresholds import MonitoringConfig
 from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
@@ -76,6 +77,7 @@ from streamlearn.stream.config.sections import (
 
 __all__ = [
     "CheckpointConfig",
+    "CalibrationConfig",
     "ConfigError",
     "DecisionConfig",
     "KafkaConfig",
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -319,6 +319,7 @@ OUT_OF_RANGE = [
     ("monitoring.thresholds.p99_latency_seconds", 0.0, 3601.0),
     ("monitoring.thresholds.auc_drop", 0.0, 1.0),
     ("monitoring.thresholds.auc_min", -0.001, 1.001),
+    ("monitoring.thresholds.ece_max", 0.0, 1.001),
     ("monitoring.thresholds.consumer_lag_records", 0, 1_000_000_000_001),
     ("monitoring.thresholds.dead_letter_ratio", 0.0, 1.001),
     ("monitoring.thresholds.fairness_ratio_low", 0.0, 1.0),
@@ -337,6 +338,9 @@ OUT_OF_RANGE = [
     ("decision.precision_window", 0, 100_000_001),
     ("decision.top_fraction", 0.0, 1.001),
     ("decision.holdout_fraction", -0.001, 0.501),
+    ("calibration.learning_rate", 0.0, 1.001),
+    ("calibration.window", 9, 10_000_001),
+    ("calibration.bins", 1, 101),
 ]
 
 
