@@ -369,7 +369,16 @@ def _write(out: BatchOutput, predictions: IO[bytes] | None, dead_letters: IO[byt
     if predictions is not None:
         for p in out.predictions + out.shadow_predictions:
             predictions.write(
-                orjson.dumps({"event_id": p.event_id, "score": p.score, "model": p.model}) + b"\n"
+                orjson.dumps(
+                    {
+                        "event_id": p.event_id,
+                        "score": p.score,
+                        "model": p.model,
+                        "decision": p.decision,
+                        "holdout": p.holdout,
+                    }
+                )
+                + b"\n"
             )
     if dead_letters is not None:
         for letter in out.dead_letters:
