@@ -89,6 +89,13 @@ def backtest(
         typer.Option(help="Keep the fresh prefix's keys in Redis after the backtest."),
     ] = False,
     report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("reports/backtest"),
+    feedback: Annotated[
+        str,
+        typer.Option(
+            help="none, or filter: the labels of events the champion blocks are withheld (the"
+            " feedback loop); the report compares recall without and with a holdout."
+        ),
+    ] = "none",
 ) -> None:
     """Run models over a historical file in-process, in event time, and write a report.
 
@@ -144,11 +151,14 @@ def backtest(
                         predictions=predictions,
                         dead_letters=dead_letters,
                         on_batch=lambda n: bar.advance(task, n),
+                        feedback=feedback,
                     )
                 finally:
                     if fresh and not keep_state:
                         _clear_backtest_state(redis, settings)
             summary = write_report(result, staging)
+            if feedback == "filter":
+                _feedback_comparison(file, settings, specs[0], label_delay, staging)
     except SourceError as error:
         console.print(f"[red]cannot read the file:[/red] {escape(str(error))}")
         raise typer.Exit(1) from None
@@ -205,6 +215,34 @@ def rank_eval(
         )
     console.print(table)
     console.print(f"report: {report / 'report.md'}")
+
+
+def _feedback_comparison(
+    file: Path, settings: Settings, model: str, label_delay: float | None, folder: Path
+) -> None:
+    """Recall without and with a holdout under the feedback loop, into the report."""
+    import json
+
+    from streamlearn.stream.feedback_report import compare_feedback, write_feedback
+
+    with progress() as bar:
+        bar.add_task("feedback comparison (3 runs)", total=None)
+        comparison = compare_feedback(file, settings, model, label_delay)
+    plot = write_feedback(comparison, folder)
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["feedback_comparison"] = comparison
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    lines = ["", "## Feedback loop: recall on the unfiltered truth", ""]
+    for arm, figures in comparison["arms"].items():
+        recall = figures["recall"]
+        shown = f"{recall:.3f}" if recall is not None else "n/a"
+        lines.append(f"- {arm}: recall {shown}, labels withheld {figures['labels_dropped']}")
+    lines += ["", f"![feedback]({plot})", ""]
+    with (folder / "report.md").open("a") as report_md:
+        report_md.write("\n".join(lines))
+    for arm, figures in comparison["arms"].items():
+        console.print(f"feedback {arm}: recall {figures['recall']}")
 
 
 def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:

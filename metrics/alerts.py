@@ -11,7 +11,7 @@ Examples
 --------
 >>> rules = alert_rules(AlertThresholds())
 >>> sorted({r.alert for r in rules})[:3]
-['StreamlearnConceptDrift', 'StreamlearnConsumerLagHigh', 'StreamlearnDeadLetterRatioHigh']
+['StreamlearnCalibrationECEHigh', 'StreamlearnConceptDrift', 'StreamlearnConsumerLagHigh']
 >>> next(r.expr for r in rules if r.alert == "StreamlearnWorkerDown")
 'up{job="streamlearn"} == 0'
 """
@@ -33,6 +33,7 @@ from streamlearn.metrics.alert_rule import (
     selector,
     steps,
 )
+from streamlearn.metrics.decision_metrics import CALIBRATION_ECE
 from streamlearn.metrics.instruments import (
     CHECKPOINTS_REFUSED,
     JOB,
@@ -267,6 +268,27 @@ def _model_rules(t: AlertThresholds) -> list[AlertRule]:
                     ONLINE_ROC_AUC,
                     round(min(1.0, t.auc_min + 0.2), 6),
                     round(t.auc_min / 2, 6),
+                    t.quality_for,
+                ),
+            ),
+        ),
+        AlertRule(
+            alert="StreamlearnCalibrationECEHigh",
+            group="streamlearn-model",
+            expr=f"{CALIBRATION_ECE} > {t.ece_max!r}",
+            for_=t.quality_for,
+            severity="warning",
+            summary=f"Expected calibration error is {VALUE3}",
+            description=(
+                f"The scores of {{{{ $labels.instance }}}} are off their observed positive rates by"
+                f" {VALUE3} on average (ECE), above {t.ece_max!r} for {t.quality_for}: scores no"
+                " longer mean probabilities, and thresholds set on them drift."
+            ),
+            scenarios=(
+                gauge_scenario(
+                    CALIBRATION_ECE,
+                    round(t.ece_max / 2, 6),
+                    round(min(1.0, t.ece_max * 2), 6),
                     t.quality_for,
                 ),
             ),

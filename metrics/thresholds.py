@@ -69,6 +69,8 @@ class AlertThresholds(BaseModel):
         Alert when the rolling ROC AUC falls this far below the reference AUC.
     auc_min
         Alert when the rolling ROC AUC falls below this value.
+    ece_max
+        Alert when the expected calibration error of the scores rises above this value.
     consumer_lag_records
         Records behind the end of a topic, summed over its partitions.
     dead_letter_ratio
@@ -107,6 +109,7 @@ class AlertThresholds(BaseModel):
     p99_latency_seconds: float = Field(0.05, gt=0, le=3600)
     auc_drop: float = Field(0.05, gt=0, lt=1)
     auc_min: float = Field(0.55, ge=0, le=1)
+    ece_max: float = Field(0.1, gt=0, le=1)
     consumer_lag_records: int = Field(10_000, gt=0, le=1_000_000_000_000)
     dead_letter_ratio: float = Field(0.01, gt=0, le=1)
     not_finite_min_predictions: int = Field(5000, ge=0, le=1_000_000_000)

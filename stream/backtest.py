@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,9 +38,13 @@ from streamlearn.features.memory_store import MemoryStore
 from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.schema import line_kind, to_epoch_ms
 from streamlearn.features.store import InteractionStore
+from streamlearn.learners.calibration import PlattCalibrator
+from streamlearn.learners.holdout import decider_of
+from streamlearn.metrics.calibration import RollingCalibration
 from streamlearn.metrics.monitor import Monitor
 from streamlearn.metrics.scorecard import Scorecard
 from streamlearn.stream.config import Settings
+from streamlearn.stream.feedback import FeedbackLoop, feedback_batches
 from streamlearn.stream.processor import BatchOutput, DeadLetter, ModelSlot, Processor, Record
 from streamlearn.stream.sources import BadRow, read_records
 
@@ -140,6 +144,10 @@ class BacktestResult:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     batch_seconds: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    #: With ``feedback="filter"``: the labels the filter withheld and the true recall.
+    feedback: FeedbackLoop | None = None
+    #: The champion's decisions: the policy's threshold and what it buys, the holdout.
+    decisions: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The report's ``summary.json``."""
@@ -174,6 +182,8 @@ class BacktestResult:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events / self.seconds, 1) if self.seconds else None,
             "models": models,
+            "decisions": self.decisions,
+            **({"feedback": self.feedback.summary()} if self.feedback is not None else {}),
         }
 
 
@@ -237,8 +247,18 @@ def backtest(
     batch_size: int = 1000,
     timeline_every: int = 500,
     on_batch: Callable[[int], None] | None = None,
+    feedback: str = "none",
+    measure_recall: bool = False,
 ) -> BacktestResult:
-    """Run ``models`` side by side over the file at ``path``; write predictions as JSON lines."""
+    """Run ``models`` side by side over the file at ``path``; write predictions as JSON lines.
+
+    The champion decides with the ``decision`` section's policy and holdout. With
+    ``feedback="filter"`` the labels of the events it blocks are withheld
+    (:mod:`stream.feedback`), and the result measures recall on the unfiltered truth
+    (as it does with ``measure_recall`` and no filter, for a baseline).
+    """
+    if feedback not in ("none", "filter"):
+        raise ValueError(f"feedback must be none or filter, not {feedback!r}")
     specs = list(models)
     slots = [
         ModelSlot(
@@ -258,17 +278,32 @@ def backtest(
         settings.model.threshold,
         watermark_window=settings.store.watermark_window,
         watermark_quantile=settings.store.watermark_quantile,
+        decider=decider_of(settings.decision, settings.model.threshold),
     )
+    calibration = settings.calibration
+    processor.calibration = RollingCalibration(calibration.window, calibration.bins)
+    processor.calibrated = RollingCalibration(calibration.window, calibration.bins)
+    if calibration.method == "platt":
+        processor.calibrator = PlattCalibrator(calibration.learning_rate)
     refused: list[DeadLetter] = []
     records: Iterable[Record] = file_records(read_records(path), refused)
     if label_delay_s is not None:
         records = delayed_labels(records, int(label_delay_s * 1000))
     result = BacktestResult(slots=slots)
+    filtering = feedback == "filter"
+    loop = result.feedback = FeedbackLoop(filtering) if filtering or measure_recall else None
+    batches = (
+        _batches(records, batch_size)
+        if loop is None
+        else feedback_batches(records, batch_size, loop)
+    )
     started = time.perf_counter()
     next_point = timeline_every
-    for batch in _batches(records, batch_size):
+    for batch in batches:
         t0 = time.perf_counter()
         out = processor.process(batch)
+        if loop is not None:
+            loop.observe(out.predictions)
         result.batch_seconds.append((len(batch), time.perf_counter() - t0))
         out.dead_letters[:0] = refused  # rows refused by the reader while this batch was read
         refused.clear()
@@ -277,6 +312,7 @@ def backtest(
         result.dead_letters.update(d.reason for d in out.dead_letters)
         if processor.events_seen >= next_point:
             result.timeline.append(_point(processor))
+            result.timeline[-1]["threshold"] = processor.decider.threshold
             next_point = (processor.events_seen // timeline_every + 1) * timeline_every
         if on_batch is not None:
             on_batch(len(batch))
@@ -288,10 +324,37 @@ def backtest(
     result.seconds = time.perf_counter() - started
     result.events = processor.events_seen
     result.timeline.append(_point(processor))
+    result.decisions = _decisions(processor)
     return result
 
 
-def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+def _decisions(processor: Processor) -> dict[str, Any]:
+    """The champion's decision policy at the end, and its quality on the holdout."""
+    decider = processor.decider
+    policy = decider.policy
+    quality = processor.holdout_quality
+    quality.threshold = policy.threshold
+    return {
+        "policy": policy.name,
+        "threshold": policy.threshold,
+        "precision_lower_bound": round(policy.precision_lower_bound, 6),
+        "recall": round(policy.recall, 6),
+        "holdout_fraction": decider.holdout.fraction,
+        "propensity_weighting": decider.propensity_weighting,
+        "holdout_quality": quality.report().as_dict(),
+        "calibration": {
+            "ece": processor.calibration.ece(),
+            "reliability": processor.calibration.table(),
+            **(
+                {"ece_calibrated": processor.calibrated.ece()}
+                if processor.calibrator is not None
+                else {}
+            ),
+        },
+    }
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[Sequence[Record]]:
     batch: list[Record] = []
     for record in records:
         batch.append(record)
@@ -306,7 +369,16 @@ def _write(out: BatchOutput, predictions: IO[bytes] | None, dead_letters: IO[byt
     if predictions is not None:
         for p in out.predictions + out.shadow_predictions:
             predictions.write(
-                orjson.dumps({"event_id": p.event_id, "score": p.score, "model": p.model}) + b"\n"
+                orjson.dumps(
+                    {
+                        "event_id": p.event_id,
+                        "score": p.score,
+                        "model": p.model,
+                        "decision": p.decision,
+                        "holdout": p.holdout,
+                    }
+                )
+                + b"\n"
             )
     if dead_letters is not None:
         for letter in out.dead_letters:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from streamlearn.features.limits import Limits
 from streamlearn.features.store import (
     AppliedLabel,
     EventOp,
@@ -33,14 +34,20 @@ from streamlearn.features.store import (
     split_source,
 )
 from streamlearn.features.vector import FeatureConfig, features_from_snapshot
+from streamlearn.learners.calibration import PlattCalibrator
+from streamlearn.learners.holdout import Decided, Decider
 from streamlearn.learners.models import is_positive
+from streamlearn.metrics.calibration import RollingCalibration
+from streamlearn.metrics.decision_metrics import DecisionMetrics
 from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.metrics.quality import RollingQuality
 from streamlearn.metrics.slices import slice_values
 from streamlearn.stream.drift_action import on_drift
 from streamlearn.stream.model_guard import Learned, ModelGuard, ModelSlot
 from streamlearn.stream.outputs import BatchOutput, DeadLetter, Example
 
 if TYPE_CHECKING:
+    from streamlearn.features.schema import Event
     from streamlearn.stream.edge import Record
 
 __all__ = ["LabelLearning", "Scored"]
@@ -82,7 +89,37 @@ class LabelLearning:
     watermark_ms: int
     _guard: ModelGuard
     _recent: OrderedDict[str, Scored]
+    _recent_max: int
     _slice_keys: Sequence[str]
+    limits: Limits
+    decider: Decider
+    holdout_quality: RollingQuality
+    _served: OrderedDict[str, Decided]
+    _decision_metrics: DecisionMetrics | None
+    #: The champion's calibration over its recent labels, and after the calibrator (if any).
+    calibration: RollingCalibration
+    calibrator: PlattCalibrator | None
+    calibrated: RollingCalibration
+
+    def _decide(self, event: Event, p: float) -> Decided:
+        """The champion's decision for its score ``p`` of ``event``, kept for its label."""
+        given = self.decider.decide(p, event)
+        self._served[event.event_id] = given
+        if len(self._served) > self._recent_max:
+            self._served.popitem(last=False)
+        return given
+
+    def _publish_decisions(self) -> None:
+        """The policy's threshold and what it buys, and the holdout's quality, as gauges."""
+        if self._decision_metrics is None:
+            return
+        policy = self.decider.policy
+        self.holdout_quality.threshold = policy.threshold
+        report = self.holdout_quality.report()
+        self._decision_metrics.publish(
+            policy.threshold, policy.precision_lower_bound, policy.recall,
+            report.precision, report.recall, report.roc_auc, self.calibration.ece(),
+        )  # fmt: skip
 
     def _learn(
         self,
@@ -102,6 +139,12 @@ class LabelLearning:
         A label that would leave a model non-finite is not learned by any model
         and goes to the dead letters (``record``: the record that carried it).
         """
+        served = self._served.pop(event_id, None)
+        propensity = served.propensity if served is not None else 1.0
+        weight = self.decider.learning_weight(label.weight, propensity)
+        if weight != label.weight:
+            weight = min(weight, self.limits.max_label_weight)
+            label = AppliedLabel(label.value, weight, label.source, label.timestamp_ms)
         entry = Learned(x, label, event_id, kind, record)
         poisoned = self._guard.learn_all(self.slots, entry)
         if poisoned is not None:
@@ -120,6 +163,9 @@ class LabelLearning:
                 label.timestamp_ms,
                 scores[0] if scores else None,
                 champion.version,
+                served.decision if served is not None else None,
+                served.holdout if served is not None else False,
+                propensity,
             )
             out.examples.append(entry.example)
         out.labels_learned += 1
@@ -136,6 +182,16 @@ class LabelLearning:
                 drifted = drifted or (detected and index == 0)
             if slot.scorecard is not None:
                 slot.scorecard.update(y_true, given)
+        champion_score = scores[0] if scores else None
+        if champion_score is not None:
+            self.decider.policy.observe_label(
+                champion_score, y_true, self.decider.learning_weight(1.0, propensity)
+            )
+            if served is not None and served.holdout:
+                self.holdout_quality.update(y_true, champion_score, label.weight)
+            self.calibration.update(y_true, champion_score)
+            if self.calibrator is not None:
+                self.calibrated.update(y_true, self.calibrator.learn(champion_score, y_true))
         if drifted:
             self._on_drift(self.slots[0], event_time_ms, "concept")
         if self.metrics is not None:
@@ -206,8 +262,15 @@ class LabelLearning:
     # ------------------------------------------------------------------ process
 
     def _implicit(self, implicit: LabelOutcome, out: BatchOutput) -> None:
-        """An event whose label window passed in silence: learned as a negative."""
+        """An event whose label window passed in silence: learned as a negative.
+
+        Not when the policy blocked the event and the decision section says its
+        silence means nothing (``decision.implicit_negatives_of_blocked: false``).
+        """
         scored = self._scored(implicit, {})
+        if not self.decider.learns_implicit(self._served.get(implicit.event_id)):
+            self._served.pop(implicit.event_id, None)
+            return
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(
             implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",

@@ -39,6 +39,10 @@ class Prediction:
     decision: bool
     event_timestamp_ms: int
     record_timestamp_ms: int | None
+    #: Served whatever the decision: its unit is in the unfiltered holdout.
+    holdout: bool = False
+    #: The probability of the treatment the event got (allowed, held out or blocked).
+    propensity: float = 1.0
 
     def to_json(self, latency_ms: float) -> bytes:
         return orjson.dumps(
@@ -46,6 +50,8 @@ class Prediction:
                 "event_id": self.event_id,
                 "score": self.score,
                 "decision": self.decision,
+                "holdout": self.holdout,
+                "propensity": self.propensity,
                 "model": self.model,
                 "model_version": self.model_version,
                 "event_timestamp": self.event_timestamp_ms,
@@ -172,6 +178,11 @@ class Example:
     #: What the champion scored the event (None: its score was not stored).
     score: float | None
     model_version: str
+    #: The champion's decision for the event (None: no longer known, e.g. after a restart).
+    decision: bool | None = None
+    #: Whether the event's unit is in the unfiltered holdout, and its propensity.
+    holdout: bool = False
+    propensity: float = 1.0
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -185,6 +196,9 @@ class Example:
                 "label_timestamp": self.label_timestamp_ms,
                 "score": self.score,
                 "model_version": self.model_version,
+                "decision": self.decision,
+                "holdout": self.holdout,
+                "propensity": self.propensity,
                 "features": self.x,
             }
         )

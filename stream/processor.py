@@ -61,8 +61,12 @@ from streamlearn.features.vector import (
     features_of,
     snapshot_payload,
 )
+from streamlearn.learners.holdout import Decided, Decider
 from streamlearn.learners.models import score
+from streamlearn.metrics.calibration import RollingCalibration
+from streamlearn.metrics.decision_metrics import DecisionMetrics
 from streamlearn.metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
+from streamlearn.metrics.quality import RollingQuality
 from streamlearn.metrics.slices import slice_values
 from streamlearn.stream.edge import Record
 from streamlearn.stream.learning import LabelLearning, Scored
@@ -118,6 +122,9 @@ class Processor(LabelLearning):
     Event time is tracked per events partition by a :class:`~stream.watermark.PartitionClock`
     (``watermark_window``, ``watermark_quantile``: ``store.watermark_*`` in the
     settings), so a few events dated far ahead do not expire the labels that wait.
+
+    The champion's decision comes from ``decider`` (:class:`~learners.holdout.Decider`:
+    a decision policy and the unfiltered holdout; by default ``score > threshold``).
     """
 
     def __init__(
@@ -132,6 +139,7 @@ class Processor(LabelLearning):
         keep_examples: bool = False,
         watermark_window: int = 32,
         watermark_quantile: float = 0.5,
+        decider: Decider | None = None,
     ) -> None:
         if not slots:
             raise ValueError("a processor needs at least one model")
@@ -156,6 +164,15 @@ class Processor(LabelLearning):
         champion = self.slots[0].monitor
         #: The champion's monitor's slice keys: what each event's slice values are taken for.
         self._slice_keys = champion.config.slices if champion is not None else ()
+        #: The champion's decisions: policy and holdout, with what each event was given.
+        self.decider = decider or Decider.fixed(threshold)
+        self._served: OrderedDict[str, Decided] = OrderedDict()
+        window = champion.config.quality_window if champion is not None else 1000
+        #: Online quality on the holdout's labels only (unbiased by the filter).
+        self.holdout_quality = RollingQuality(window, self.decider.threshold)
+        self._decision_metrics = DecisionMetrics.on(metrics.registry) if metrics else None
+        self.calibration, self.calibrated = RollingCalibration(), RollingCalibration()
+        self.calibrator = None  # a PlattCalibrator measured after the model (calibration.method)
 
     # ------------------------------------------------------------------ decode
 
@@ -320,10 +337,13 @@ class Processor(LabelLearning):
                 scores[index] = None
                 self._not_finite(event.event_id, slot, p, record, out, index == 0)
                 continue
-            decision = p > self.threshold
+            given = (
+                self._decide(event, p) if index == 0 else Decided(p > self.threshold, False, 1.0)
+            )
+            decision = given.decision
             prediction = Prediction(
                 event.event_id, slot.name, slot.version, p, decision, event.timestamp,
-                record.timestamp_ms,
+                record.timestamp_ms, given.holdout, given.propensity,
             )  # fmt: skip
             (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
             published = published or index == 0
@@ -390,6 +410,7 @@ class Processor(LabelLearning):
         for slot in self.slots:
             if slot.monitor is not None:
                 slot.monitor.publish()
+        self._publish_decisions()
 
     def _watermarks(self) -> dict[int, int]:
         """Per owned partition, its watermark: up to there its events are in.

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.store import InteractionStore
 from streamlearn.learners.checkpointer import ModelState
+from streamlearn.learners.holdout import decider_of
 from streamlearn.learners.registry import NonFiniteModelError
 from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
@@ -160,6 +161,7 @@ class Worker:
             keep_examples=kafka.topics.examples is not None,
             watermark_window=settings.store.watermark_window,
             watermark_quantile=settings.store.watermark_quantile,
+            decider=decider_of(settings.decision, settings.model.threshold),
         )
         self.outputs = Outputs(kafka, self.metrics, self._stop)
         self.summary = WorkerSummary()

@@ -63,6 +63,8 @@ from pydantic_settings import (
 from streamlearn.features.limits import Limits
 from streamlearn.features.store import StoreConfig
 from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.calibration import CalibrationConfig
+from streamlearn.learners.decision_policy import DecisionConfig
 from streamlearn.metrics.thresholds import MonitoringConfig
 from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
 from streamlearn.stream.config.masking import MaskingFormatter, mask_url
@@ -75,7 +77,9 @@ from streamlearn.stream.config.sections import (
 
 __all__ = [
     "CheckpointConfig",
+    "CalibrationConfig",
     "ConfigError",
+    "DecisionConfig",
     "KafkaConfig",
     "MaskingFormatter",
     "MetricsConfig",
@@ -107,6 +111,8 @@ class Settings(BaseSettings):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,7 @@ from streamlearn.metrics.alert_files import (
     rules_yaml,
 )
 from streamlearn.metrics.alerts import alert_names, alert_rules, recording_rules
+from streamlearn.metrics.decision_metrics import DecisionMetrics
 from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
 from streamlearn.metrics.thresholds import AlertThresholds, MonitoringConfig, duration_seconds
@@ -76,6 +77,7 @@ def known_series() -> set[str]:
     """Every series name the worker exports, plus Prometheus' own."""
     registry = CollectorRegistry()
     WorkerMetrics(registry)
+    DecisionMetrics.on(registry)  # the processor's decision, holdout and calibration gauges
     Monitor(MonitoringConfig(features=("amount",)), MonitoringMetrics(registry))
     suffixes = {
         "counter": ("_total",),

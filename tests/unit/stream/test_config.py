@@ -319,6 +319,7 @@ OUT_OF_RANGE = [
     ("monitoring.thresholds.p99_latency_seconds", 0.0, 3601.0),
     ("monitoring.thresholds.auc_drop", 0.0, 1.0),
     ("monitoring.thresholds.auc_min", -0.001, 1.001),
+    ("monitoring.thresholds.ece_max", 0.0, 1.001),
     ("monitoring.thresholds.consumer_lag_records", 0, 1_000_000_000_001),
     ("monitoring.thresholds.dead_letter_ratio", 0.0, 1.001),
     ("monitoring.thresholds.fairness_ratio_low", 0.0, 1.0),
@@ -328,6 +329,18 @@ OUT_OF_RANGE = [
     ("serve.max_candidates", 0, 100_001),
     ("serve.max_body_bytes", 1023, 67_108_865),
     ("serve.refresh_seconds", 0.049, 3601.0),
+    ("decision.precision_at_least", 0.0, 1.0),
+    ("decision.confidence", 0.499, 1.0),
+    ("decision.min_labels", 0, 10_000_001),
+    ("decision.min_positives", 0, 10_000_001),
+    ("decision.window", 9, 10_000_001),
+    ("decision.update_every", 0, 1_000_001),
+    ("decision.precision_window", 0, 100_000_001),
+    ("decision.top_fraction", 0.0, 1.001),
+    ("decision.holdout_fraction", -0.001, 0.501),
+    ("calibration.learning_rate", 0.0, 1.001),
+    ("calibration.window", 9, 10_000_001),
+    ("calibration.bins", 1, 101),
 ]
 
 
