@@ -37,6 +37,7 @@ from streamlearn.learners.models import is_positive
 from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.metrics.slices import slice_values
 from streamlearn.stream.drift_action import on_drift
+from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun
 from streamlearn.stream.model_guard import Learned, ModelGuard, ModelSlot
 from streamlearn.stream.outputs import BatchOutput, DeadLetter, Example
 
@@ -66,6 +67,8 @@ class Scored:
     event_time_ms: int
     #: The event's slice values (``monitoring.slices``), None when unknown.
     slices: tuple[str | None, ...] | None = None
+    #: The experiment arm that served the event (None: no experiment, or not known).
+    arm: str | None = None
 
 
 class LabelLearning:
@@ -83,6 +86,25 @@ class LabelLearning:
     _guard: ModelGuard
     _recent: OrderedDict[str, Scored]
     _slice_keys: Sequence[str]
+    experiment: ExperimentRun | None
+    rollback: RollbackRun | None
+
+    def _learning_slots(self, arm: str | None) -> list[ModelSlot]:
+        """The slots that learn a label of an event ``arm`` served: every slot but the
+        rollback rule's frozen copy, only ``arm`` with ``experiment.learn: own_arm``."""
+        if self.experiment is None and self.rollback is None:
+            return self.slots
+        frozen = self.rollback.frozen if self.rollback is not None else frozenset()
+        only = self.experiment.learners(arm) if self.experiment is not None else None
+        return [s for s in self.slots if s.name not in frozen and (only is None or s.name in only)]
+
+    def _credit(self, arm: str | None, scores: Sequence[float | None], y_true: bool) -> None:
+        """The experiment and the rollback rule judge the arms' scores of a learned label."""
+        named = {slot.name: p for slot, p in zip(self.slots, scores, strict=False)}
+        if self.experiment is not None:
+            self.experiment.observe_label(arm, named, y_true)
+        if self.rollback is not None:
+            self.rollback.observe_label(named, y_true)
 
     def _learn(
         self,
@@ -95,20 +117,25 @@ class LabelLearning:
         out: BatchOutput,
         record: Record | None = None,
         slices: tuple[str | None, ...] | None = None,
+        arm: str | None = None,
     ) -> None:
         """Every model learns the label; ``scores``: what each gave the event, when known.
+
+        ``arm``: the experiment arm that served the event; it is credited with the
+        label, and with ``experiment.learn: own_arm`` is the only one to learn it.
 
         The batch counts the label, and keeps it with ``x`` as an example when asked to.
         A label that would leave a model non-finite is not learned by any model
         and goes to the dead letters (``record``: the record that carried it).
         """
         entry = Learned(x, label, event_id, kind, record)
-        poisoned = self._guard.learn_all(self.slots, entry)
+        poisoned = self._guard.learn_all(self._learning_slots(arm), entry)
         if poisoned is not None:
             self._refuse(entry, poisoned, out)
             return
         if self.keep_examples:
-            champion = self.slots[0]
+            # the champion's score and version, or those of the arm that served the event
+            at = next((i for i, s in enumerate(self.slots) if s.name == arm), 0)
             entry.example = Example(
                 event_id,
                 x,
@@ -118,8 +145,9 @@ class LabelLearning:
                 label.source,
                 event_time_ms,
                 label.timestamp_ms,
-                scores[0] if scores else None,
-                champion.version,
+                scores[at] if at < len(scores) else None,
+                self.slots[at].version,
+                arm,
             )
             out.examples.append(entry.example)
         out.labels_learned += 1
@@ -138,6 +166,8 @@ class LabelLearning:
                 slot.scorecard.update(y_true, given)
         if drifted:
             self._on_drift(self.slots[0], event_time_ms, "concept")
+        if self.experiment is not None or self.rollback is not None:
+            self._credit(arm, scores, y_true)
         if self.metrics is not None:
             self.metrics.observe_label(kind, y_true, event_time_ms)
 
@@ -211,7 +241,7 @@ class LabelLearning:
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(
             implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",
-            out, slices=scored.slices,
+            out, slices=scored.slices, arm=scored.arm,
         )  # fmt: skip
         if self.metrics is not None:
             delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
@@ -252,7 +282,7 @@ class LabelLearning:
             x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
             self._learn(
                 outcome.event_id, x, label, scores, event_time_ms, "labels", out, record,
-                scored.slices,
+                scored.slices, scored.arm,
             )  # fmt: skip
             if self.metrics is not None:
                 delay_ms = max(0, op.timestamp_ms - event_time_ms)

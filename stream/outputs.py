@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from streamlearn.learners.decision import Decision
+
 __all__ = [
     "DEAD_LETTER_MIN_BYTES",
     "BatchOutput",
@@ -39,19 +41,28 @@ class Prediction:
     decision: bool
     event_timestamp_ms: int
     record_timestamp_ms: int | None
+    #: The experiment arm that scored it (None: no experiment running).
+    arm: str | None = None
 
     def to_json(self, latency_ms: float) -> bytes:
-        return orjson.dumps(
-            {
-                "event_id": self.event_id,
-                "score": self.score,
-                "decision": self.decision,
-                "model": self.model,
-                "model_version": self.model_version,
-                "event_timestamp": self.event_timestamp_ms,
-                "latency_ms": round(latency_ms, 3),
-            }
-        )
+        """The predictions topic's record; ``arm`` is there when an experiment runs.
+
+        >>> p = Prediction("e1", "b", "2", 0.5, False, 1000, None, arm="b")
+        >>> orjson.loads(p.to_json(1.0))["arm"]
+        'b'
+        """
+        doc: dict[str, Any] = {
+            "event_id": self.event_id,
+            "score": self.score,
+            "decision": self.decision,
+            "model": self.model,
+            "model_version": self.model_version,
+            "event_timestamp": self.event_timestamp_ms,
+            "latency_ms": round(latency_ms, 3),
+        }
+        if self.arm is not None:
+            doc["arm"] = self.arm
+        return orjson.dumps(doc)
 
 
 #: Largest escaped size of a dead letter's reason, detail and topic name: with the other
@@ -170,8 +181,11 @@ class Example:
     #: What the champion scored the event (None: its score was not stored).
     score: float | None
     model_version: str
+    #: The experiment arm that served the event (None: no experiment, or not known).
+    arm: str | None = None
 
     def to_json(self) -> bytes:
+        arm = {} if self.arm is None else {"arm": self.arm}
         return orjson.dumps(
             {
                 "event_id": self.event_id,
@@ -183,6 +197,7 @@ class Example:
                 "label_timestamp": self.label_timestamp_ms,
                 "score": self.score,
                 "model_version": self.model_version,
+                **arm,
                 "features": self.x,
             }
         )
@@ -197,3 +212,5 @@ class BatchOutput:
     examples: list[Example] = field(default_factory=list)
     labels_learned: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: The experiment's and the rollback rule's decisions taken after the batch.
+    decisions: list[Decision] = field(default_factory=list)
