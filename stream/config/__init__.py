@@ -65,6 +65,7 @@ from streamlearn.features.store import StoreConfig
 from streamlearn.features.vector import FeatureConfig
 from streamlearn.metrics.thresholds import MonitoringConfig
 from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
+from streamlearn.stream.config.experiment import ExperimentSettings
 from streamlearn.stream.config.masking import MaskingFormatter, mask_url
 from streamlearn.stream.config.sections import (
     CheckpointConfig,
@@ -76,6 +77,7 @@ from streamlearn.stream.config.sections import (
 __all__ = [
     "CheckpointConfig",
     "ConfigError",
+    "ExperimentSettings",
     "KafkaConfig",
     "MaskingFormatter",
     "MetricsConfig",
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    experiment: ExperimentSettings | None = None
 
     @classmethod
     def settings_customise_sources(
