@@ -80,11 +80,18 @@ class ExperimentRun:
     learn
         ``all``: every arm learns every label; ``own_arm``: an arm learns only the
         labels of the events it served.
+    wall_clock
+        Whether the arms' scoring latencies are measured (the latency guardrails);
+        without, every latency counts as 0 and the run depends only on its records
+        (a backtest).
     """
 
-    def __init__(self, config: ExperimentConfig, learn: Learn = "all") -> None:
+    def __init__(
+        self, config: ExperimentConfig, learn: Learn = "all", wall_clock: bool = True
+    ) -> None:
         self.experiment = Experiment(config)
         self.learn: Learn = learn
+        self.wall_clock = wall_clock
         self.assignment = Assignment(config.id, config.arms, config.unit_field)
         self.last_event_ms: int | None = None
 
@@ -130,9 +137,8 @@ class ExperimentRun:
             if arm in scores:
                 p = scores[arm]
                 ok = _finite(p)
-                self.experiment.observe_prediction(
-                    arm, latency_s.get(arm, 0.0), ok, p if ok else None
-                )
+                latency = latency_s.get(arm, 0.0) if self.wall_clock else 0.0
+                self.experiment.observe_prediction(arm, latency, ok, p if ok else None)
 
     def observe_label(
         self, arm: str | None, scores: Mapping[str, float | None], y_true: bool
