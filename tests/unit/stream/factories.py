@@ -27,6 +27,6 @@ def always_high() -> base.Classifier:
     return Constant(0.99)
 
 
-def base_rate() -> base.Classifier:
-    """A constant near the click rate: it never learns anything about the events."""
-    return Constant(0.1)
+def uninformed() -> base.Classifier:
+    """An even chance for every event: a model that knows nothing."""
+    return Constant(0.5)
