@@ -182,7 +182,7 @@ class LabelLearning:
                 out.examples = [e for e in out.examples if e is not entry.example]
             out.labels_learned -= 1
             for slot in self.slots:
-                slot.labels_learned -= 1
+                slot.labels_learned -= slot.name in entry.learners
             self._refuse(entry, slot_name, out)
 
     def _refuse(self, entry: Learned, slot_name: str, out: BatchOutput) -> None:

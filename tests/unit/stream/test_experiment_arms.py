@@ -129,3 +129,31 @@ def test_a_rollback_puts_the_frozen_copy_back_in_place_of_the_live_model():
     assert proc.slots[0].model is not copy.model
     assert score(proc.slots[0].model, x) == pytest.approx(before)
     assert proc.slots[0].version == "7"
+
+
+def test_an_undone_label_leaves_each_arm_with_only_its_own_labels():
+    """own_arm: a label that poisons arm a is undone by rebuilding a from its batch
+    snapshot and the labels *a* learned since, never b's."""
+    config = ExperimentConfig(id="exp", arms={"a": 0.5, "b": 0.5}, primary="log_loss")
+    run = ExperimentRun(config, learn="own_arm")
+    slots = [ModelSlot("a", build_model("logistic")), ModelSlot("b", build_model("logistic"))]
+    store = MemoryStore(StoreConfig(), InteractionConfig())
+    limits = Limits(feature_bounds={"length": (-1e308, 1e308)})
+    proc = Processor(slots, store, FeatureConfig(mode="raw"), limits, 0.5, experiment=run)
+    users = {run.serving({"user_id": f"u{i}"}): f"u{i}" for i in range(20)}
+
+    def record(n: int, arm: str, length: float, value: bool) -> Record:
+        body = {
+            "event_id": f"e{n}", "timestamp": T0 + n * 1000, "user_id": users[arm],
+            "item_id": "i", "features": {"length": length}, "label": value,
+        }  # fmt: skip
+        return Record("events", orjson.dumps(body), "events", 0, n)
+
+    batch = [record(0, "a", 1.0, True), record(1, "b", 3.0, False), record(2, "a", 1e300, True)]
+    out = proc.process(batch)
+    assert [d.reason for d in out.dead_letters] == ["poisoned_model"]
+    alone = build_model("logistic")  # what a learned: its first label only
+    alone.learn_one({"length": 1.0}, True)
+    x = {"length": 2.0}
+    assert score(proc.slots[0].model, x) == score(alone, x)
+    assert {s.name: s.labels_learned for s in proc.slots} == {"a": 1, "b": 1}
