@@ -32,10 +32,10 @@ Examples
 >>> arm = run.serving({"user_id": "u1"})
 >>> arm in ("a", "b"), run.serving({"user_id": "u1"}) == arm
 (True, True)
->>> run.learners(arm) is None
-True
->>> ExperimentRun(run.experiment.config, learn="own_arm").learners("b")
-frozenset({'b'})
+>>> run.not_learning(arm)
+frozenset()
+>>> ExperimentRun(run.experiment.config, learn="own_arm").not_learning("b")
+frozenset({'a'})
 """
 
 from __future__ import annotations
@@ -113,11 +113,12 @@ class ExperimentRun:
         arm = self.assignment.arm_for(event)
         return config.control if arm in experiment.reverted else arm
 
-    def learners(self, arm: str | None) -> frozenset[str] | None:
-        """The arms that learn a label of an event ``arm`` served (None: every arm)."""
+    def not_learning(self, arm: str | None) -> frozenset[str]:
+        """The arms that do not learn a label of an event ``arm`` served: none, or with
+        ``own_arm`` every other arm (slots that are no arm learn every label)."""
         if self.learn == "all" or arm is None:
-            return None
-        return frozenset((arm,))
+            return frozenset()
+        return frozenset(self.arms) - {arm}
 
     def observe_scored(
         self,

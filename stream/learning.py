@@ -94,9 +94,10 @@ class LabelLearning:
         rollback rule's frozen copy, only ``arm`` with ``experiment.learn: own_arm``."""
         if self.experiment is None and self.rollback is None:
             return self.slots
-        frozen = self.rollback.frozen if self.rollback is not None else frozenset()
-        only = self.experiment.learners(arm) if self.experiment is not None else None
-        return [s for s in self.slots if s.name not in frozen and (only is None or s.name in only)]
+        skip = self.rollback.frozen if self.rollback is not None else frozenset()
+        if self.experiment is not None:
+            skip = skip | self.experiment.not_learning(arm)
+        return [slot for slot in self.slots if slot.name not in skip]
 
     def _credit(self, arm: str | None, scores: Sequence[float | None], y_true: bool) -> None:
         """The experiment and the rollback rule judge the arms' scores of a learned label."""
