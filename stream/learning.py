@@ -91,7 +91,7 @@ class LabelLearning:
 
     def _learning_slots(self, arm: str | None) -> list[ModelSlot]:
         """The slots that learn a label of an event ``arm`` served: every slot but the
-        rollback rule's frozen copy, only ``arm`` with ``experiment.learn: own_arm``."""
+        rollback rule's frozen copy, and with ``experiment.learn: own_arm`` the other arms."""
         if self.experiment is None and self.rollback is None:
             return self.slots
         skip = self.rollback.frozen if self.rollback is not None else frozenset()
@@ -123,7 +123,7 @@ class LabelLearning:
         """Every model learns the label; ``scores``: what each gave the event, when known.
 
         ``arm``: the experiment arm that served the event; it is credited with the
-        label, and with ``experiment.learn: own_arm`` is the only one to learn it.
+        label, and with ``experiment.learn: own_arm`` is the only arm to learn it.
 
         The batch counts the label, and keeps it with ``x`` as an example when asked to.
         A label that would leave a model non-finite is not learned by any model
