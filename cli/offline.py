@@ -8,11 +8,12 @@ from typing import Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
 from streamlearn.cli.common import ConfigOption, load_settings_quietly, settings_or_exit
-from streamlearn.stream.config import Settings, mask_url
+from streamlearn.stream.config import ExperimentSettings, Settings, mask_url
 from streamlearn.stream.ui import console, progress
 
 __all__ = ["backtest", "dataset", "generate", "rank_eval", "replay"]
@@ -65,7 +66,10 @@ def backtest(
     config: ConfigOption = None,
     model: Annotated[
         list[str] | None,
-        typer.Option(help="Preset or package.module:function; repeat to compare models."),
+        typer.Option(
+            help="Preset or package.module:function, or NAME=SPEC; repeat to compare models"
+            " (with --experiment the first is the control)."
+        ),
     ] = None,
     features: Annotated[
         str | None, typer.Option(help="default, or raw: the event's own features only.")
@@ -96,11 +100,44 @@ def backtest(
             " feedback loop); the report compares recall without and with a holdout."
         ),
     ] = "none",
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            help="ab or shadow: the models are an experiment's arms (the first the control),"
+            " decided as the worker decides; settings from the config's experiment section."
+        ),
+    ] = None,
+    share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="With --experiment ab: the treatments' share."),
+    ] = 0.1,
+    primary: Annotated[
+        str | None,
+        typer.Option(
+            help="log_loss (default: in a replay the outcome does not depend on the served"
+            " score), brier or positive_rate."
+        ),
+    ] = None,
+    rollback_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.99,
+            help="Keep a frozen last-known-good copy of the first model in shadow and roll"
+            " back to it when the live model is this much worse (relative log loss).",
+        ),
+    ] = None,
+    rollback_refresh: Annotated[
+        int,
+        typer.Option(min=1, help="Labels between refreshes of the last-known-good copy."),
+    ] = 5000,
 ) -> None:
     """Run models over a historical file in-process, in event time, and write a report.
 
     The report is written beside ``--report`` and renamed into place once complete:
-    an interrupted backtest leaves the previous report as it was.
+    an interrupted backtest leaves the previous report as it was. With ``--experiment``
+    the models are an experiment's arms and ``summary.json`` has its ``experiment``: per
+    arm events, labels, primary metric and interval, and every decision.
     """
     from redis.exceptions import RedisError
 
@@ -134,6 +171,16 @@ def backtest(
             )
     specs = model or [settings.model.spec]
     try:
+        arms = experiment_settings(settings, specs, experiment, share, primary)
+        rollback = None
+        if rollback_drop is not None:
+            from streamlearn.learners.rollback import RollbackConfig
+
+            rollback = RollbackConfig(drop=rollback_drop)
+    except ValueError as error:
+        console.print(f"[red]cannot run the backtest:[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    try:
         with staged_folder(report) as staging:
             with (
                 (staging / "predictions.jsonl").open("wb") as predictions,
@@ -152,6 +199,9 @@ def backtest(
                         dead_letters=dead_letters,
                         on_batch=lambda n: bar.advance(task, n),
                         feedback=feedback,
+                        experiment=arms,
+                        rollback=rollback,
+                        rollback_refresh_every=rollback_refresh,
                     )
                 finally:
                     if fresh and not keep_state:
@@ -177,6 +227,41 @@ def backtest(
         raise typer.Exit(1) from None
     console.print(summary)
     console.print(f"report in {report}")
+
+
+def experiment_settings(
+    settings: Settings,
+    specs: list[str],
+    mode: str | None,
+    share: float,
+    primary: str | None,
+) -> ExperimentSettings | None:
+    """The backtest's experiment: the config's ``experiment`` section (or its defaults)
+    with the models as arms, the first the control at ``1 - share``, the others
+    sharing ``share``; ``log_loss`` as primary metric unless told.
+
+    >>> experiment_settings(Settings(), ["a=logistic", "b=logistic"], "ab", 0.1, None).arms
+    {'a': 0.9, 'b': 0.1}
+    """
+    if mode is None:
+        if primary is not None:
+            raise ValueError("--primary is for --experiment")
+        return None
+    from streamlearn.stream.backtest import named_specs
+
+    names = [name for name, _ in named_specs(specs)]
+    if len(names) < 2:
+        raise ValueError("an experiment needs two models or more: --model NAME=SPEC, twice")
+    if mode == "ab" and not 0 < share < 1:
+        raise ValueError(f"--share must be between 0 and 1 in an ab experiment, got {share}")
+    arms = {names[0]: 1.0 - share} | {name: share / (len(names) - 1) for name in names[1:]}
+    base = settings.experiment or ExperimentSettings()
+    update = {"mode": mode, "arms": arms, "primary": primary or "log_loss"}
+    try:
+        return ExperimentSettings.model_validate(base.model_dump() | update)
+    except ValidationError as error:
+        problems = "; ".join(str(e["msg"]) for e in error.errors())
+        raise ValueError(f"the experiment: {problems}") from None
 
 
 def rank_eval(

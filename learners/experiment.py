@@ -71,10 +71,16 @@ class GuardrailConfig(BaseModel):
     model_config = _FROZEN
 
     latency_p99_s: float | None = Field(
-        default=None, gt=0, description="Most p99 scoring latency of an arm, in seconds."
+        default=None,
+        gt=0,
+        le=3600,
+        description="Most p99 scoring latency of an arm, in seconds.",
     )
     latency_p99_ratio: float | None = Field(
-        default=1.5, gt=1, description="Most p99 scoring latency of a treatment over the control's."
+        default=1.5,
+        gt=1,
+        le=1000,
+        description="Most p99 scoring latency of a treatment over the control's.",
     )
     error_ratio: float | None = Field(
         default=0.01,
@@ -85,6 +91,7 @@ class GuardrailConfig(BaseModel):
     positive_rate_shift: float | None = Field(
         default=0.5,
         gt=0,
+        le=1000,
         description="Most relative shift of a treatment's predicted-positive rate from the"
         " control's (0.5: between half and one and a half times).",
     )
@@ -92,7 +99,10 @@ class GuardrailConfig(BaseModel):
         default=0.5, gt=0, lt=1, description="A score at or above is positive."
     )
     min_predictions: int = Field(
-        default=1000, gt=0, description="Predictions per arm before any guardrail is judged."
+        default=1000,
+        gt=0,
+        le=1_000_000_000,
+        description="Predictions per arm before any guardrail is judged.",
     )
 
 
@@ -110,18 +120,22 @@ class ExperimentConfig(BaseModel):
     unit_field: str = "user_id"
     primary: Primary = "positive_rate"
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    min_labels_per_arm: int = Field(default=1000, gt=1)
+    min_labels_per_arm: int = Field(default=1000, gt=1, le=1_000_000_000)
     max_duration_s: float | None = Field(
-        default=14 * 86_400.0, gt=0, description="Event time after which the experiment stops."
+        default=14 * 86_400.0,
+        gt=0,
+        le=366 * 86_400.0,
+        description="Event time after which the experiment stops.",
     )
     promotion: Literal["auto", "manual"] = "auto"
     mixture_sd: float | None = Field(
         default=None,
         gt=0,
+        le=1e6,
         description="The mSPRT mixture's standard deviation, in the metric's units; by"
         " default ``expected_relative_effect`` times the control's mean at the first look.",
     )
-    expected_relative_effect: float = Field(default=0.1, gt=0)
+    expected_relative_effect: float = Field(default=0.1, gt=0, le=100)
     log_loss_eps: float = Field(default=1e-3, gt=0, lt=0.5)
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
 

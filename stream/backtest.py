@@ -10,6 +10,18 @@ label record, before the first event at or after ``event time + delay``: the
 order of ``river.stream.simulate_qa``, so a backtest matches
 ``river.evaluate.progressive_val_score(..., delay=...)``.
 
+With an ``experiment`` (:class:`stream.config.ExperimentSettings`, its arms named as
+the models: ``NAME=SPEC``) the models are its arms, served as the worker serves them
+(:class:`stream.experiment_run.ExperimentRun`), and ``summary.json`` has its
+``experiment``: per arm events, labels, primary metric and interval, and the decisions
+with their event index and event time. A backtest is deterministic: the latency
+guardrails, which judge wall-clock time, are left out of its experiments, and no
+latency is measured for them. With
+``rollback`` (:class:`learners.rollback.RollbackConfig`) a frozen last-known-good copy
+of the first model scores in shadow (:class:`stream.experiment_run.RollbackRun`),
+refreshed every ``rollback_refresh_every`` labels while the live model is at least as
+good, and a rollback puts it back in place of the live model.
+
 A row that the file reader refuses (a :class:`stream.sources.BadRow`: ``nan`` in
 a CSV cell, more cells than columns, ...) is a dead letter with the reader's
 reason, counted with the others in ``summary.json``.
@@ -40,10 +52,12 @@ from streamlearn.features.schema import line_kind, to_epoch_ms
 from streamlearn.features.store import InteractionStore
 from streamlearn.learners.calibration import PlattCalibrator
 from streamlearn.learners.holdout import decider_of
+from streamlearn.learners.rollback import RollbackConfig
 from streamlearn.metrics.calibration import RollingCalibration
 from streamlearn.metrics.monitor import Monitor
 from streamlearn.metrics.scorecard import Scorecard
-from streamlearn.stream.config import Settings
+from streamlearn.stream.config import ExperimentSettings, Settings
+from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun
 from streamlearn.stream.feedback import FeedbackLoop, feedback_batches
 from streamlearn.stream.processor import BatchOutput, DeadLetter, ModelSlot, Processor, Record
 from streamlearn.stream.sources import BadRow, read_records
@@ -55,6 +69,7 @@ __all__ = [
     "delayed_labels",
     "file_records",
     "fresh_key_prefix",
+    "named_specs",
 ]
 
 EVENTS_TOPIC = "file"
@@ -148,6 +163,8 @@ class BacktestResult:
     feedback: FeedbackLoop | None = None
     #: The champion's decisions: the policy's threshold and what it buys, the holdout.
     decisions: dict[str, Any] = field(default_factory=dict)
+    #: The experiment's (or the rollback rule's) summary, when one ran.
+    experiment: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The report's ``summary.json``."""
@@ -175,7 +192,7 @@ class BacktestResult:
                 "slices": snapshot["slices"],
                 "fairness_band": [t.fairness_ratio_low, t.fairness_ratio_high],
             }
-        return {
+        summary = {
             "events": self.events,
             "labels_learned": self.labels_learned,
             "dead_letters": dict(sorted(self.dead_letters.items())),
@@ -185,6 +202,9 @@ class BacktestResult:
             "decisions": self.decisions,
             **({"feedback": self.feedback.summary()} if self.feedback is not None else {}),
         }
+        if self.experiment is not None:
+            summary["experiment"] = self.experiment
+        return summary
 
 
 def alert_for(kind: str, name: str) -> str:
@@ -236,6 +256,42 @@ def _slot_names(specs: Iterable[str]) -> list[str]:
     return names
 
 
+def named_specs(models: Iterable[str]) -> list[tuple[str, str]]:
+    """``(name, spec)`` of each ``--model``: ``NAME=SPEC``, or a bare spec named after
+    itself (``#2``, ``#3``... when repeated).
+
+    >>> named_specs(["control=logistic", "logistic", "logistic"])
+    [('control', 'logistic'), ('logistic', 'logistic'), ('logistic#2', 'logistic')]
+    >>> named_specs(["pkg.mod:make"])
+    [('pkg.mod:make', 'pkg.mod:make')]
+    """
+    pairs: list[tuple[str | None, str]] = []
+    for model in models:
+        name, sep, spec = model.partition("=")
+        if sep and name and spec and name.replace("-", "_").replace("#", "_").isidentifier():
+            pairs.append((name, spec))
+        else:
+            pairs.append((None, model))
+    bare = iter(_slot_names(spec for name, spec in pairs if name is None))
+    named = [(name if name is not None else next(bare), spec) for name, spec in pairs]
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models have the same name: {names}")
+    return named
+
+
+def _experiment_run(experiment: ExperimentSettings, names: list[str]) -> ExperimentRun:
+    """The backtest's experiment: its arms checked against the models, no latency guardrail."""
+    missing = [arm for arm in experiment.arms if arm not in names]
+    if missing:
+        raise ValueError(f"experiment arms {missing} are not among the models {names}")
+    guardrails = experiment.guardrails.model_copy(
+        update={"latency_p99_s": None, "latency_p99_ratio": None}
+    )
+    config = experiment.decision_config().model_copy(update={"guardrails": guardrails})
+    return ExperimentRun(config, learn=experiment.learn, wall_clock=False)
+
+
 def backtest(
     path: Path,
     settings: Settings,
@@ -249,8 +305,14 @@ def backtest(
     on_batch: Callable[[int], None] | None = None,
     feedback: str = "none",
     measure_recall: bool = False,
+    experiment: ExperimentSettings | None = None,
+    rollback: RollbackConfig | None = None,
+    rollback_refresh_every: int = 5000,
 ) -> BacktestResult:
     """Run ``models`` side by side over the file at ``path``; write predictions as JSON lines.
+
+    ``models``: specs, or ``NAME=SPEC`` (:func:`named_specs`); with an ``experiment`` its
+    arms are models' names, with ``rollback`` the first model is the live one.
 
     The champion decides with the ``decision`` section's policy and holdout. With
     ``feedback="filter"`` the labels of the events it blocks are withheld
@@ -259,17 +321,21 @@ def backtest(
     """
     if feedback not in ("none", "filter"):
         raise ValueError(f"feedback must be none or filter, not {feedback!r}")
-    specs = list(models)
-    slots = [
-        ModelSlot(
-            name,
-            settings.model.build(spec),
-            spec,
-            monitor=Monitor(settings.monitoring, threshold=settings.model.threshold),
-            scorecard=Scorecard(settings.model.threshold, settings.monitoring.precision_target),
-        )
-        for name, spec in zip(_slot_names(specs), specs, strict=True)
-    ]
+    threshold = settings.model.threshold
+
+    def watched() -> dict[str, Any]:
+        return {
+            "monitor": Monitor(settings.monitoring, threshold=threshold),
+            "scorecard": Scorecard(threshold, settings.monitoring.precision_target),
+        }
+
+    named = named_specs(models)
+    slots = [ModelSlot(name, settings.model.build(spec), spec, **watched()) for name, spec in named]
+    run = None if experiment is None else _experiment_run(experiment, [n for n, _ in named])
+    guard = None
+    if rollback is not None:
+        guard = RollbackRun(rollback, slots[0].name, rollback_refresh_every)
+        slots.append(guard.reference_slot(slots[0], **watched()))
     processor = Processor(
         slots,
         _store(settings, redis_url),
@@ -279,6 +345,8 @@ def backtest(
         watermark_window=settings.store.watermark_window,
         watermark_quantile=settings.store.watermark_quantile,
         decider=decider_of(settings.decision, settings.model.threshold),
+        experiment=run,
+        rollback=guard,
     )
     calibration = settings.calibration
     processor.calibration = RollingCalibration(calibration.window, calibration.bins)
@@ -325,6 +393,12 @@ def backtest(
     result.events = processor.events_seen
     result.timeline.append(_point(processor))
     result.decisions = _decisions(processor)
+    if run is not None:
+        result.experiment = run.summary()
+        if guard is not None:
+            result.experiment["rollback"] = guard.summary()
+    elif guard is not None:
+        result.experiment = guard.summary()
     return result
 
 
@@ -367,19 +441,13 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[Sequence[Record]]
 
 def _write(out: BatchOutput, predictions: IO[bytes] | None, dead_letters: IO[bytes] | None) -> None:
     if predictions is not None:
-        for p in out.predictions + out.shadow_predictions:
-            predictions.write(
-                orjson.dumps(
-                    {
-                        "event_id": p.event_id,
-                        "score": p.score,
-                        "model": p.model,
-                        "decision": p.decision,
-                        "holdout": p.holdout,
-                    }
-                )
-                + b"\n"
-            )
+        for served, batch in ((True, out.predictions), (False, out.shadow_predictions)):
+            for p in batch:
+                line: dict[str, Any] = {"event_id": p.event_id, "score": p.score, "model": p.model}
+                line.update(decision=p.decision, holdout=p.holdout)
+                if p.arm is not None:
+                    line.update(arm=p.arm, model_version=p.model_version, served=served)
+                predictions.write(orjson.dumps(line) + b"\n")
     if dead_letters is not None:
         for letter in out.dead_letters:
             dead_letters.write(letter.to_json() + b"\n")
@@ -400,4 +468,7 @@ def _point(processor: Processor) -> dict[str, Any]:
             "features": snap["features"],
             "labels_learned": slot.labels_learned,
         }
+    run = processor.experiment or processor.rollback
+    if run is not None:
+        point["experiment"] = run.primary()  # each arm's primary metric so far
     return point

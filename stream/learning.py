@@ -43,6 +43,7 @@ from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.metrics.quality import RollingQuality
 from streamlearn.metrics.slices import slice_values
 from streamlearn.stream.drift_action import on_drift
+from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun
 from streamlearn.stream.model_guard import Learned, ModelGuard, ModelSlot
 from streamlearn.stream.outputs import BatchOutput, DeadLetter, Example
 
@@ -73,6 +74,8 @@ class Scored:
     event_time_ms: int
     #: The event's slice values (``monitoring.slices``), None when unknown.
     slices: tuple[str | None, ...] | None = None
+    #: The experiment arm that served the event (None: no experiment, or not known).
+    arm: str | None = None
 
 
 class LabelLearning:
@@ -101,6 +104,18 @@ class LabelLearning:
     calibrator: PlattCalibrator | None
     calibrated: RollingCalibration
 
+    def _set_up_decisions(
+        self, decider: Decider, window: int, metrics: WorkerMetrics | None
+    ) -> None:
+        """The champion's decisions (policy and holdout, with what each event was given),
+        online quality on the holdout's labels only (unbiased by the filter), calibration."""
+        self.decider = decider
+        self._served = OrderedDict()
+        self.holdout_quality = RollingQuality(window, decider.threshold)
+        self._decision_metrics = DecisionMetrics.on(metrics.registry) if metrics else None
+        self.calibration, self.calibrated = RollingCalibration(), RollingCalibration()
+        self.calibrator = None  # a PlattCalibrator measured after the model (calibration.method)
+
     def _decide(self, event: Event, p: float) -> Decided:
         """The champion's decision for its score ``p`` of ``event``, kept for its label."""
         given = self.decider.decide(p, event)
@@ -121,6 +136,27 @@ class LabelLearning:
             report.precision, report.recall, report.roc_auc, self.calibration.ece(),
         )  # fmt: skip
 
+    experiment: ExperimentRun | None
+    rollback: RollbackRun | None
+
+    def _learning_slots(self, arm: str | None) -> list[ModelSlot]:
+        """The slots that learn a label of an event ``arm`` served: every slot but the
+        rollback rule's frozen copy, and with ``experiment.learn: own_arm`` the other arms."""
+        if self.experiment is None and self.rollback is None:
+            return self.slots
+        skip = self.rollback.frozen if self.rollback is not None else frozenset()
+        if self.experiment is not None:
+            skip = skip | self.experiment.not_learning(arm)
+        return [slot for slot in self.slots if slot.name not in skip]
+
+    def _credit(self, arm: str | None, scores: Sequence[float | None], y_true: bool) -> None:
+        """The experiment and the rollback rule judge the arms' scores of a learned label."""
+        named = {slot.name: p for slot, p in zip(self.slots, scores, strict=False)}
+        if self.experiment is not None:
+            self.experiment.observe_label(arm, named, y_true)
+        if self.rollback is not None:
+            self.rollback.observe_label(named, y_true)
+
     def _learn(
         self,
         event_id: str,
@@ -132,8 +168,12 @@ class LabelLearning:
         out: BatchOutput,
         record: Record | None = None,
         slices: tuple[str | None, ...] | None = None,
+        arm: str | None = None,
     ) -> None:
         """Every model learns the label; ``scores``: what each gave the event, when known.
+
+        ``arm``: the experiment arm that served the event; it is credited with the
+        label, and with ``experiment.learn: own_arm`` is the only arm to learn it.
 
         The batch counts the label, and keeps it with ``x`` as an example when asked to.
         A label that would leave a model non-finite is not learned by any model
@@ -146,12 +186,13 @@ class LabelLearning:
             weight = min(weight, self.limits.max_label_weight)
             label = AppliedLabel(label.value, weight, label.source, label.timestamp_ms)
         entry = Learned(x, label, event_id, kind, record)
-        poisoned = self._guard.learn_all(self.slots, entry)
+        poisoned = self._guard.learn_all(self._learning_slots(arm), entry)
         if poisoned is not None:
             self._refuse(entry, poisoned, out)
             return
         if self.keep_examples:
-            champion = self.slots[0]
+            # the champion's score and version, or those of the arm that served the event
+            at = next((i for i, s in enumerate(self.slots) if s.name == arm), 0)
             entry.example = Example(
                 event_id,
                 x,
@@ -161,11 +202,12 @@ class LabelLearning:
                 label.source,
                 event_time_ms,
                 label.timestamp_ms,
-                scores[0] if scores else None,
-                champion.version,
+                scores[at] if at < len(scores) else None,
+                self.slots[at].version,
                 served.decision if served is not None else None,
                 served.holdout if served is not None else False,
                 propensity,
+                arm,
             )
             out.examples.append(entry.example)
         out.labels_learned += 1
@@ -194,6 +236,8 @@ class LabelLearning:
                 self.calibrated.update(y_true, self.calibrator.learn(champion_score, y_true))
         if drifted:
             self._on_drift(self.slots[0], event_time_ms, "concept")
+        if self.experiment is not None or self.rollback is not None:
+            self._credit(arm, scores, y_true)
         if self.metrics is not None:
             self.metrics.observe_label(kind, y_true, event_time_ms)
 
@@ -208,7 +252,7 @@ class LabelLearning:
                 out.examples = [e for e in out.examples if e is not entry.example]
             out.labels_learned -= 1
             for slot in self.slots:
-                slot.labels_learned -= 1
+                slot.labels_learned -= slot.name in entry.learners
             self._refuse(entry, slot_name, out)
 
     def _refuse(self, entry: Learned, slot_name: str, out: BatchOutput) -> None:
@@ -274,7 +318,7 @@ class LabelLearning:
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(
             implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",
-            out, slices=scored.slices,
+            out, slices=scored.slices, arm=scored.arm,
         )  # fmt: skip
         if self.metrics is not None:
             delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
@@ -315,7 +359,7 @@ class LabelLearning:
             x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
             self._learn(
                 outcome.event_id, x, label, scores, event_time_ms, "labels", out, record,
-                scored.slices,
+                scored.slices, scored.arm,
             )  # fmt: skip
             if self.metrics is not None:
                 delay_ms = max(0, op.timestamp_ms - event_time_ms)

@@ -88,6 +88,8 @@ class Learned:
     kind: str
     record: Record | None
     example: Example | None = None
+    #: The slots that learned it (not every slot when an experiment arm learns its own).
+    learners: frozenset[str] = frozenset()
 
 
 class ModelGuard:
@@ -144,6 +146,7 @@ class ModelGuard:
                 return slot.name
             if check.opaque:
                 self._probe_due.add(slot.name)
+        entry.learners = frozenset(slot.name for slot in slots)
         self.learned.append(entry)
         for slot in slots:
             slot.labels_learned += 1
@@ -161,8 +164,8 @@ class ModelGuard:
         undo = self.undo[slot.name]
         model = pickle.loads(undo.snapshot)  # noqa: S301 - pickled above, by this process
         for index in range(undo.start, len(self.learned)):
-            if index not in skip:
-                entry = self.learned[index]
+            entry = self.learned[index]
+            if index not in skip and slot.name in entry.learners:
                 learn(model, entry.x, entry.label.value, entry.label.weight)
         slot.model = undo.model = model
 
@@ -187,9 +190,9 @@ class ModelGuard:
                 continue
             model = pickle.loads(undo.snapshot)  # noqa: S301 - pickled above, by this process
             for index in range(undo.start, len(self.learned)):
-                if index in bad:
-                    continue
                 entry = self.learned[index]
+                if index in bad or slot.name not in entry.learners:
+                    continue
                 before = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
                 learn(model, entry.x, entry.label.value, entry.label.weight)
                 if not (FiniteCheck(model)() and math.isfinite(score(model, entry.x))):

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from streamlearn.learners.decision import Decision
+
 __all__ = [
     "DEAD_LETTER_MIN_BYTES",
     "BatchOutput",
@@ -43,21 +45,31 @@ class Prediction:
     holdout: bool = False
     #: The probability of the treatment the event got (allowed, held out or blocked).
     propensity: float = 1.0
+    #: The experiment arm that scored it (None: no experiment running).
+    arm: str | None = None
 
     def to_json(self, latency_ms: float) -> bytes:
-        return orjson.dumps(
-            {
-                "event_id": self.event_id,
-                "score": self.score,
-                "decision": self.decision,
-                "holdout": self.holdout,
-                "propensity": self.propensity,
-                "model": self.model,
-                "model_version": self.model_version,
-                "event_timestamp": self.event_timestamp_ms,
-                "latency_ms": round(latency_ms, 3),
-            }
-        )
+        """The predictions topic's record; ``arm`` is there when an experiment runs.
+
+        >>> p = Prediction("e1", "b", "2", 0.5, False, 1000, None, arm="b")
+        >>> doc = orjson.loads(p.to_json(1.0))
+        >>> doc["arm"], doc["holdout"], doc["propensity"]
+        ('b', False, 1.0)
+        """
+        doc: dict[str, Any] = {
+            "event_id": self.event_id,
+            "score": self.score,
+            "decision": self.decision,
+            "holdout": self.holdout,
+            "propensity": self.propensity,
+            "model": self.model,
+            "model_version": self.model_version,
+            "event_timestamp": self.event_timestamp_ms,
+            "latency_ms": round(latency_ms, 3),
+        }
+        if self.arm is not None:
+            doc["arm"] = self.arm
+        return orjson.dumps(doc)
 
 
 #: Largest escaped size of a dead letter's reason, detail and topic name: with the other
@@ -183,8 +195,11 @@ class Example:
     #: Whether the event's unit is in the unfiltered holdout, and its propensity.
     holdout: bool = False
     propensity: float = 1.0
+    #: The experiment arm that served the event (None: no experiment, or not known).
+    arm: str | None = None
 
     def to_json(self) -> bytes:
+        arm = {} if self.arm is None else {"arm": self.arm}
         return orjson.dumps(
             {
                 "event_id": self.event_id,
@@ -199,6 +214,7 @@ class Example:
                 "decision": self.decision,
                 "holdout": self.holdout,
                 "propensity": self.propensity,
+                **arm,
                 "features": self.x,
             }
         )
@@ -213,3 +229,5 @@ class BatchOutput:
     examples: list[Example] = field(default_factory=list)
     labels_learned: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: The experiment's and the rollback rule's decisions taken after the batch.
+    decisions: list[Decision] = field(default_factory=list)

@@ -63,12 +63,10 @@ from streamlearn.features.vector import (
 )
 from streamlearn.learners.holdout import Decided, Decider
 from streamlearn.learners.models import score
-from streamlearn.metrics.calibration import RollingCalibration
-from streamlearn.metrics.decision_metrics import DecisionMetrics
 from streamlearn.metrics.instruments import PROCESSOR_STAGES, WorkerMetrics
-from streamlearn.metrics.quality import RollingQuality
 from streamlearn.metrics.slices import slice_values
 from streamlearn.stream.edge import Record
+from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun, ServedArms
 from streamlearn.stream.learning import LabelLearning, Scored
 from streamlearn.stream.model_guard import ModelGuard, ModelSlot
 from streamlearn.stream.outputs import (
@@ -111,13 +109,19 @@ class PreparedBatch:
     clock_ms: int = -1
 
 
-class Processor(LabelLearning):
+class Processor(LabelLearning, ServedArms):
     """Decodes, builds features, scores and learns, one batch at a time.
 
     The first slot is the champion whose predictions are published; the
     others score and learn in the shadow (challengers, or a side-by-side
     comparison in a backtest). With ``keep_examples`` each batch's output
     carries its learned labels with the features the model saw (:class:`Example`).
+
+    With an ``experiment`` (:class:`~stream.experiment_run.ExperimentRun`) the slots are
+    its arms: each event is served by its arm's score and the other arms' go to the
+    shadow predictions, each prediction marked with its arm; with a ``rollback``
+    (:class:`~stream.experiment_run.RollbackRun`) its frozen copy scores in the shadow
+    and never learns. Their decisions are taken after each batch (``out.decisions``).
 
     Event time is tracked per events partition by a :class:`~stream.watermark.PartitionClock`
     (``watermark_window``, ``watermark_quantile``: ``store.watermark_*`` in the
@@ -140,10 +144,18 @@ class Processor(LabelLearning):
         watermark_window: int = 32,
         watermark_quantile: float = 0.5,
         decider: Decider | None = None,
+        experiment: ExperimentRun | None = None,
+        rollback: RollbackRun | None = None,
     ) -> None:
         if not slots:
             raise ValueError("a processor needs at least one model")
         self.slots = list(slots)
+        names = {slot.name for slot in self.slots}
+        wanted = set(experiment.arms if experiment is not None else ())
+        wanted |= {rollback.champion, rollback.reference} if rollback is not None else set()
+        if not wanted <= names:
+            raise ValueError(f"no model slot for {sorted(wanted - names)}: slots {sorted(names)}")
+        self.experiment, self.rollback = experiment, rollback
         self.store = store
         self.features = features
         self.limits = limits
@@ -164,15 +176,8 @@ class Processor(LabelLearning):
         champion = self.slots[0].monitor
         #: The champion's monitor's slice keys: what each event's slice values are taken for.
         self._slice_keys = champion.config.slices if champion is not None else ()
-        #: The champion's decisions: policy and holdout, with what each event was given.
-        self.decider = decider or Decider.fixed(threshold)
-        self._served: OrderedDict[str, Decided] = OrderedDict()
         window = champion.config.quality_window if champion is not None else 1000
-        #: Online quality on the holdout's labels only (unbiased by the filter).
-        self.holdout_quality = RollingQuality(window, self.decider.threshold)
-        self._decision_metrics = DecisionMetrics.on(metrics.registry) if metrics else None
-        self.calibration, self.calibrated = RollingCalibration(), RollingCalibration()
-        self.calibrator = None  # a PlattCalibrator measured after the model (calibration.method)
+        self._set_up_decisions(decider or Decider.fixed(threshold), window, metrics)
 
     # ------------------------------------------------------------------ decode
 
@@ -304,6 +309,7 @@ class Processor(LabelLearning):
         self._probe(out)
         stages["learn"] += time.perf_counter() - t3
         self._guard.end()
+        self._decide_arms(out)
         self._observe(out, batch.events)
         return out
 
@@ -325,7 +331,13 @@ class Processor(LabelLearning):
         a = clock()
         x = features_of(event, outcome.states, self.features)
         b = clock()
-        scores: list[float | None] = [score(slot.model, x) for slot in self.slots]
+        arms = self.experiment is not None or self.rollback is not None
+        if arms:
+            scores, seconds = self._timed_scores(x)
+            served = self._serving_arm(event)
+            self._observe_arms(served, scores, seconds, event.timestamp)
+        else:
+            scores, served = [score(slot.model, x) for slot in self.slots], 0
         c = clock()
         self.events_seen += 1
         published = feature_drift = False
@@ -335,18 +347,21 @@ class Processor(LabelLearning):
             if p is None or not math.isfinite(p):
                 # Never published (it would be JSON null) nor fed to the monitors.
                 scores[index] = None
-                self._not_finite(event.event_id, slot, p, record, out, index == 0)
+                self._not_finite(event.event_id, slot, p, record, out, index == served)
                 continue
             given = (
-                self._decide(event, p) if index == 0 else Decided(p > self.threshold, False, 1.0)
+                self._decide(event, p)
+                if index == served
+                else Decided(p > self.threshold, False, 1.0)
             )
             decision = given.decision
             prediction = Prediction(
                 event.event_id, slot.name, slot.version, p, decision, event.timestamp,
                 record.timestamp_ms, given.holdout, given.propensity,
+                arm=slot.name if arms else None,
             )  # fmt: skip
-            (out.predictions if index == 0 else out.shadow_predictions).append(prediction)
-            published = published or index == 0
+            (out.predictions if index == served else out.shadow_predictions).append(prediction)
+            published = published or index == served
             if slot.monitor is not None:
                 watched = (
                     x
@@ -361,14 +376,15 @@ class Processor(LabelLearning):
             self._on_drift(self.slots[0], event.timestamp, "feature")
         if scores[0] is not None:
             self._deferred_scores[event.event_id] = scores[0]
+        arm = self.slots[served].name if arms else None
         if outcome.label is None:
-            self._remember(event.event_id, Scored(scores, x, event.timestamp, slices))
+            self._remember(event.event_id, Scored(scores, x, event.timestamp, slices, arm))
         else:
             inline = outcome.label.source == record.source
             kind = "inline" if inline else "labels"
             self._learn(
                 event.event_id, x, outcome.label, scores, event.timestamp, kind, out,
-                record if inline else None, slices,
+                record if inline else None, slices, arm,
             )  # fmt: skip
         stages["features"] += b - a
         stages["score"] += c - b

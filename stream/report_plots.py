@@ -28,7 +28,15 @@ from matplotlib.figure import Figure
 
 from streamlearn.stream.backtest import BacktestResult
 
-__all__ = ["PLOTS", "event_axis", "percentiles", "read_scores", "write_plots"]
+__all__ = [
+    "EXPERIMENT_PLOTS",
+    "PLOTS",
+    "event_axis",
+    "experiment_decisions",
+    "percentiles",
+    "read_scores",
+    "write_plots",
+]
 
 #: Every plot the report can hold: file name and caption.
 PLOTS = {
@@ -37,6 +45,10 @@ PLOTS = {
     "prediction_drift.png": "Prediction drift: PSI, KS and positive rate over event time",
     "drift.png": "Drift detections and alerts over event time",
     "latency.png": "Processing time per record",
+}
+#: The plot a backtest with an experiment (or the rollback rule) adds.
+EXPERIMENT_PLOTS = {
+    "experiment.png": "The experiment's primary metric per arm over event time, with its decisions",
 }
 
 _QUALITY = (("roc_auc", "ROC AUC"), ("log_loss", "log loss"), ("accuracy", "accuracy"))
@@ -47,6 +59,13 @@ _ALERT_COLOURS = {
     "StreamlearnPredictionKS": "tab:brown",
     "StreamlearnPositiveRateShift": "tab:pink",
     "StreamlearnFeatureDriftPSI": "tab:olive",
+}
+_DECISION_COLOURS = {
+    "promote": "tab:green",
+    "ready_to_promote": "tab:olive",
+    "revert": "tab:red",
+    "rollback": "tab:orange",
+    "stop": "tab:gray",
 }
 
 
@@ -71,6 +90,10 @@ def write_plots(result: BacktestResult, summary: dict[str, Any], folder: Path) -
     latency = _latency_figure(result.batch_seconds)
     _save(latency, folder / "latency.png")
     plots.append("latency.png")
+    experiment = summary.get("experiment")
+    if experiment is not None:
+        _save(_experiment_figure(result.timeline, experiment), folder / "experiment.png")
+        plots.append("experiment.png")
     return plots
 
 
@@ -301,4 +324,39 @@ def _latency_figure(batch_seconds: Sequence[tuple[int, float]]) -> Figure:
     time_ax.set_ylabel("µs per record")
     time_ax.grid(alpha=0.3)
     figure.suptitle("Processing time per record")
+    return figure
+
+
+def experiment_decisions(experiment: dict[str, Any]) -> list[dict[str, Any]]:
+    """The decisions of an experiment's summary and of its rollback rule, in event order."""
+    decisions = list(experiment.get("decisions", []))
+    decisions += experiment.get("rollback", {}).get("decisions", [])
+    return sorted(decisions, key=lambda d: d.get("event_index") or 0)
+
+
+def _experiment_figure(points: Sequence[dict[str, Any]], experiment: dict[str, Any]) -> Figure:
+    """Each arm's primary metric so far over the stream; a dashed line at each decision."""
+    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = figure.subplots()
+    axis_label, xs = event_axis(points)
+    for arm in experiment["arms"]:
+        ys = [p.get("experiment", {}).get(arm) for p in points]
+        ax.plot(xs, [math.nan if y is None else float(y) for y in ys], marker=".", label=arm)
+    for decision in experiment_decisions(experiment):
+        at = decision.get("timestamp")
+        event = {"event_index": decision["event_index"], "timestamp": at and at * 1000}
+        x = _marker_x(event, axis_label)
+        if x is None:
+            continue
+        ax.axvline(x, color=_DECISION_COLOURS.get(decision["action"], "black"), linestyle="--")
+        label = f"{decision['action']} {decision.get('arm') or ''}".strip()
+        ax.annotate(
+            label, (x, 0.98), xycoords=("data", "axes fraction"), rotation=90, va="top",
+            ha="right", fontsize="small",
+        )  # fmt: skip
+    ax.set_ylabel(str(experiment.get("primary", "primary metric")))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    _time_axis(ax, axis_label)
+    figure.suptitle(f"Experiment ({experiment.get('mode')}): primary metric per arm, so far")
     return figure

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.table import Table
 
-from streamlearn.stream.report_plots import PLOTS
+from streamlearn.stream.report_plots import EXPERIMENT_PLOTS, PLOTS, experiment_decisions
 
 __all__ = ["METRICS", "report_markdown", "summary_table"]
 
@@ -142,6 +142,56 @@ def _slices_markdown(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _experiment_markdown(experiment: dict[str, Any] | None) -> list[str]:
+    """The experiment's section: its arms and its decisions (none without an experiment).
+
+    >>> arms = {"a": {"events": 10, "labels": 9, "primary": 0.5, "ci": None, "p_value": None}}
+    >>> "| `a` | 10 | 9 | 0.5000 | - | - |" in _experiment_markdown(
+    ...     {"mode": "ab", "primary": "log_loss", "arms": arms, "decisions": []})
+    True
+    """
+    if experiment is None:
+        return []
+    lines = [
+        "## Experiment",
+        "",
+        f"Mode `{experiment.get('mode')}`, primary metric `{experiment.get('primary')}`"
+        + (f", status `{experiment['status']}`" if "status" in experiment else "")
+        + ". The interval is of the arm's metric minus the control's (for the rollback"
+        " rule: of the paired difference with the last-known-good copy).",
+        "",
+    ]
+    rows = [
+        [
+            f"`{name}`",
+            f"{arm['events']:,}",
+            f"{arm['labels']:,}",
+            _number(arm.get("primary")),
+            "-" if arm.get("ci") is None else f"[{_number(arm['ci'][0])}, {_number(arm['ci'][1])}]",
+            _number(arm.get("p_value")),
+        ]
+        for name, arm in experiment["arms"].items()
+    ]
+    lines += _markdown_table(["arm", "events", "labels", "primary", "interval", "p-value"], rows)
+    lines.append("")
+    decisions = experiment_decisions(experiment)
+    if not decisions:
+        return [*lines, "No decision: the experiment went on to the end of the stream.", ""]
+    rows = [
+        [
+            str(d["event_index"]),
+            _iso(None if d.get("timestamp") is None else int(d["timestamp"] * 1000)),
+            d["action"],
+            f"`{d['arm']}`" if d.get("arm") else "-",
+            _number(d.get("p_value")),
+            d.get("reason", ""),
+        ]
+        for d in decisions
+    ]
+    lines += _markdown_table(["event", "event time", "action", "arm", "p-value", "reason"], rows)
+    return [*lines, ""]
+
+
 def report_markdown(
     summary: dict[str, Any], plots: Sequence[str], latency: dict[float, float] | None = None
 ) -> str:
@@ -211,9 +261,10 @@ def report_markdown(
             lines.append(f"\n… and {len(alerts) - _MAX_LISTED} more (see `summary.json`).")
         lines.append("")
     lines += _slices_markdown(summary)
+    lines += _experiment_markdown(summary.get("experiment"))
     lines += ["## Plots", ""]
     for plot in plots:
-        caption = PLOTS.get(plot, plot)
+        caption = PLOTS.get(plot) or EXPERIMENT_PLOTS.get(plot, plot)
         lines += [f"### {caption}", "", f"![{caption}]({plot})", ""]
     if "scores.png" not in plots:
         lines += ["(No `predictions.jsonl` in this folder: no score distribution.)", ""]

@@ -144,13 +144,9 @@ class Worker:
         )
         self.slot = ModelSlot(settings.model.spec, settings.model.build(), monitor=monitor)
         self.lifecycle = ModelLifecycle(
-            self.slot,
-            self.models,
-            settings.model.build,
-            self.metrics,
-            settings.checkpoint.registry_poll_seconds,
-            self._redis,
-        )
+            self.slot, self.models, settings.model.build, self.metrics,
+            settings.checkpoint.registry_poll_seconds, self._redis,
+        )  # fmt: skip
         self.processor = Processor(
             [self.slot],
             RetryingStore(store, self.metrics, self._stop, settings.redis.url, self._is_closing),
@@ -298,10 +294,9 @@ class Worker:
     def run_once(self) -> int:
         """Poll one batch and send it to Redis, then finish the batch before it.
 
-        One batch is in flight: while Redis runs the batch's script (in the store
-        thread), this thread scores and learns the previous one. The order of
-        every effect is the one of :meth:`Processor.process`, so the results are
-        the same; only the waiting overlaps. Returns the number of records polled.
+        While Redis runs this batch's script (in the store thread), this thread scores
+        and learns the one before: every effect in :meth:`Processor.process`'s order,
+        only the waiting overlaps. Returns the number of records polled.
         """
         assert self.source is not None and self.sink is not None
         self.lifecycle.watch()

@@ -67,6 +67,7 @@ from streamlearn.learners.calibration import CalibrationConfig
 from streamlearn.learners.decision_policy import DecisionConfig
 from streamlearn.metrics.thresholds import MonitoringConfig
 from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
+from streamlearn.stream.config.experiment import ExperimentSettings
 from streamlearn.stream.config.masking import MaskingFormatter, mask_url
 from streamlearn.stream.config.sections import (
     CheckpointConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "CalibrationConfig",
     "ConfigError",
     "DecisionConfig",
+    "ExperimentSettings",
     "KafkaConfig",
     "MaskingFormatter",
     "MetricsConfig",
@@ -113,6 +115,7 @@ class Settings(BaseSettings):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    experiment: ExperimentSettings | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -341,6 +341,18 @@ OUT_OF_RANGE = [
     ("calibration.learning_rate", 0.0, 1.001),
     ("calibration.window", 9, 10_000_001),
     ("calibration.bins", 1, 101),
+    ("experiment.alpha", 0.0, 1.0),
+    ("experiment.min_labels_per_arm", 1, 1_000_000_001),
+    ("experiment.max_duration_s", 0.0, 31_622_401.0),
+    ("experiment.mixture_sd", 0.0, 1_000_001.0),
+    ("experiment.expected_relative_effect", 0.0, 100.001),
+    ("experiment.log_loss_eps", 0.0, 0.5),
+    ("experiment.guardrails.latency_p99_s", 0.0, 3601.0),
+    ("experiment.guardrails.latency_p99_ratio", 1.0, 1000.001),
+    ("experiment.guardrails.error_ratio", -0.001, 1.001),
+    ("experiment.guardrails.positive_rate_shift", 0.0, 1000.001),
+    ("experiment.guardrails.threshold", 0.0, 1.0),
+    ("experiment.guardrails.min_predictions", 0, 1_000_000_001),
 ]
 
 
