@@ -37,9 +37,10 @@ from streamlearn.features.store import StoreConfig
 from streamlearn.features.vector import FeatureConfig, features_of
 from streamlearn.learners.batch import batch_scorer, score_many
 from streamlearn.learners.models import build_model, score
-from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.harness import learn_world
+from streamlearn.stream.processor import ModelSlot, Processor
 from streamlearn.stream.serve import kinds, parse_rank, score_events
-from streamlearn.stream.synthetic import World, WorldConfig, feed_requests, generate_world
+from streamlearn.stream.synthetic import World, WorldConfig, feed_requests
 
 __all__ = ["main"]
 
@@ -53,16 +54,7 @@ def _trained(world_config: WorldConfig) -> tuple[Any, World, int]:
     model = build_model("logistic")
     store = MemoryStore(StoreConfig(), features.interactions)
     processor = Processor([ModelSlot("champion", model)], store, features, Limits(), 0.5)
-    batch, offsets, last = [], {"events": 0, "labels": 0}, world_config.start_ms
-    for record in generate_world(world_config, world):
-        kind = "events" if "user_id" in record else "labels"
-        last = max(last, record["timestamp"])
-        batch.append(Record(kind, orjson.dumps(record), kind, 0, offsets[kind], last))
-        offsets[kind] += 1
-        if len(batch) == 500:
-            processor.process(batch)
-            batch = []
-    processor.process(batch)
+    last = learn_world(processor, world_config, world)
     return model, world, last
 
 

@@ -41,9 +41,10 @@ from streamlearn.features.redis_store import RedisStore
 from streamlearn.learners.registry import ModelRegistry
 from streamlearn.stack import Stack, private_stack_config
 from streamlearn.stream.config import Settings
-from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.harness import learn_world
+from streamlearn.stream.processor import ModelSlot, Processor
 from streamlearn.stream.serve import StateReader, parse_rank, parse_score, score_events
-from streamlearn.stream.synthetic import World, WorldConfig, feed_requests, generate_world
+from streamlearn.stream.synthetic import World, WorldConfig, feed_requests
 
 __all__ = ["main"]
 
@@ -67,16 +68,7 @@ def _train(settings: Settings, world_config: WorldConfig, key: bytes) -> tuple[W
         settings.limits,
         settings.model.threshold,
     )
-    batch, offsets, last = [], {"events": 0, "labels": 0}, world_config.start_ms
-    for record in generate_world(world_config, world):
-        kind = "events" if "user_id" in record else "labels"
-        last = max(last, record["timestamp"])
-        batch.append(Record(kind, orjson.dumps(record), kind, 0, offsets[kind], last))
-        offsets[kind] += 1
-        if len(batch) == 500:
-            processor.process(batch)
-            batch = []
-    processor.process(batch)
+    last = learn_world(processor, world_config, world)
     registry = ModelRegistry(client, settings.store.key_prefix, key)
     info = registry.save(
         model,

@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Assignment", "unit_fraction"]
+__all__ = ["Assignment", "unit_fraction", "unit_of"]
 
 _SCALE = float(2**64)
 
@@ -47,7 +47,12 @@ def unit_fraction(experiment_id: str, unit: str) -> float:
     return int.from_bytes(digest, "big") / _SCALE
 
 
-def _unit_of(event: Mapping[str, Any] | object, field: str) -> Any:
+def unit_of(event: Mapping[str, Any] | object, field: str) -> Any:
+    """The event's ``field`` (a mapping's key or an object's attribute), else its context's.
+
+    >>> unit_of({"user_id": "u1"}, "user_id"), unit_of({"context": {"team": "b"}}, "team")
+    ('u1', 'b')
+    """
     if isinstance(event, Mapping):
         unit = event.get(field)
         context = event.get("context")
@@ -124,7 +129,7 @@ class Assignment:
         >>> assign.arm_for({"context": {"session": "s1"}}) == assign.arm_of("s1")
         True
         """
-        unit = _unit_of(event, self.unit_field)
+        unit = unit_of(event, self.unit_field)
         if unit is None or unit == "":
             return self._default
         return self.arm_of(str(unit))

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from streamlearn.learners.assignment import unit_fraction
+from streamlearn.learners.assignment import unit_fraction, unit_of
 from streamlearn.learners.decision_policy import (
     DecisionConfig,
     DecisionPolicy,
@@ -49,18 +49,6 @@ class Decided(NamedTuple):
     decision: bool
     holdout: bool
     propensity: float
-
-
-def _unit_of(event: Mapping[str, Any] | object, field: str) -> Any:
-    if isinstance(event, Mapping):
-        unit = event.get(field)
-        context = event.get("context")
-    else:
-        unit = getattr(event, field, None)
-        context = getattr(event, "context", None)
-    if unit is None and isinstance(context, Mapping):
-        unit = context.get(field)
-    return unit
 
 
 class Holdout:
@@ -86,9 +74,9 @@ class Holdout:
     def contains(self, event: Mapping[str, Any] | object) -> bool:
         if self.fraction <= 0.0:
             return False
-        unit = _unit_of(event, self.unit)
+        unit = unit_of(event, self.unit)
         if unit is None or unit == "":
-            unit = _unit_of(event, "event_id")
+            unit = unit_of(event, "event_id")
         return unit_fraction(self.salt, str(unit)) < self.fraction
 
 

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import orjson
 import redis
@@ -40,10 +40,14 @@ from streamlearn.features.schema import is_event_record
 from streamlearn.learners.checkpoint import CheckpointStore
 from streamlearn.learners.registry import ModelRegistry
 from streamlearn.stream.config import Settings
+from streamlearn.stream.edge import Record
+from streamlearn.stream.processor import Processor
 from streamlearn.stream.produce import committed_records, produce_lines
+from streamlearn.stream.synthetic import World, WorldConfig, generate_world
 from streamlearn.stream.worker import Worker, WorkerSummary
 
 __all__ = [
+    "learn_world",
     "drain",
     "kill_randomly",
     "labels_learned_by_last_checkpoint",
@@ -83,6 +87,25 @@ def settings_for(
     for section, values in overrides.items():
         sections[section] = {**sections.get(section, {}), **values}
     return Settings(**sections)
+
+
+def learn_world(
+    processor: Processor, world_config: WorldConfig, world: World, batch_size: int = 500
+) -> int:
+    """Process the synthetic world's events and labels in batches of ``batch_size``, as a
+    worker reading one partition of each topic would; returns the last record's time."""
+    batch: list[Record] = []
+    offsets, last = {"events": 0, "labels": 0}, world_config.start_ms
+    for record in generate_world(world_config, world):
+        kind: Literal["events", "labels"] = "events" if "user_id" in record else "labels"
+        last = max(last, record["timestamp"])
+        batch.append(Record(kind, orjson.dumps(record), kind, 0, offsets[kind], last))
+        offsets[kind] += 1
+        if len(batch) == batch_size:
+            processor.process(batch)
+            batch = []
+    processor.process(batch)
+    return last
 
 
 def produce(settings: Settings, lines: Iterable[bytes]) -> Counter[str]:

@@ -26,9 +26,10 @@ from streamlearn.learners.models import (
     learn,
     score,
 )
-from streamlearn.stream.processor import ModelSlot, Processor, Record
+from streamlearn.stream.harness import learn_world
+from streamlearn.stream.processor import ModelSlot, Processor
 from streamlearn.stream.serve import kinds, parse_rank, score_events
-from streamlearn.stream.synthetic import World, WorldConfig, feed_requests, generate_world
+from streamlearn.stream.synthetic import World, WorldConfig, feed_requests
 
 RELATIVE = 1e-12
 
@@ -167,16 +168,7 @@ def test_scores_match_on_a_model_trained_on_the_synthetic_world():
     model = build_model("logistic", **settings_)
     store = MemoryStore(StoreConfig(), config.interactions)
     processor = Processor([ModelSlot("champion", model)], store, config, Limits(), 0.5)
-    batch, offsets, last = [], {"events": 0, "labels": 0}, world_config.start_ms
-    for record in generate_world(world_config, world):
-        kind = "events" if "user_id" in record else "labels"
-        last = max(last, record["timestamp"])
-        batch.append(Record(kind, orjson.dumps(record), kind, 0, offsets[kind], last))
-        offsets[kind] += 1
-        if len(batch) == 250:
-            processor.process(batch)
-            batch = []
-    processor.process(batch)
+    last = learn_world(processor, world_config, world, 250)
     assert batch_scorer(model) is not None
     rng = random.Random(3)
     for feed in feed_requests(world, last, 5, 100):
