@@ -59,7 +59,7 @@ class DecisionMetrics:
     """
 
     @classmethod
-    def on(cls, registry: CollectorRegistry) -> DecisionMetrics:
+    def on(cls, registry: CollectorRegistry, holdout: bool = True) -> DecisionMetrics:
         """The gauges registered on ``registry``, registering them the first time.
 
         >>> registry = CollectorRegistry()
@@ -68,10 +68,21 @@ class DecisionMetrics:
         """
         found = _ON.get(registry)
         if found is None:
-            found = _ON[registry] = cls(registry)
+            found = _ON[registry] = cls(registry, holdout)
         return found
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, holdout: bool = True) -> None:
+        """``holdout``: whether the holdout's quality gauges exist. Without a holdout they
+        would stay NaN for good, which the non-finite series alert would report.
+
+        >>> registry = CollectorRegistry()
+        >>> m = DecisionMetrics(registry, holdout=False)
+        >>> m.publish(0.5, 0.0, 0.0, None, None, None, 0.02)
+        >>> registry.get_sample_value("streamlearn_holdout_recall") is None
+        True
+        """
+        self.holdout = holdout
+
         def gauge(name: str, doc: str) -> Gauge:
             g = Gauge(name, doc, registry=registry)
             g.set(math.nan)
@@ -87,13 +98,14 @@ class DecisionMetrics:
         self.recall = gauge(
             DECISION_RECALL, "Recall bought by the decision threshold (label window)."
         )
-        self.holdout_precision = gauge(
-            HOLDOUT_PRECISION, "Precision at the decision threshold on holdout labels."
-        )
-        self.holdout_recall = gauge(
-            HOLDOUT_RECALL, "Recall at the decision threshold on holdout labels."
-        )
-        self.holdout_roc_auc = gauge(HOLDOUT_ROC_AUC, "Rolling ROC AUC on holdout labels.")
+        if holdout:
+            self.holdout_precision = gauge(
+                HOLDOUT_PRECISION, "Precision at the decision threshold on holdout labels."
+            )
+            self.holdout_recall = gauge(
+                HOLDOUT_RECALL, "Recall at the decision threshold on holdout labels."
+            )
+            self.holdout_roc_auc = gauge(HOLDOUT_ROC_AUC, "Rolling ROC AUC on holdout labels.")
         self.ece = gauge(
             CALIBRATION_ECE, "Expected calibration error of the scores over the quality window."
         )
@@ -112,7 +124,8 @@ class DecisionMetrics:
         self.threshold.set(threshold)
         self.precision_lower_bound.set(precision_lower_bound)
         self.recall.set(recall)
-        self.holdout_precision.set(_value(holdout_precision))
-        self.holdout_recall.set(_value(holdout_recall))
-        self.holdout_roc_auc.set(_value(holdout_roc_auc))
+        if self.holdout:
+            self.holdout_precision.set(_value(holdout_precision))
+            self.holdout_recall.set(_value(holdout_recall))
+            self.holdout_roc_auc.set(_value(holdout_roc_auc))
         self.ece.set(_value(ece))

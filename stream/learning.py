@@ -112,7 +112,8 @@ class LabelLearning:
         self.decider = decider
         self._served = OrderedDict()
         self.holdout_quality = RollingQuality(window, decider.threshold)
-        self._decision_metrics = DecisionMetrics.on(metrics.registry) if metrics else None
+        held_out = decider.holdout.fraction > 0
+        self._decision_metrics = DecisionMetrics.on(metrics.registry, held_out) if metrics else None
         self.calibration, self.calibrated = RollingCalibration(), RollingCalibration()
         self.calibrator = None  # a PlattCalibrator measured after the model (calibration.method)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
 from streamlearn.features.interactions import InteractionConfig
@@ -80,6 +82,26 @@ def test_the_default_decider_is_the_fixed_threshold_without_holdout():
     (p,) = out.predictions
     assert (p.decision, p.holdout, p.propensity) == (p.score > 0.5, False, 1.0)
     assert out.examples[0].weight == 1.0
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_holdout_gauges_exist_only_with_a_holdout_and_no_decision_gauge_stays_nan(fraction):
+    """Without a holdout its quality would stay NaN for good, which the non-finite series
+    alert reports while predictions flow: the gauges are left out instead."""
+    processor, registry = rig(Decider(FixedThreshold(0.5), Holdout(fraction, salt="t")))
+    users = [f"u{i}" for i in range(40)]
+    processor.process(
+        [event(n, u) for n, u in enumerate(users)]
+        + [label(n, n % 2 == 0, n) for n in range(len(users))]
+    )
+    names = ("streamlearn_holdout_precision", "streamlearn_holdout_recall")
+    values = [registry.get_sample_value(name) for name in names]
+    if fraction == 0.0:
+        assert values == [None, None]
+    else:
+        assert all(v is not None for v in values)
+    decision = ["streamlearn_decision_threshold", "streamlearn_calibration_ece"]
+    assert all(math.isfinite(registry.get_sample_value(name)) for name in decision)
 
 
 def test_implicit_negatives_of_blocked_events_can_be_left_unlearned():
