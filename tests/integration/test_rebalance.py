@@ -45,7 +45,9 @@ def test_a_worker_joining_mid_stream_doubles_no_prediction_or_label(
             "max_poll_records": 50,
             "session_timeout_ms": 6000,
         },
-        checkpoint={"every_labels": 300, "every_seconds": 3600},
+        # no checkpoint before the second worker joins, so that its join always finds
+        # uncommitted work to undo (a join right after a checkpoint would find none)
+        checkpoint={"every_labels": 1_000_000, "every_seconds": 3600},
     )
     produce(settings, lines_of(records))
     workers = [Worker(settings, name=f"worker-{n}", signing_key=KEY) for n in range(2)]
