@@ -112,10 +112,12 @@ class ServeState:
         self.follower = ModelFollower(settings, models, self.metrics)
 
     async def refresh_forever(self) -> None:
+        """Refresh every ``serve.refresh_seconds``, the first time one interval after the
+        start's own refresh (not at once: it would read Redis beside the first requests)."""
         interval = self.settings.serve.refresh_seconds
         while True:
-            await asyncio.to_thread(self.follower.refresh)
             await asyncio.sleep(interval)
+            await asyncio.to_thread(self.follower.refresh)
 
     async def close(self) -> None:
         await self.client.aclose()
