@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from streamlearn.metrics.clustered import ClusteredMoments
 from streamlearn.metrics.quality import binary_log_loss
-from streamlearn.metrics.sequential import Moments
 
 __all__ = ["ArmStats", "LatencySketch", "Primary", "higher_is_better", "label_value"]
 
@@ -101,13 +101,14 @@ class LatencySketch:
 @dataclass
 class ArmStats:
     """What one arm did: predictions, errors, predicted positives, latency, and the
-    primary metric over its labels."""
+    primary metric over its labels, by unit (:class:`metrics.clustered.ClusteredMoments`:
+    its variance counts units, whose labels are correlated, not labels)."""
 
     predictions: int = 0
     errors: int = 0
     predicted_positive: int = 0
     latency: LatencySketch = field(default_factory=LatencySketch)
-    primary: Moments = field(default_factory=Moments)
+    primary: ClusteredMoments = field(default_factory=ClusteredMoments)
 
     def counts(self) -> dict[str, int]:
         return {"predictions": self.predictions, "labels": self.primary.n, "errors": self.errors}
@@ -128,5 +129,5 @@ class ArmStats:
             int(data["errors"]),
             int(data["predicted_positive"]),
             LatencySketch.from_dict(data["latency"]),
-            Moments.from_dict(data["primary"]),
+            ClusteredMoments.from_dict(data["primary"]),
         )

@@ -209,10 +209,11 @@ class Experiment:
         elif score is not None and score >= self.config.guardrails.threshold:
             stats.predicted_positive += 1
 
-    def observe_label(self, arm: str, y_true: bool, y_pred: float) -> None:
-        """The label of an event ``arm`` served (``ab``) or scored (``shadow``)."""
+    def observe_label(self, arm: str, y_true: bool, y_pred: float, unit: str | None = None) -> None:
+        """The label of an event ``arm`` served (``ab``) or scored (``shadow``); ``unit``:
+        the event's unit (its labels are correlated), None when not known."""
         value = label_value(self.config.primary, y_true, y_pred, self.config.log_loss_eps)
-        self._arm(arm).primary.update(value)
+        self._arm(arm).primary.update(value, unit)
 
     # -- decisions ----------------------------------------------------------------------
 
