@@ -29,6 +29,8 @@ from streamlearn.stream.ui import console
 
 __all__ = [
     "ConfigOption",
+    "HistoryArgument",
+    "ReportOption",
     "configure_logging",
     "load_settings_quietly",
     "settings_or_exit",
@@ -38,6 +40,12 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", envvar="STREAMLEARN_CONFIG", help="YAML config file."),
 ]
+#: A historical file of events (and labels) to read, which must exist.
+HistoryArgument = Annotated[
+    Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")
+]
+#: The folder a command writes its report to (each command gives its own default).
+ReportOption = Annotated[Path, typer.Option(help="Folder for the report.")]
 
 
 def settings_or_exit(path: Path | None, **overrides: object) -> Settings:

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from streamlearn.cli.common import ConfigOption, load_settings_quietly, settings_or_exit
+from streamlearn.cli.common import (
+    ConfigOption,
+    HistoryArgument,
+    ReportOption,
+    load_settings_quietly,
+    settings_or_exit,
+)
 from streamlearn.stream.config import ExperimentSettings, Settings, mask_url
 from streamlearn.stream.ui import console, progress
 
@@ -62,7 +68,7 @@ def generate(
 
 
 def backtest(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
+    file: HistoryArgument,
     config: ConfigOption = None,
     model: Annotated[
         list[str] | None,
@@ -92,7 +98,7 @@ def backtest(
         bool,
         typer.Option(help="Keep the fresh prefix's keys in Redis after the backtest."),
     ] = False,
-    report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("reports/backtest"),
+    report: ReportOption = Path("reports/backtest"),
     feedback: Annotated[
         str,
         typer.Option(
@@ -271,9 +277,7 @@ def rank_eval(
     candidates: Annotated[int, typer.Option(min=2, help="Candidates per feed.")] = 100,
     seed: int = 42,
     model: Annotated[str | None, typer.Option(help="Preset or module:function.")] = None,
-    report: Annotated[Path, typer.Option(help="Folder for the report.")] = Path(
-        "reports/rank-eval"
-    ),
+    report: ReportOption = Path("reports/rank-eval"),
 ) -> None:
     """Rank synthetic feeds by the model, by popularity and at random: NDCG@10, MRR, hit@10.
 
@@ -387,7 +391,7 @@ def dataset(
 
 
 def replay(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSONL, CSV, Parquet")],
+    file: HistoryArgument,
     labels: Annotated[
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="A separate file of label records."),

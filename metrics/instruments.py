@@ -20,6 +20,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 __all__ = [
@@ -61,6 +63,9 @@ __all__ = [
     "STAGE_DURATION",
     "UNDELIVERED",
     "WorkerMetrics",
+    "counter",
+    "gauge",
+    "histogram",
 ]
 
 #: Prometheus scrape job of the workers: the ``job`` label of their series.
@@ -137,179 +142,182 @@ STAGES: tuple[str, ...] = (POLL_STAGE, *PROCESSOR_STAGES, PRODUCE_STAGE, COMMIT_
 LABEL_SOURCES: tuple[str, ...] = ("inline", "labels", "implicit")
 
 
+def counter(
+    registry: CollectorRegistry, name: str, doc: str, labels: Sequence[str] = ()
+) -> Counter:
+    """A counter exposed as ``name`` (which ends in ``_total``), registered on ``registry``.
+
+    >>> registry = CollectorRegistry()
+    >>> counter(registry, "streamlearn_things_total", "Things.").inc()
+    >>> registry.get_sample_value("streamlearn_things_total")
+    1.0
+    """
+    return Counter(name.removesuffix("_total"), doc, labels, registry=registry)
+
+
+def gauge(registry: CollectorRegistry, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
+    """A gauge exposed as ``name``, registered on ``registry``."""
+    return Gauge(name, doc, labels, registry=registry)
+
+
+def histogram(
+    registry: CollectorRegistry,
+    name: str,
+    doc: str,
+    labels: Sequence[str] = (),
+    buckets: Sequence[float] = LATENCY_BUCKETS,
+) -> Histogram:
+    """A histogram exposed as ``name``, of :data:`LATENCY_BUCKETS` unless ``buckets`` are given."""
+    return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+
 class WorkerMetrics:
     """The worker's own metrics, registered on ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.events = Counter(
-            EVENTS.removesuffix("_total"),
-            "Valid events decoded from the events topic.",
-            registry=registry,
-        )
-        self.predictions = Counter(
-            PREDICTIONS.removesuffix("_total"),
-            "Predictions published.",
-            registry=registry,
-        )
-        self.labels_received = Counter(
-            LABELS_RECEIVED.removesuffix("_total"),
+        self.events = counter(registry, EVENTS, "Valid events decoded from the events topic.")
+        self.predictions = counter(registry, PREDICTIONS, "Predictions published.")
+        self.labels_received = counter(
+            registry,
+            LABELS_RECEIVED,
             "Label records decoded from the labels topic or carried inline by an event.",
-            registry=registry,
         )
-        self.labels_learned = Counter(
-            LABELS_LEARNED.removesuffix("_total"),
+        self.labels_learned = counter(
+            registry,
+            LABELS_LEARNED,
             "Labels the model learned from, by how the label arrived.",
-            ["source"],
-            registry=registry,
+            ("source",),
         )
-        self.labels_positive = Counter(
-            LABELS_POSITIVE.removesuffix("_total"),
+        self.labels_positive = counter(
+            registry,
+            LABELS_POSITIVE,
             "Learned labels that were positive (a click), by how the label arrived;"
             " over streamlearn_labels_learned_total it is the click-through rate.",
-            ["source"],
-            registry=registry,
+            ("source",),
         )
-        self.last_label_event_timestamp = Gauge(
+        self.last_label_event_timestamp = gauge(
+            registry,
             LAST_LABEL_EVENT_TIMESTAMP,
             "Event time of the newest event that learned an explicit label (inline or from"
             " the labels topic; implicit negatives excluded): label freshness.",
-            registry=registry,
         )
-        self.labels_skipped = Counter(
-            LABELS_SKIPPED.removesuffix("_total"),
-            "Labels that were not learned, by reason.",
-            ["reason"],
-            registry=registry,
+        self.labels_skipped = counter(
+            registry, LABELS_SKIPPED, "Labels that were not learned, by reason.", ("reason",)
         )
-        self.label_weights_clipped = Counter(
-            LABEL_WEIGHTS_CLIPPED.removesuffix("_total"),
+        self.label_weights_clipped = counter(
+            registry,
+            LABEL_WEIGHTS_CLIPPED,
             "Label weights above limits.max_label_weight, clipped to it before learning.",
-            registry=registry,
         )
-        self.scores_not_finite = Counter(
-            SCORES_NOT_FINITE.removesuffix("_total"),
+        self.scores_not_finite = counter(
+            registry,
+            SCORES_NOT_FINITE,
             "Scores that were NaN or infinite, never published; the champion's event goes"
             " to the dead letters (not_finite).",
-            registry=registry,
         )
-        self.checkpoints_refused = Counter(
-            CHECKPOINTS_REFUSED.removesuffix("_total"),
+        self.checkpoints_refused = counter(
+            registry,
+            CHECKPOINTS_REFUSED,
             "Checkpoints not written because the model had non-finite numbers; the offsets"
             " stay uncommitted.",
-            registry=registry,
         )
-        self.dead_letters = Counter(
-            DEAD_LETTERS.removesuffix("_total"),
-            "Records sent to the dead-letter topic, by reason.",
-            ["reason"],
-            registry=registry,
+        self.dead_letters = counter(
+            registry, DEAD_LETTERS, "Records sent to the dead-letter topic, by reason.", ("reason",)
         )
-        self.records = Counter(
-            RECORDS_CONSUMED.removesuffix("_total"),
+        self.records = counter(
+            registry,
+            RECORDS_CONSUMED,
             "Records polled from Kafka, by topic kind (events or labels).",
-            ["kind"],
-            registry=registry,
+            ("kind",),
         )
-        self.batches = Counter(
-            BATCHES.removesuffix("_total"),
-            "Batches processed.",
-            registry=registry,
-        )
-        self.stage_seconds = Histogram(
+        self.batches = counter(registry, BATCHES, "Batches processed.")
+        self.stage_seconds = histogram(
+            registry,
             STAGE_DURATION,
             "Time spent per batch in each stage of the worker.",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            ("stage",),
         )
-        self.event_to_prediction = Histogram(
+        self.event_to_prediction = histogram(
+            registry,
             EVENT_TO_PREDICTION,
             "From the Kafka record's timestamp to the prediction being handed to the producer.",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.processing = Histogram(
+        self.processing = histogram(
+            registry,
             PROCESSING,
             "From the batch's poll returning to the prediction being handed to the producer.",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.redis_round_trip = Histogram(
+        self.redis_round_trip = histogram(
+            registry,
             REDIS_ROUND_TRIP,
             "Duration of one Redis round trip (a pipeline or script call).",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
+            registry,
             BATCH_RECORDS,
             "Records per polled batch.",
             buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
-            registry=registry,
         )
-        self.consumer_lag = Gauge(
+        self.consumer_lag = gauge(
+            registry,
             CONSUMER_LAG,
             "Records between the consumer's position and the end of the partition.",
-            ["topic", "partition"],
-            registry=registry,
+            ("topic", "partition"),
         )
-        self.label_delay = Histogram(
+        self.label_delay = histogram(
+            registry,
             LABEL_DELAY,
             "Event time from an event to its learned label.",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 10800, 43200, 86400, 604800),
-            registry=registry,
         )
-        self.pending_labels = Gauge(
-            PENDING_LABELS,
-            "Labels waiting for their event.",
-            registry=registry,
-        )
-        self.retries = Counter(
-            DEPENDENCY_RETRIES.removesuffix("_total"),
+        self.pending_labels = gauge(registry, PENDING_LABELS, "Labels waiting for their event.")
+        self.retries = counter(
+            registry,
+            DEPENDENCY_RETRIES,
             "Retries after a dependency failed, by dependency (kafka or redis).",
-            ["dependency"],
-            registry=registry,
+            ("dependency",),
         )
-        self.undelivered = Counter(
-            UNDELIVERED.removesuffix("_total"),
+        self.undelivered = counter(
+            registry,
+            UNDELIVERED,
             "Predictions and dead letters the broker did not acknowledge; the worker"
             " resumes from its last commit and sends them again.",
-            registry=registry,
         )
-        self.dropped = Counter(
-            DROPPED_OUTPUTS.removesuffix("_total"),
+        self.dropped = counter(
+            registry,
+            DROPPED_OUTPUTS,
             "Outputs the broker refused for themselves (reason: too_large, invalid_record)"
             " kafka.max_delivery_attempts times, dropped so that the worker goes on, by"
             " output (prediction, dead_letter, example).",
-            ["output", "reason"],
-            registry=registry,
+            ("output", "reason"),
         )
-        self.rewinds = Counter(
-            REBALANCE_REWINDS.removesuffix("_total"),
+        self.rewinds = counter(
+            registry,
+            REBALANCE_REWINDS,
             "Rebalances that took partitions while work was uncommitted: the worker undid"
             " it and read its partitions again from the committed offsets.",
-            registry=registry,
         )
-        self.dependency_up = Gauge(
+        self.dependency_up = gauge(
+            registry,
             DEPENDENCY_UP,
             "1 when the last call to the dependency succeeded, else 0.",
-            ["dependency"],
-            registry=registry,
+            ("dependency",),
         )
         self.model_info = Info(
             MODEL_INFO.removesuffix("_info"),
             "The model version being served.",
             registry=registry,
         )
-        self.last_event_timestamp = Gauge(
+        self.last_event_timestamp = gauge(
+            registry,
             LAST_EVENT_TIMESTAMP,
             "Event time of the newest event processed (the worker's event-time watermark).",
-            registry=registry,
         )
-        self.checkpoints = Counter(
-            CHECKPOINTS.removesuffix("_total"),
+        self.checkpoints = counter(
+            registry,
+            CHECKPOINTS,
             "Checkpoints written (model snapshot plus the offsets it reflects).",
-            registry=registry,
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)

@@ -20,8 +20,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
+from streamlearn.metrics.instruments import counter
 from streamlearn.metrics.prediction_drift import PredictionDriftReport
 from streamlearn.metrics.quality import QualityReport
 from streamlearn.metrics.slices import SliceReport
@@ -234,16 +235,16 @@ class MonitoringMetrics:
         self._slice_series: set[tuple[str, str]] = set()
         self._feature_series: set[str] = set()
         self._feature_ks_series: set[str] = set()
-        self.concept_drift_detections = Counter(
-            CONCEPT_DRIFT_DETECTIONS.removesuffix("_total"),
+        self.concept_drift_detections = counter(
+            registry,
+            CONCEPT_DRIFT_DETECTIONS,
             "Concept drift detections on the loss of learned labels.",
-            registry=registry,
         )
-        self.drift_events = Counter(
-            DRIFT_EVENTS.removesuffix("_total"),
+        self.drift_events = counter(
+            registry,
+            DRIFT_EVENTS,
             "Drift statistics crossing their critical threshold, by kind.",
-            ["kind"],
-            registry=registry,
+            ("kind",),
         )
         self.online_roc_auc = gauge(ONLINE_ROC_AUC, "ROC AUC over the rolling quality window.")
         self.online_log_loss = gauge(ONLINE_LOG_LOSS, "Log loss over the rolling quality window.")

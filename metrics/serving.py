@@ -22,10 +22,10 @@ Examples
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from streamlearn.features.schema import REASONS
-from streamlearn.metrics.instruments import LATENCY_BUCKETS
+from streamlearn.metrics.instruments import counter, gauge, histogram
 
 __all__ = ["API_REASONS", "ENDPOINTS", "ServeMetrics"]
 
@@ -52,44 +52,43 @@ class ServeMetrics:
     """Latency per endpoint, errors by reason, candidates per request, the served model."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.latency = Histogram(
+        self.latency = histogram(
+            registry,
             "streamlearn_serve_request_seconds",
             "Time to answer an API request, from its first byte read to its response.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            ("endpoint",),
         )
-        self.errors = Counter(
+        self.errors = counter(
+            registry,
             "streamlearn_serve_errors_total",
             "API requests refused or failed, by endpoint and reason.",
-            ["endpoint", "reason"],
-            registry=registry,
+            ("endpoint", "reason"),
         )
-        self.candidates = Histogram(
+        self.candidates = histogram(
+            registry,
             "streamlearn_serve_rank_candidates",
             "Candidates per /rank request.",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 10000),
-            registry=registry,
         )
-        self.model_age = Gauge(
+        self.model_age = gauge(
+            registry,
             "streamlearn_serve_model_age_seconds",
             "Age of the served model snapshot (0 while the untrained model is served).",
-            registry=registry,
         )
-        self.model_version = Gauge(
+        self.model_version = gauge(
+            registry,
             "streamlearn_serve_model_version",
             "Registry version of the served model (0: the configured spec, untrained).",
-            registry=registry,
         )
-        self.model_loads = Counter(
+        self.model_loads = counter(
+            registry,
             "streamlearn_serve_model_loads_total",
             "Model versions loaded from the registry.",
-            registry=registry,
         )
-        self.refresh_failures = Counter(
+        self.refresh_failures = counter(
+            registry,
             "streamlearn_serve_refresh_failures_total",
             "Refreshes of the served model that failed (Redis away, a refused snapshot).",
-            registry=registry,
         )
 
     @staticmethod

@@ -54,23 +54,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Worker:
-    """A /metrics endpoint with the worker's and the monitor's metrics."""
+class MetricsEndpoint:
+    """The /metrics endpoint of ``registry`` on a free local port, until :meth:`close`."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.worker = WorkerMetrics(self.registry)
-        self.config = MonitoringConfig(
-            reference_size=200,
-            window_size=200,
-            evaluate_every=50,
-            quality_window=200,
-            features=("amount",),
-            drift_warmup_labels=0,  # predictions without labels enter the windows at once
-        )
-        self.monitor = Monitor(self.config, MonitoringMetrics(self.registry))
-        self.rng = random.Random(0)
-        self.index = 0
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.port = free_port()
         self.server, self.thread = start_http_server(
             self.port, addr="127.0.0.1", registry=self.registry
@@ -79,6 +67,30 @@ class Worker:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Worker(MetricsEndpoint):
+    """A /metrics endpoint with the worker's and the monitor's metrics."""
+
+    def __init__(self) -> None:
+        registry = CollectorRegistry()
+        self.worker = WorkerMetrics(registry)
+        self.config = MonitoringConfig(
+            reference_size=200,
+            window_size=200,
+            evaluate_every=50,
+            quality_window=200,
+            features=("amount",),
+            drift_warmup_labels=0,  # predictions without labels enter the windows at once
+        )
+        self.monitor = Monitor(self.config, MonitoringMetrics(registry))
+        self.rng = random.Random(0)
+        self.index = 0
+        super().__init__(registry)
 
     def predictions(self, n: int, positive_rate: float) -> None:
         for _ in range(n):
@@ -104,10 +116,6 @@ class Worker:
             detections += self.monitor.observe_label(score, y, event_time_ms=self.index)
         self.monitor.publish()
         return detections
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Received:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from streamlearn.cli.stack import CONFIG_RULES_FILE, write_config_rules
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
@@ -33,7 +33,7 @@ from streamlearn.stack.files import write_scrape_target
 from streamlearn.stream.config import load_settings
 
 from .pipeline import wait_for
-from .test_alerting import REPO, Received, free_port, get_json, query, scraped
+from .test_alerting import REPO, MetricsEndpoint, Received, get_json, query, scraped
 
 pytestmark = pytest.mark.integration
 
@@ -52,22 +52,13 @@ monitoring:
 PER_GROUP = 600
 
 
-class SlicedWorker:
+class SlicedWorker(MetricsEndpoint):
     """A /metrics endpoint with a Monitor sliced on ``context.group``."""
 
     def __init__(self, config_file: Path) -> None:
-        self.registry = CollectorRegistry()
-        self.monitor = Monitor(
-            load_settings(config_file).monitoring, MonitoringMetrics(self.registry)
-        )
-        self.port = free_port()
-        self.server, self.thread = start_http_server(
-            self.port, addr="127.0.0.1", registry=self.registry
-        )
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        registry = CollectorRegistry()
+        self.monitor = Monitor(load_settings(config_file).monitoring, MonitoringMetrics(registry))
+        super().__init__(registry)
 
     def score(self, means: dict[str, float], seed: int) -> None:
         """PER_GROUP predictions per group, interleaved, scored around the group's mean.
@@ -88,10 +79,6 @@ class SlicedWorker:
         return self.registry.get_sample_value(
             "streamlearn_slice_score_ratio", {"slice_key": "context.group", "slice": group}
         )
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -380,29 +380,14 @@ def test_prune_keeps_the_newest_checkpoints_and_never_the_current_or_history(
     registry: ModelRegistry,
 ) -> None:
     model = build_model("logistic")
-    versions = [
-        registry.save(
-            model,
-            name="logistic",
-            parent=None,
-            events_scored=0,
-            labels_learned=0,
-            offsets={},
-            metrics={},
-            note="checkpoint of w",
+
+    def checkpoint(note: str) -> str:
+        return save(
+            registry, model, events_scored=0, labels_learned=0, offsets={}, metrics={}, note=note
         ).version
-        for _ in range(6)
-    ]
-    other = registry.save(
-        model,
-        name="logistic",
-        parent=None,
-        events_scored=0,
-        labels_learned=0,
-        offsets={},
-        metrics={},
-        note="checkpoint of another",
-    ).version
+
+    versions = [checkpoint("checkpoint of w") for _ in range(6)]
+    other = checkpoint("checkpoint of another")
     registry.promote(versions[0])
     registry.promote(versions[1])
 

@@ -52,19 +52,24 @@ def run(path: Path, models: list[str], **experiment: Any) -> tuple[dict[str, Any
     return result.experiment, lines
 
 
-def served(lines: list[dict]) -> list[dict]:
-    return [line for line in lines if line["served"]]
-
-
-def test_a_broken_treatment_at_10_percent_is_reverted_then_the_control_serves_everyone(stream):
-    summary, lines = run(
-        stream,
+def broken_at_10_percent(path: Path) -> tuple[dict[str, Any], list[dict]]:
+    """The control against an arm that always scores high, served 10 % of the events."""
+    return run(
+        path,
         ["control=logistic", f"broken={FACTORIES}always_high"],
         arms={"control": 0.9, "broken": 0.1},
         primary="log_loss",
         min_labels_per_arm=200,
         guardrails={"min_predictions": 200},
     )
+
+
+def served(lines: list[dict]) -> list[dict]:
+    return [line for line in lines if line["served"]]
+
+
+def test_a_broken_treatment_at_10_percent_is_reverted_then_the_control_serves_everyone(stream):
+    summary, lines = broken_at_10_percent(stream)
     [decision] = summary["decisions"]
     assert (decision["action"], decision["arm"]) == ("revert", "broken")
     assert summary["status"] == "reverted"
@@ -143,18 +148,8 @@ def test_own_arm_learning_learns_only_the_labels_an_arm_served(stream):
 
 
 def test_the_summary_has_the_experiment_shape_and_is_the_same_twice(stream, tmp_path):
-    def once() -> tuple[dict[str, Any], list[dict]]:
-        return run(
-            stream,
-            ["control=logistic", f"broken={FACTORIES}always_high"],
-            arms={"control": 0.9, "broken": 0.1},
-            primary="log_loss",
-            min_labels_per_arm=200,
-            guardrails={"min_predictions": 200},
-        )
-
-    first, lines = once()
-    assert once() == (first, lines)
+    first, lines = broken_at_10_percent(stream)
+    assert broken_at_10_percent(stream) == (first, lines)
     assert first["mode"] == "ab"
     for arm in first["arms"].values():
         assert {"events", "labels", "primary", "ci"} <= arm.keys()
