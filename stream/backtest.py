@@ -419,6 +419,7 @@ def _decisions(processor: Processor) -> dict[str, Any]:
         "recall": round(policy.recall, 6),
         "holdout_fraction": decider.holdout.fraction,
         "propensity_weighting": decider.propensity_weighting,
+        "class_weights": decider.classes.metadata(),
         "holdout_quality": quality.report().as_dict(),
         "calibration": {
             "ece": processor.calibration.ece(),
