@@ -159,7 +159,7 @@ def feedback_run(path: Path, arm: str, windows: int, live_after: int = 0) -> dic
     changes, filtering = ARMS[arm]
     result = backtest(
         path,
-        _settings(**changes),
+        _settings(policy="fixed", **changes),
         feedback="filter" if filtering else "none",
         measure_recall=True,
         feedback_after=live_after,
