@@ -198,3 +198,12 @@ def test_a_target_positive_share_is_learned_and_reported_in_the_snapshot_metadat
     assert info.metrics["target_positive_share"] == 0.5
     assert 0.05 < (info.metrics["positive_share"] or 0) < 0.2
     assert (info.metrics["class_weight_positive"] or 0) > 3.0
+
+
+def test_the_feedback_filter_withholds_nothing_before_it_goes_live():
+    from streamlearn.stream.outputs import Prediction
+
+    loop = FeedbackLoop(after=1)
+    loop.observe([Prediction(f"e{n}", "m", "1", 0.9, True, 0, None) for n in range(2)])
+    assert (loop.admits("e0", True), loop.admits("e1", True)) == (True, False)
+    assert loop.dropped == 1
