@@ -380,6 +380,27 @@ class DecisionConfig(BaseModel):
     propensity_weighting: bool = Field(
         default=False, description="Learn each label with its weight / its event's propensity."
     )
+    positive_weight: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Weight of a positive label when learned."
+    )
+    negative_weight: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="Weight of a negative label when learned."
+    )
+    target_positive_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Learn as if this share of the labels were positive: classes weighted by"
+            " target / observed share (0: off)."
+        ),
+    )
+    balance_window: int = Field(
+        default=10_000,
+        ge=10,
+        le=10_000_000,
+        description="Recent labels over which the observed positive share is measured.",
+    )
     implicit_negatives_of_blocked: bool = Field(
         default=True,
         description=(

@@ -39,6 +39,7 @@ from streamlearn.learners.decision_policy import (
     FixedThreshold,
     build_policy,
 )
+from streamlearn.learners.imbalance import ClassWeights
 
 __all__ = ["Decided", "Decider", "Holdout", "decider_of"]
 
@@ -93,6 +94,8 @@ class Decider:
         Whether labels are learned with their weight divided by their propensity.
     implicit_negatives_of_blocked
         Whether the silence after a blocked event is learned as a negative.
+    classes
+        The per-class weights of learning (:mod:`learners.imbalance`; default: none).
     """
 
     def __init__(
@@ -101,11 +104,13 @@ class Decider:
         holdout: Holdout | None = None,
         propensity_weighting: bool = False,
         implicit_negatives_of_blocked: bool = True,
+        classes: ClassWeights | None = None,
     ) -> None:
         self.policy = policy
         self.holdout = holdout or Holdout(0.0)
         self.propensity_weighting = propensity_weighting
         self.implicit_negatives_of_blocked = implicit_negatives_of_blocked
+        self.classes = classes or ClassWeights()
 
     @classmethod
     def fixed(cls, threshold: float) -> Decider:
@@ -147,6 +152,16 @@ class Decider:
             return weight / propensity
         return weight
 
+    def model_weight(self, weight: float, propensity: float, positive: bool) -> float:
+        """The weight the models learn a label with: :meth:`learning_weight` times its
+        class's weight (the policy's statistics use :meth:`learning_weight` alone).
+
+        >>> Decider(FixedThreshold(0.5), classes=ClassWeights(positive=3.0)).model_weight(
+        ...     2.0, 1.0, True)
+        6.0
+        """
+        return self.learning_weight(weight, propensity) * self.classes.weight(positive)
+
 
 def decider_of(config: DecisionConfig, threshold: float = 0.5) -> Decider:
     """The decider of the ``decision`` section (``threshold``: ``model.threshold``).
@@ -160,4 +175,10 @@ def decider_of(config: DecisionConfig, threshold: float = 0.5) -> Decider:
         holdout,
         config.propensity_weighting,
         config.implicit_negatives_of_blocked,
+        ClassWeights(
+            config.positive_weight,
+            config.negative_weight,
+            config.target_positive_share,
+            config.balance_window,
+        ),
     )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from streamlearn.metrics.concept_drift import ConceptDrift, concept_signal
 from streamlearn.metrics.feature_drift import FeatureDrift
@@ -40,6 +40,12 @@ from streamlearn.metrics.thresholds import MonitoringConfig
 
 # MonitoringMetrics is what a Monitor publishes to: importable with it from here.
 __all__ = ["Monitor", "MonitoringMetrics"]
+
+
+class LearningInfo(Protocol):
+    """What says how labels are learned (e.g. :class:`learners.imbalance.ClassWeights`)."""
+
+    def metadata(self) -> Mapping[str, float]: ...
 
 
 class Monitor:
@@ -125,6 +131,8 @@ class Monitor:
         self._reference_quality = RollingQuality(window=config.quality_window)
         self.reference_roc_auc: float | None = None
         self.drift_events: deque[dict[str, Any]] = deque(maxlen=config.max_drift_events)
+        #: How the model learns its labels (class weights), reported beside its quality.
+        self.learning: LearningInfo | None = None
         self.n_predictions = 0
         self.n_labels = 0
         self.last_event_time_ms: float | None = None
@@ -408,7 +416,10 @@ class Monitor:
             "features": {name: dict(r) for name, r in self._feature_report.items()},
             "feature_summary": self.feature_summary(),
             "slices": [r.as_dict() for r in self._slice_report],
-            "quality": self._quality_report.as_dict(),
+            "quality": {
+                **self._quality_report.as_dict(),
+                **(self.learning.metadata() if self.learning is not None else {}),
+            },
             "reference_roc_auc": self.reference_roc_auc,
             "concept": {
                 "detector": self.concept.detector_name,

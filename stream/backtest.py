@@ -305,6 +305,7 @@ def backtest(
     on_batch: Callable[[int], None] | None = None,
     feedback: str = "none",
     measure_recall: bool = False,
+    feedback_after: int = 0,
     experiment: ExperimentSettings | None = None,
     rollback: RollbackConfig | None = None,
     rollback_refresh_every: int = 5000,
@@ -317,7 +318,8 @@ def backtest(
     The champion decides with the ``decision`` section's policy and holdout. With
     ``feedback="filter"`` the labels of the events it blocks are withheld
     (:mod:`stream.feedback`), and the result measures recall on the unfiltered truth
-    (as it does with ``measure_recall`` and no filter, for a baseline).
+    (as it does with ``measure_recall`` and no filter, for a baseline); the events
+    before index ``feedback_after`` keep their labels (the model learned unfiltered first).
     """
     if feedback not in ("none", "filter"):
         raise ValueError(f"feedback must be none or filter, not {feedback!r}")
@@ -359,7 +361,9 @@ def backtest(
         records = delayed_labels(records, int(label_delay_s * 1000))
     result = BacktestResult(slots=slots)
     filtering = feedback == "filter"
-    loop = result.feedback = FeedbackLoop(filtering) if filtering or measure_recall else None
+    loop = result.feedback = (
+        FeedbackLoop(filtering, feedback_after) if filtering or measure_recall else None
+    )
     batches = (
         _batches(records, batch_size)
         if loop is None
@@ -415,6 +419,7 @@ def _decisions(processor: Processor) -> dict[str, Any]:
         "recall": round(policy.recall, 6),
         "holdout_fraction": decider.holdout.fraction,
         "propensity_weighting": decider.propensity_weighting,
+        "class_weights": decider.classes.metadata(),
         "holdout_quality": quality.report().as_dict(),
         "calibration": {
             "ece": processor.calibration.ece(),

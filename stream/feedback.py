@@ -40,9 +40,11 @@ __all__ = ["FeedbackLoop", "feedback_batches"]
 class FeedbackLoop:
     """The champion's decisions, the labels they let through, and the ground truth."""
 
-    def __init__(self, withhold: bool = True) -> None:
+    def __init__(self, withhold: bool = True, after: int = 0) -> None:
         #: Whether blocked events' labels are withheld (False: measure only, as without a loop).
         self.withhold = withhold
+        #: The events before this index keep their labels (a model trained before going live).
+        self.after = after
         #: Per event id: its index in the stream, whether it was blocked, held out.
         self._events: dict[str, tuple[int, bool, bool]] = {}
         #: Per event id: its true label (every label of the file, dropped or not).
@@ -58,7 +60,7 @@ class FeedbackLoop:
         """Whether the world gives this label: not when its event was blocked."""
         self.truth[event_id] = label
         seen = self._events.get(event_id)
-        if self.withhold and seen is not None and seen[1]:
+        if self.withhold and seen is not None and seen[1] and seen[0] >= self.after:
             self.dropped += 1
             return False
         return True

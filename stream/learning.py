@@ -182,7 +182,11 @@ class LabelLearning:
         """
         served = self._served.pop(event_id, None)
         propensity = served.propensity if served is not None else 1.0
-        weight = self.decider.learning_weight(label.weight, propensity)
+        # monitors judge the label with its weight by propensity, models learn it with its class's
+        observed = self.decider.learning_weight(label.weight, propensity)
+        if observed != label.weight:
+            observed = min(observed, self.limits.max_label_weight)
+        weight = self.decider.model_weight(label.weight, propensity, is_positive(label.value))
         if weight != label.weight:
             weight = min(weight, self.limits.max_label_weight)
             label = AppliedLabel(label.value, weight, label.source, label.timestamp_ms)
@@ -219,8 +223,9 @@ class LabelLearning:
             if given is None:
                 continue
             if slot.monitor is not None:
+                slot.monitor.learning = self.decider.classes  # in the snapshot's metadata
                 detected = slot.monitor.observe_label(
-                    given, y_true, label.weight, event_time_ms, slices
+                    given, y_true, observed, event_time_ms, slices
                 )
                 drifted = drifted or (detected and index == 0)
             if slot.scorecard is not None:
@@ -231,7 +236,7 @@ class LabelLearning:
                 champion_score, y_true, self.decider.learning_weight(1.0, propensity)
             )
             if served is not None and served.holdout:
-                self.holdout_quality.update(y_true, champion_score, label.weight)
+                self.holdout_quality.update(y_true, champion_score, observed)
             self.calibration.update(y_true, champion_score)
             if self.calibrator is not None:
                 self.calibrated.update(y_true, self.calibrator.learn(champion_score, y_true))

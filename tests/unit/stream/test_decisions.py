@@ -15,7 +15,7 @@ from streamlearn.features.memory_store import MemoryStore
 from streamlearn.features.store import StoreConfig
 from streamlearn.features.vector import FeatureConfig
 from streamlearn.learners.decision_policy import FixedThreshold
-from streamlearn.learners.holdout import Decider, Holdout
+from streamlearn.learners.holdout import Decider, Holdout, decider_of
 from streamlearn.learners.models import build_model
 from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.stream.backtest import backtest
@@ -145,3 +145,65 @@ def test_backtest_with_the_feedback_filter_reports_recall_on_the_truth(tmp_path:
     unfiltered = backtest(path, settings, measure_recall=True).summary()
     assert unfiltered["feedback"]["labels_dropped"] == 0
     assert unfiltered["labels_learned"] > summary["labels_learned"]
+
+
+def test_class_weights_weight_what_the_models_learn_not_what_the_policy_counts():
+    from streamlearn.learners.imbalance import ClassWeights
+
+    classes = ClassWeights(positive=4.0, negative=0.5)
+    decider = Decider(FixedThreshold(0.5), classes=classes)
+    processor, _ = rig(decider)
+    users = [f"u{i}" for i in range(10)]
+    out = processor.process(
+        [event(n, u) for n, u in enumerate(users)]
+        + [label(n, n % 2 == 0, n) for n in range(len(users))]
+    )
+    weights = {e.event_id: e.weight for e in out.examples}
+    assert weights == {f"e{n}": 4.0 if n % 2 == 0 else 0.5 for n in range(len(users))}
+    # the policy's statistics and the monitors see the labels unweighted by class
+    assert sorted(set(processor.decider.policy.labels.arrays()[2])) == [1.0]
+
+
+def test_a_target_positive_share_is_learned_and_reported_in_the_snapshot_metadata():
+    from streamlearn.learners.registry import SnapshotInfo
+    from streamlearn.metrics.monitor import Monitor
+    from streamlearn.metrics.thresholds import MonitoringConfig
+
+    settings = Settings(decision={"target_positive_share": 0.5, "balance_window": 100})
+    decider = decider_of(settings.decision)
+    processor = Processor(
+        [ModelSlot("logistic", build_model("logistic"), monitor=Monitor(MonitoringConfig()))],
+        MemoryStore(StoreConfig(), InteractionConfig()),
+        FeatureConfig(),
+        Limits(),
+        threshold=0.5,
+        keep_examples=True,
+        decider=decider,
+    )
+    n = 400
+    records = [event(i, f"u{i}") for i in range(n)] + [label(i, i % 10 == 0, i) for i in range(n)]
+    out = processor.process(records)
+    positive = [e.weight for e in out.examples if e.label == 1.0][-5:]
+    negative = [e.weight for e in out.examples if e.label == 0.0][-5:]
+    assert min(positive) > 3.0 and max(negative) < 0.7  # about 10 % positives learned as 50 %
+    monitor = processor.slots[0].monitor
+    assert monitor is not None
+    quality = monitor.snapshot(refresh=True)["quality"]
+    # the worker's checkpoint puts the monitor's quality figures in the snapshot metadata
+    metrics = {k: v for k, v in quality.items() if isinstance(v, float | int | None)}
+    info = SnapshotInfo(
+        version="1", name="logistic", created_at="2026-01-02T03:04:05+00:00",
+        events_scored=n, labels_learned=n, metrics=metrics,
+    )  # fmt: skip
+    assert info.metrics["target_positive_share"] == 0.5
+    assert 0.05 < (info.metrics["positive_share"] or 0) < 0.2
+    assert (info.metrics["class_weight_positive"] or 0) > 3.0
+
+
+def test_the_feedback_filter_withholds_nothing_before_it_goes_live():
+    from streamlearn.stream.outputs import Prediction
+
+    loop = FeedbackLoop(after=1)
+    loop.observe([Prediction(f"e{n}", "m", "1", 0.9, True, 0, None) for n in range(2)])
+    assert (loop.admits("e0", True), loop.admits("e1", True)) == (True, False)
+    assert loop.dropped == 1
