@@ -57,6 +57,7 @@ __all__ = [
     "RetrainResult",
     "Window",
     "evaluate",
+    "evaluate_served",
     "parse_duration",
     "retrain",
     "split_window",
@@ -107,6 +108,8 @@ class LoggedExample:
     event_ms: int
     #: The label's time (ms); the event's when not known.
     label_ms: int | None = None
+    #: What the serving model scored the event (None: not recorded).
+    score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,21 @@ class Evaluation:
     roc_auc: float | None
 
 
+def _evaluation(truths: list[bool], scores: list[float], weights: list[float]) -> Evaluation:
+    loss = _log_loss()
+    for y, p, w in zip(truths, scores, weights, strict=True):
+        loss.update(y, {False: 1.0 - p, True: p}, w)
+    positives = sum(truths)
+    return Evaluation(
+        examples=len(truths),
+        positives=positives,
+        positive_rate=positives / len(truths),
+        mean_score=math.fsum(scores) / len(scores),
+        log_loss=loss.get(),
+        roc_auc=roc_auc(truths, scores, weights),
+    )
+
+
 def evaluate(model: base.Classifier, examples: Sequence[LoggedExample]) -> Evaluation:
     """Score ``examples`` with ``model`` without learning on them.
 
@@ -220,24 +238,32 @@ def evaluate(model: base.Classifier, examples: Sequence[LoggedExample]) -> Evalu
     """
     if not examples:
         raise EmptyWindowError("no held-out example to evaluate on")
-    loss = _log_loss()
-    truths, scores, weights = [], [], []
-    for example in examples:
-        p = score(model, example.x)
-        y = is_positive(example.label)
-        loss.update(y, {False: 1.0 - p, True: p}, example.weight)
-        truths.append(y)
-        scores.append(p)
-        weights.append(example.weight)
-    positives = sum(truths)
-    return Evaluation(
-        examples=len(examples),
-        positives=positives,
-        positive_rate=positives / len(examples),
-        mean_score=math.fsum(scores) / len(scores),
-        log_loss=loss.get(),
-        roc_auc=roc_auc(truths, scores, weights),
-    )
+    truths = [is_positive(e.label) for e in examples]
+    scores = [score(model, e.x) for e in examples]
+    return _evaluation(truths, scores, [e.weight for e in examples])
+
+
+def evaluate_served(examples: Sequence[LoggedExample]) -> Evaluation | None:
+    """The quality of the scores served for ``examples`` (those that recorded one).
+
+    These are the live model's scores when each event came, before it learned the
+    label: the online learner's own test-then-train quality on the slice, which a
+    snapshot of it taken later (having learned the slice) would overstate.
+    None when no example recorded its score.
+
+    >>> served = [LoggedExample("a", {}, 1.0, 1.0, 0, score=0.9),
+    ...           LoggedExample("b", {}, 0.0, 1.0, 0, score=0.2),
+    ...           LoggedExample("c", {}, 0.0, 1.0, 0)]
+    >>> evaluate_served(served).examples, evaluate_served(served).roc_auc
+    (2, 1.0)
+    >>> evaluate_served(served[2:]) is None
+    True
+    """
+    scored = [e for e in examples if e.score is not None]
+    if not scored:
+        return None
+    scores = [min(1.0, max(0.0, e.score)) for e in scored if e.score is not None]
+    return _evaluation([is_positive(e.label) for e in scored], scores, [e.weight for e in scored])
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +280,8 @@ class RetrainResult:
     #: The current model on the same slice (None: none was given).
     current: Evaluation | None
     current_version: str | None
+    #: The scores served at the time, as the training log recorded them (None: none).
+    served: Evaluation | None = None
 
     @property
     def better(self) -> bool | None:
@@ -288,6 +316,9 @@ class RetrainResult:
         if self.current is not None:
             out["current_log_loss"] = self.current.log_loss
             out["current_roc_auc"] = self.current.roc_auc
+        if self.served is not None:
+            out["served_log_loss"] = self.served.log_loss
+            out["served_roc_auc"] = self.served.roc_auc
         return out
 
 
@@ -336,5 +367,6 @@ def retrain(
         candidate=evaluate(model, test),
         current=evaluate(current, test) if current is not None else None,
         current_version=current_version if current is not None else None,
+        served=evaluate_served(test),
     )
     return model, result

@@ -22,7 +22,7 @@ Examples
 ...               1_000, 5_000, 0.25, "3").to_json()
 >>> decode_example(raw)
 LoggedExample(event_id='e1', x={'clicks': 2.0, 'device': 'ios'}, label=1.0, weight=1.0, \
-event_ms=1000, label_ms=5000)
+event_ms=1000, label_ms=5000, score=0.25)
 >>> decode_example(b'{"event_id": "e1"}')
 Traceback (most recent call last):
 ...
@@ -173,6 +173,7 @@ def decode_example(raw: bytes) -> LoggedExample:
         example.weight,
         example.event_timestamp_ms,
         example.label_timestamp_ms,
+        example.score,
     )
 
 

@@ -1,0 +1,425 @@
+"""``model train --from-log``: retrain from the training log, judge, register, enter as challenger.
+
+The guide's scheduled retraining ("retrain weekly on the last 30 days") for workers that
+also learn online. The command reads the training log (``kafka.topics.examples``: each
+learned label with the features it was learned on, :mod:`stream.training_log`) over a
+window of event time, trains a fresh model of ``--spec`` (or a copy of ``--warm-start
+VERSION`` learning on) on the window's earlier part and scores it beside the current
+version on the later, held-out part (:mod:`learners.retrain`), and prints the comparison.
+
+- ``--register`` stores the new version (not promoted) with its held-out evaluation as
+  its metrics, and adds a ``retrain`` record to the registry's log
+  (:mod:`learners.registry_log`).
+- ``--challenger ARM --share 0.1`` (registers too) prints the ``experiment:`` section
+  that enters the new version as an ``ab`` challenger beside the current model
+  (``models: {ARM: "version:N"}``), writes it to ``--experiment-file`` when given, and
+  records the request in the registry's log. Put the section in the workers'
+  configuration to start the experiment; its decisions (promote, revert) are the
+  experiment's.
+- ``--if-better`` registers only a model whose held-out log loss beats the current
+  version's (for scheduled and alert-triggered runs: a worse retraining changes nothing).
+
+Errors are messages with an exit code: 1 for the data or a service (no example in the
+window, Kafka or Redis away), 2 for the command line or the configuration.
+
+Examples
+--------
+>>> section = challenger_section("retrained", "7", 0.1, None, None)
+>>> section["arms"], section["models"]
+({'champion': 0.9, 'retrained': 0.1}, {'retrained': 'version:7'})
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import redis
+import typer
+import yaml
+from pydantic import ValidationError
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from streamlearn.cli.common import ConfigOption, settings_or_exit
+from streamlearn.features.schema import to_epoch_ms
+from streamlearn.learners.registry import ModelRegistry, RegistryError, signing_key_from_env
+from streamlearn.learners.registry_log import append_record
+from streamlearn.learners.retrain import (
+    EmptyWindowError,
+    Evaluation,
+    RetrainResult,
+    parse_duration,
+    retrain,
+)
+from streamlearn.stream.config import ExperimentSettings, Settings, mask_url
+from streamlearn.stream.training_log import LogRead, TrainingLogError, read_training_log
+from streamlearn.stream.ui import console
+
+__all__ = ["challenger_section", "comparison_table", "train", "until_ms"]
+
+_out = Console()
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def until_ms(text: str, now_s: float | None = None) -> int | None:
+    """The window's end: ``latest`` (None: the newest event of the log), ``now``, an
+    ISO-8601 time with a zone, or epoch milliseconds.
+
+    >>> until_ms("latest"), until_ms("now", now_s=12.5), until_ms("1970-01-01T00:00:02Z")
+    (None, 12500, 2000)
+    >>> until_ms("1714552200000")
+    1714552200000
+    """
+    if text == "latest":
+        return None
+    if text == "now":
+        return round((time.time() if now_s is None else now_s) * 1000)
+    if text.isdigit():
+        return int(text)
+    return to_epoch_ms(text)
+
+
+def challenger_section(
+    arm: str, version: str, share: float, base: ExperimentSettings | None, primary: str | None
+) -> dict[str, Any]:
+    """The ``experiment:`` section entering ``version`` as arm ``arm`` at ``share`` of the
+    units beside the control (the configured experiment's first arm, else ``champion``).
+
+    The section is checked as the workers will check it; ``models`` names where the
+    challenger's model comes from (a registry version).
+
+    >>> challenger_section("champion", "3", 0.1, None, None)
+    Traceback (most recent call last):
+    ...
+    ValueError: the challenger arm must not be named like the control 'champion'
+    """
+    control = base.control if base is not None else "champion"
+    if arm == control:
+        raise ValueError(f"the challenger arm must not be named like the control {control!r}")
+    if not 0 < share < 1:
+        raise ValueError(f"--share must be between 0 and 1, got {share}")
+    fields: dict[str, Any] = {
+        "id": f"retrain-v{version}",
+        "mode": "ab",
+        "arms": {control: round(1 - share, 12), arm: share},
+    }
+    if primary is not None:
+        fields["primary"] = primary
+    checked = base.model_dump(exclude={"models"}) if base is not None else {}
+    try:
+        settings = ExperimentSettings.model_validate(
+            {k: v for k, v in checked.items() if k in ExperimentSettings.model_fields} | fields
+        )
+    except ValidationError as error:
+        problems = "; ".join(str(e["msg"]) for e in error.errors())
+        raise ValueError(f"the experiment: {problems}") from None
+    return {
+        "id": settings.id,
+        "mode": settings.mode,
+        "arms": dict(settings.arms),
+        "primary": settings.primary,
+        "models": {arm: f"version:{version}"},
+    }
+
+
+def _cell(value: float | int | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def comparison_table(result: RetrainResult) -> Table:
+    """New model vs current version on the held-out slice, as a rich table."""
+    window = result.window
+    table = Table(
+        title="retrained model on the held-out later slice of the training log",
+        caption=(
+            f"trained on {window.trained:,} examples before {_iso(window.cutoff_ms)},"
+            f" held out {window.held_out:,} until {_iso(window.until_ms)}"
+            f" ({window.outside:,} read outside the window)"
+        ),
+        box=box.SIMPLE_HEAD,
+    )
+    if result.served is not None:
+        table.caption = (
+            f"{table.caption}; served then: the live model's scores when the events came,"
+            " learning as it went"
+        )
+    new = f"new ({result.spec}" + (f", from v{result.warm_start})" if result.warm_start else ")")
+    table.add_column("held out")
+    table.add_column(new, justify="right")
+    if result.current is not None:
+        table.add_column(f"current v{result.current_version}", justify="right")
+    if result.served is not None:
+        table.add_column("served then", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("log loss", lambda e: _cell(e.log_loss)),
+        ("ROC AUC", lambda e: _cell(e.roc_auc)),
+        ("mean score", lambda e: _cell(e.mean_score)),
+        ("positive rate", lambda e: _cell(e.positive_rate)),
+        ("examples", lambda e: _cell(e.examples)),
+        ("positives", lambda e: _cell(e.positives)),
+    ]
+    evaluations: list[Evaluation] = [result.candidate]
+    if result.current is not None:
+        evaluations.append(result.current)
+    if result.served is not None:
+        evaluations.append(result.served)
+    for name, cell in rows:
+        table.add_row(name, *(cell(e) for e in evaluations))
+    return table
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + "Z"
+
+
+@contextmanager
+def _registry(settings: Settings) -> Iterator[ModelRegistry]:
+    """The configured registry; its errors become messages and exit codes."""
+    try:
+        key = signing_key_from_env()
+    except RegistryError as error:
+        raise _fail(str(error), 2) from None
+    client = redis.Redis.from_url(
+        settings.redis.url, decode_responses=False, **settings.redis.client_options()
+    )
+    try:
+        yield ModelRegistry(client, settings.store.key_prefix, key)
+    except RegistryError as error:
+        raise _fail(str(error), 2) from None
+    except redis.RedisError as error:
+        where = mask_url(settings.redis.url)
+        raise _fail(f"Redis at {where} failed: {mask_url(str(error))}", 1) from None
+    finally:
+        client.close()
+
+
+def _read_log(
+    settings: Settings, topic: str | None, since_ms: int | None, timeout: float
+) -> LogRead:
+    try:
+        return read_training_log(settings.kafka, topic, since_ms, timeout_s=timeout)
+    except TrainingLogError as error:
+        raise _fail(str(error), 1) from None
+
+
+def train(
+    from_log: Annotated[
+        bool, typer.Option("--from-log", help="Train from the training log (the examples topic).")
+    ] = False,
+    since: Annotated[str, typer.Option(help="The window: 30d, 12h, 90m, 2w.")] = "30d",
+    until: Annotated[
+        str,
+        typer.Option(
+            help="The window's end: latest (the log's newest event), now, ISO-8601 or epoch ms."
+        ),
+    ] = "latest",
+    holdout: Annotated[
+        float, typer.Option(help="The later fraction of the window's time held out.")
+    ] = 0.2,
+    spec: Annotated[
+        str | None, typer.Option(help="Model spec of the new model (default: model.spec).")
+    ] = None,
+    warm_start: Annotated[
+        str | None, typer.Option("--warm-start", help="Start from this registry version.")
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            help="The version to compare with (default: the promoted one, else the newest)."
+        ),
+    ] = None,
+    register: Annotated[
+        bool, typer.Option(help="Store the new model as a registry version (not promoted).")
+    ] = False,
+    if_better: Annotated[
+        bool,
+        typer.Option("--if-better", help="Register only if it beats the current version."),
+    ] = False,
+    challenger: Annotated[
+        str | None,
+        typer.Option(help="Enter the new version as this arm of an ab experiment (registers)."),
+    ] = None,
+    share: Annotated[float, typer.Option(help="The challenger's share of the units.")] = 0.1,
+    primary: Annotated[
+        str | None, typer.Option(help="The experiment's primary metric (default: configured).")
+    ] = None,
+    experiment_file: Annotated[
+        Path | None,
+        typer.Option(dir_okay=False, help="Write the experiment section there (YAML)."),
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="The training log topic (default: kafka.topics.examples).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to read the log at most.")] = 120.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Retrain a model from the training log, compare it with the current version on a
+    held-out later slice, and optionally register it and enter it as a challenger."""
+    if not from_log:
+        raise _fail("say where to train from: --from-log (the training log)", 2)
+    settings = settings_or_exit(config)
+    try:
+        since_s = parse_duration(since)
+        end_ms = until_ms(until)
+    except ValueError as error:
+        raise _fail(str(error), 2) from None
+    if warm_start is not None and spec is not None:
+        raise _fail("--spec or --warm-start, not both", 2)
+    register = register or challenger is not None
+    with _registry(settings) as registry:
+        current_version = _compared_version(registry, against)
+        current = registry.load(current_version)[0] if current_version is not None else None
+        start = None
+        if warm_start is not None:
+            start, start_info = registry.load(warm_start)
+            spec_name = start_info.name
+            warm_start = start_info.version
+        else:
+            spec_name = spec or settings.model.spec
+        since_ms = None if end_ms is None else end_ms - round(since_s * 1000)
+        read = _read_log(settings, topic, since_ms, timeout)
+        try:
+            model, result = retrain(
+                read.examples,
+                since_s,
+                spec=spec_name,
+                holdout=holdout,
+                until_ms=end_ms,
+                warm_start=start,
+                warm_start_version=warm_start,
+                current=current,
+                current_version=current_version,
+                max_categories=settings.model.max_categories,
+                category_buckets=settings.model.category_buckets,
+            )
+        except EmptyWindowError as error:
+            skipped = f" ({sum(read.skipped.values())} bad records skipped)" if read.skipped else ""
+            raise _fail(f"nothing to train on: {error}{skipped}", 1) from None
+        except ValueError as error:
+            raise _fail(str(error), 2) from None
+        version = None
+        section = None
+        registering = register and not (if_better and result.better is False)
+        if registering:
+            version = _register(
+                registry, model, result, read, topic or settings.kafka.topics.examples
+            )
+            if challenger is not None:
+                try:
+                    section = challenger_section(
+                        challenger, version, share, settings.experiment, primary
+                    )
+                except ValueError as error:
+                    raise _fail(
+                        f"v{version} registered, but not as a challenger: {error}", 2
+                    ) from None
+                append_record(
+                    registry,
+                    "challenger_request",
+                    {"version": version, "arm": challenger, "share": share, "experiment": section},
+                )
+    _report(result, read, version, section, register and not registering, experiment_file, as_json)
+
+
+def _compared_version(registry: ModelRegistry, against: str | None) -> str | None:
+    """``against``, else the promoted version, else the newest (the workers' last checkpoint)."""
+    if against is not None:
+        return registry.info(against).version
+    current = registry.current()
+    if current is not None:
+        return current
+    versions = registry.list()
+    return versions[-1].version if versions else None
+
+
+def _register(
+    registry: ModelRegistry, model: Any, result: RetrainResult, read: LogRead, topic: str | None
+) -> str:
+    window = result.window
+    note = (
+        f"retrained from the training log {topic}: {window.trained} examples before"
+        f" {_iso(window.cutoff_ms)}, judged on {window.held_out} until {_iso(window.until_ms)}"
+    )
+    info = registry.save(
+        model,
+        name=result.spec,
+        parent=result.warm_start,
+        events_scored=0,
+        labels_learned=window.trained,
+        offsets={},
+        metrics=result.registry_metrics(),
+        note=note,
+    )
+    append_record(
+        registry,
+        "retrain",
+        {
+            "version": info.version,
+            "topic": topic,
+            "records": read.records,
+            "skipped": dict(read.skipped),
+            **result.to_dict(),
+        },
+    )
+    return info.version
+
+
+def _report(
+    result: RetrainResult,
+    read: LogRead,
+    version: str | None,
+    section: dict[str, Any] | None,
+    held_back: bool,
+    experiment_file: Path | None,
+    as_json: bool,
+) -> None:
+    snippet = yaml.safe_dump({"experiment": section}, sort_keys=False) if section else None
+    if snippet is not None and experiment_file is not None:
+        try:
+            experiment_file.write_text(snippet)
+        except OSError as error:
+            raise _fail(f"cannot write {experiment_file}: {error}", 1) from None
+    if as_json:
+        doc = {
+            **result.to_dict(),
+            "records": read.records,
+            "skipped": dict(read.skipped),
+            "registered": version,
+            "not_registered_reason": "not better than the current version" if held_back else None,
+            "experiment": section,
+        }
+        typer.echo(json.dumps(doc, indent=2, allow_nan=False, default=str))
+        return
+    _out.print(comparison_table(result))
+    for reason, count in sorted(read.skipped.items()):
+        console.print(
+            f"skipped {count} bad records ({reason}), first: {read.first_skipped[reason]}"
+        )
+    if result.better is not None:
+        verdict = "better" if result.better else "not better"
+        _out.print(
+            f"the new model is {verdict} than v{result.current_version} on held-out log loss"
+        )
+    if held_back:
+        _out.print("not registered: --if-better, and it is not better than the current version")
+    if version is not None:
+        _out.print(f"registered as v{version} (not promoted)")
+    if snippet is not None:
+        where = f" (written to {experiment_file})" if experiment_file else ""
+        _out.print(
+            f"the workers' configuration section that enters v{version} as a challenger{where}:"
+        )
+        _out.print(snippet, markup=False, highlight=False)
