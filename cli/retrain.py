@@ -16,6 +16,10 @@ version on the later, held-out part (:mod:`learners.retrain`), and prints the co
   records the request in the registry's log. Put the section in the workers'
   configuration to start the experiment; its decisions (promote, revert) are the
   experiment's.
+- ``--if-alert NAME`` (repeatable) trains only while Prometheus says that alert fires
+  (feature drift, concept drift, a quality alert: the guide's triggered retraining), and
+  ``--cooldown 1d`` skips a run within a day of the last retraining in the registry's
+  log (:mod:`stream.retrain_trigger`); a skipped run says why and exits 0.
 - ``--if-better`` registers only a model whose held-out log loss beats the current
   version's (for scheduled and alert-triggered runs: a worse retraining changes nothing).
 
@@ -35,6 +39,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,7 +54,7 @@ from rich.table import Table
 from streamlearn.cli.common import ConfigOption, settings_or_exit
 from streamlearn.features.schema import to_epoch_ms
 from streamlearn.learners.registry import ModelRegistry, RegistryError, signing_key_from_env
-from streamlearn.learners.registry_log import append_record
+from streamlearn.learners.registry_log import append_record, records
 from streamlearn.learners.retrain import (
     EmptyWindowError,
     Evaluation,
@@ -58,6 +63,12 @@ from streamlearn.learners.retrain import (
     retrain,
 )
 from streamlearn.stream.config import ExperimentSettings, Settings, mask_url
+from streamlearn.stream.retrain_trigger import (
+    TriggerError,
+    alerts_document,
+    firing,
+    last_retrain_age_s,
+)
 from streamlearn.stream.training_log import LogRead, TrainingLogError, read_training_log
 from streamlearn.stream.ui import console
 
@@ -262,6 +273,23 @@ def train(
     topic: Annotated[
         str | None, typer.Option(help="The training log topic (default: kafka.topics.examples).")
     ] = None,
+    if_alert: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--if-alert",
+            help="Train only while this Prometheus alert fires (repeatable), e.g."
+            " StreamlearnConceptDrift.",
+        ),
+    ] = None,
+    prometheus: Annotated[
+        str, typer.Option(envvar="STREAMLEARN_PROMETHEUS_URL", help="Prometheus, for --if-alert.")
+    ] = "http://127.0.0.1:9090",
+    cooldown: Annotated[
+        str | None,
+        typer.Option(
+            help="Skip when the registry's log has a retraining newer than this, e.g. 1d."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to read the log at most.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, for scripts.")] = False,
     config: ConfigOption = None,
@@ -274,12 +302,24 @@ def train(
     try:
         since_s = parse_duration(since)
         end_ms = until_ms(until)
+        cooldown_s = parse_duration(cooldown) if cooldown is not None else None
     except ValueError as error:
         raise _fail(str(error), 2) from None
+    reason = _triggered(if_alert, prometheus)
+    if reason is not None:
+        _skip(reason, as_json)
+        return
     if warm_start is not None and spec is not None:
         raise _fail("--spec or --warm-start, not both", 2)
     register = register or challenger is not None
     with _registry(settings) as registry:
+        if cooldown_s is not None:
+            age = last_retrain_age_s(records(registry), datetime.now(UTC))
+            if age is not None and age < cooldown_s:
+                _skip(
+                    f"retrained {age / 3600:.1f} h ago, within the cooldown of {cooldown}", as_json
+                )
+                return
         current_version = _compared_version(registry, against)
         current = registry.load(current_version)[0] if current_version is not None else None
         start = None
@@ -332,6 +372,27 @@ def train(
                     {"version": version, "arm": challenger, "share": share, "experiment": section},
                 )
     _report(result, read, version, section, register and not registering, experiment_file, as_json)
+
+
+def _triggered(alerts: list[str] | None, prometheus: str) -> str | None:
+    """Why not to train (no named alert firing), or None: train."""
+    if not alerts:
+        return None
+    try:
+        found = firing(alerts_document(prometheus), alerts)
+    except TriggerError as error:
+        raise _fail(str(error), 1) from None
+    if found:
+        _out.print(f"firing: {', '.join(found)}: retraining", markup=False, highlight=False)
+        return None
+    return f"none of {', '.join(alerts)} is firing"
+
+
+def _skip(reason: str, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"skipped": reason, "registered": None}))
+    else:
+        _out.print(f"not retraining: {reason}", markup=False, highlight=False)
 
 
 def _compared_version(registry: ModelRegistry, against: str | None) -> str | None:
