@@ -126,6 +126,9 @@ def challenger_section(
     }
     if primary is not None:
         fields["primary"] = primary
+    source = {arm: f"version:{version}"}
+    if "models" in ExperimentSettings.model_fields:  # checked as the workers check it
+        fields["models"] = source
     checked = base.model_dump(exclude={"models"}) if base is not None else {}
     try:
         settings = ExperimentSettings.model_validate(
@@ -139,7 +142,7 @@ def challenger_section(
         "mode": settings.mode,
         "arms": dict(settings.arms),
         "primary": settings.primary,
-        "models": {arm: f"version:{version}"},
+        "models": source,
     }
 
 
