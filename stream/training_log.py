@@ -231,6 +231,7 @@ def read_training_log(
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            allow_auto_create_topics=False,  # asking for a missing log must not create it
             client_id=f"{kafka.client_id}-training-log",
             **bootstrap_option(bootstrap_timeout_ms),
             **kafka.client_options(),

@@ -136,6 +136,9 @@ def test_a_window_without_examples_and_bad_records_are_said_not_crashed(
     assert "nothing to train on: no example in the window" in result.output
     assert "Traceback" not in result.output
 
+    missing = f"{topic}-missing"
+    result = CliRunner().invoke(app, [*args, "--topic", missing, "--config", str(config)], env=env)
+    assert result.exit_code == 1 and f"topic {missing!r} does not exist" in result.output
     result = CliRunner().invoke(app, ["model", "train", "--from-log", "--since", "30 days",
                                       "--config", str(config)], env=env)  # fmt: skip
     assert result.exit_code == 2 and "a duration is a number and a unit" in result.output
