@@ -8,18 +8,18 @@ VERSION`` learning on) on the window's earlier part and scores it beside the cur
 version on the later, held-out part (:mod:`learners.retrain`), and prints the comparison.
 
 - ``--register`` stores the new version (not promoted) with its held-out evaluation as
-  its metrics, and adds a ``retrain`` record to the registry's log
-  (:mod:`learners.registry_log`).
+  its metrics, and adds a ``retrain`` entry to the registry's audit log
+  (:mod:`learners.registry_log`, where the experiments' decisions go too).
 - ``--challenger ARM --share 0.1`` (registers too) prints the ``experiment:`` section
   that enters the new version as an ``ab`` challenger beside the current model
   (``models: {ARM: "version:N"}``), writes it to ``--experiment-file`` when given, and
-  records the request in the registry's log. Put the section in the workers'
+  records the request in the registry's audit log. Put the section in the workers'
   configuration to start the experiment; its decisions (promote, revert) are the
   experiment's.
 - ``--if-alert NAME`` (repeatable) trains only while Prometheus says that alert fires
   (feature drift, concept drift, a quality alert: the guide's triggered retraining), and
   ``--cooldown 1d`` skips a run within a day of the last retraining in the registry's
-  log (:mod:`stream.retrain_trigger`); a skipped run says why and exits 0.
+  audit log (:mod:`stream.retrain_trigger`); a skipped run says why and exits 0.
 - ``--if-better`` registers only a model whose held-out log loss beats the current
   version's (for scheduled and alert-triggered runs: a worse retraining changes nothing).
 
@@ -290,7 +290,7 @@ def train(
     cooldown: Annotated[
         str | None,
         typer.Option(
-            help="Skip when the registry's log has a retraining newer than this, e.g. 1d."
+            help="Skip when the registry's audit log has a retraining newer than this, e.g. 1d."
         ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to read the log at most.")] = 120.0,
@@ -372,7 +372,14 @@ def train(
                 append_record(
                     registry,
                     "challenger_request",
-                    {"version": version, "arm": challenger, "share": share, "experiment": section},
+                    f"enter v{version} as arm {challenger} at {share:.0%} of the units",
+                    {
+                        "version": version,
+                        "arm": challenger,
+                        "share": share,
+                        "versions": {challenger: version},
+                        "experiment": section,
+                    },
                 )
     _report(result, read, version, section, register and not registering, experiment_file, as_json)
 
@@ -427,11 +434,19 @@ def _register(
         metrics=result.registry_metrics(),
         note=note,
     )
+    compared = (
+        f", v{result.current_version}: {result.current.log_loss:.4f}"
+        if result.current is not None
+        else ""
+    )
     append_record(
         registry,
         "retrain",
+        f"held-out log loss {result.candidate.log_loss:.4f}{compared}; trained on"
+        f" {window.trained}, judged on {window.held_out} later examples",
         {
             "version": info.version,
+            "versions": {"new": info.version, "current": result.current_version},
             "topic": topic,
             "records": read.records,
             "skipped": dict(read.skipped),

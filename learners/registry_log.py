@@ -1,38 +1,45 @@
-"""The registry's log of what was done to its models: retrainings, challenger requests.
+"""Retraining's records in the registry's audit log, beside the workers' decisions.
 
-Beside the snapshots and the promotion history of :class:`~learners.registry.ModelRegistry`,
-a bounded Redis list ``ns:registry:log`` holds one JSON record per action taken on the
-registry's models outside a worker: a model retrained from the training log (its window
-and evaluation), a request to enter a version as an experiment's challenger. Newest
-first; each record carries ``at`` (ISO-8601, UTC) and ``action``.
+The registry's audit log (``ns:registry:audit``, a Redis list, newest first, bounded)
+holds every decision about which model serves, with its evidence. Retraining adds its
+own records there, in the same shape (``time``, ``worker``, ``source``, ``action``,
+``versions``, ``reason``, and the evidence): ``source`` is ``retrain``, ``action``
+``retrain`` (a model trained from the training log and registered: its window and
+held-out evaluation) or ``challenger_request`` (a version to enter as an experiment's
+challenger, with the experiment section).
 
 Examples
 --------
->>> log_key("ns")
-'ns:registry:log'
+>>> audit_key("ns")
+'ns:registry:audit'
 >>> plain({"loss": float("nan"), "arms": [1.5, float("inf")]})
 {'loss': None, 'arms': [1.5, None]}
+>>> entry = retrain_entry("retrain", "trained", {"version": "3"}, now=0.0)
+>>> entry["time"], entry["source"], entry["action"], entry["version"]
+('1970-01-01T00:00:00Z', 'retrain', 'retrain', '3')
 """
 
 from __future__ import annotations
 
 import json
 import math
+import socket
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from streamlearn.learners.registry import ModelRegistry
 
-__all__ = ["LOG_MAX", "append_record", "log_key", "plain", "records"]
+__all__ = ["AUDIT_MAX", "append_record", "audit_key", "plain", "records", "retrain_entry"]
 
-#: Records kept, newest first.
-LOG_MAX = 1_000
+#: Entries the audit log keeps, newest first.
+AUDIT_MAX = 1_000
 
 
-def log_key(namespace: str) -> str:
-    """The Redis list of a registry namespace's log."""
-    return f"{namespace}:registry:log"
+def audit_key(namespace: str) -> str:
+    """The Redis list of a registry namespace's audit log."""
+    return f"{namespace}:registry:audit"
 
 
 def plain(value: Any) -> Any:
@@ -46,23 +53,39 @@ def plain(value: Any) -> Any:
     return value
 
 
-def append_record(
-    registry: ModelRegistry, action: str, fields: Mapping[str, Any]
+def retrain_entry(
+    action: str, reason: str, fields: Mapping[str, Any], now: float | None = None
 ) -> dict[str, Any]:
-    """Add a record of ``action`` with ``fields`` (JSON types) to the log; returns it."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    record: dict[str, Any] = plain({"at": now, "action": action, **fields})
-    key = log_key(registry.namespace)
+    """An audit entry of retraining: who (this host's ``model train``), when (UTC), why."""
+    at = time.time() if now is None else now
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = {
+        "time": stamp,
+        "worker": f"model train@{socket.gethostname()}",
+        "source": "retrain",
+        "action": action,
+        "reason": reason,
+        **fields,
+    }
+    return dict(plain(entry))
+
+
+def append_record(
+    registry: ModelRegistry, action: str, reason: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Add an entry of ``action`` with ``fields`` (JSON types) to the audit log; returns it."""
+    entry = retrain_entry(action, reason, fields)
+    key = audit_key(registry.namespace)
     pipe = registry.client.pipeline(transaction=True)
-    pipe.lpush(key, json.dumps(record, sort_keys=True, allow_nan=False))
-    pipe.ltrim(key, 0, LOG_MAX - 1)
+    pipe.lpush(key, json.dumps(entry, sort_keys=True, allow_nan=False))
+    pipe.ltrim(key, 0, AUDIT_MAX - 1)
     pipe.execute()
-    return record
+    return entry
 
 
 def records(registry: ModelRegistry, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest ``limit`` records, newest first."""
-    raw = registry.client.lrange(log_key(registry.namespace), 0, limit - 1)
+    """The newest ``limit`` entries of the audit log (every source), newest first."""
+    raw = registry.client.lrange(audit_key(registry.namespace), 0, limit - 1)
     out: list[dict[str, Any]] = []
     for value in raw if isinstance(raw, list) else []:
         doc = json.loads(value)

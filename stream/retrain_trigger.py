@@ -5,7 +5,7 @@ metrics degrade") on top of the alerts the project already defines (feature drif
 concept drift, prediction drift, quality): ``model train --from-log --if-alert NAME``
 asks Prometheus' alerts API which alerts are firing and trains only when one of the
 named ones is (:func:`firing`). An alert keeps firing while the drift lasts, so a
-``--cooldown`` skips the run when the registry's log holds a retraining newer than it
+``--cooldown`` skips the run when the registry's audit log holds a retraining newer than it
 (:func:`last_retrain_age_s`): run the command every few minutes from cron or a systemd
 timer, it retrains once per episode.
 
@@ -68,17 +68,20 @@ def alerts_document(prometheus_url: str, timeout_s: float = 10.0) -> dict[str, A
 
 
 def last_retrain_age_s(records: Iterable[Mapping[str, Any]], now: datetime) -> float | None:
-    """Seconds since the newest ``retrain`` record of the registry's log (None: none).
+    """Seconds since the newest retraining in the registry's audit log (None: none).
 
     >>> from datetime import UTC
-    >>> log = [{"action": "challenger_request", "at": "2026-01-02T00:00:00+00:00"},
-    ...        {"action": "retrain", "at": "2026-01-01T23:00:00+00:00"}]
+    >>> log = [{"source": "retrain", "action": "challenger_request",
+    ...         "time": "2026-01-02T00:00:00Z"},
+    ...        {"source": "experiment", "action": "revert", "time": "2026-01-02T00:00:00Z"},
+    ...        {"source": "retrain", "action": "retrain", "time": "2026-01-01T23:00:00Z"}]
     >>> last_retrain_age_s(log, datetime(2026, 1, 2, 1, tzinfo=UTC))
     7200.0
     >>> last_retrain_age_s([], datetime(2026, 1, 2, tzinfo=UTC)) is None
     True
     """
     for record in records:
-        if record.get("action") == "retrain" and isinstance(record.get("at"), str):
-            return (now - datetime.fromisoformat(record["at"])).total_seconds()
+        stamp = record.get("time")
+        if record.get("source") == record.get("action") == "retrain" and isinstance(stamp, str):
+            return (now - datetime.fromisoformat(stamp)).total_seconds()
     return None

@@ -99,7 +99,9 @@ def test_a_model_trained_from_the_log_is_judged_on_the_later_slice_registered_an
     assert model is not None
 
     challenger, retrained = records(registry)[:2]
+    assert retrained["source"] == challenger["source"] == "retrain"
     assert retrained["action"] == "retrain" and retrained["version"] == version
+    assert retrained["versions"] == {"new": version, "current": checkpoints[-1]}
     assert retrained["window"] == window
     assert challenger["action"] == "challenger_request" and challenger["version"] == version
 

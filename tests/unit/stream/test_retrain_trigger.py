@@ -74,8 +74,8 @@ def test_prometheus_away_is_a_trigger_error():
 
 def test_the_cooldown_counts_from_the_newest_retraining():
     log = [
-        {"action": "retrain", "at": "2026-01-01T12:00:00+00:00"},
-        {"action": "retrain", "at": "2026-01-01T00:00:00+00:00"},
+        {"source": "retrain", "action": "retrain", "time": "2026-01-01T12:00:00Z"},
+        {"source": "retrain", "action": "retrain", "time": "2026-01-01T00:00:00Z"},
     ]
     assert last_retrain_age_s(log, datetime(2026, 1, 1, 13, tzinfo=UTC)) == 3600.0
 
