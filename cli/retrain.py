@@ -45,19 +45,16 @@ from typing import Annotated, Any
 
 import redis
 import typer
-import yaml
 from pydantic import ValidationError
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from streamlearn.cli.common import ConfigOption, settings_or_exit
+from streamlearn.cli.retrain_report import iso_utc, report
 from streamlearn.features.schema import to_epoch_ms
 from streamlearn.learners.registry import ModelRegistry, RegistryError, signing_key_from_env
 from streamlearn.learners.registry_log import append_record, records
 from streamlearn.learners.retrain import (
     EmptyWindowError,
-    Evaluation,
     RetrainResult,
     parse_duration,
     retrain,
@@ -72,7 +69,7 @@ from streamlearn.stream.retrain_trigger import (
 from streamlearn.stream.training_log import LogRead, TrainingLogError, read_training_log
 from streamlearn.stream.ui import console
 
-__all__ = ["challenger_section", "comparison_table", "train", "until_ms"]
+__all__ = ["challenger_section", "train", "until_ms"]
 
 _out = Console()
 
@@ -144,58 +141,6 @@ def challenger_section(
         "primary": settings.primary,
         "models": source,
     }
-
-
-def _cell(value: float | int | None, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}f}"
-
-
-def comparison_table(result: RetrainResult) -> Table:
-    """New model vs current version on the held-out slice, as a rich table."""
-    window = result.window
-    table = Table(
-        title="retrained model on the held-out later slice of the training log",
-        caption=(
-            f"trained on {window.trained:,} examples before {_iso(window.cutoff_ms)},"
-            f" held out {window.held_out:,} until {_iso(window.until_ms)}"
-            f" ({window.outside:,} read outside the window)"
-        ),
-        box=box.SIMPLE_HEAD,
-    )
-    if result.served is not None:
-        table.caption = (
-            f"{table.caption}; served then: the live model's scores when the events came,"
-            " learning as it went"
-        )
-    new = f"new ({result.spec}" + (f", from v{result.warm_start})" if result.warm_start else ")")
-    table.add_column("held out")
-    table.add_column(new, justify="right")
-    if result.current is not None:
-        table.add_column(f"current v{result.current_version}", justify="right")
-    if result.served is not None:
-        table.add_column("served then", justify="right")
-    rows: list[tuple[str, Any]] = [
-        ("log loss", lambda e: _cell(e.log_loss)),
-        ("ROC AUC", lambda e: _cell(e.roc_auc)),
-        ("mean score", lambda e: _cell(e.mean_score)),
-        ("positive rate", lambda e: _cell(e.positive_rate)),
-        ("examples", lambda e: _cell(e.examples)),
-        ("positives", lambda e: _cell(e.positives)),
-    ]
-    evaluations: list[Evaluation] = [result.candidate]
-    if result.current is not None:
-        evaluations.append(result.current)
-    if result.served is not None:
-        evaluations.append(result.served)
-    for name, cell in rows:
-        table.add_row(name, *(cell(e) for e in evaluations))
-    return table
-
-
-def _iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000)) + "Z"
 
 
 @contextmanager
@@ -381,7 +326,7 @@ def train(
                         "experiment": section,
                     },
                 )
-    _report(result, read, version, section, register and not registering, experiment_file, as_json)
+    report(result, read, version, section, register and not registering, experiment_file, as_json)
 
 
 def _triggered(alerts: list[str] | None, prometheus: str) -> str | None:
@@ -422,7 +367,8 @@ def _register(
     window = result.window
     note = (
         f"retrained from the training log {topic}: {window.trained} examples before"
-        f" {_iso(window.cutoff_ms)}, judged on {window.held_out} until {_iso(window.until_ms)}"
+        f" {iso_utc(window.cutoff_ms)}, judged on {window.held_out}"
+        f" until {iso_utc(window.until_ms)}"
     )
     info = registry.save(
         model,
@@ -454,51 +400,3 @@ def _register(
         },
     )
     return info.version
-
-
-def _report(
-    result: RetrainResult,
-    read: LogRead,
-    version: str | None,
-    section: dict[str, Any] | None,
-    held_back: bool,
-    experiment_file: Path | None,
-    as_json: bool,
-) -> None:
-    snippet = yaml.safe_dump({"experiment": section}, sort_keys=False) if section else None
-    if snippet is not None and experiment_file is not None:
-        try:
-            experiment_file.write_text(snippet)
-        except OSError as error:
-            raise _fail(f"cannot write {experiment_file}: {error}", 1) from None
-    if as_json:
-        doc = {
-            **result.to_dict(),
-            "records": read.records,
-            "skipped": dict(read.skipped),
-            "registered": version,
-            "not_registered_reason": "not better than the current version" if held_back else None,
-            "experiment": section,
-        }
-        typer.echo(json.dumps(doc, indent=2, allow_nan=False, default=str))
-        return
-    _out.print(comparison_table(result))
-    for reason, count in sorted(read.skipped.items()):
-        console.print(
-            f"skipped {count} bad records ({reason}), first: {read.first_skipped[reason]}"
-        )
-    if result.better is not None:
-        verdict = "better" if result.better else "not better"
-        _out.print(
-            f"the new model is {verdict} than v{result.current_version} on held-out log loss"
-        )
-    if held_back:
-        _out.print("not registered: --if-better, and it is not better than the current version")
-    if version is not None:
-        _out.print(f"registered as v{version} (not promoted)")
-    if snippet is not None:
-        where = f" (written to {experiment_file})" if experiment_file else ""
-        _out.print(
-            f"the workers' configuration section that enters v{version} as a challenger{where}:"
-        )
-        _out.print(snippet, markup=False, highlight=False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from streamlearn.cli.retrain import challenger_section, comparison_table
+from streamlearn.cli.retrain import challenger_section
+from streamlearn.cli.retrain_report import comparison_table
 from streamlearn.learners.models import build_model
 from streamlearn.learners.retrain import LoggedExample, retrain
 from streamlearn.stream.config import ExperimentSettings
