@@ -18,6 +18,7 @@ from streamlearn.cli.alerts import alerts_app
 from streamlearn.cli.metrics import metrics_app
 from streamlearn.cli.model import model_app
 from streamlearn.cli.offline import backtest, dataset, generate, rank_eval, replay
+from streamlearn.cli.retrain import train
 from streamlearn.cli.serve import serve
 from streamlearn.cli.stack import demo, stack_app
 from streamlearn.cli.worker import config, produce, run
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_app, name="stack")
+model_app.command()(train)
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(metrics_app, name="metrics")
