@@ -158,6 +158,8 @@ class Checkpointer:
         self.note = note
         self.keep_versions = keep_versions
         self.redis = redis
+        #: The arms' versions of the last checkpoint saved or prepared.
+        self.arm_versions: dict[str, str] = {}
 
     def save(
         self,
@@ -185,6 +187,7 @@ class Checkpointer:
             for name, (arm, arm_state) in arms.models.items()
         }
         checkpoint = Checkpoint(version, offsets, generation, versions, dict(arms.state))
+        self.arm_versions = versions
         record, models = self.record, self.models
         self.redis(lambda: record.prepare(checkpoint))
         commit()

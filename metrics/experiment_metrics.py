@@ -2,8 +2,9 @@
 
 One place for them: the worker sets them (:class:`ExperimentMetrics`), the alert rules
 (:func:`experiment_rules`, part of :func:`metrics.alerts.alert_rules`) query them.
-Every series is labelled by ``arm``: the configured arms of the experiment, and for the
-rollback rule the live model's slot and ``last_known_good``, so a handful at most.
+Every series is labelled by ``run`` (``experiment`` or ``rollback``) and ``arm``: the
+configured arms of the experiment, and for the rollback rule the live model's slot and
+``last_known_good``, so a handful at most.
 Decisions are counted by ``action`` (``promote``, ``ready_to_promote``, ``revert``,
 ``stop``, ``rollback``) and ``arm``.
 
@@ -18,10 +19,9 @@ Examples
 >>> m = ExperimentMetrics(registry)
 >>> m.publish({"arms": {"b": {"events": 7, "labels": 3, "primary": 0.25,
 ...                           "ci": [None, 0.1], "p_value": 0.5}}})
->>> registry.get_sample_value("streamlearn_experiment_events", {"arm": "b"})
+>>> registry.get_sample_value("streamlearn_experiment_events", {"run": "experiment", "arm": "b"})
 7.0
->>> registry.get_sample_value("streamlearn_experiment_ci_lower", {"arm": "b"}) is None
-True
+>>> registry.get_sample_value("streamlearn_experiment_ci_lower", {"run": "experiment", "arm": "b"})
 >>> m.decided("revert", "b")
 >>> registry.get_sample_value("streamlearn_experiment_decisions_total",
 ...                           {"action": "revert", "arm": "b"})
@@ -69,7 +69,7 @@ class ExperimentMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(name, doc, ["arm"], registry=registry)
+            return Gauge(name, doc, ["run", "arm"], registry=registry)
 
         self.gauges = {
             "events": gauge(EXPERIMENT_EVENTS, "Events an arm scored and was judged on."),
@@ -96,9 +96,10 @@ class ExperimentMetrics:
             registry=registry,
         )
 
-    def publish(self, summary: Mapping[str, Any]) -> None:
+    def publish(self, summary: Mapping[str, Any], run: str = "experiment") -> None:
         """Set the gauges from a run's summary (``arms``: events, labels, primary, ci,
-        p_value per arm); a value unknown or not finite removes its series."""
+        p_value per arm); a value unknown or not finite removes its series. ``run`` is
+        ``experiment`` or ``rollback`` (both may name the live model's arm)."""
         for arm, stats in summary.get("arms", {}).items():
             ci = stats.get("ci") or [None, None]
             values = {
@@ -112,10 +113,10 @@ class ExperimentMetrics:
             for key, value in values.items():
                 gauge = self.gauges[key]
                 if value is not None and math.isfinite(value):
-                    gauge.labels(arm=arm).set(value)
+                    gauge.labels(run=run, arm=arm).set(value)
                 else:
                     try:
-                        gauge.remove(arm)
+                        gauge.remove(run, arm)
                     except KeyError:
                         pass
 
