@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import orjson
 import pytest
 import redis as redis_lib
+from typer.testing import CliRunner
 
+from streamlearn.cli.app import app
 from streamlearn.learners.assignment import Assignment
 from streamlearn.learners.audit import AuditLog
 from streamlearn.learners.checkpoint import CheckpointStore
@@ -126,3 +129,14 @@ def test_a_broken_treatment_is_reverted_and_the_revert_is_in_the_registry_histor
     checkpoint = CheckpointStore(redis_client, unique_prefix, settings.kafka.group_id, "worker-0")
     state = checkpoint.recover(lambda names: {})
     assert state is not None and state.state["experiment"]["reverted"] == ["treatment"]
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["experiment", "status", "--json", "--config", str(config)])
+    assert shown.exit_code == 0, shown.output
+    summary = json.loads(shown.output)["worker-0"]["experiment"]
+    assert summary["status"] == "reverted" and set(summary["arms"]) == set(ARMS)
+    assert [d["action"] for d in summary["decisions"]] == ["revert"]
+    env = {"STREAMLEARN_MODEL_KEY": KEY}
+    history = runner.invoke(app, ["model", "history", "--json", "--config", str(config)], env=env)
+    assert history.exit_code == 0, history.output
+    assert [d["action"] for d in json.loads(history.output)["decisions"]] == ["revert"]

@@ -215,3 +215,36 @@ def test_shadow_mode_publishes_the_other_arms_marked():
     assert {r["arm"] for r in served} == {"champion"} and {r["arm"] for r in marked} == {
         "challenger"
     }
+
+
+def test_a_rollback_is_announced_audited_and_its_state_restored_from_the_checkpoint():
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.stream.model_guard import ModelSlot
+
+    config = settings(experiment=None, rollback={"min_labels": 5, "refresh_every": 7})
+    models, audited, announced = MemoryRegistry(), [], []
+    champion = ModelSlot("logistic", config.model.build())
+    arms = WorkerArms(
+        config, champion, models, CollectorRegistry(), "w", announce=lambda: announced.append(1)
+    )
+    arms.audit = audited.append
+    arms.restore(None)
+    guard = arms.rollback
+    assert guard is not None and [s.name for s in arms.slots] == ["logistic", "last_known_good"]
+    for i in range(40):
+        guard.observe_scored({"logistic": 0.9, "last_known_good": 0.2}, 1_000 + i)
+        guard.observe_label({"logistic": 0.9, "last_known_good": 0.2}, False)
+    saved = arms.state()
+    arms.record([Decision("rollback", "last_known_good", "worse", p_value=0.001)])
+    assert announced == [1] and audited[0]["source"] == "rollback"
+
+    again = WorkerArms(config, ModelSlot("logistic", config.model.build()), models,
+                       CollectorRegistry(), "w")  # fmt: skip
+    snapshot = Checkpoint("1", {}, 0, {}, saved)
+    again.restore(snapshot)
+    assert again.rollback is not None
+    assert again.rollback.rule.to_dict() == guard.rule.to_dict()
+    assert again.rollback.labels_since_refresh == guard.labels_since_refresh == 40
+    assert again.rollback.stats["logistic"].labels == 40
+    assert again.state() == saved
