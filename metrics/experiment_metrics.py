@@ -39,6 +39,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamlearn.metrics.alert_rule import INSTANCE, AlertRule, Scenario, counter_values, selector
+from streamlearn.metrics.dashboard_layout import Layout
 from streamlearn.metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "EXPERIMENT_PRIMARY",
     "EXPERIMENT_P_VALUE",
     "ExperimentMetrics",
+    "experiment_panels",
     "experiment_rules",
 ]
 
@@ -123,6 +125,31 @@ class ExperimentMetrics:
     def decided(self, action: str, arm: str | None) -> None:
         """Count a decision."""
         self.decisions.labels(action=action, arm=arm or "").inc()
+
+
+def experiment_panels(lay: Layout) -> None:
+    """The dashboard's row of the arms: primary metric, interval, p-value, labels, decisions."""
+    legend = "{{instance}} {{run}} {{arm}}"
+    lay.row("Experiments and rollback")
+    lay.timeseries("Primary metric by arm", [(EXPERIMENT_PRIMARY, legend)])
+    lay.timeseries(
+        "Always-valid interval of the difference with the control",
+        [(EXPERIMENT_CI_LOWER, f"{legend} lower"), (EXPERIMENT_CI_UPPER, f"{legend} upper")],
+    )
+    lay.timeseries(
+        "Always-valid p-value by arm", [(EXPERIMENT_P_VALUE, legend)], min_value=0, max_value=1
+    )
+    lay.timeseries("Labels judged by arm", [(EXPERIMENT_LABELS, legend)], min_value=0)
+    lay.timeseries(
+        f"Decisions by action ({DECISION_WINDOW})",
+        [
+            (
+                f"sum by (action, arm) (increase({EXPERIMENT_DECISIONS}[{DECISION_WINDOW}]))",
+                "{{action}} {{arm}}",
+            )
+        ],
+        min_value=0,
+    )
 
 
 def experiment_rules(t: AlertThresholds) -> list[AlertRule]:
