@@ -140,3 +140,45 @@ def test_a_broken_treatment_is_reverted_and_the_revert_is_in_the_registry_histor
     history = runner.invoke(app, ["model", "history", "--json", "--config", str(config)], env=env)
     assert history.exit_code == 0, history.output
     assert [d["action"] for d in json.loads(history.output)["decisions"]] == ["revert"]
+
+
+@pytest.mark.timeout(240)
+def test_a_champion_poisoned_by_flipped_labels_is_rolled_back_and_audited(
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, tmp_path
+):
+    records, labels = [], 0
+    for record in generate_world(WorldConfig(events=12_000, seed=7, users=300)):
+        if "user_id" not in record:
+            if 5700 <= labels < 6000:  # a broken label pipeline: flipped, and weighted
+                record = {**record, "label": not record["label"], "weight": 10.0}
+            labels += 1
+        records.append(record)
+    settings = settings_for(
+        kafka_bootstrap,
+        redis_url,
+        unique_prefix,
+        partitions=1,
+        kafka={"transactions": True, "max_poll_records": 200},
+        checkpoint={"every_labels": 1000, "every_seconds": 5},
+        # A first look after 1000 labels: a cold-start model is not judged against its
+        # untrained copy before it has learned anything.
+        rollback={"min_labels": 1000, "min_labels_after_rollback": 500, "refresh_every": 5000},
+    )
+    produce(settings, lines_of(records))
+    config = write_config(settings, tmp_path / "worker.yaml")
+    process = worker_process(config, "--idle-timeout", "4", env={"STREAMLEARN_MODEL_KEY": KEY})
+    assert process.wait(timeout=200) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+    rollbacks = [
+        e for e in AuditLog(redis_client, unique_prefix).entries() if e["action"] == "rollback"
+    ]
+    keys = ("event_index", "timestamp", "versions", "counts", "primary", "reason")
+    assert len(rollbacks) == 1, [{k: e[k] for k in keys} for e in rollbacks]
+    [entry] = rollbacks
+    assert entry["source"] == "rollback" and entry["p_value"] < 0.05
+    assert 5700 < entry["event_index"] < 8000  # after the flipped stretch, not before
+    assert entry["counts"]["champion"]["labels"] >= 500 and entry["primary"]
+    checkpoint = CheckpointStore(redis_client, unique_prefix, settings.kafka.group_id, "worker-0")
+    state = checkpoint.recover(lambda names: {})
+    assert state is not None and state.state["rollback"]["rule"]["rollbacks"] == 1
+    assert "last_known_good" in state.arms
