@@ -63,6 +63,19 @@ def choose(
     return confirmed
 
 
+def _dump(checkpoint: Checkpoint) -> bytes:
+    """The record's JSON; without arms it is the same as an older worker's (which reads it).
+
+    >>> _dump(Checkpoint("5", {"events:0": 3}))
+    b'{"version":"5","offsets":{"events:0":3},"generation":0}'
+    """
+    doc = asdict(checkpoint)
+    for name in ("arms", "state"):
+        if not doc[name]:
+            del doc[name]
+    return orjson.dumps(doc)
+
+
 def _load(raw: bytes | str | None) -> Checkpoint | None:
     return Checkpoint(**orjson.loads(raw)) if raw else None
 
@@ -90,7 +103,7 @@ class CheckpointStore:
 
     def prepare(self, checkpoint: Checkpoint) -> None:
         """Record ``checkpoint`` as prepared: its offsets are about to be committed."""
-        self.client.hset(self.key, "prepared", orjson.dumps(asdict(checkpoint)))
+        self.client.hset(self.key, "prepared", _dump(checkpoint))
 
     def confirm(self) -> bool:
         """The prepared checkpoint's offsets are committed: it becomes the confirmed one.

@@ -16,7 +16,7 @@ import pytest
 
 from streamlearn.features.memory_store import MemoryStore
 from streamlearn.learners.assignment import Assignment
-from streamlearn.learners.checkpoint import Checkpoint, _load
+from streamlearn.learners.checkpoint import Checkpoint, _dump, _load
 from streamlearn.learners.checkpointer import ArmSnapshots, Checkpointer, ModelState
 from streamlearn.learners.decision import Decision
 from streamlearn.stream.config import Settings
@@ -155,6 +155,9 @@ def test_a_checkpoint_without_arms_still_restores_and_the_arms_start_as_configur
 def test_the_checkpoint_record_round_trips_arms_and_state():
     checkpoint = Checkpoint("9", {"events:0": 4}, 2, {"b": "10"}, {"experiment": {"x": [1, 2]}})
     assert _load(orjson.dumps(asdict(checkpoint))) == checkpoint
+    assert _load(_dump(checkpoint)) == checkpoint
+    old = Checkpoint("9", {"events:0": 4}, 2)  # what a worker without arms writes and reads
+    assert orjson.loads(_dump(old)) == {"version": "9", "offsets": {"events:0": 4}, "generation": 2}
 
 
 def test_the_checkpointer_saves_each_arm_as_a_version_under_its_own_note():
