@@ -15,6 +15,7 @@ from __future__ import annotations
 import typer
 
 from streamlearn.cli.alerts import alerts_app
+from streamlearn.cli.experiment import experiment_app
 from streamlearn.cli.metrics import metrics_app
 from streamlearn.cli.model import model_app
 from streamlearn.cli.offline import backtest, dataset, generate, rank_eval, replay
@@ -35,6 +36,7 @@ model_app.command()(train)
 app.add_typer(model_app, name="model")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(experiment_app, name="experiment")
 
 app.command()(config)
 app.command()(run)

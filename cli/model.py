@@ -176,6 +176,28 @@ def rollback(config: ConfigOption = None) -> None:
     _say(f"rolled back from v{previous} to v{version}, generation {generation}")
 
 
+@model_app.command()
+def history(
+    config: ConfigOption = None,
+    limit: int = typer.Option(50, min=1, help="Decisions shown, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """The promotion history and the audit log: every decision of the experiments and of
+    the automatic rollback, with its evidence."""
+    from streamlearn.cli.experiment import audit_table
+    from streamlearn.learners.audit import AuditLog
+
+    with _registry(config) as registry:
+        promoted, current = registry.history(), registry.current()
+        entries = AuditLog(registry.client, registry.namespace).entries(limit)
+    if as_json:
+        document = {"current": current, "history": promoted, "decisions": entries}
+        typer.echo(json.dumps(document, indent=2))
+        return
+    _say(f"current: v{current or '-'}; before it: {', '.join(f'v{v}' for v in promoted) or '-'}")
+    _out.print(audit_table(entries) if entries else "no decisions recorded", markup=False)
+
+
 @model_app.command("export")
 def export_version(
     version: VersionArgument,

@@ -10,6 +10,12 @@ offsets tell: if Kafka holds its offsets the commit happened and it is used,
 otherwise the previous confirmed checkpoint is, with the offsets Kafka kept.
 Either way the model and the offsets it resumes from agree.
 
+With an experiment or the rollback rule, the checkpoint also holds every other arm's
+version (``arms``: arm -> registry version) and their runs' state (``state``: JSON,
+e.g. ``{"experiment": ..., "rollback": ...}``), so one prepare and one confirm cover
+every arm: they are restored, and rewound, together. A record written without them
+(an older worker's) loads with both empty.
+
 Examples
 --------
 >>> prepared = Checkpoint("7", {"events:0": 120}, generation=2)
@@ -18,13 +24,15 @@ Examples
 '7'
 >>> choose(prepared, previous, committed={"events:0": 80}).version
 '6'
+>>> _load(b'{"version": "5", "offsets": {}, "generation": 0}').arms
+{}
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import redis
@@ -34,11 +42,14 @@ __all__ = ["Checkpoint", "CheckpointStore", "choose"]
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A model version and the next offset to read per ``topic:partition``."""
+    """A model version and the next offset to read per ``topic:partition``; the other
+    arms' versions and their runs' state."""
 
     version: str
     offsets: dict[str, int] = field(default_factory=dict)
     generation: int = 0
+    arms: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def choose(
@@ -50,6 +61,19 @@ def choose(
     if all(committed.get(tp) == offset for tp, offset in prepared.offsets.items()):
         return prepared
     return confirmed
+
+
+def _dump(checkpoint: Checkpoint) -> bytes:
+    """The record's JSON; without arms it is the same as an older worker's (which reads it).
+
+    >>> _dump(Checkpoint("5", {"events:0": 3}))
+    b'{"version":"5","offsets":{"events:0":3},"generation":0}'
+    """
+    doc = asdict(checkpoint)
+    for name in ("arms", "state"):
+        if not doc[name]:
+            del doc[name]
+    return orjson.dumps(doc)
 
 
 def _load(raw: bytes | str | None) -> Checkpoint | None:
@@ -79,7 +103,7 @@ class CheckpointStore:
 
     def prepare(self, checkpoint: Checkpoint) -> None:
         """Record ``checkpoint`` as prepared: its offsets are about to be committed."""
-        self.client.hset(self.key, "prepared", orjson.dumps(asdict(checkpoint)))
+        self.client.hset(self.key, "prepared", _dump(checkpoint))
 
     def confirm(self) -> bool:
         """The prepared checkpoint's offsets are committed: it becomes the confirmed one.

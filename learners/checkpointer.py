@@ -10,6 +10,16 @@ checkpoints of one worker); this module runs the protocol around it:
 4. **confirm** the checkpoint (atomic);
 5. **prune** the worker's older snapshots, keeping the newest ones.
 
+With arms (an experiment's treatments, the rollback rule's last-known-good copy), step
+1 saves each arm as its own registry version too, under a note of its own
+(``NOTE arm NAME``), and step 2 records ``{arm: version}`` and the runs' state in the
+same checkpoint. A version per arm rather than one snapshot of the whole set: each is
+signed, checked finite and loadable alone (``model show``, ``model export``, a treatment
+promoted with ``model promote N``), a new arm or a dropped one changes nothing of the
+others, and each arm's snapshots are pruned by their own note, keeping as many as the
+champion's. The one record still makes it atomic: a crash leaves every arm at the
+same checkpoint.
+
 A crash between 2 and 4 leaves a prepared checkpoint; :meth:`Checkpointer.recover`
 resolves it against the offsets Kafka holds (:func:`learners.checkpoint.choose`).
 Every Redis call goes through ``redis``, the caller's retry policy.
@@ -44,12 +54,12 @@ prune 3 ['8']
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from streamlearn.learners.checkpoint import Checkpoint
 
-__all__ = ["Checkpointer", "ModelState", "Retry", "direct"]
+__all__ = ["ArmSnapshots", "Checkpointer", "ModelState", "Retry", "direct"]
 
 T = TypeVar("T")
 
@@ -110,6 +120,14 @@ class ModelState:
     labels_learned: int
 
 
+@dataclass(frozen=True)
+class ArmSnapshots:
+    """The arms saved beside the champion: each arm's model and state, and the runs' state."""
+
+    models: Mapping[str, tuple[object, ModelState]] = field(default_factory=dict)
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Checkpointer:
     """Runs the two-phase checkpoint of one worker (see the module's docstring).
 
@@ -140,6 +158,8 @@ class Checkpointer:
         self.note = note
         self.keep_versions = keep_versions
         self.redis = redis
+        #: The arms' versions of the last checkpoint saved or prepared.
+        self.arm_versions: dict[str, str] = {}
 
     def save(
         self,
@@ -149,16 +169,49 @@ class Checkpointer:
         metrics: Mapping[str, float | None],
         generation: int,
         commit: Callable[[], None],
+        arms: ArmSnapshots | None = None,
     ) -> Any:
-        """Snapshot ``model``, commit ``offsets`` with ``commit()`` between the two phases.
+        """Snapshot ``model`` (and ``arms``), commit ``offsets`` with ``commit()`` between
+        the two phases.
 
-        Returns the snapshot's info (its ``version``). Raises
-        :class:`learners.registry.NonFiniteModelError` before anything is written
-        when the model is not finite, and whatever ``commit`` raises (the
+        Returns the champion snapshot's info (its ``version``). Raises
+        :class:`learners.registry.NonFiniteModelError` before anything is prepared
+        when a model is not finite, and whatever ``commit`` raises (the
         checkpoint then stays prepared, and :meth:`recover` resolves it).
         """
-        models, record = self.models, self.record
-        info = self.redis(
+        arms = arms or ArmSnapshots()
+        info = self._save(model, state, offsets, metrics, self.note)
+        version: str = info.version
+        versions = {
+            name: self._save(arm, arm_state, offsets, {}, self.arm_note(name)).version
+            for name, (arm, arm_state) in arms.models.items()
+        }
+        checkpoint = Checkpoint(version, offsets, generation, versions, dict(arms.state))
+        self.arm_versions = versions
+        record, models = self.record, self.models
+        self.redis(lambda: record.prepare(checkpoint))
+        commit()
+        self.redis(record.confirm)
+        self.redis(lambda: models.prune(self.note, self.keep_versions, {version}))
+        for name, kept in versions.items():
+            note = self.arm_note(name)
+            self.redis(lambda: models.prune(note, self.keep_versions, {kept}))  # noqa: B023
+        return info
+
+    def arm_note(self, arm: str) -> str:
+        """The note of arm ``arm``'s snapshots."""
+        return f"{self.note} arm {arm}"
+
+    def _save(
+        self,
+        model: object,
+        state: ModelState,
+        offsets: dict[str, int],
+        metrics: Mapping[str, float | None],
+        note: str,
+    ) -> Any:
+        models = self.models
+        return self.redis(
             lambda: models.save(
                 model,
                 name=state.name,
@@ -167,15 +220,9 @@ class Checkpointer:
                 labels_learned=state.labels_learned,
                 offsets=offsets,
                 metrics=metrics,
-                note=self.note,
+                note=note,
             )
         )
-        version: str = info.version
-        self.redis(lambda: record.prepare(Checkpoint(version, offsets, generation)))
-        commit()
-        self.redis(record.confirm)
-        self.redis(lambda: models.prune(self.note, self.keep_versions, {version}))
-        return info
 
     def recover(
         self, committed: Callable[[list[str]], Mapping[str, int | None]]

@@ -34,6 +34,7 @@ from streamlearn.metrics.alert_rule import (
     steps,
 )
 from streamlearn.metrics.decision_metrics import CALIBRATION_ECE
+from streamlearn.metrics.experiment_metrics import experiment_rules
 from streamlearn.metrics.instruments import (
     CHECKPOINTS_REFUSED,
     JOB,
@@ -83,7 +84,10 @@ def alert_rules(t: AlertThresholds) -> list[AlertRule]:
     >>> [r.severity for r in alert_rules(AlertThresholds()) if "PSI" in r.alert][:2]
     ['warning', 'critical']
     """
-    return [*_model_rules(t), *serving_rules(t), *_not_finite_rules(t), *delivery_rules(t)]
+    return [
+        *_model_rules(t), *serving_rules(t), *_not_finite_rules(t), *delivery_rules(t),
+        *experiment_rules(t),
+    ]  # fmt: skip
 
 
 def _model_rules(t: AlertThresholds) -> list[AlertRule]:

@@ -30,6 +30,7 @@ from streamlearn.metrics.dashboard_layout import (
     threshold_series,
     threshold_steps,
 )
+from streamlearn.metrics.experiment_metrics import experiment_panels
 from streamlearn.metrics.instruments import (
     CHECKPOINTS,
     CONSUMER_LAG,
@@ -307,6 +308,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         max_value=1,
     )
 
+    experiment_panels(lay)
     lay.row("Concept drift and alerts")
     window = t.concept_drift_window
     lay.timeseries(

@@ -48,8 +48,9 @@ class Prediction:
     #: The experiment arm that scored it (None: no experiment running).
     arm: str | None = None
 
-    def to_json(self, latency_ms: float) -> bytes:
-        """The predictions topic's record; ``arm`` is there when an experiment runs.
+    def to_json(self, latency_ms: float, shadow: bool = False) -> bytes:
+        """The predictions topic's record; ``arm`` is there when an experiment runs, and
+        ``shadow: true`` on an arm's prediction that was not served (shadow mode).
 
         >>> p = Prediction("e1", "b", "2", 0.5, False, 1000, None, arm="b")
         >>> doc = orjson.loads(p.to_json(1.0))
@@ -69,6 +70,8 @@ class Prediction:
         }
         if self.arm is not None:
             doc["arm"] = self.arm
+        if shadow:
+            doc["shadow"] = True
         return orjson.dumps(doc)
 
 

@@ -155,6 +155,8 @@ class Outputs:
         self.refusals: OrderedDict[tuple[str, bytes | None], int] = OrderedDict()
         #: The outputs refused ``kafka.max_delivery_attempts`` times, with why: dropped when sent.
         self.undeliverable: dict[tuple[str, bytes | None], str] = {}
+        #: Arms whose unserved predictions are published, marked ``shadow`` (shadow mode).
+        self.shadow_arms: frozenset[str] = frozenset()
 
     def prediction_sender(self, sink: Sink, received_s: float) -> PredictionSender:
         """A sender of one batch's predictions (polled at ``received_s``)."""
@@ -166,12 +168,19 @@ class Outputs:
         self, sink: Sink, out: BatchOutput, send: Callable[[Prediction], None] | None
     ) -> None:
         """The batch's predictions through ``send`` (None: they went out as they were
-        scored), then its dead letters and its examples for the training log."""
+        scored), the shadow arms' predictions (to the predictions topic, keyed by event id
+        like the served one, marked ``shadow: true`` with their ``arm``), then its dead
+        letters and its examples for the training log."""
         topics = self.kafka.topics
         if send is not None:
             for prediction in out.predictions:
                 send(prediction)
         self.metrics.predictions.inc(len(out.predictions))
+        if self.shadow_arms:
+            for shadow in out.shadow_predictions:
+                if shadow.arm in self.shadow_arms:
+                    value = shadow.to_json(0.0, shadow=True)
+                    self.send(sink, topics.predictions, shadow.event_id.encode(), value)
         configured = self.kafka.dead_letter_max_bytes
         for letter in out.dead_letters:
             key = letter.source.encode()

@@ -29,7 +29,6 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.store import InteractionStore
-from streamlearn.learners.checkpointer import ModelState
 from streamlearn.learners.holdout import decider_of
 from streamlearn.learners.registry import NonFiniteModelError
 from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
@@ -51,17 +50,15 @@ from streamlearn.stream.processor import BatchOutput, ModelSlot, Prediction, Pro
 from streamlearn.stream.publishing import Outputs
 from streamlearn.stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
 from streamlearn.stream.runtime import tune_interpreter
-from streamlearn.stream.waits import (
-    Refused,
-    StopFlag,
-    Stopped,
-    kafka_refusal,
-)
+from streamlearn.stream.waits import Refused, StopFlag, Stopped, kafka_refusal
+from streamlearn.stream.worker_arms import WorkerArms
 from streamlearn.stream.worker_state import (
     CheckpointClock,
     IdleClock,
     WorkerSummary,
     partition_list,
+    report_lag,
+    slot_state,
 )
 
 __all__ = ["Worker", "WorkerSummary"]
@@ -147,8 +144,12 @@ class Worker:
             self.slot, self.models, settings.model.build, self.metrics,
             settings.checkpoint.registry_poll_seconds, self._redis,
         )  # fmt: skip
+        self.arms = WorkerArms(
+            settings, self.slot, self.models, self.registry, name, self._redis,
+            self.lifecycle.announce, None if model_services else self.redis,
+        )  # fmt: skip
         self.processor = Processor(
-            [self.slot],
+            self.arms.slots,
             RetryingStore(store, self.metrics, self._stop, settings.redis.url, self._is_closing),
             settings.features,
             settings.limits,
@@ -158,8 +159,11 @@ class Worker:
             watermark_window=settings.store.watermark_window,
             watermark_quantile=settings.store.watermark_quantile,
             decider=decider_of(settings.decision, settings.model.threshold),
+            experiment=self.arms.experiment,
+            rollback=self.arms.rollback,
         )
         self.outputs = Outputs(kafka, self.metrics, self._stop)
+        self.outputs.shadow_arms = self.arms.shadow_arms
         self.summary = WorkerSummary()
         self._uncommitted: Offsets = {}
         every_labels = settings.checkpoint.every_labels if self.checkpointer else None
@@ -219,11 +223,13 @@ class Worker:
         """
         self._uncommitted.clear()
         self._due.labels = 0
-        if self.models is None:
+        if self.models is None:  # learning is at-least-once: the arms are not rewound
+            self.arms.restore(None, rewind=False)
             return
         checkpointer = self.checkpointer
         checkpoint = checkpointer.recover(self._committed) if checkpointer is not None else None
         self.lifecycle.restore(checkpoint)
+        self.arms.restore(checkpoint)
 
     def _committed(self, names: list[str]) -> dict[str, int | None]:
         """The group's committed offsets of ``topic:partition`` names."""
@@ -252,18 +258,16 @@ class Worker:
             return
         self.processor.flush()
         names = {f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()}
-        monitor, slot = self.slot.monitor, self.slot
-        quality = monitor.snapshot()["quality"] if monitor is not None else {}
-        metrics = {k: v for k, v in quality.items() if isinstance(v, float | int | None)}
-        state = ModelState(slot.name, slot.version, slot.events_scored, slot.labels_learned)
+        state, metrics = slot_state(self.slot)
         try:
             info = self.checkpointer.save(
-                slot.model,
+                self.slot.model,
                 state,
                 names,
                 metrics,
                 self.lifecycle.generation,
                 lambda: self._commit(offsets),
+                self.arms.snapshots(),
             )
         except NonFiniteModelError as error:
             # Its offsets stay uncommitted: a restart resumes from the last finite model.
@@ -272,6 +276,7 @@ class Worker:
             self._due.reset()
             return
         self.lifecycle.checkpointed(info.version)
+        self.arms.checkpointed(self.checkpointer.arm_versions)
         self._uncommitted.clear()
         self._due.reset()
         self.metrics.checkpoints.inc()
@@ -286,10 +291,7 @@ class Worker:
         self._last_lag = time.monotonic()
         with self._stop.waiting_for(self._kafka_at):
             lags = self.source.lag()
-        for tp, lag in lags.items():
-            self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-        store = self.processor.store
-        self.metrics.pending_labels.set(self._redis(store.pending_count))
+        report_lag(self.metrics, lags, self._redis(self.processor.store.pending_count))
 
     def run_once(self) -> int:
         """Poll one batch and send it to Redis, then finish the batch before it.
@@ -340,6 +342,7 @@ class Worker:
         for tp, offset in self.source.position(flight.records).items():
             self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
         self._due.learned(out.labels_learned)
+        self.arms.record(out.decisions)
         self.metrics.batches.inc()
         self.summary.add(len(flight.records), out)
         self.summary.busy_seconds += done.busy_s

@@ -10,12 +10,44 @@ Examples
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from streamlearn.stream.processor import BatchOutput
+from streamlearn.learners.checkpointer import ModelState
+from streamlearn.metrics.instruments import WorkerMetrics
+from streamlearn.stream.edge import TopicPartition
+from streamlearn.stream.processor import BatchOutput, ModelSlot
 
-__all__ = ["CheckpointClock", "IdleClock", "WorkerSummary", "partition_list"]
+__all__ = [
+    "CheckpointClock",
+    "IdleClock",
+    "WorkerSummary",
+    "partition_list",
+    "report_lag",
+    "slot_state",
+]
+
+
+def report_lag(metrics: WorkerMetrics, lags: Mapping[TopicPartition, int], pending: int) -> None:
+    """Set the consumer lag of each partition and the count of labels waiting."""
+    for tp, lag in lags.items():
+        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+    metrics.pending_labels.set(pending)
+
+
+def slot_state(slot: ModelSlot) -> tuple[ModelState, dict[str, float | int | None]]:
+    """What a checkpoint records of ``slot`` besides its model: its state and its
+    monitor's online quality.
+
+    >>> from streamlearn.learners.models import build_model
+    >>> slot_state(ModelSlot("m", build_model("logistic"), version="3"))
+    (ModelState(name='m', parent='3', events_scored=0, labels_learned=0), {})
+    """
+    monitor = slot.monitor
+    quality = monitor.snapshot()["quality"] if monitor is not None else {}
+    metrics = {k: v for k, v in quality.items() if isinstance(v, float | int | None)}
+    state = ModelState(slot.name, slot.version, slot.events_scored, slot.labels_learned)
+    return state, metrics
 
 
 def partition_list(partitions: set[tuple[str, int]]) -> str:

@@ -67,7 +67,7 @@ from streamlearn.learners.calibration import CalibrationConfig
 from streamlearn.learners.decision_policy import DecisionConfig
 from streamlearn.metrics.thresholds import MonitoringConfig
 from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
-from streamlearn.stream.config.experiment import ExperimentSettings
+from streamlearn.stream.config.experiment import ExperimentSettings, RollbackSettings
 from streamlearn.stream.config.masking import MaskingFormatter, mask_url
 from streamlearn.stream.config.sections import (
     CheckpointConfig,
@@ -87,6 +87,7 @@ __all__ = [
     "MetricsConfig",
     "ModelConfig",
     "RedisConfig",
+    "RollbackSettings",
     "ServeConfig",
     "Settings",
     "TopicsConfig",
@@ -116,6 +117,7 @@ class Settings(BaseSettings):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     experiment: ExperimentSettings | None = None
+    rollback: RollbackSettings | None = None
 
     @classmethod
     def settings_customise_sources(

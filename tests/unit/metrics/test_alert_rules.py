@@ -22,6 +22,7 @@ from streamlearn.metrics.alert_files import (
 )
 from streamlearn.metrics.alerts import alert_names, alert_rules, recording_rules
 from streamlearn.metrics.decision_metrics import DecisionMetrics
+from streamlearn.metrics.experiment_metrics import ExperimentMetrics
 from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
 from streamlearn.metrics.thresholds import AlertThresholds, MonitoringConfig, duration_seconds
@@ -78,6 +79,7 @@ def known_series() -> set[str]:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
     DecisionMetrics.on(registry)  # the processor's decision, holdout and calibration gauges
+    ExperimentMetrics(registry)  # the arms' series and decisions of an experiment, a rollback
     Monitor(MonitoringConfig(features=("amount",)), MonitoringMetrics(registry))
     suffixes = {
         "counter": ("_total",),

@@ -21,6 +21,7 @@ from streamlearn.metrics.dashboard import (
     dashboard_queries,
 )
 from streamlearn.metrics.dashboard_layout import DATASOURCE
+from streamlearn.metrics.experiment_metrics import ExperimentMetrics
 from streamlearn.metrics.instruments import WorkerMetrics
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
 from streamlearn.metrics.thresholds import AlertThresholds, MonitoringConfig
@@ -33,6 +34,7 @@ def _known_series() -> set[str]:
     registry = CollectorRegistry()
     WorkerMetrics(registry)
     Monitor(MonitoringConfig(), MonitoringMetrics(registry))
+    ExperimentMetrics(registry)  # the arms' series of an experiment and of the rollback rule
     suffixes = {
         "counter": ("_total",),
         "histogram": ("_bucket", "_count", "_sum"),

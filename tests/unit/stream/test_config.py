@@ -357,6 +357,13 @@ OUT_OF_RANGE = [
     ("experiment.guardrails.positive_rate_shift", 0.0, 1000.001),
     ("experiment.guardrails.threshold", 0.0, 1.0),
     ("experiment.guardrails.min_predictions", 0, 1_000_000_001),
+    ("rollback.drop", -0.001, 1.0),
+    ("rollback.alpha", 0.0, 1.0),
+    ("rollback.min_labels", 1, 1_000_000_001),
+    ("rollback.min_labels_after_rollback", -1, 1_000_000_001),
+    ("rollback.mixture_sd", 0.0, 1_000_001.0),
+    ("rollback.log_loss_eps", 0.0, 0.5),
+    ("rollback.refresh_every", 0, 1_000_000_001),
 ]
 
 

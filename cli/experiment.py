@@ -1,0 +1,152 @@
+"""``experiment status``, and the decisions' table of ``model history``.
+
+``streamlearn experiment status [--json]`` reads the experiment's and the rollback
+rule's state from each worker's last confirmed checkpoint in Redis (``ns:checkpoint:
+GROUP:*``, :class:`learners.checkpoint.CheckpointStore`): per arm its events, labels,
+primary metric, always-valid interval and p-value, the status and the decisions so
+far. It reads what the workers checkpointed, so it lags them by at most one
+checkpoint; it needs no signing key (the state is JSON beside the signed snapshots).
+
+Examples
+--------
+>>> rows = status_rows("worker-0", {"mode": "ab", "status": "running", "arms": {
+...     "a": {"events": 10, "labels": 4, "primary": 0.25, "ci": None, "p_value": None}}})
+>>> rows[0][:4]
+['worker-0', 'a', '10', '4']
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+import orjson
+import redis
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from streamlearn.cli.common import ConfigOption, settings_or_exit
+from streamlearn.learners.experiment import Experiment
+from streamlearn.learners.rollback import RollbackConfig
+from streamlearn.stream.config import Settings, mask_url
+from streamlearn.stream.experiment_run import RollbackRun
+from streamlearn.stream.worker_arms import WorkerArms
+
+__all__ = ["audit_table", "experiment_app", "status_rows", "worker_states"]
+
+experiment_app = typer.Typer(
+    help="Experiments and the automatic rollback, as the workers last checkpointed them.",
+    no_args_is_help=True,
+)
+_out = Console()
+
+
+def _cell(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def status_rows(worker: str, summary: dict[str, Any]) -> list[list[str]]:
+    """One table row per arm of a run's summary (:meth:`Experiment.summary`)."""
+    rows = []
+    for arm, stats in summary.get("arms", {}).items():
+        ci = stats.get("ci")
+        interval = "-" if not ci else f"[{_cell(ci[0])}, {_cell(ci[1])}]"
+        rows.append(
+            [
+                worker,
+                arm,
+                f"{stats.get('events') or 0:,}",
+                f"{stats.get('labels') or 0:,}",
+                _cell(stats.get("primary")),
+                interval,
+                _cell(stats.get("p_value"), 3),
+                str(summary.get("status", "-")),
+            ]
+        )
+    return rows
+
+
+def _summaries(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The experiment's and the rollback rule's summaries of a checkpoint's state."""
+    out: dict[str, dict[str, Any]] = {}
+    saved = state.get("experiment")
+    if saved is not None:
+        out["experiment"] = Experiment.from_dict(saved).summary()
+    guard = state.get("rollback")
+    if guard is not None:
+        run = RollbackRun(RollbackConfig.model_validate(guard["rule"]["config"]), guard["champion"])
+        WorkerArms._restore_rollback(run, guard)
+        out["rollback"] = {**run.summary(), "status": f"{run.rule.rollbacks} rollback(s)"}
+    return out
+
+
+def worker_states(client: redis.Redis, settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each worker's summaries from its confirmed checkpoint, by worker name."""
+    prefix = f"{settings.store.key_prefix}:checkpoint:{settings.kafka.group_id}:"
+    states: dict[str, dict[str, Any]] = {}
+    for key in sorted(cast("list[bytes]", list(client.scan_iter(match=prefix + "*")))):
+        raw = cast("bytes | None", client.hget(key, "confirmed"))
+        if raw:
+            worker = key.decode()[len(prefix) :]
+            states[worker] = _summaries(orjson.loads(raw).get("state", {}))
+    return states
+
+
+def audit_table(entries: list[dict[str, Any]]) -> Table:
+    """The decisions of the registry's audit log, newest first (``model history``)."""
+    table = Table(title="decisions", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("time", "worker", "source", "action", "arm", "p-value", "reason"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            str(entry.get("time", "-")),
+            str(entry.get("worker", "-")),
+            str(entry.get("source", "-")),
+            str(entry.get("action", "-")),
+            str(entry.get("arm") or "-"),
+            _cell(entry.get("p_value"), 3),
+            str(entry.get("reason", "")),
+        )
+    return table
+
+
+@experiment_app.command()
+def status(
+    config: ConfigOption = None,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Per arm events, labels, primary metric, interval, p-value and the decisions so far."""
+    settings = settings_or_exit(config)
+    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
+    try:
+        states = worker_states(client, settings)
+    except redis.RedisError as error:
+        where = mask_url(settings.redis.url)
+        _out.print(f"Redis at {where} failed: {mask_url(str(error))}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(states, indent=2))
+        return
+    if not any(states.values()):
+        _out.print("no experiment or rollback state in any checkpoint", markup=False)
+        return
+    for run in ("experiment", "rollback"):
+        table = Table(title=run, box=box.SIMPLE_HEAD, show_edge=False)
+        columns = ("worker", "arm", "events", "labels", "primary", "interval", "p-value")
+        for column in (*columns, "status"):
+            table.add_column(column)
+        decisions = []
+        for worker, summaries in states.items():
+            if run in summaries:
+                for row in status_rows(worker, summaries[run]):
+                    table.add_row(*row)
+                decisions += [(worker, d) for d in summaries[run].get("decisions", [])]
+        if table.row_count:
+            _out.print(table)
+            entries = [{**d, "worker": w, "source": run} for w, d in decisions]
+            if entries:
+                _out.print(audit_table(entries))
