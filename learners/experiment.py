@@ -20,7 +20,10 @@ click-through rate; ``ab`` only, a shadow arm serves nothing), ``log_loss`` (cli
 ``brier``. ROC AUC has no per-label form that a sequential test of means applies to, so
 it is not offered as a primary metric. Each treatment is compared with the control (the
 first arm) by an always-valid mSPRT (:mod:`metrics.sequential`) at ``alpha`` divided by
-the number of treatments, so the experiment can be looked at after every batch.
+the number of treatments, so the experiment can be looked at after every batch. The
+variance of an arm's mean counts units, not labels (:class:`metrics.clustered.
+ClusteredMoments`): the labels of one user are correlated, and a per-label variance
+would declare winners that are a few heavy users (``python -m bench.rollout_units``).
 
 Guardrails are limits checked once both arms have ``min_predictions`` predictions: an
 arm's p99 scoring latency (absolute, and as a ratio to the control's), its error ratio

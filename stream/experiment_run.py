@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from streamlearn.features.schema import Event
 from streamlearn.learners.arm_stats import label_value
-from streamlearn.learners.assignment import Assignment
+from streamlearn.learners.assignment import Assignment, unit_of
 from streamlearn.learners.decision import Decision, finite_or_none
 from streamlearn.learners.experiment import Experiment, ExperimentConfig
 from streamlearn.learners.models import score
@@ -141,18 +141,27 @@ class ExperimentRun:
                 latency = latency_s.get(arm, 0.0) if self.wall_clock else 0.0
                 self.experiment.observe_prediction(arm, latency, ok, p if ok else None)
 
+    def unit(self, event: Mapping[str, Any] | object) -> str | None:
+        """The event's unit (``unit_field``): its labels are counted together."""
+        unit = unit_of(event, self.experiment.config.unit_field)
+        return None if unit is None else str(unit)
+
     def observe_label(
-        self, arm: str | None, scores: Mapping[str, float | None], y_true: bool
+        self,
+        arm: str | None,
+        scores: Mapping[str, float | None],
+        y_true: bool,
+        unit: str | None = None,
     ) -> None:
         """A label credited to the arm that served its event (every scoring arm in shadow
-        mode); ``arm`` None (not known) credits nothing."""
+        mode); ``arm`` None (not known) credits nothing. ``unit``: the event's unit."""
         if arm is None or not self.running:
             return
         shadow = self.experiment.config.mode == "shadow"
         for name in self.arms if shadow else (arm,):
             p = scores.get(name)
             if p is not None and math.isfinite(p):
-                self.experiment.observe_label(name, y_true, p)
+                self.experiment.observe_label(name, y_true, p, unit)
 
     def after_batch(self, event_index: int) -> Decision | None:
         """Look once more; the decision when it is a new one (not ``continue``)."""

@@ -76,6 +76,8 @@ class Scored:
     slices: tuple[str | None, ...] | None = None
     #: The experiment arm that served the event (None: no experiment, or not known).
     arm: str | None = None
+    #: The event's experiment unit (``experiment.unit_field``), None when not known.
+    unit: str | None = None
 
 
 class LabelLearning:
@@ -150,11 +152,13 @@ class LabelLearning:
             skip = skip | self.experiment.not_learning(arm)
         return [slot for slot in self.slots if slot.name not in skip]
 
-    def _credit(self, arm: str | None, scores: Sequence[float | None], y_true: bool) -> None:
+    def _credit(
+        self, arm: str | None, scores: Sequence[float | None], y_true: bool, unit: str | None
+    ) -> None:
         """The experiment and the rollback rule judge the arms' scores of a learned label."""
         named = {slot.name: p for slot, p in zip(self.slots, scores, strict=False)}
         if self.experiment is not None:
-            self.experiment.observe_label(arm, named, y_true)
+            self.experiment.observe_label(arm, named, y_true, unit)
         if self.rollback is not None:
             self.rollback.observe_label(named, y_true)
 
@@ -170,11 +174,13 @@ class LabelLearning:
         record: Record | None = None,
         slices: tuple[str | None, ...] | None = None,
         arm: str | None = None,
+        unit: str | None = None,
     ) -> None:
         """Every model learns the label; ``scores``: what each gave the event, when known.
 
         ``arm``: the experiment arm that served the event; it is credited with the
         label, and with ``experiment.learn: own_arm`` is the only arm to learn it.
+        ``unit``: the event's experiment unit, whose labels the experiment counts together.
 
         The batch counts the label, and keeps it with ``x`` as an example when asked to.
         A label that would leave a model non-finite is not learned by any model
@@ -243,7 +249,7 @@ class LabelLearning:
         if drifted:
             self._on_drift(self.slots[0], event_time_ms, "concept")
         if self.experiment is not None or self.rollback is not None:
-            self._credit(arm, scores, y_true)
+            self._credit(arm, scores, y_true, unit)
         if self.metrics is not None:
             self.metrics.observe_label(kind, y_true, event_time_ms)
 
@@ -324,7 +330,7 @@ class LabelLearning:
         label = AppliedLabel(0.0, 1.0, "implicit", self.watermark_ms)
         self._learn(
             implicit.event_id, scored.x, label, scored.scores, scored.event_time_ms, "implicit",
-            out, slices=scored.slices, arm=scored.arm,
+            out, slices=scored.slices, arm=scored.arm, unit=scored.unit,
         )  # fmt: skip
         if self.metrics is not None:
             delay_ms = max(0, self.watermark_ms - scored.event_time_ms)
@@ -365,7 +371,7 @@ class LabelLearning:
             x, scores, event_time_ms = scored.x, scored.scores, scored.event_time_ms
             self._learn(
                 outcome.event_id, x, label, scores, event_time_ms, "labels", out, record,
-                scored.slices, scored.arm,
+                scored.slices, scored.arm, scored.unit,
             )  # fmt: skip
             if self.metrics is not None:
                 delay_ms = max(0, op.timestamp_ms - event_time_ms)

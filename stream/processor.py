@@ -377,14 +377,15 @@ class Processor(LabelLearning, ServedArms):
         if scores[0] is not None:
             self._deferred_scores[event.event_id] = scores[0]
         arm = self.slots[served].name if arms else None
+        unit = self.experiment.unit(event) if self.experiment is not None else None
         if outcome.label is None:
-            self._remember(event.event_id, Scored(scores, x, event.timestamp, slices, arm))
+            self._remember(event.event_id, Scored(scores, x, event.timestamp, slices, arm, unit))
         else:
             inline = outcome.label.source == record.source
             kind = "inline" if inline else "labels"
             self._learn(
                 event.event_id, x, outcome.label, scores, event.timestamp, kind, out,
-                record if inline else None, slices, arm,
+                record if inline else None, slices, arm, unit,
             )  # fmt: skip
         stages["features"] += b - a
         stages["score"] += c - b

@@ -157,3 +157,13 @@ def test_an_undone_label_leaves_each_arm_with_only_its_own_labels():
     x = {"length": 2.0}
     assert score(proc.slots[0].model, x) == score(alone, x)
     assert {s.name: s.labels_learned for s in proc.slots} == {"a": 1, "b": 1}
+
+
+def test_labels_are_counted_by_the_unit_of_their_event_joined_later_or_inline():
+    proc, run = two_arms()
+    proc.process([event(0, "u1"), event(1, "u1", label=True)])
+    proc.process([label(0, False, 0)])
+    arm = run.serving({"user_id": "u1"})
+    primary = run.experiment.arms[arm].primary
+    assert primary.n == 2 and primary.singles.n == 0
+    assert sorted(c for c in primary.counts if c) == [2]  # both in the bucket of u1
