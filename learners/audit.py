@@ -24,10 +24,21 @@ from typing import Any, cast
 import orjson
 import redis
 
-__all__ = ["AUDIT_MAX", "AuditLog", "audit_entry"]
+__all__ = ["AUDIT_MAX", "AuditLog", "audit_entry", "utc_stamp"]
 
 #: Entries kept, newest first.
 AUDIT_MAX = 1000
+
+
+def utc_stamp(at: float | None = None) -> str:
+    """``at`` (epoch seconds; now by default) as an audit entry's time, in UTC.
+
+    >>> utc_stamp(0.0)
+    '1970-01-01T00:00:00Z'
+    """
+    return datetime.fromtimestamp(time.time() if at is None else at, UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
 def audit_entry(
@@ -40,10 +51,8 @@ def audit_entry(
     """One audit entry: ``decision`` (:meth:`learners.decision.Decision.to_dict`), the
     worker that took it, its ``source`` (``experiment`` or ``rollback``), the arms'
     model versions at the time, and the wall-clock time (UTC)."""
-    at = time.time() if now is None else now
-    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
-        "time": stamp,
+        "time": utc_stamp(now),
         "worker": worker,
         "source": source,
         "versions": dict(versions),
