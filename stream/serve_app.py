@@ -5,13 +5,16 @@
 ``POST /rank``     a user, a context, a timestamp and candidates -> candidates by score
 ``GET /healthz``   the process answers
 ``GET /readyz``    Redis answers and a model is loaded (says when it is the untrained spec)
-``GET /metrics``   Prometheus: latency per endpoint, errors by reason, the served model's age
+                   and, with an experiment, each arm's version and age and its status
+``GET /metrics``   Prometheus: latency per endpoint, errors by reason, each arm's model age
 =================  =========================================================================
 
 A refused request gets a 4xx and a JSON body ``{"error": reason, "detail": what to fix}``;
-Redis out of reach is a 503; nothing a request holds changes any state. The served model
-is refreshed from the registry every ``serve.refresh_seconds`` in a thread, so a slow
-load never stalls a request.
+Redis out of reach is a 503; nothing a request holds changes any state. With an
+``experiment`` section each request is served by its unit's arm
+(:class:`stream.serve_arms.ArmFollower`), named with its ``model_version`` in the
+answer. The served models are refreshed from the registry every
+``serve.refresh_seconds`` in a thread, so a slow load never stalls a request.
 
 Examples
 --------
