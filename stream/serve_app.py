@@ -131,8 +131,7 @@ class ServeState:
         champion = self.follower.served
         if self.arms is None:
             return [(None, champion)] * len(events)
-        arms = self.arms
-        return [arms.serving(event, champion) for event in events]
+        return self.arms.serving_all(events, champion)
 
     async def refresh_forever(self) -> None:
         """Refresh every ``serve.refresh_seconds``, the first time one interval after the

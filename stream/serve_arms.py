@@ -18,6 +18,10 @@ serves the same way from the same record:
   registry version, or a spec served untrained, as a worker starts it);
 - the **control** is the champion the :class:`stream.serve.ModelFollower` serves.
 
+With several workers each one decides on the labels of its own partitions; the API
+follows the newest checkpoint's decisions (every worker's are in the audit log,
+``streamlearn model history``).
+
 Each refresh (every ``serve.refresh_seconds``, beside the champion's) reads the
 checkpoints the champion's refresh found, and loads only the arms whose version
 changed; a failure keeps every arm and the decisions as they were.
@@ -49,6 +53,7 @@ import redis
 from streamlearn.features.interactions import EntityState
 from streamlearn.features.schema import Event
 from streamlearn.features.vector import FeatureConfig
+from streamlearn.learners.assignment import unit_of
 from streamlearn.learners.checkpoint import Checkpoint
 from streamlearn.learners.experiment import Experiment, ExperimentConfig
 from streamlearn.learners.registry import RegistryError
@@ -141,6 +146,21 @@ class ArmFollower:
         arm = self.run.serving(event)
         served = champion if arm == self.control else self.treatments.get(arm)
         return (arm, served) if served is not None else (self.control, champion)
+
+    def serving_all(self, events: Sequence[Event], champion: Served) -> list[Pick]:
+        """:meth:`serving` of each event, asked once per unit: the candidates of a
+        ``/rank`` request share their user (the assignment hashes each unit once)."""
+        field = self.section.unit_field
+        by_unit: dict[str, tuple[str, Served]] = {}
+        picks: list[Pick] = []
+        for event in events:
+            unit = unit_of(event, field)
+            key = repr(unit)
+            pick = by_unit.get(key)
+            if pick is None:
+                pick = by_unit[key] = self.serving(event, champion)
+            picks.append(pick)
+        return picks
 
     def refresh(self, checkpoints: Sequence[Checkpoint]) -> None:
         """Follow the newest of the group's confirmed ``checkpoints``."""

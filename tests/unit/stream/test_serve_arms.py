@@ -215,3 +215,22 @@ def test_score_by_arm_scores_each_event_with_its_arms_model() -> None:
 def test_the_follower_needs_an_experiment() -> None:
     with pytest.raises(ValueError, match="experiment"):
         ArmFollower(Settings(), None)
+
+
+@pytest.mark.parametrize("unit_field", ["user_id", "item_id", "team"])
+def test_serving_all_asks_each_unit_once_and_gives_each_events_own_arm(unit_field: str) -> None:
+    config = settings(unit_field=unit_field)
+    arms = worker_arms(config)
+    follower = ArmFollower(config, Registry({"6": (trained(1), "t"), "7": (trained(2), "o")}))
+    follower.refresh([checkpoint_of(arms, tree="6", other="7")])
+    served = champion()
+    events = [
+        Event(event_id="r", timestamp=0, user_id=f"u{n % 30}", item_id=f"i{n}",
+              context={"team": f"t{n % 7}"} if n % 5 else {})
+        for n in range(300)
+    ]  # fmt: skip
+    picks = follower.serving_all(events, served)
+    assert arms.experiment is not None
+    assert [arm for arm, _ in picks] == [arms.experiment.serving(e) for e in events]
+    assert picks == [follower.serving(e, served) for e in events]
+    assert len({arm for arm, _ in picks}) == 3
