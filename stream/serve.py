@@ -57,7 +57,7 @@ from streamlearn.features.vector import FeatureConfig, features_of
 from streamlearn.learners.batch import score_many
 from streamlearn.learners.checkpoint import Checkpoint
 from streamlearn.learners.registry import ModelRegistry, RegistryError
-from streamlearn.metrics.serving import ServeMetrics
+from streamlearn.metrics.serving import CHAMPION, ServeMetrics
 from streamlearn.stream.config import Settings
 
 __all__ = [
@@ -374,13 +374,16 @@ class ModelFollower:
         self.metrics = metrics
         self.served = Served(settings.model.build(), settings.model.spec)
         self.last_error: str | None = None
+        #: The served model's ``arm`` label: the experiment's control, else the champion.
+        self.arm = settings.experiment.control if settings.experiment is not None else CHAMPION
+        #: The group's confirmed checkpoints as the last refresh found them.
+        self.checkpoints: list[Checkpoint] = []
         self._pattern = f"{settings.store.key_prefix}:checkpoint:{settings.kafka.group_id}:*"
         self._gauge()
 
     def _gauge(self) -> None:
         if self.metrics is not None:
-            self.metrics.model_age.set(self.served.age_s())
-            self.metrics.model_version.set(int(self.served.version))
+            self.metrics.served(self.arm, self.served.age_s(), self.served.version)
 
     def _checkpoints(self) -> list[Checkpoint]:
         assert self.registry is not None
@@ -397,7 +400,8 @@ class ModelFollower:
         """The version to serve, why, and the generation; None: nothing in the registry."""
         assert self.registry is not None
         current, generation = self.registry.current_state()
-        fresh = [c for c in self._checkpoints() if c.generation >= generation]
+        self.checkpoints = self._checkpoints()
+        fresh = [c for c in self.checkpoints if c.generation >= generation]
         if fresh:
             newest = max(fresh, key=lambda c: int(c.version))
             if current is None or int(newest.version) > int(current):

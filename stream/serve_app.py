@@ -5,13 +5,16 @@
 ``POST /rank``     a user, a context, a timestamp and candidates -> candidates by score
 ``GET /healthz``   the process answers
 ``GET /readyz``    Redis answers and a model is loaded (says when it is the untrained spec)
-``GET /metrics``   Prometheus: latency per endpoint, errors by reason, the served model's age
+                   and, with an experiment, each arm's version and age and its status
+``GET /metrics``   Prometheus: latency per endpoint, errors by reason, each arm's model age
 =================  =========================================================================
 
 A refused request gets a 4xx and a JSON body ``{"error": reason, "detail": what to fix}``;
-Redis out of reach is a 503; nothing a request holds changes any state. The served model
-is refreshed from the registry every ``serve.refresh_seconds`` in a thread, so a slow
-load never stalls a request.
+Redis out of reach is a 503; nothing a request holds changes any state. With an
+``experiment`` section each request is served by its unit's arm
+(:class:`stream.serve_arms.ArmFollower`), named with its ``model_version`` in the
+answer. The served models are refreshed from the registry every
+``serve.refresh_seconds`` in a thread, so a slow load never stalls a request.
 
 Examples
 --------
@@ -29,7 +32,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +46,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from streamlearn.features.schema import Event
 from streamlearn.learners.registry import ModelRegistry, SnapshotError, signing_key_from_env
-from streamlearn.metrics.serving import ServeMetrics
+from streamlearn.metrics.serving import CHAMPION, ServeMetrics
 from streamlearn.stream.config import Settings, load_settings
 from streamlearn.stream.serve import (
     ApiError,
@@ -57,6 +61,7 @@ from streamlearn.stream.serve import (
     rank_order,
     score_events,
 )
+from streamlearn.stream.serve_arms import ArmFollower, Pick, score_by_arm
 
 __all__ = ["ServeState", "app_from_env", "create_app", "run_server"]
 
@@ -83,7 +88,10 @@ class ServeState:
     ) -> None:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
-        self.metrics = ServeMetrics(self.registry)
+        experiment = settings.experiment
+        self.metrics = ServeMetrics(
+            self.registry, list(experiment.arms) if experiment is not None else (CHAMPION,)
+        )
         options = settings.redis.client_options()
         # A bounded pool: under a burst, requests wait for one of its connections (up to
         # the socket timeout) instead of each opening its own.
@@ -110,6 +118,20 @@ class ServeState:
         else:
             models = ModelRegistry(self.sync_client, settings.store.key_prefix, signing_key)
         self.follower = ModelFollower(settings, models, self.metrics)
+        self.arms = ArmFollower(settings, models, self.metrics) if experiment is not None else None
+
+    def refresh(self) -> None:
+        """Follow the workers: the champion, then the experiment's arms (blocking I/O)."""
+        self.follower.refresh()
+        if self.arms is not None:
+            self.arms.refresh(self.follower.checkpoints)
+
+    def pick(self, events: Sequence[Event]) -> list[Pick]:
+        """Each event's arm (None without an experiment) and the model serving it."""
+        champion = self.follower.served
+        if self.arms is None:
+            return [(None, champion)] * len(events)
+        return self.arms.serving_all(events, champion)
 
     async def refresh_forever(self) -> None:
         """Refresh every ``serve.refresh_seconds``, the first time one interval after the
@@ -117,7 +139,7 @@ class ServeState:
         interval = self.settings.serve.refresh_seconds
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.follower.refresh)
+            await asyncio.to_thread(self.refresh)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -167,7 +189,7 @@ async def _score(request: Request, state: ServeState) -> Response:
     settings = state.settings
     raw = await _body(request, settings.serve.max_body_bytes)
     event = parse_score(raw, settings.limits)
-    served = state.follower.served
+    ((arm, served),) = state.pick([event])
     (states,) = await state.reader.read([event])
     (p,) = score_events(served.model, [event], [states], settings.features)
     if not finite([p]):
@@ -179,6 +201,8 @@ async def _score(request: Request, state: ServeState) -> Response:
             "score": p,
             "decision": p > threshold,
             "threshold": threshold,
+            "arm": arm,
+            "model_version": served.version,
             "model": served.describe(),
             "freshness_s": freshness(states, event.timestamp),
         }
@@ -192,23 +216,30 @@ async def _rank(request: Request, state: ServeState) -> Response:
         raw, settings.limits, settings.serve.max_candidates, max_bytes=settings.serve.max_body_bytes
     )
     state.metrics.candidates.observe(len(events))
-    served = state.follower.served
+    picks = state.pick(events)
     states = await state.reader.read(events)
-    scores = score_events(served.model, events, states, settings.features)
+    scores = score_by_arm(picks, events, states, settings.features)
     if not finite(scores):
         raise ApiError("model_not_finite", "the model gave a non-finite score", 503)
+    # one arm for every candidate (a unit of the request: the user); per item otherwise
+    one = all(served is picks[0][1] for _, served in picks)
+    arm, served = picks[0]
     items = []
     for index in rank_order(scores):
         event = events[index]
         item: dict[str, Any] = {"item_id": event.item_id, "score": scores[index]}
         if event.author_id is not None:
             item["author_id"] = event.author_id
+        if not one:
+            item["arm"], item["model_version"] = picks[index][0], picks[index][1].version
         items.append(item)
     user = [(kind, s) for kind, s in states[0] if kind == "user"]
     return _json(
         {
             "request_id": events[0].event_id,
-            "model": served.describe(),
+            "arm": arm if one else None,
+            "model_version": served.version if one else None,
+            "model": served.describe() if one else None,
             "items": items,
             "freshness_s": freshness(user, events[0].timestamp),
         }
@@ -226,6 +257,10 @@ async def _readyz(request: Request, state: ServeState) -> Response:
         body["model"]["note"] = state.why_untrained
     if state.follower.last_error:
         body["model"]["refresh_error"] = state.follower.last_error
+    if state.arms is not None:
+        body.update(state.arms.describe(served))
+        if state.arms.last_error:
+            body["experiment"]["refresh_error"] = state.arms.last_error
     try:
         await asyncio.wait_for(state.client.ping(), timeout=2.0)
         body["redis"] = "ok"
@@ -236,7 +271,10 @@ async def _readyz(request: Request, state: ServeState) -> Response:
 
 
 async def _metrics(request: Request, state: ServeState) -> Response:
-    state.metrics.model_age.set(state.follower.served.age_s())
+    follower = state.follower
+    state.metrics.served(follower.arm, follower.served.age_s(), follower.served.version)
+    if state.arms is not None:
+        state.arms.gauge()
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -264,7 +302,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state = ServeState(settings, signing_key, registry)
         app.state.serve = state
-        await asyncio.to_thread(state.follower.refresh)
+        await asyncio.to_thread(state.refresh)
         refresher = asyncio.create_task(state.refresh_forever())
         try:
             yield

@@ -369,8 +369,9 @@ def test_the_served_model_follows_promotions_rollbacks_and_newer_checkpoints(
     assert follower.refresh().version == two, "a prepared checkpoint is not served"
     checkpoints.confirm()
     assert (follower.refresh().version, follower.served.source) == (three, "checkpoint")
-    assert prom.get_sample_value("streamlearn_serve_model_version") == int(three)
-    assert 0 <= prom.get_sample_value("streamlearn_serve_model_age_seconds") < 60
+    served = {"arm": "champion"}  # the served model's series: no experiment, one arm
+    assert prom.get_sample_value("streamlearn_serve_model_version", served) == int(three)
+    assert 0 <= prom.get_sample_value("streamlearn_serve_model_age_seconds", served) < 60
     # a rollback (generation 3) wins over the checkpoint made under generation 2
     assert registry.rollback() == one
     assert (follower.refresh().version, follower.served.source) == (one, "promoted")
