@@ -12,7 +12,8 @@ before going live), then the filter goes live, four ways:
 
 - ``unfiltered``: every label comes (no loop): the reference;
 - ``filter``: the labels of blocked mail are withheld and their silence is learned as
-  a negative (``decision.implicit_negatives_of_blocked: true``): the loop as it bites;
+  a negative (``decision.hides: true``, ``implicit_negatives_of_blocked: true``): the
+  loop as it bites;
 - ``filter, silence ignored``: the same without learning the silence of blocked mail;
 - ``filter + holdout``: a 2 % unfiltered holdout of users, labels weighted by inverse
   propensity, the silence of blocked mail ignored (the mitigation).
@@ -62,10 +63,11 @@ __all__ = ["ARMS", "feedback_run", "main", "precision_run", "spam_world"]
 #: Arm -> (the ``decision`` section's changes, whether the filter withholds labels).
 ARMS: dict[str, tuple[dict[str, Any], bool]] = {
     "unfiltered": ({}, False),
-    "filter": ({"implicit_negatives_of_blocked": True}, True),
-    "filter, silence ignored": ({"implicit_negatives_of_blocked": False}, True),
+    "filter": ({"hides": True, "implicit_negatives_of_blocked": True}, True),
+    "filter, silence ignored": ({"hides": True, "implicit_negatives_of_blocked": False}, True),
     "filter + holdout": (
         {
+            "hides": True,
             "implicit_negatives_of_blocked": False,
             "holdout_fraction": 0.02,
             "propensity_weighting": True,

@@ -336,16 +336,18 @@ class DecisionConfig(BaseModel):
     """The ``decision`` section: how a score becomes a decision, and the holdout.
 
     >>> DecisionConfig().policy, DecisionConfig().precision_at_least
-    ('fixed', 0.995)
+    ('precision_at_least', 0.995)
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     policy: Literal["fixed", "precision_at_least", "top_fraction"] = Field(
-        default="fixed",
+        default="precision_at_least",
         description=(
-            "fixed: score > model.threshold; precision_at_least: the lowest threshold whose "
-            "precision lower bound is >= precision_at_least; top_fraction: a budget."
+            "precision_at_least (the default objective): the lowest threshold whose precision"
+            " lower bound is >= precision_at_least, nothing decided positive before min_labels"
+            " labels or while no threshold qualifies; fixed: score > model.threshold;"
+            " top_fraction: a budget."
         ),
     )
     precision_at_least: float = Field(default=0.995, gt=0.0, lt=1.0)
@@ -401,11 +403,20 @@ class DecisionConfig(BaseModel):
         le=10_000_000,
         description="Recent labels over which the observed positive share is measured.",
     )
-    implicit_negatives_of_blocked: bool = Field(
-        default=True,
+    hides: bool = Field(
+        default=False,
         description=(
-            "Learn the implicit negative of an event the policy blocked (its silence may only"
-            " mean nobody saw it: false avoids the feedback loop)."
+            "A positive decision hides the event from whoever would label it (a filter:"
+            " blocked mail is never seen, so its silence says nothing); false: the decision"
+            " only predicts (a predicted click is still shown) and every silence is learned."
+        ),
+    )
+    implicit_negatives_of_blocked: bool = Field(
+        default=False,
+        description=(
+            "With hides: learn the silence after a blocked event as a negative anyway (it"
+            " feeds the loop: the model forgets what it blocks; python -m bench.feedback)."
+            " Without hides nothing is blocked and every implicit negative is learned."
         ),
     )
 

@@ -94,6 +94,10 @@ class Decider:
         Whether labels are learned with their weight divided by their propensity.
     implicit_negatives_of_blocked
         Whether the silence after a blocked event is learned as a negative.
+    hides
+        Whether a positive decision blocks the event (hides it from whoever would
+        label it); when it does not, every silence is learned. The ``decision``
+        section's default is false (:func:`decider_of`).
     classes
         The per-class weights of learning (:mod:`learners.imbalance`; default: none).
     """
@@ -105,8 +109,10 @@ class Decider:
         propensity_weighting: bool = False,
         implicit_negatives_of_blocked: bool = True,
         classes: ClassWeights | None = None,
+        hides: bool = True,
     ) -> None:
         self.policy = policy
+        self.hides = hides
         self.holdout = holdout or Holdout(0.0)
         self.propensity_weighting = propensity_weighting
         self.implicit_negatives_of_blocked = implicit_negatives_of_blocked
@@ -142,8 +148,11 @@ class Decider:
         >>> Decider(FixedThreshold(0.5), implicit_negatives_of_blocked=False).learns_implicit(
         ...     Decided(True, False, 1.0))
         False
+        >>> Decider(FixedThreshold(0.5), implicit_negatives_of_blocked=False, hides=False
+        ...         ).learns_implicit(Decided(True, False, 1.0))  # a prediction hides nothing
+        True
         """
-        blocked = given is not None and given.decision
+        blocked = self.hides and given is not None and given.decision
         return self.implicit_negatives_of_blocked or not blocked
 
     def learning_weight(self, weight: float, propensity: float) -> float:
@@ -181,4 +190,5 @@ def decider_of(config: DecisionConfig, threshold: float = 0.5) -> Decider:
             config.target_positive_share,
             config.balance_window,
         ),
+        config.hides,
     )

@@ -164,10 +164,10 @@ def _model_rules(t: AlertThresholds) -> list[AlertRule]:
             expr=(f"{POSITIVE_RATE_RATIO} > {high!r} or {POSITIVE_RATE_RATIO} < {low!r}"),
             for_=t.positive_rate_for,
             severity="critical",
-            summary=f"Positive-decision rate is {VALUE3}x its reference",
+            summary=f"Positive rate is {VALUE3}x its reference",
             description=(
-                f"{{{{ $labels.instance }}}} takes positive decisions at {VALUE3} times the "
-                f"reference rate, outside [{low:.3g}, {high:.3g}] for {t.positive_rate_for}. "
+                f"{{{{ $labels.instance }}}} scores events above model.threshold at {VALUE3} times"
+                f" the reference rate, outside [{low:.3g}, {high:.3g}] for {t.positive_rate_for}. "
                 "A jump like 5% to 80% means a broken pipeline (features, schema, model load), "
                 "not a changed world: check the inputs and roll back the model if needed."
             ),

@@ -246,7 +246,7 @@ def dashboard(t: AlertThresholds) -> dict[str, Any]:
         max_value=1,
     )
     lay.timeseries(
-        "Positive-decision rate",
+        "Positive-decision rate at model.threshold",
         [(POSITIVE_RATE, "{{instance}} {{window}}")],
         unit="percentunit",
         min_value=0,

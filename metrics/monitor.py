@@ -58,7 +58,12 @@ class Monitor:
     metrics
         Where :meth:`publish` writes; None to only compute (backtests, tests).
     threshold
-        The model's decision threshold: a score above it is a positive decision.
+        The model's configured threshold (``model.threshold``): a fixed reference.
+        The prediction-drift windows count a score above it as positive, whatever
+        the decision policy decided, so a policy whose threshold moves by design
+        (``precision_at_least``, ``top_fraction``) raises no drift alarm on a
+        stationary stream; the decisions themselves go to what is about decisions
+        (the slices' decision rates, the fairness ratios).
 
     Attributes
     ----------
@@ -166,13 +171,16 @@ class Monitor:
         Until the model has settled (``drift_warmup_labels``) the prediction is
         counted but kept out of the drift and slice windows. ``slices`` holds
         the event's value for each of ``config.slices`` (see
-        :func:`metrics.slices.slice_values`).
+        :func:`metrics.slices.slice_values`). Prediction drift watches the score
+        and ``score > threshold`` (the fixed reference), never ``decision``: the
+        policy's threshold moves with the labels, the model's scores are what drift.
+        The decision feeds the slices' decision rates.
 
         Returns True when the evaluation this prediction triggered found a
         feature newly past ``psi_critical`` (what ``feature_action`` acts on).
         """
         if self.settled:
-            self.prediction.update(score, decision)
+            self.prediction.update(score, score > self.threshold)
             if features is not None and self._features_on:
                 self.features.update(features)
             if slices is not None and self.slices is not None:

@@ -170,11 +170,11 @@ class MonitoringMetrics:
         )
         self.positive_rate = gauge(
             POSITIVE_RATE,
-            "Share of positive decisions, by window (reference or current).",
+            "Share of scores above model.threshold, by window (reference or current).",
             ("window",),
         )
         self.positive_rate_ratio = gauge(
-            POSITIVE_RATE_RATIO, "Current over reference positive-decision rate."
+            POSITIVE_RATE_RATIO, "Current over reference share of scores above model.threshold."
         )
         self.feature_psi = gauge(
             FEATURE_PSI, "PSI of a monitored feature against its reference window.", ("feature",)

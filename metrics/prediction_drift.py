@@ -1,8 +1,11 @@
-"""Drift of the score distribution and of the positive-decision rate.
+"""Drift of the score distribution and of the positive rate.
 
-Bounded windows (:mod:`metrics.drift_windows`), statistics computed only when
-asked (:meth:`PredictionDrift.report`), so the per-event cost of ``update`` is
-a deque append.
+The positive rate is what the caller counts as positive: the monitor gives
+``score > model.threshold``, a fixed reference, not the decision policy's moving
+threshold (see :class:`metrics.monitor.Monitor`). Bounded windows
+(:mod:`metrics.drift_windows`), statistics computed only when asked
+(:meth:`PredictionDrift.report`), so the per-event cost of ``update`` is a deque
+append.
 
 Examples
 --------
@@ -55,7 +58,7 @@ class PredictionDriftReport:
 
 
 class PredictionDrift:
-    """Drift of the score distribution and of the positive-decision rate.
+    """Drift of the score distribution and of the positive rate.
 
     ``psi`` bins the scores on the reference's quantile edges; ``ks`` is the
     exact two-sample KS statistic; ``positive_rate_ratio`` is the current
@@ -123,7 +126,11 @@ class PredictionDrift:
         self._ref_bins: list[int] = []
 
     def update(self, score: float, decision: bool) -> None:
-        """Add one prediction: the model's score and the decision taken."""
+        """Add one prediction: the model's score and whether it counts as positive.
+
+        The monitor passes ``score > model.threshold`` as ``decision`` (a fixed
+        reference, so that an adaptive policy does not move the rate by itself).
+        """
         self._scores.append(float(score))
         self._decisions.append(1 if decision else 0)
         self.n += 1
@@ -154,12 +161,12 @@ class PredictionDrift:
 
     @property
     def positive_rate(self) -> float | None:
-        """Share of positive decisions in the current window."""
+        """Share of positives in the current window."""
         return self.report().positive_rate
 
     @property
     def reference_positive_rate(self) -> float | None:
-        """Share of positive decisions in the reference window."""
+        """Share of positives in the reference window."""
         return self.report().reference_positive_rate
 
     @property

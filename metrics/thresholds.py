@@ -61,7 +61,8 @@ class AlertThresholds(BaseModel):
     ks_critical
         Prediction KS statistic level.
     positive_rate_ratio_high, positive_rate_ratio_low
-        Allowed band of current over reference positive-decision rate; outside it
+        Allowed band of current over reference positive rate (share of scores above
+        ``model.threshold``, a fixed reference whatever the decision policy); outside it
         the pipeline is more likely broken than the world changed.
     p99_latency_seconds
         Event-to-prediction P99 guardrail.

@@ -40,6 +40,10 @@ def demo_key(root: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
+#: The demo's decision: a predicted click is right at least half the time (lower bound).
+DEMO_PRECISION = 0.5
+
+
 def demo_settings(stack: StackConfig, run_id: str, metrics_port: int) -> Settings:
     """Settings pointing at the local stack, with topics and keys of this run only."""
     return Settings(
@@ -59,6 +63,9 @@ def demo_settings(stack: StackConfig, run_id: str, metrics_port: int) -> Setting
         store={"key_prefix": f"demo-{run_id}"},
         metrics={"port": metrics_port},
         checkpoint={"every_labels": 2000, "every_seconds": 10},
+        # The decision is a predicted click: no threshold reaches the default 99.5 %
+        # precision of a filter on clicks, so it would decide nothing (the safe fallback).
+        decision={"precision_at_least": DEMO_PRECISION},
     )
 
 
@@ -130,6 +137,18 @@ class DemoResult:
             m = metrics["metrics"]
             rows.append(
                 (f"backtest {name}", f"ROC AUC {m['roc_auc']:.3f}, log loss {m['log_loss']:.3f}")
+            )
+        decisions = self.backtest.get("decisions")
+        if decisions:
+            policy = decisions["policy"]
+            if policy == "precision_at_least":
+                policy += f" {self.settings.decision.precision_at_least:g}"
+            rows.append(
+                (
+                    "backtest decisions",
+                    f"{policy}: threshold {decisions['threshold']:.3f}, precision lower bound"
+                    f" {decisions['precision_lower_bound']:.3f}, recall {decisions['recall']:.3f}",
+                )
             )
         for sample in self.samples[:2]:
             rows.append(("sample prediction", orjson.dumps(sample).decode()))

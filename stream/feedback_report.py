@@ -40,6 +40,7 @@ def _arm_settings(settings: Settings, arm: str) -> Settings:
         update = {
             "holdout_fraction": fraction,
             "propensity_weighting": True,
+            "hides": True,
             "implicit_negatives_of_blocked": False,
         }
     else:

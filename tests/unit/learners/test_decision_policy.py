@@ -98,8 +98,19 @@ def test_fixed_reports_what_its_threshold_buys():
 
 
 def test_build_policy_follows_the_config():
-    assert build_policy(DecisionConfig(), 0.3).threshold == 0.3
+    assert build_policy(DecisionConfig(policy="fixed"), 0.3).threshold == 0.3
     assert build_policy(DecisionConfig(policy="precision_at_least")).name == "precision_at_least"
+
+
+def test_the_default_objective_is_precision_at_least_with_its_safe_fallback():
+    policy = build_policy(DecisionConfig(), 0.3)
+    assert isinstance(policy, PrecisionAtLeast)
+    assert (policy.target, policy.min_labels) == (0.995, 500)
+    # Before min_labels labels nothing is decided positive, whatever model.threshold says.
+    for _ in range(499):
+        policy.observe_label(0.99, True)
+    policy.refit()
+    assert policy.threshold == 1.0 and not policy.decide(0.999)
 
 
 def test_the_holdout_bypasses_the_decision_with_its_propensity():

@@ -289,3 +289,44 @@ def test_monitoring_config_from_nested_data() -> None:
 def test_alert_thresholds_validate(kwargs: dict) -> None:
     with pytest.raises(ValidationError):
         AlertThresholds(**kwargs)
+
+
+def _moving_policy_run(monitor: Monitor, n: int, rng: random.Random, shift_at: int) -> list[bool]:
+    """A stream scored by a model and decided by a precision policy whose threshold moves."""
+    from streamlearn.learners.decision_policy import PrecisionAtLeast
+
+    policy = PrecisionAtLeast(0.95, min_labels=200, min_positives=10, update_every=100)
+    decisions = []
+    for i in range(n):
+        positive = rng.random() < 0.2
+        centre = 0.7 if positive else 0.3
+        if i >= shift_at:
+            centre += 0.25  # the model's scores move up: a real shift
+        score = min(1.0, max(0.0, rng.gauss(centre, 0.12)))
+        decision = policy.decide(score)
+        decisions.append(decision)
+        monitor.observe_prediction(score, decision, None, 1000 * i, ("all",))
+        policy.observe_label(score, positive)
+        monitor.observe_label(score, positive, event_time_ms=1000 * i)
+    return decisions
+
+
+def test_a_policy_whose_threshold_moves_raises_no_prediction_drift_on_a_stationary_stream() -> None:
+    # The policy decides nothing before min_labels, then starts deciding: the decision
+    # rate jumps from 0 by design, while the scores stay as they were.
+    monitor = Monitor(_config(features=(), slices=("context.segment",)))
+    decisions = _moving_policy_run(monitor, 8000, random.Random(5), shift_at=10**9)
+    assert not any(decisions[:200]) and sum(decisions[1000:]) > 500
+    assert [e for e in monitor.drift_events if e["kind"] == "prediction"] == []
+    # What is about decisions still sees the real decisions.
+    assert monitor.slices is not None
+    [report] = monitor.slices.report()
+    assert report.decision_rate == pytest.approx(sum(decisions[-5000:]) / 5000, abs=1e-9)
+
+
+def test_a_real_shift_in_scores_still_raises_prediction_drift_whatever_the_policy() -> None:
+    monitor = Monitor(_config(features=()))
+    _moving_policy_run(monitor, 6000, random.Random(6), shift_at=4000)
+    names = {e["name"] for e in monitor.drift_events if e["kind"] == "prediction"}
+    assert names == {"psi", "ks", "positive_rate_ratio"}
+    assert min(e["event_index"] for e in monitor.drift_events) > 4000

@@ -14,7 +14,7 @@ from streamlearn.features.limits import Limits
 from streamlearn.features.memory_store import MemoryStore
 from streamlearn.features.store import StoreConfig
 from streamlearn.features.vector import FeatureConfig
-from streamlearn.learners.decision_policy import FixedThreshold
+from streamlearn.learners.decision_policy import DecisionConfig, FixedThreshold
 from streamlearn.learners.holdout import Decider, Holdout, decider_of
 from streamlearn.learners.models import build_model
 from streamlearn.metrics.instruments import WorkerMetrics
@@ -111,6 +111,26 @@ def test_implicit_negatives_of_blocked_events_can_be_left_unlearned():
         processor, _ = rig(decider, config)
         out = processor.process([event(n, "u") for n in range(3)])
         out2 = processor.process([event(n, "u") for n in range(100, 130)])
+        implicit = [e for e in out.examples + out2.examples if e.kind == "implicit"]
+        assert len([e for e in implicit if e.event_id in {"e0", "e1", "e2"}]) == expected
+
+
+def test_by_default_a_decision_hides_nothing_so_every_silence_is_learned():
+    # A predicted click is still shown: its silence is a real negative. Only a decision
+    # that hides the event (decision.hides, a filter) makes its silence no evidence.
+    config = StoreConfig(implicit_negative_after_s=10)
+    cases = (
+        ({}, 3),
+        ({"hides": True}, 0),
+        ({"hides": True, "implicit_negatives_of_blocked": True}, 3),
+    )
+    for section, expected in cases:
+        decider = decider_of(DecisionConfig(policy="fixed", **section), threshold=0.0)
+        processor, _ = rig(decider, config)
+        out = processor.process([event(n, "u") for n in range(3)])
+        out2 = processor.process([event(n, "u") for n in range(100, 130)])
+        decided = [p.decision for p in out.predictions]
+        assert decided == [True, True, True]
         implicit = [e for e in out.examples + out2.examples if e.kind == "implicit"]
         assert len([e for e in implicit if e.event_id in {"e0", "e1", "e2"}]) == expected
 
