@@ -187,6 +187,7 @@ class ExperimentSync:
         self.redis = redis
         self.clock = clock
         self._last_look: float | None = None
+        self._followed = 0
         run.decides = False
 
     def publish(self) -> None:
@@ -197,7 +198,7 @@ class ExperimentSync:
 
     def look(self, force: bool = False) -> list[Decision]:
         """Decide on the merged statistics if due (or ``force``), then follow the recorded
-        state; the decisions this worker's run did not have yet."""
+        state; the recorded decisions this worker had not followed yet."""
         now = self.clock()
         if not force and self._last_look is not None and now - self._last_look < self.every_s:
             return []
@@ -221,4 +222,7 @@ class ExperimentSync:
                     state = new
         if state is None or ExperimentConfig.model_validate(state["config"]) != config:
             return []
-        return adopt(self.run.experiment, state)
+        adopt(self.run.experiment, state)
+        decisions = self.run.experiment.decisions
+        followed, self._followed = self._followed, len(decisions)
+        return decisions[followed:]
