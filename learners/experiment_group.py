@@ -176,6 +176,8 @@ def command(
 ) -> Decision:
     """Apply a manual ``revert ARM``, ``promote ARM`` or ``stop`` to ``experiment``
     (ValueError when it does not apply: an unknown arm, an ended experiment)."""
+    if arm is not None and arm not in experiment.config.arms:
+        raise ValueError(f"unknown arm {arm!r}: the arms are {list(experiment.config.arms)}")
     if action == "stop":
         return experiment.stop(at=at, reason="stopped by hand")
     if arm is None:
