@@ -46,7 +46,7 @@ from streamlearn.stream.worker_arms import WorkerArms
 __all__ = ["audit_table", "experiment_app", "group_view", "status_rows", "worker_states"]
 
 experiment_app = typer.Typer(
-    help="Experiments and the automatic rollback, as the workers last checkpointed them.",
+    help="Experiments and the automatic rollback: their state, and commands to the group.",
     no_args_is_help=True,
 )
 _out = Console()

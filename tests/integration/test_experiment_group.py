@@ -87,7 +87,7 @@ def test_two_workers_decide_once_for_the_group_and_follow_a_revert_from_the_comm
     env = {"STREAMLEARN_MODEL_KEY": KEY}
     configs = {name: write_config(settings, tmp_path / f"{name}.yaml") for name in WORKERS}
     processes = {
-        name: worker_process(config, "--name", name, "--idle-timeout", "15", env=env)
+        name: worker_process(config, "--name", name, "--idle-timeout", "10", env=env)
         for name, config in configs.items()
     }
     logs = {name: config.with_suffix(".log") for name, config in configs.items()}
