@@ -142,3 +142,6 @@ def test_two_workers_decide_once_for_the_group_and_follow_a_revert_from_the_comm
     assert [d["action"] for d in view["group"]["decisions"]] == ["revert", "revert"]
     merged = view["group"]["arms"]["control"]["events"]
     assert merged == sum(view[w]["experiment"]["arms"]["control"]["events"] for w in WORKERS)
+    table = CliRunner().invoke(app, ["experiment", "status", "--config", str(configs["worker-a"])])
+    assert table.exit_code == 0, table.output
+    assert "experiment (group)" in table.output and "worker-a, worker-b" in table.output
