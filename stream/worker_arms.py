@@ -19,7 +19,11 @@ memory); this module gives them the champion's guarantees around it:
   state whose configuration changed starts again;
 - **decisions recorded**: :meth:`WorkerArms.record` logs each decision, counts it
   (:class:`metrics.experiment_metrics.ExperimentMetrics`) and appends it with its
-  evidence to the registry's audit log (:mod:`learners.audit`).
+  evidence to the registry's audit log (:mod:`learners.audit`);
+- **decided for the group**: with the registry in Redis, the experiment is decided once
+  for the consumer group (:class:`stream.experiment_sync.ExperimentSync`): the arms'
+  statistics are published at each checkpoint and restore, :meth:`WorkerArms.watch`
+  looks at the merged statistics and follows the recorded decision.
 
 Examples
 --------
