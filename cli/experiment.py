@@ -1,4 +1,4 @@
-"""``experiment status``, and the decisions' table of ``model history``.
+"""``experiment status|stop|promote|revert``, and the decisions' table of ``model history``.
 
 ``streamlearn experiment status [--json]`` reads the experiment's and the rollback
 rule's state from each worker's last confirmed checkpoint in Redis (``ns:checkpoint:
@@ -6,6 +6,13 @@ GROUP:*``, :class:`learners.checkpoint.CheckpointStore`): per arm its events, la
 primary metric, always-valid interval and p-value, the status and the decisions so
 far. It reads what the workers checkpointed, so it lags them by at most one
 checkpoint; it needs no signing key (the state is JSON beside the signed snapshots).
+With the configuration's experiment, it shows the group's view too (JSON key
+``group``): the statistics every worker published merged, and the decision recorded
+for the group (:mod:`stream.experiment_sync`).
+
+``streamlearn experiment revert ARM``, ``promote ARM`` and ``stop`` apply a command to
+the group's recorded decision (compare-and-set, audited once under ``cli``); the
+running workers follow it at their next look, without a restart.
 
 Examples
 --------
@@ -29,15 +36,17 @@ from rich.table import Table
 
 from streamlearn.cli.common import ConfigOption, settings_or_exit
 from streamlearn.learners.experiment import Experiment
+from streamlearn.learners.experiment_group import Command, group_experiment
 from streamlearn.learners.rollback import RollbackConfig
 from streamlearn.stream.config import Settings, mask_url
 from streamlearn.stream.experiment_run import RollbackRun
+from streamlearn.stream.experiment_sync import RedisBoard, apply_command
 from streamlearn.stream.worker_arms import WorkerArms
 
-__all__ = ["audit_table", "experiment_app", "status_rows", "worker_states"]
+__all__ = ["audit_table", "experiment_app", "group_view", "status_rows", "worker_states"]
 
 experiment_app = typer.Typer(
-    help="Experiments and the automatic rollback, as the workers last checkpointed them.",
+    help="Experiments and the automatic rollback: their state, and commands to the group.",
     no_args_is_help=True,
 )
 _out = Console()
@@ -94,6 +103,25 @@ def worker_states(client: redis.Redis, settings: Settings) -> dict[str, dict[str
     return states
 
 
+def _board(client: redis.Redis, settings: Settings) -> RedisBoard | None:
+    section = settings.experiment
+    if section is None:
+        return None
+    group = settings.kafka.group_id
+    return RedisBoard(client, settings.store.key_prefix, group, section.decision_config())
+
+
+def group_view(client: redis.Redis, settings: Settings) -> dict[str, Any] | None:
+    """The group's experiment: every worker's published statistics merged, and the
+    decision recorded for the group (None: the configuration has no experiment)."""
+    board = _board(client, settings)
+    if board is None or settings.experiment is None:
+        return None
+    seq, state, parts = board.read()
+    experiment = group_experiment(settings.experiment.decision_config(), state, parts.values())
+    return {**experiment.summary(), "seq": seq, "workers": sorted(parts)}
+
+
 def audit_table(entries: list[dict[str, Any]]) -> Table:
     """The decisions of the registry's audit log, newest first (``model history``)."""
     table = Table(title="decisions", box=box.SIMPLE_HEAD, show_edge=False)
@@ -122,6 +150,7 @@ def status(
     client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
     try:
         states = worker_states(client, settings)
+        group = group_view(client, settings)
     except redis.RedisError as error:
         where = mask_url(settings.redis.url)
         _out.print(f"Redis at {where} failed: {mask_url(str(error))}", style="red", markup=False)
@@ -129,11 +158,24 @@ def status(
     finally:
         client.close()
     if as_json:
-        typer.echo(json.dumps(states, indent=2))
+        typer.echo(json.dumps(states if group is None else {**states, "group": group}, indent=2))
         return
-    if not any(states.values()):
+    if not any(states.values()) and group is None:
         _out.print("no experiment or rollback state in any checkpoint", markup=False)
         return
+    if group is not None:
+        table = Table(title="experiment (group)", box=box.SIMPLE_HEAD, show_edge=False)
+        for column in ("scope", "arm", "events", "labels", "primary", "interval", "p-value"):
+            table.add_column(column)
+        table.add_column("status")
+        for row in status_rows("group", group):
+            table.add_row(*row)
+        _out.print(table)
+        workers = ", ".join(group["workers"]) or "none yet"
+        _out.print(f"statistics published by: {workers}", markup=False)
+        entries = [{**d, "worker": "group", "source": "experiment"} for d in group["decisions"]]
+        if entries:
+            _out.print(audit_table(entries))
     for run in ("experiment", "rollback"):
         table = Table(title=run, box=box.SIMPLE_HEAD, show_edge=False)
         columns = ("worker", "arm", "events", "labels", "primary", "interval", "p-value")
@@ -150,3 +192,53 @@ def status(
             entries = [{**d, "worker": w, "source": run} for w, d in decisions]
             if entries:
                 _out.print(audit_table(entries))
+
+
+def _command(config: ConfigOption, action: Command, arm: str | None) -> None:
+    settings = settings_or_exit(config)
+    client = redis.Redis.from_url(settings.redis.url, **settings.redis.client_options())
+    try:
+        board = _board(client, settings)
+        if board is None or settings.experiment is None:
+            _out.print("the configuration has no experiment section", style="red", markup=False)
+            raise typer.Exit(1)
+        decision = apply_command(board, settings.experiment.decision_config(), action, arm)
+    except (ValueError, RuntimeError) as error:
+        _out.print(str(error), style="red", markup=False)
+        raise typer.Exit(1) from None
+    except redis.RedisError as error:
+        where = mask_url(settings.redis.url)
+        _out.print(f"Redis at {where} failed: {mask_url(str(error))}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+    what = f"{decision.action} {decision.arm}" if decision.arm else decision.action
+    _out.print(
+        f"experiment {settings.experiment.id}: {what} recorded; the workers follow it at"
+        " their next look",
+        markup=False,
+    )
+
+
+@experiment_app.command()
+def revert(
+    arm: str = typer.Argument(help="The treatment whose units go back to the control."),
+    config: ConfigOption = None,
+) -> None:
+    """Revert a treatment now: its units are served by the control (recorded, audited)."""
+    _command(config, "revert", arm)
+
+
+@experiment_app.command()
+def promote(
+    arm: str = typer.Argument(help="The treatment served to everyone from now on."),
+    config: ConfigOption = None,
+) -> None:
+    """Promote a treatment now: it serves every unit and the experiment ends."""
+    _command(config, "promote", arm)
+
+
+@experiment_app.command()
+def stop(config: ConfigOption = None) -> None:
+    """Stop the experiment without a winner: every unit back to the control."""
+    _command(config, "stop", None)

@@ -384,6 +384,11 @@ class Experiment:
             raise ValueError(f"{arm!r} is not a running treatment: {self.active_treatments}")
         return self._record(self._decision("revert", arm, reason, timestamp=at))
 
+    def stop(self, at: float | None = None, reason: str = "stopped by hand") -> Decision:
+        """End the experiment without a winner: every unit back to the control."""
+        self._still_running()
+        return self._record(self._decision("stop", None, reason, timestamp=at))
+
     def _still_running(self) -> None:
         if self.status in _TERMINAL:
             last = self.decisions[-1].reason

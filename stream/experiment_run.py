@@ -94,6 +94,9 @@ class ExperimentRun:
         self.wall_clock = wall_clock
         self.assignment = Assignment(config.id, config.arms, config.unit_field)
         self.last_event_ms: int | None = None
+        #: Whether :meth:`after_batch` decides; False when the group decides
+        #: (:mod:`stream.experiment_sync`) and this run follows.
+        self.decides = True
 
     @property
     def arms(self) -> list[str]:
@@ -165,7 +168,7 @@ class ExperimentRun:
 
     def after_batch(self, event_index: int) -> Decision | None:
         """Look once more; the decision when it is a new one (not ``continue``)."""
-        if not self.running:
+        if not self.running or not self.decides:
             return None
         before = len(self.experiment.decisions)
         at = None if self.last_event_ms is None else self.last_event_ms / 1000.0

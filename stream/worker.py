@@ -1,10 +1,9 @@
 """The stream worker: poll a batch, process it, publish, checkpoint. Nothing else.
 
 Decoding, features, scoring and learning live in :class:`stream.processor.Processor`;
-the Kafka edge behind :class:`stream.edge.Source` and :class:`stream.edge.Sink`
-(built by :mod:`stream.kafka_clients` unless given); delivery in
-:class:`stream.publishing.Outputs`; the served model in
-:class:`stream.lifecycle.ModelLifecycle`; the two-phase checkpoint in
+the Kafka edge behind :class:`stream.edge.Source` and :class:`stream.edge.Sink` (built
+by :mod:`stream.kafka_clients` unless given); delivery in :class:`stream.publishing.Outputs`;
+the served model in :class:`stream.lifecycle.ModelLifecycle`; the two-phase checkpoint in
 :class:`learners.checkpointer.Checkpointer`.
 
 Offsets are committed only with a checkpoint, the model snapshot that has learned
@@ -302,6 +301,7 @@ class Worker:
         """
         assert self.source is not None and self.sink is not None
         self.lifecycle.watch()
+        self.arms.watch()
         t0 = time.perf_counter()
         records = self.source.next_batch(0 if self._inflight else None)
         received_s = time.time()

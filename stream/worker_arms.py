@@ -19,7 +19,11 @@ memory); this module gives them the champion's guarantees around it:
   state whose configuration changed starts again;
 - **decisions recorded**: :meth:`WorkerArms.record` logs each decision, counts it
   (:class:`metrics.experiment_metrics.ExperimentMetrics`) and appends it with its
-  evidence to the registry's audit log (:mod:`learners.audit`).
+  evidence to the registry's audit log (:mod:`learners.audit`);
+- **decided for the group**: with the registry in Redis, the experiment is decided once
+  for the consumer group (:class:`stream.experiment_sync.ExperimentSync`): the arms'
+  statistics are published at each checkpoint and restore, :meth:`WorkerArms.watch`
+  looks at the merged statistics and follows the recorded decision.
 
 Examples
 --------
@@ -57,6 +61,7 @@ from streamlearn.learners.rollback import RollbackConfig, RollbackRule
 from streamlearn.metrics.experiment_metrics import ExperimentMetrics
 from streamlearn.stream.config import Settings
 from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun
+from streamlearn.stream.experiment_sync import ExperimentSync, RedisBoard
 from streamlearn.stream.model_guard import ModelSlot
 
 __all__ = ["WorkerArms"]
@@ -139,6 +144,17 @@ class WorkerArms:
             self.slots.append(self.rollback.reference_slot(champion))
         self.metrics = ExperimentMetrics(registry) if len(self.slots) > 1 else None
         self._restored = False
+        #: The group's one decision (None: this worker decides alone, e.g. no registry).
+        self.sync: ExperimentSync | None = None
+        if self.experiment is not None and self.audit is not None and audit is not None:
+            if settings.checkpoint.enabled:
+                group = settings.kafka.group_id
+                decided = self.experiment.experiment.config
+                board = RedisBoard(audit, settings.store.key_prefix, group, decided)
+                every = settings.checkpoint.registry_poll_seconds
+                self.sync = ExperimentSync(
+                    board, self.experiment, worker, every, self.versions, redis
+                )
 
     @property
     def active(self) -> bool:
@@ -177,6 +193,9 @@ class WorkerArms:
             self._restore_experiment(self.experiment, state.get("experiment"))
         if self.rollback is not None:
             self._restore_rollback(self.rollback, state.get("rollback"))
+        if self.sync is not None:
+            self.sync.publish()
+            self._follow(self.sync.look(force=True))
         self.publish()
 
     def _load(self, slot: ModelSlot, version: str) -> None:
@@ -266,6 +285,8 @@ class WorkerArms:
         """The arms were saved as ``versions``: those are their versions now."""
         for slot in self.slots[1:]:
             slot.version = versions.get(slot.name, slot.version)
+        if self.sync is not None:
+            self.sync.publish()
 
     # ------------------------------------------------------------------ decisions
 
@@ -293,6 +314,25 @@ class WorkerArms:
             if decision.action == "rollback":
                 self.announce()
         self.publish()
+
+    def watch(self) -> None:
+        """Follow the group's experiment decision (a look at most every poll interval)."""
+        if self.sync is not None:
+            self._follow(self.sync.look())
+
+    def _follow(self, decisions: Sequence[Decision]) -> None:
+        """Log and count the group's decisions this worker follows from now on (audited
+        once, by whoever recorded them)."""
+        for decision in decisions:
+            log.warning(
+                "experiment %s: the group decided %s %s (p=%s): %s",
+                self.settings.experiment.id if self.settings.experiment else "",
+                decision.action, decision.arm or "", decision.p_value, decision.reason,
+            )  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.decided(decision.action, decision.arm)
+        if decisions:
+            self.publish()
 
     def publish(self) -> None:
         """Set the arms' series from the runs' summaries."""
