@@ -50,6 +50,7 @@ from streamlearn.features.schema import Event
 from streamlearn.learners.registry import ModelRegistry, SnapshotError, signing_key_from_env
 from streamlearn.metrics.serving import CHAMPION, ServeMetrics
 from streamlearn.stream.config import Settings, load_settings
+from streamlearn.stream.experiment_sync import RedisBoard
 from streamlearn.stream.serve import (
     ApiError,
     ModelFollower,
@@ -118,7 +119,15 @@ class ServeState:
         else:
             models = ModelRegistry(self.sync_client, settings.store.key_prefix, signing_key)
         self.follower = ModelFollower(settings, models, self.metrics)
-        self.arms = ArmFollower(settings, models, self.metrics) if experiment is not None else None
+        self.arms = None
+        if experiment is not None:
+            board = RedisBoard(
+                self.sync_client,
+                settings.store.key_prefix,
+                settings.kafka.group_id,
+                experiment.decision_config(),
+            )
+            self.arms = ArmFollower(settings, models, self.metrics, board)
 
     def refresh(self) -> None:
         """Follow the workers: the champion, then the experiment's arms (blocking I/O)."""

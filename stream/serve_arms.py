@@ -8,19 +8,18 @@ serves the control) and checkpoints every arm beside its champion: the checkpoin
 record holds ``arms: {arm: version}`` and the experiment's state. :class:`ArmFollower`
 serves the same way from the same record:
 
-- the **decisions** are the newest confirmed checkpoint's experiment state, restored
-  as the worker restores it (:func:`restored_experiment`: the saved state when its
-  configuration is the configured one, else a fresh start), and the arm of a request
-  is asked of an :class:`~stream.experiment_run.ExperimentRun` holding it: the
-  worker's own code, so the API and the workers agree for every unit;
+- the **decisions** are the group's recorded decision state, which every worker follows
+  (:mod:`stream.experiment_sync`: one decision for the group, and the live
+  ``streamlearn experiment revert|promote|stop``), on the newest confirmed
+  checkpoint's experiment state, restored as the worker restores it
+  (:func:`restored_experiment`: the saved state when its configuration is the
+  configured one, else a fresh start); the arm of a request is asked of an
+  :class:`~stream.experiment_run.ExperimentRun` holding it: the worker's own code, so
+  the API and the workers agree for every unit;
 - each **treatment's model** is the registry version that checkpoint names for it;
   before any checkpoint has the arm, the arm as configured (``experiment.models``: a
   registry version, or a spec served untrained, as a worker starts it);
 - the **control** is the champion the :class:`stream.serve.ModelFollower` serves.
-
-With several workers each one decides on the labels of its own partitions; the API
-follows the newest checkpoint's decisions (every worker's are in the audit log,
-``streamlearn model history``).
 
 Each refresh (every ``serve.refresh_seconds``, beside the champion's) reads the
 checkpoints the champion's refresh found, and loads only the arms whose version
@@ -56,10 +55,12 @@ from streamlearn.features.vector import FeatureConfig
 from streamlearn.learners.assignment import unit_of
 from streamlearn.learners.checkpoint import Checkpoint
 from streamlearn.learners.experiment import Experiment, ExperimentConfig
+from streamlearn.learners.experiment_group import adopt
 from streamlearn.learners.registry import RegistryError
 from streamlearn.metrics.serving import ServeMetrics
 from streamlearn.stream.config import Settings
 from streamlearn.stream.experiment_run import ExperimentRun
+from streamlearn.stream.experiment_sync import Board
 from streamlearn.stream.serve import Served, score_events
 
 __all__ = ["ArmFollower", "newest", "restored_experiment", "score_by_arm"]
@@ -122,7 +123,11 @@ class ArmFollower:
     """
 
     def __init__(
-        self, settings: Settings, registry: _Models | None, metrics: ServeMetrics | None = None
+        self,
+        settings: Settings,
+        registry: _Models | None,
+        metrics: ServeMetrics | None = None,
+        board: Board | None = None,
     ) -> None:
         if settings.experiment is None:
             raise ValueError("ArmFollower needs an experiment section")
@@ -130,6 +135,9 @@ class ArmFollower:
         self.model = settings.model
         self.registry = registry
         self.metrics = metrics
+        #: The group's recorded decision (:mod:`stream.experiment_sync`), which the
+        #: workers follow: it is newer than any one worker's checkpoint.
+        self.board = board
         self.run = ExperimentRun(self.section.decision_config(), self.section.learn, False)
         #: Each treatment's served model (an arm not loaded yet is served by the control).
         self.treatments: dict[str, Served] = {}
@@ -173,6 +181,10 @@ class ArmFollower:
                 for arm in self.section.treatments
             }
             experiment = restored_experiment(self.run.experiment.config, state)
+            if self.board is not None:
+                _seq, recorded, _parts = self.board.read()
+                if recorded is not None:
+                    adopt(experiment, recorded)
         except (redis.RedisError, RegistryError, OSError, ValueError, TypeError, KeyError) as error:
             self.last_error = f"{type(error).__name__}: {error}"
             log.warning("arms refresh failed, still serving the arms as they were: %s", error)

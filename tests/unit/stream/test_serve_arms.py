@@ -23,10 +23,12 @@ from streamlearn.learners.registry import RegistryError
 from streamlearn.metrics.serving import ServeMetrics
 from streamlearn.stream.config import Settings
 from streamlearn.stream.experiment_run import ExperimentRun
+from streamlearn.stream.experiment_sync import apply_command
 from streamlearn.stream.model_guard import ModelSlot
 from streamlearn.stream.serve import Served
 from streamlearn.stream.serve_arms import ArmFollower, score_by_arm
 from streamlearn.stream.worker_arms import WorkerArms
+from tests.unit.stream.test_experiment_sync import MemoryBoard
 
 ARMS = {"control": 0.6, "tree": 0.2, "other": 0.2}
 USERS = [f"user-{n}" for n in range(400)]
@@ -234,3 +236,21 @@ def test_serving_all_asks_each_unit_once_and_gives_each_events_own_arm(unit_fiel
     assert [arm for arm, _ in picks] == [arms.experiment.serving(e) for e in events]
     assert picks == [follower.serving(e, served) for e in events]
     assert len({arm for arm, _ in picks}) == 3
+
+
+def test_the_groups_recorded_decision_is_followed_before_any_checkpoint_has_it() -> None:
+    """A revert given on the command line (or decided by the group) is served at once,
+    as the workers follow it, though the newest checkpoint still says running."""
+    config = settings()
+    assert config.experiment is not None
+    arms = worker_arms(config)
+    board = MemoryBoard()
+    registry = Registry({"6": (trained(1), "t"), "7": (trained(2), "o")})
+    follower = ArmFollower(config, registry, board=board)
+    follower.refresh([checkpoint_of(arms, tree="6", other="7")])
+    assert "tree" in same_arms(follower, follower.run, champion())
+    apply_command(board, config.experiment.decision_config(), "revert", "tree")
+    follower.refresh([checkpoint_of(arms, tree="6", other="7")])
+    picked = same_arms(follower, follower.run, champion())
+    assert "tree" not in picked and set(picked) == {"control", "other"}
+    assert follower.describe(champion())["experiment"]["reverted"] == ["tree"]
