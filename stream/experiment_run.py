@@ -14,13 +14,16 @@ applies what they decide, with no I/O:
 - :class:`RollbackRun`: the live model against a frozen last-known-good copy that
   scores in shadow and never learns. Until the copy has learned ``min_labels`` labels it
   is no known-good version: it is replaced by the live model after every batch, and
-  nothing is decided. Then a *candidate* (a snapshot of the live model) is taken; once
-  ``refresh_every`` labels have passed and
+  nothing is decided. Then *candidates* (snapshots of the live model) are taken every
+  ``refresh_every // 5`` labels; at most every ``refresh_every`` labels, when
   :attr:`learners.rollback.RollbackRule.refresh_allowed` (the live model at least as good
-  at this look, and never worse over a whole minimum sample since the candidate was
-  taken), the candidate becomes the copy and a new candidate is taken; a spoiled span
-  drops its candidate. The copy is thus always a version that the labels after it found
-  sound. A ``rollback`` replaces the live model by the copy and drops the candidate.
+  at this look, never worse over a whole minimum sample since the candidates were taken,
+  and the labels' positive rate steady), the newest candidate at least ``refresh_every
+  // 5`` labels old becomes the copy. A look that finds the live model worse, or labels
+  whose positive rate jumped (flipped, all negative), drops every candidate, and none is
+  taken for ``refresh_every`` labels: a model that learned corrupted labels never becomes
+  the copy while the corruption lasts (up to ``5 * refresh_every`` labels, after which a
+  new rate is the world's). A ``rollback`` replaces the live model by the copy.
 
 The served arm of an event is kept with what it was scored with (the processor's
 recent events, :class:`stream.learning.Scored`), not recomputed from the snapshot: the
@@ -224,9 +227,9 @@ class RollbackRun:
     champion
         The live model's slot name.
     refresh_every
-        Labels a candidate for the copy waits, watched, before it may become the copy:
-        a corruption of the labels shorter than that cannot reach the copy. The
-        candidate itself lives only in memory: a restarted worker takes a new one.
+        Labels between two refreshes of the copy at most (a frozen copy ages: in a world
+        whose features drift, keep it short). Candidates live only in memory: a
+        restarted worker takes new ones.
     """
 
     reference = "last_known_good"
