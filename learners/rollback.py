@@ -11,12 +11,25 @@ Comparing on the same labels is what keeps a genuine concept change from causing
 rollback: the frozen copy meets the new concept too, and a learning model that adapts
 is better than it there, not worse.
 
+The comparison judges the recent past (:class:`metrics.restarting.RestartingDrop`, a
+CUSUM-style e-detector): at every look where the live model is at least as good as the
+copy, the comparison starts again. A model fed flipped labels learns them and looks
+better than the copy while they last; that credit no longer dilutes the drop that shows
+once the labels are right again. The guarantee under continuous monitoring of a stream
+that never ends is an average run length: at least ``min_labels / alpha`` labels between
+false rollbacks at the null's boundary (a healthy model, well inside it, far more).
+
 No rollback loop: after a rollback the restored version must itself collect
 ``min_labels_after_rollback`` labels before another rollback can be decided
 (hysteresis), and the comparison starts again. :meth:`RollbackRule.refresh` (the copy
-replaced by a newer good version, at a checkpoint) also starts the comparison again; a
-checkpoint should refresh the copy only when :attr:`RollbackRule.refresh_allowed`, so a
-model that degrades slowly never becomes its own reference.
+replaced by a newer good version) also starts it again. A copy may be refreshed only
+when :attr:`RollbackRule.refresh_allowed`: the live model is at least as good at this
+look, and the current *span* (the labels since the candidate for the next copy was
+taken, :meth:`RollbackRule.new_span`) was clean: no look of it found the live model
+worse than the copy over a whole minimum sample. The caller refreshes the copy with that
+candidate, a snapshot taken a span earlier, never with the live model as it is now: a
+model poisoned in the span is followed, once the labels are right again, by the live
+model doing worse, which spoils the span before its candidate can become the copy.
 
 The primary metric is a per-label loss (``log_loss`` or ``brier``): the copy serves
 nothing, so a positive-label rate of served events does not exist for it.
@@ -38,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -45,7 +59,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamlearn.learners.arm_stats import label_value
 from streamlearn.learners.decision import Action, Decision
-from streamlearn.metrics.sequential import AlwaysValid, PairedRelativeDrop
+from streamlearn.metrics.restarting import RestartingDrop
+from streamlearn.metrics.sequential import PairedRelativeDrop
 
 __all__ = ["RollbackConfig", "RollbackRule"]
 
@@ -84,11 +99,28 @@ class RollbackRule:
 
     def __init__(self, config: RollbackConfig | None = None) -> None:
         self.config = config or RollbackConfig()
-        self.test = self._new_test()
-        self.scaled = False
+        self.detector = self._new_detector()
         self.labels_since_rollback: int | None = None
         self.rollbacks = 0
         self.decisions: list[Decision] = []
+        #: Whether the live model was at least as good as the copy at the last look.
+        self.at_least_as_good = False
+        #: Whether no look since :meth:`new_span` found the live model worse over a
+        #: whole minimum sample.
+        self.span_clean = True
+        #: Labels the copy had learned when it was taken (None: not known).
+        self.reference_labels: int | None = None
+        #: Labels observed since the rule started.
+        self.observed = 0
+        #: Labels and positives since the last look, and their decayed history.
+        self.block = [0, 0]
+        self.label_history = [0.0, 0.0]
+        #: Labels the history remembers (its decay); the caller sets it.
+        self.label_window = 5000
+        #: Whether the labels of the last look were like the history's, and the labels
+        #: since they were last.
+        self.labels_stable = True
+        self.unsteady = 0
 
     def observe_label(self, y_true: bool, champion_score: float, reference_score: float) -> None:
         """One label, with the live model's and the copy's scores of its event."""
@@ -99,33 +131,64 @@ class RollbackRule:
         )
         if self.labels_since_rollback is not None:
             self.labels_since_rollback += 1
-        self.test.update(*pair, look=False)
+        self.observed += 1
+        self.block[0] += 1
+        self.block[1] += y_true
+        self.detector.update(*pair)
 
-    def _new_test(self) -> PairedRelativeDrop:
-        tau = self.config.mixture_sd or 1.0  # replaced at the first look unless configured
-        return PairedRelativeDrop(self.config.drop, tau, self.config.alpha)
+    def _judge_labels(self) -> None:
+        """Whether the labels since the last look have the positive rate of the steady
+        ones before: a broken label pipeline (flipped, all negative) moves it at once,
+        and no copy is refreshed while it does. Only a steady block joins the history,
+        unless the rate stayed elsewhere for ``label_window`` labels: then the new rate
+        is taken as the world's and the history starts from it."""
+        n, k = self.block
+        if n == 0:
+            return
+        self.block = [0, 0]
+        seen, positives = self.label_history
+        if seen >= 100:
+            p0 = min(max(positives / seen, 1e-3), 1 - 1e-3)
+            se = math.sqrt(p0 * (1 - p0) * (1 / n + 1 / seen))
+            self.labels_stable = abs(k / n - p0) <= 4 * se + 0.5 * min(p0, 1 - p0)
+        if not self.labels_stable:
+            self.span_clean = False
+            self.unsteady += n
+            if self.unsteady < self.label_window:
+                return
+            seen, positives, self.labels_stable = 0.0, 0.0, True
+        self.unsteady = 0
+        decay = math.exp(-n / self.label_window)
+        self.label_history = [seen * decay + n, positives * decay + k]
 
-    def _scale(self) -> None:
-        """Fix the mixture's scale at the first look, before any evidence is kept."""
-        if self.config.mixture_sd is None:
-            tau = self.config.drop * abs(self.test.reference.mean)
-            self.test.evidence = AlwaysValid(tau if tau > 0 else 1e-3, self.config.alpha)
-        self.scaled = True
+    def _new_detector(self) -> RestartingDrop:
+        config = self.config
+        return RestartingDrop(config.drop, config.alpha, config.min_labels, config.mixture_sd)
+
+    @property
+    def test(self) -> PairedRelativeDrop:
+        """The current comparison: the labels since the live model was last fine."""
+        return self.detector.segment
 
     @property
     def labels(self) -> int:
         """Labels in the current comparison."""
-        return self.test.n
+        return self.detector.n
 
     @property
     def refresh_allowed(self) -> bool:
-        """Whether the live model may become the new last-known-good copy: a full
-        comparison in which it is at least as good as the copy."""
-        return self.test.n >= self.config.min_labels and self.test.relative_change <= 0
+        """Whether the span's candidate may become the new last-known-good copy: the live
+        model at least as good as the copy at this look, and the span clean."""
+        return self.at_least_as_good and self.span_clean and self.labels_stable
+
+    def new_span(self) -> None:
+        """A new candidate for the copy was taken: judge the span from here."""
+        self.span_clean = True
 
     def decide(self, at: float | None = None, event_index: int | None = None) -> Decision:
         """``rollback`` (recorded in :attr:`decisions`; the comparison then starts again
         and the hysteresis begins) or ``continue``."""
+        self._judge_labels()
         since = self.labels_since_rollback
         if since is not None and since < self.config.min_labels_after_rollback:
             reason = (
@@ -134,13 +197,20 @@ class RollbackRule:
             )
             return Decision("continue", reason=reason, timestamp=at, event_index=event_index)
         test = self.test
-        if test.n < self.config.min_labels:
-            reason = f"{self.labels} labels, {self.config.min_labels} needed"
+        looked = self.detector.look()
+        self.at_least_as_good = looked == "restart"
+        if looked == "worse":
+            self.span_clean = False
+        if looked == "restart":
+            reason = (
+                f"{self.config.metric} {test.relative_change:+.2%} against the last-known-good"
+                f" version over {test.n} labels: at least as good, the comparison starts again"
+            )
             return Decision("continue", reason=reason, timestamp=at, event_index=event_index)
-        if not self.scaled:
-            self._scale()
-        test.look()
-        worse = test.detected
+        if test.n < self.config.min_labels:
+            reason = f"{test.n} labels, {self.config.min_labels} needed"
+            return Decision("continue", reason=reason, timestamp=at, event_index=event_index)
+        worse = looked == "detected"
         if worse:
             action: Action = "rollback"
             verdict = f"significantly worse than the {self.config.drop:.0%} limit"
@@ -168,29 +238,47 @@ class RollbackRule:
         return decision
 
     def _reset(self) -> None:
-        self.test = self._new_test()
-        self.scaled = False
+        self.detector.reset(self.config.mixture_sd)
+        self.at_least_as_good = False
 
-    def refresh(self) -> None:
-        """The copy was replaced by a newer good version: compare from scratch."""
+    def refresh(self, reference_labels: int | None = None) -> None:
+        """The copy was replaced by a newer good version (which had learned
+        ``reference_labels`` labels): compare from scratch."""
         self._reset()
+        self.reference_labels = reference_labels
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.model_dump(mode="json"),
-            "test": self.test.to_dict(),
-            "scaled": self.scaled,
+            "detector": self.detector.to_dict(),
             "labels_since_rollback": self.labels_since_rollback,
             "rollbacks": self.rollbacks,
             "decisions": [d.to_dict() for d in self.decisions],
+            "at_least_as_good": self.at_least_as_good,
+            "span_clean": self.span_clean,
+            "reference_labels": self.reference_labels,
+            "observed": self.observed,
+            "block": list(self.block),
+            "label_history": list(self.label_history),
+            "label_window": self.label_window,
+            "labels_stable": self.labels_stable,
+            "unsteady": self.unsteady,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RollbackRule:
         rule = cls(RollbackConfig.model_validate(data["config"]))
-        rule.test = PairedRelativeDrop.from_dict(data["test"])
-        rule.scaled = bool(data["scaled"])
+        rule.detector = RestartingDrop.from_dict(data["detector"])
         rule.labels_since_rollback = data["labels_since_rollback"]
         rule.rollbacks = int(data["rollbacks"])
         rule.decisions = [Decision.from_dict(d) for d in data["decisions"]]
+        rule.at_least_as_good = bool(data["at_least_as_good"])
+        rule.span_clean = bool(data["span_clean"])
+        rule.reference_labels = data["reference_labels"]
+        rule.observed = int(data["observed"])
+        rule.block = [int(x) for x in data["block"]]
+        rule.label_history = [float(x) for x in data["label_history"]]
+        rule.label_window = int(data["label_window"])
+        rule.labels_stable = bool(data["labels_stable"])
+        rule.unsteady = int(data["unsteady"])
         return rule

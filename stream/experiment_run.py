@@ -12,10 +12,18 @@ applies what they decide, with no I/O:
   keeps scoring in shadow), a ``promote`` serves the winner to everyone, a ``stop``
   (the maximum duration) goes back to the control.
 - :class:`RollbackRun`: the live model against a frozen last-known-good copy that
-  scores in shadow and never learns. Every ``refresh_every`` labels the copy is
-  replaced by the live model when :attr:`learners.rollback.RollbackRule.refresh_allowed`
-  (a full comparison in which the live model is at least as good); a ``rollback``
-  replaces the live model by the copy.
+  scores in shadow and never learns. Until the copy has learned ``min_labels`` labels it
+  is no known-good version: it is replaced by the live model after every batch, and
+  nothing is decided. Then *candidates* (snapshots of the live model) are taken every
+  ``refresh_every // 5`` labels; at most every ``refresh_every`` labels, when
+  :attr:`learners.rollback.RollbackRule.refresh_allowed` (the live model at least as good
+  at this look, never worse over a whole minimum sample since the candidates were taken,
+  and the labels' positive rate steady), the newest candidate at least ``refresh_every
+  // 5`` labels old becomes the copy. A look that finds the live model worse, or labels
+  whose positive rate jumped (flipped, all negative), drops every candidate, and none is
+  taken for ``refresh_every`` labels: a model that learned corrupted labels never becomes
+  the copy while the corruption lasts (up to ``5 * refresh_every`` labels, after which a
+  new rate is the world's). A ``rollback`` replaces the live model by the copy.
 
 The served arm of an event is kept with what it was scored with (the processor's
 recent events, :class:`stream.learning.Scored`), not recomputed from the snapshot: the
@@ -47,6 +55,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from river import base
 
 from streamlearn.features.schema import Event
 from streamlearn.learners.arm_stats import label_value
@@ -200,6 +210,16 @@ class _Running:
         return self.total / self.labels if self.labels else None
 
 
+@dataclass
+class _Candidate:
+    """A snapshot of the live model, and the labels observed since it was taken."""
+
+    model: base.Classifier
+    version: str
+    labels: int
+    age: int = 0
+
+
 class RollbackRun:
     """The live model (``champion``) against its frozen last-known-good copy.
 
@@ -210,7 +230,9 @@ class RollbackRun:
     champion
         The live model's slot name.
     refresh_every
-        Labels between two chances for the copy to be replaced by the live model.
+        Labels between two refreshes of the copy at most (a frozen copy ages: in a world
+        whose features drift, keep it short). Candidates live only in memory: a
+        restarted worker takes new ones.
     """
 
     reference = "last_known_good"
@@ -225,6 +247,13 @@ class RollbackRun:
         self.refreshes: list[int] = []
         self.stats = {champion: _Running(), self.reference: _Running()}
         self.last_event_ms: int | None = None
+        #: Snapshots of the live model, one every ``refresh_every // 5`` labels, oldest
+        #: first: the next copies once they are ``refresh_every`` labels old.
+        self.candidates: list[_Candidate] = []
+        self._spacing = max(1, refresh_every // 5)
+        self._observed = 0
+        self._since_copy = 0
+        self._hold = 0
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -233,6 +262,7 @@ class RollbackRun:
 
     def reference_slot(self, champion: ModelSlot, **extra: Any) -> ModelSlot:
         """The frozen copy's slot: a copy of the live model as it is now."""
+        self.rule.reference_labels = champion.labels_learned
         return ModelSlot(
             self.reference, copy.deepcopy(champion.model), champion.spec, champion.version,
             **extra,
@@ -258,25 +288,61 @@ class RollbackRun:
             stats.total += label_value(config.metric, y_true, p, config.log_loss_eps)
         self.labels_since_refresh += 1
 
+    def _take_candidate(self, live: ModelSlot) -> None:
+        taken = _Candidate(copy.deepcopy(live.model), live.version, live.labels_learned)
+        self.candidates = [*self.candidates[-5:], taken]
+        self.labels_since_refresh, self._hold = 0, self._spacing
+
+    def _drop_candidates(self, hold: int | None = None) -> None:
+        """Every candidate may be poisoned: none is kept, and the next is taken after
+        ``hold`` more labels (``refresh_every``: the live model unlearns first)."""
+        self.candidates.clear()
+        self.labels_since_refresh = 0
+        self._hold = self.refresh_every if hold is None else hold
+        self.rule.new_span()
+
     def after_batch(self, slots: Sequence[ModelSlot], event_index: int) -> Decision | None:
-        """Decide; on ``rollback`` the live model becomes a copy of the frozen one, else
-        every ``refresh_every`` labels the copy may become the live model's."""
+        """Decide; on ``rollback`` the live model becomes a copy of the frozen one; every
+        ``refresh_every`` labels a sound candidate may become the copy."""
         by_name = {slot.name: slot for slot in slots}
         live, ref = by_name.get(self.champion), by_name.get(self.reference)
         if live is None or ref is None:
             return None
+        rule = self.rule
+        rule.label_window = 5 * self.refresh_every
+        new = rule.observed - self._observed
+        self._observed = rule.observed
+        self._since_copy += new
+        for candidate in self.candidates:
+            candidate.age += new
+        if rule.reference_labels is None:  # restored without it: the copy is the live model
+            rule.reference_labels = max(0, live.labels_learned - rule.observed)
+        if rule.reference_labels < rule.config.min_labels:
+            # no known-good version yet: the copy follows the live model
+            ref.model, ref.version = copy.deepcopy(live.model), live.version
+            rule.refresh(live.labels_learned)
+            if live.labels_learned >= rule.config.min_labels:
+                self.refreshes.append(event_index)
+            self._drop_candidates(hold=0)
+            return None
         at = None if self.last_event_ms is None else self.last_event_ms / 1000.0
-        decision = self.rule.decide(at=at, event_index=event_index)
+        decision = rule.decide(at=at, event_index=event_index)
         if decision.action == "rollback":
             live.model, live.version = copy.deepcopy(ref.model), ref.version
-            self.labels_since_refresh = 0
+            self._drop_candidates()
             return decision
-        if self.labels_since_refresh >= self.refresh_every:
-            self.labels_since_refresh = 0
-            if self.rule.refresh_allowed:
-                ref.model, ref.version = copy.deepcopy(live.model), live.version
-                self.rule.refresh()
-                self.refreshes.append(event_index)
+        if not rule.span_clean:  # worse, or unsteady labels: any candidate may be poisoned
+            self._drop_candidates()
+        ripe = [c for c in self.candidates if c.age >= self._spacing]
+        if ripe and self._since_copy >= self.refresh_every and rule.refresh_allowed:
+            chosen = ripe[-1]
+            ref.model, ref.version = chosen.model, chosen.version
+            rule.refresh(chosen.labels)
+            self.refreshes.append(event_index)
+            self._since_copy = 0
+            self.candidates = [c for c in self.candidates if c.age < self._spacing]
+        if self.labels_since_refresh >= self._hold:
+            self._take_candidate(live)
         return None
 
     def primary(self) -> dict[str, float | None]:
@@ -302,6 +368,7 @@ class RollbackRun:
             "drop": self.rule.config.drop,
             "arms": arms,
             "refreshes": list(self.refreshes),
+            "restarts": self.rule.detector.restarts,
             "decisions": [d.to_dict() for d in self.rule.decisions],
         }
 

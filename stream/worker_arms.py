@@ -143,6 +143,13 @@ class WorkerArms:
             self.rollback = RollbackRun(config.rule_config(), champion.name, config.refresh_every)
             self.slots.append(self.rollback.reference_slot(champion))
         self.metrics = ExperimentMetrics(registry) if len(self.slots) > 1 else None
+        if self.metrics is not None:  # each decision's series from zero: its first one alerts
+            expected = [("rollback", RollbackRun.reference)] if self.rollback is not None else []
+            if self.experiment is not None:
+                arms = self.experiment.experiment.config.treatments
+                expected += [(action, arm) for arm in arms for action in ("revert", "promote")]
+            for action, arm in expected:
+                self.metrics.decisions.labels(action=action, arm=arm)
         self._restored = False
         #: The group's one decision (None: this worker decides alone, e.g. no registry).
         self.sync: ExperimentSync | None = None

@@ -108,7 +108,8 @@ def test_arms_must_be_model_slots():
 
 
 def test_a_rollback_puts_the_frozen_copy_back_in_place_of_the_live_model():
-    live = ModelSlot("live", build_model("logistic"), version="7")
+    # version 7 has learned labels: a known-good version (a copy that never learned is not)
+    live = ModelSlot("live", build_model("logistic"), version="7", labels_learned=1000)
     guard = RollbackRun(RollbackConfig(min_labels=50, min_labels_after_rollback=50), "live")
     copy = guard.reference_slot(live)
     proc = processor([live, copy], rollback=guard)
