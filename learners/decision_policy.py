@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -213,6 +214,9 @@ class DecisionPolicy:
 
     def __init__(self, threshold: float, window: int = 50_000, confidence: float = 0.99) -> None:
         self.threshold = threshold
+        #: The threshold in force while too few labels back a new one: the starting one,
+        #: or the one a restart restored (:meth:`restore`).
+        self.fallback = threshold
         self.labels = LabelWindow(window)
         self.z = NormalDist().inv_cdf(confidence)
         self.precision_lower_bound = 0.0
@@ -241,6 +245,36 @@ class DecisionPolicy:
     def _statistics(self) -> None:
         self.precision_lower_bound = self.labels.precision_lower_bound_at(self.threshold, self.z)
         self.recall = self.labels.recall_at(self.threshold)
+
+    def state(self) -> dict[str, Any]:
+        """The threshold in force and what it buys, for a checkpoint (the labels behind
+        it are not kept: a restart starts a new window)."""
+        return {
+            "policy": self.name,
+            "threshold": self.threshold,
+            "precision_lower_bound": self.precision_lower_bound,
+            "recall": self.recall,
+        }
+
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        """Take the threshold a checkpoint saved (of the same policy) as the one in force
+        until enough new labels back another: a restarted worker decides as before, not
+        from the safe fallback.
+
+        >>> policy = PrecisionAtLeast(0.99, min_labels=100)
+        >>> policy.restore({"policy": "precision_at_least", "threshold": 0.8,
+        ...                 "precision_lower_bound": 0.993, "recall": 0.6})
+        >>> policy.threshold, policy.decide(0.9), policy.decide(0.7)
+        (0.8, True, False)
+        >>> policy.refit()        # still too few labels: the restored threshold stays
+        >>> policy.threshold
+        0.8
+        """
+        if not state or state.get("policy") != self.name:
+            return
+        self.threshold = self.fallback = float(state["threshold"])
+        self.precision_lower_bound = float(state["precision_lower_bound"])
+        self.recall = float(state["recall"])
 
 
 class FixedThreshold(DecisionPolicy):
@@ -282,7 +316,9 @@ class PrecisionAtLeast(DecisionPolicy):
 
     def refit(self) -> None:
         if len(self.labels) < self.min_labels:
-            self.threshold, self.precision_lower_bound, self.recall = NOTHING, 0.0, 0.0
+            self.threshold = self.fallback
+            if self.fallback == NOTHING:
+                self.precision_lower_bound, self.recall = 0.0, 0.0
             return
         s, y, w = self.labels.arrays()
         self.threshold, self.precision_lower_bound, self.recall = threshold_for_precision(

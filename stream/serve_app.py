@@ -47,6 +47,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from streamlearn.features.schema import Event
+from streamlearn.learners.decision_policy import build_policy
 from streamlearn.learners.registry import ModelRegistry, SnapshotError, signing_key_from_env
 from streamlearn.metrics.serving import CHAMPION, ServeMetrics
 from streamlearn.stream.config import Settings, load_settings
@@ -62,7 +63,7 @@ from streamlearn.stream.serve import (
     rank_order,
     score_events,
 )
-from streamlearn.stream.serve_arms import ArmFollower, Pick, score_by_arm
+from streamlearn.stream.serve_arms import ArmFollower, Pick, newest, score_by_arm
 
 __all__ = ["ServeState", "app_from_env", "create_app", "run_server"]
 
@@ -119,6 +120,9 @@ class ServeState:
         else:
             models = ModelRegistry(self.sync_client, settings.store.key_prefix, signing_key)
         self.follower = ModelFollower(settings, models, self.metrics)
+        #: The decision policy's threshold in force: the newest checkpoint's (an adaptive
+        #: policy checkpoints it), else the policy's own start, as a starting worker has.
+        self.policy = build_policy(settings.decision, settings.model.threshold)
         self.arms = None
         if experiment is not None:
             board = RedisBoard(
@@ -132,6 +136,8 @@ class ServeState:
     def refresh(self) -> None:
         """Follow the workers: the champion, then the experiment's arms (blocking I/O)."""
         self.follower.refresh()
+        latest = newest(self.follower.checkpoints)
+        self.policy.restore(latest.state.get("decision") if latest is not None else None)
         if self.arms is not None:
             self.arms.refresh(self.follower.checkpoints)
 
@@ -203,7 +209,7 @@ async def _score(request: Request, state: ServeState) -> Response:
     (p,) = score_events(served.model, [event], [states], settings.features)
     if not finite([p]):
         raise ApiError("model_not_finite", "the model gave a non-finite score", 503)
-    threshold = settings.model.threshold
+    threshold = state.policy.threshold
     return _json(
         {
             "event_id": event.event_id,

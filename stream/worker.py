@@ -28,7 +28,6 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 
 from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.store import InteractionStore
-from streamlearn.learners.holdout import decider_of
 from streamlearn.learners.registry import NonFiniteModelError
 from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
 from streamlearn.metrics.monitor import Monitor, MonitoringMetrics
@@ -157,7 +156,7 @@ class Worker:
             keep_examples=kafka.topics.examples is not None,
             watermark_window=settings.store.watermark_window,
             watermark_quantile=settings.store.watermark_quantile,
-            decider=decider_of(settings.decision, settings.model.threshold),
+            decider=self.arms.decider,
             experiment=self.arms.experiment,
             rollback=self.arms.rollback,
         )

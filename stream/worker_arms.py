@@ -57,6 +57,7 @@ from streamlearn.learners.checkpoint import Checkpoint
 from streamlearn.learners.checkpointer import ArmSnapshots, ModelState, Retry, direct
 from streamlearn.learners.decision import Decision
 from streamlearn.learners.experiment import Experiment, ExperimentConfig
+from streamlearn.learners.holdout import decider_of
 from streamlearn.learners.rollback import RollbackConfig, RollbackRule
 from streamlearn.metrics.experiment_metrics import ExperimentMetrics
 from streamlearn.stream.config import Settings
@@ -121,6 +122,8 @@ class WorkerArms:
         )
         self.redis = redis
         self.announce = announce
+        #: How the champion's score becomes a decision; its threshold is checkpointed.
+        self.decider = decider_of(settings.decision, settings.model.threshold)
         self.slots = [champion]
         self.experiment: ExperimentRun | None = None
         self.rollback: RollbackRun | None = None
@@ -196,6 +199,7 @@ class WorkerArms:
                 slot.events_scored = slot.labels_learned = 0
             else:
                 self._initial(slot)
+        self.decider.policy.restore(state.get("decision"))
         if self.experiment is not None:
             self._restore_experiment(self.experiment, state.get("experiment"))
         if self.rollback is not None:
@@ -260,8 +264,11 @@ class WorkerArms:
     # ------------------------------------------------------------------ checkpoint
 
     def state(self) -> dict[str, Any]:
-        """The runs' state, JSON-compatible (the checkpoint's ``state``)."""
+        """The runs' state and an adaptive decision policy's threshold, JSON-compatible
+        (the checkpoint's ``state``; empty for a fixed threshold and no arms)."""
         state: dict[str, Any] = {}
+        if self.decider.policy.name != "fixed":
+            state["decision"] = self.decider.policy.state()
         if self.experiment is not None:
             run = self.experiment
             state["experiment"] = {**run.experiment.to_dict(), "last_event_ms": run.last_event_ms}

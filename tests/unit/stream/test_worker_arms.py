@@ -251,3 +251,29 @@ def test_a_rollback_is_announced_audited_and_its_state_restored_from_the_checkpo
     assert again.rollback.labels_since_refresh == guard.labels_since_refresh == 40
     assert again.rollback.stats["logistic"].labels == 40
     assert again.state() == saved
+
+
+def test_an_adaptive_policys_threshold_is_checkpointed_and_a_restart_decides_with_it():
+    from prometheus_client import CollectorRegistry
+
+    from streamlearn.learners.checkpoint import Checkpoint
+    from streamlearn.stream.config import Settings
+    from streamlearn.stream.model_guard import ModelSlot
+    from streamlearn.stream.worker_arms import WorkerArms
+
+    def arms_of(config: Settings) -> WorkerArms:
+        champion = ModelSlot(config.model.spec, config.model.build())
+        return WorkerArms(config, champion, None, CollectorRegistry(), "w-0")
+
+    config = Settings(decision={"policy": "precision_at_least", "precision_at_least": 0.99})
+    before = arms_of(config)
+    before.restore(None)
+    policy = before.decider.policy
+    policy.threshold, policy.precision_lower_bound, policy.recall = 0.83, 0.991, 0.4
+    saved = Checkpoint("7", {"events:0": 10}, 0, {}, before.state())
+    after = arms_of(config)
+    assert after.decider.policy.threshold == 1.0  # nothing positive before its labels
+    after.restore(saved)
+    assert after.decider.policy.threshold == 0.83 and after.decider.decide(0.9, {}).decision
+    fixed = arms_of(Settings(decision={"policy": "fixed"}))
+    assert "decision" not in fixed.state()  # a fixed threshold has nothing to keep
