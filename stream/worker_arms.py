@@ -39,7 +39,7 @@ Examples
 >>> arms.restore(None)
 >>> snapshots = arms.snapshots()
 >>> sorted(snapshots.models), sorted(snapshots.state)
-(['last_known_good', 'tree'], ['experiment', 'rollback'])
+(['last_known_good', 'tree'], ['decision', 'experiment', 'rollback'])
 """
 
 from __future__ import annotations
