@@ -10,8 +10,11 @@ from contextlib import contextmanager
 import redis
 import uvicorn
 
+from streamlearn.learners.checkpoint import Checkpoint, CheckpointStore
 from streamlearn.stream.config import Settings
+from streamlearn.stream.harness import lines_of, produce
 from streamlearn.stream.serve_app import create_app
+from streamlearn.stream.worker import Worker
 
 
 @contextmanager
@@ -73,3 +76,21 @@ def unchanged(before: dict, after: dict, slack_ms: int = 600_000) -> list[str]:
         if ttl >= 0 and not (ttl - slack_ms <= ttl2 <= ttl):
             problems.append(f"{key!r} TTL went from {ttl} to {ttl2}")
     return problems
+
+
+def checkpointed_worker(
+    settings: Settings, lines: list[dict], client: redis.Redis, key: bytes
+) -> Checkpoint:
+    """Produce ``lines``, run a worker (``worker-0``) over them until it idles, and return
+    its confirmed checkpoint: what the API follows."""
+    produce(settings, lines_of(lines))
+    worker = Worker(settings, name="worker-0", signing_key=key)
+    thread = threading.Thread(target=lambda: worker.run(idle_timeout_s=4.0))
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the worker did not finish"
+    checkpoint = CheckpointStore(
+        client, settings.store.key_prefix, settings.kafka.group_id, "worker-0"
+    ).recover(lambda names: {})
+    assert checkpoint is not None, "the worker made no checkpoint"
+    return checkpoint

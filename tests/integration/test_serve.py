@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import orjson
 import redis
@@ -17,11 +15,10 @@ from streamlearn.learners.checkpoint import CheckpointStore
 from streamlearn.learners.models import build_model, learn, score
 from streamlearn.learners.registry import ModelRegistry
 from streamlearn.stream.config import Settings
-from streamlearn.stream.harness import lines_of, produce, settings_for
+from streamlearn.stream.harness import settings_for
 from streamlearn.stream.processor import ModelSlot, Processor, Record
 from streamlearn.stream.synthetic import WorldConfig, generate_world
-from streamlearn.stream.worker import Worker
-from tests.integration.serving import api_server, keyspace, unchanged
+from tests.integration.serving import api_server, checkpointed_worker, keyspace, unchanged
 
 KEY = b"serve integration test key, 32 b"
 T0 = 1_767_225_600_000
@@ -196,16 +193,8 @@ def test_the_api_scores_an_event_as_the_worker_does_with_the_same_model_and_stat
         serve={"refresh_seconds": 0.2},
     )  # fmt: skip
     lines = list(generate_world(WorldConfig(events=600, seed=11, users=20, items=40)))
-    produce(settings, lines_of(lines))
-    worker = Worker(settings, name="worker-0", signing_key=KEY)
-    thread = threading.Thread(target=lambda: worker.run(idle_timeout_s=4.0))
-    thread.start()
-    thread.join(timeout=300)
-    assert not thread.is_alive(), "the worker did not finish"
-    checkpoint = CheckpointStore(
-        redis_client, unique_prefix, settings.kafka.group_id, "worker-0"
-    ).recover(lambda names: {})
-    assert checkpoint is not None and int(checkpoint.version) >= 2, "several checkpoints"
+    checkpoint = checkpointed_worker(settings, lines, redis_client, KEY)
+    assert int(checkpoint.version) >= 2, "several checkpoints"
     events = [line for line in lines if "user_id" in line]
     last = events[-1]
     probe = {**events[-3], "event_id": "probe-1", "timestamp": last["timestamp"] + 5_000}

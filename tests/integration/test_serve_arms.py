@@ -7,8 +7,6 @@ and its score equals that version's score of the same features.
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import redis
 
@@ -17,14 +15,12 @@ from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.schema import Event
 from streamlearn.features.vector import features_of
 from streamlearn.learners.assignment import Assignment
-from streamlearn.learners.checkpoint import CheckpointStore
 from streamlearn.learners.models import score
 from streamlearn.learners.registry import ModelRegistry
 from streamlearn.stream.config import Settings
-from streamlearn.stream.harness import lines_of, produce, settings_for
+from streamlearn.stream.harness import settings_for
 from streamlearn.stream.synthetic import WorldConfig, generate_world
-from streamlearn.stream.worker import Worker
-from tests.integration.serving import api_server
+from tests.integration.serving import api_server, checkpointed_worker
 
 KEY = b"serve arms integration key, 32 b"
 ARMS = {"control": 0.5, "treatment": 0.5}
@@ -67,16 +63,8 @@ def test_the_api_serves_each_unit_by_its_arm_with_the_arms_checkpointed_model(
         serve={"refresh_seconds": 0.2}, experiment=EXPERIMENT,
     )  # fmt: skip
     lines = list(generate_world(WorldConfig(events=800, seed=17, users=30, items=40)))
-    produce(settings, lines_of(lines))
-    worker = Worker(settings, name="worker-0", signing_key=KEY)
-    thread = threading.Thread(target=lambda: worker.run(idle_timeout_s=4.0))
-    thread.start()
-    thread.join(timeout=300)
-    assert not thread.is_alive(), "the worker did not finish"
-    checkpoint = CheckpointStore(
-        redis_client, unique_prefix, settings.kafka.group_id, "worker-0"
-    ).recover(lambda names: {})
-    assert checkpoint is not None and "treatment" in checkpoint.arms, checkpoint
+    checkpoint = checkpointed_worker(settings, lines, redis_client, KEY)
+    assert "treatment" in checkpoint.arms, checkpoint
     versions = {"control": checkpoint.version, "treatment": checkpoint.arms["treatment"]}
     assert checkpoint.state["experiment"]["status"] == "running"
 
