@@ -12,10 +12,12 @@ applies what they decide, with no I/O:
   keeps scoring in shadow), a ``promote`` serves the winner to everyone, a ``stop``
   (the maximum duration) goes back to the control.
 - :class:`RollbackRun`: the live model against a frozen last-known-good copy that
-  scores in shadow and never learns. Until the copy has learned ``min_labels`` labels it
-  is no known-good version: it is replaced by the live model after every batch, and
-  nothing is decided. Then *candidates* (snapshots of the live model) are taken every
-  ``refresh_every // 5`` labels; at most every ``refresh_every`` labels, when
+  scores in shadow and never learns a label; only its preprocessing follows the inputs
+  (:func:`follow_inputs`), so it does not age as the features drift. Until the copy has
+  learned ``min_labels`` labels it is no known-good version: it is replaced by the live
+  model after every batch, and nothing is decided. Then *candidates* (snapshots of the
+  live model) are taken every ``refresh_every // 5`` labels; at most every
+  ``refresh_every`` labels, when
   :attr:`learners.rollback.RollbackRule.refresh_allowed` (the live model at least as good
   at this look, never worse over a whole minimum sample since the candidates were taken,
   and the labels' positive rate steady), the newest candidate at least ``refresh_every
@@ -276,9 +278,9 @@ class RollbackRun:
     champion
         The live model's slot name.
     refresh_every
-        Labels between two refreshes of the copy at most (a frozen copy ages: in a world
-        whose features drift, keep it short). Candidates live only in memory: a
-        restarted worker takes new ones.
+        Labels between two refreshes of the copy at most (its weights age as the world
+        changes; its scaling does not, see :func:`follow_inputs`). Candidates live only
+        in memory: a restarted worker takes new ones.
     """
 
     reference = "last_known_good"
