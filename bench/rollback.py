@@ -19,6 +19,15 @@ one (lower is better; a rollback that helps makes ``live`` lower).
 
 Usage: ``.venv/bin/python -m bench.rollback [--seeds 3] [--events 20000] [--quick]
 [--out reports/rollback]``; writes ``rollback.md`` and ``rollback.json``.
+
+Measured (``--seeds 2``, 20,000 events): every stretch (w1 x1500 and x3000, w10 x1500
+and x300) is rolled back in both runs, never before it, a median 444-932 labels after
+its end, with log loss after it 0.445-0.463 against 0.450-0.484 without the rule; the
+clean stream and the concept change see no rollback. Weight-1 flips are caught because
+the copy's preprocessing follows the inputs (:func:`stream.experiment_run.follow_inputs`):
+with a copy frozen whole, its scaling aged as interaction counts grew (log loss 1.2-5
+against ~0.45 for the live model 1,000-4,000 labels later), and no weight-1 flip (nor w10
+x1500) was ever rolled back, while a concept change once was.
 """
 
 from __future__ import annotations

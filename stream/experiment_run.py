@@ -12,10 +12,12 @@ applies what they decide, with no I/O:
   keeps scoring in shadow), a ``promote`` serves the winner to everyone, a ``stop``
   (the maximum duration) goes back to the control.
 - :class:`RollbackRun`: the live model against a frozen last-known-good copy that
-  scores in shadow and never learns. Until the copy has learned ``min_labels`` labels it
-  is no known-good version: it is replaced by the live model after every batch, and
-  nothing is decided. Then *candidates* (snapshots of the live model) are taken every
-  ``refresh_every // 5`` labels; at most every ``refresh_every`` labels, when
+  scores in shadow and never learns a label; only its preprocessing follows the inputs
+  (:func:`follow_inputs`), so it does not age as the features drift. Until the copy has
+  learned ``min_labels`` labels it is no known-good version: it is replaced by the live
+  model after every batch, and nothing is decided. Then *candidates* (snapshots of the
+  live model) are taken every ``refresh_every // 5`` labels; at most every
+  ``refresh_every`` labels, when
   :attr:`learners.rollback.RollbackRule.refresh_allowed` (the live model at least as good
   at this look, never worse over a whole minimum sample since the candidates were taken,
   and the labels' positive rate steady), the newest candidate at least ``refresh_every
@@ -54,9 +56,10 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from river import base
+from river import base, compose
+from river.base.typing import FeatureName
 
 from streamlearn.features.schema import Event
 from streamlearn.learners.arm_stats import label_value
@@ -68,7 +71,7 @@ from streamlearn.learners.rollback import RollbackConfig, RollbackRule
 from streamlearn.stream.model_guard import ModelSlot
 from streamlearn.stream.outputs import BatchOutput
 
-__all__ = ["ExperimentRun", "Learn", "RollbackRun", "ServedArms", "primary_of"]
+__all__ = ["ExperimentRun", "Learn", "RollbackRun", "ServedArms", "follow_inputs", "primary_of"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,51 @@ _ENDED_TO_CONTROL = ("reverted", "stopped")
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def follow_inputs(model: object, x: dict[str, Any]) -> None:
+    """Update ``model``'s unsupervised preprocessing (scalers, vocabularies, encoders)
+    with ``x``, its supervised parts (the weights) untouched.
+
+    The frozen copy of :class:`RollbackRun` does this for every event it scores: its
+    weights stay those of the known-good version, but its scaling follows the inputs as
+    the live model's does, so the copy does not age as the features drift. A model that
+    is no River pipeline or transformer is left alone.
+
+    Examples
+    --------
+    >>> from streamlearn.learners.models import build_model, learn, score
+    >>> model = build_model("logistic")
+    >>> for clicks in (1.0, 2.0, 3.0):
+    ...     learn(model, {"clicks": clicks}, 1.0, 1.0)
+    >>> before = score(model, {"clicks": 30.0})
+    >>> for clicks in (10.0, 20.0, 30.0, 40.0):
+    ...     follow_inputs(model, {"clicks": clicks})
+    >>> score(model, {"clicks": 30.0}) < before  # 30 clicks no longer far above the mean
+    True
+    >>> weights = dict(model.steps["LogisticRegression"].weights)
+    >>> follow_inputs(model, {"clicks": 50.0})
+    >>> dict(model.steps["LogisticRegression"].weights) == weights
+    True
+    """
+    _follow(model, cast(dict[FeatureName, Any], x))
+
+
+def _follow(model: object, x: dict[FeatureName, Any]) -> dict[FeatureName, Any]:
+    """:func:`follow_inputs` of one step; ``x`` as the step after it sees it."""
+    if isinstance(model, compose.Pipeline):
+        *head, last = model.steps.values()
+        for step in (*head, last) if isinstance(last, base.Transformer) else head:
+            x = _follow(step, x)
+        return x
+    if not isinstance(model, base.Transformer):
+        return x  # a final estimator: its weights stay as they are
+    if isinstance(model, compose.TransformerUnion):
+        for part in model.transformers.values():
+            _follow(part, x)
+    elif not model._supervised:
+        model.learn_one(x)
+    return model.transform_one(x)
 
 
 class ExperimentRun:
@@ -230,9 +278,9 @@ class RollbackRun:
     champion
         The live model's slot name.
     refresh_every
-        Labels between two refreshes of the copy at most (a frozen copy ages: in a world
-        whose features drift, keep it short). Candidates live only in memory: a
-        restarted worker takes new ones.
+        Labels between two refreshes of the copy at most (its weights age as the world
+        changes; its scaling does not, see :func:`follow_inputs`). Candidates live only
+        in memory: a restarted worker takes new ones.
     """
 
     reference = "last_known_good"
@@ -395,8 +443,11 @@ class ServedArms:
         """Every slot's score of ``x`` and the seconds each took (an arm's latency)."""
         scores: list[float | None] = []
         seconds: list[float] = []
+        following = self.rollback.reference if self.rollback is not None else None
         for slot in self.slots:
             t0 = time.perf_counter()
+            if slot.name == following:  # the frozen copy's scaling follows the inputs
+                follow_inputs(slot.model, x)
             scores.append(score(slot.model, x))
             seconds.append(time.perf_counter() - t0)
         return scores, seconds
