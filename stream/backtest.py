@@ -18,9 +18,11 @@ with their event index and event time. A backtest is deterministic: the latency
 guardrails, which judge wall-clock time, are left out of its experiments, and no
 latency is measured for them. With
 ``rollback`` (:class:`learners.rollback.RollbackConfig`) a frozen last-known-good copy
-of the first model scores in shadow (:class:`stream.experiment_run.RollbackRun`),
-refreshed every ``rollback_refresh_every`` labels while the live model is at least as
-good, and a rollback puts it back in place of the live model.
+of the first model scores in shadow (:class:`stream.experiment_run.RollbackRun`), its
+weights frozen and its scaling following the inputs; at most every
+``rollback_refresh_every`` labels it becomes a snapshot of the live model taken earlier,
+once the live model stayed at least as good and the label rate steady since; a rollback
+puts it back in place of the live model.
 
 A row that the file reader refuses (a :class:`stream.sources.BadRow`: ``nan`` in
 a CSV cell, more cells than columns, ...) is a dead letter with the reader's
