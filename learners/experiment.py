@@ -68,6 +68,10 @@ __all__ = ["Experiment", "ExperimentConfig", "GuardrailConfig"]
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+#: Positives' worth below which a predicted-positive rate is not compared relatively.
+_RATE_FLOOR = 10
+
+
 class GuardrailConfig(BaseModel):
     """Limits that revert a treatment at once when breached (``None``: not checked)."""
 
@@ -265,7 +269,9 @@ class Experiment:
         if limits.error_ratio is not None and error_ratio > limits.error_ratio:
             return f"guardrail error_ratio: {error_ratio:.4g} > {limits.error_ratio:g}", seen
         shift = limits.positive_rate_shift
-        if shift is not None and abs(rate_t - rate_c) > shift * max(rate_c, 1.0 / ok_c):
+        # a rate judged on fewer than _RATE_FLOOR positives is noise: one more or less
+        # in the control would breach every treatment that predicts none
+        if shift is not None and abs(rate_t - rate_c) > shift * max(rate_c, _RATE_FLOOR / ok_c):
             return (
                 f"guardrail positive_rate_shift: predicted-positive rate {rate_t:.4g} against"
                 f" the control's {rate_c:.4g}, a shift over {shift:g}",

@@ -15,6 +15,7 @@ saw, and the model, rewound to the checkpoint, learns their labels once more.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -410,16 +411,21 @@ class Worker:
             self._stop.wait(backoff_delays(0.5, 10.0)(refusals - 1))
         self.connection.reopen(self._connect, self._restore)
 
+    def _last_checkpoint(self) -> bool:
+        if self.source is not None:
+            self._finish_inflight()
+            if self._uncommitted:
+                self.checkpoint()
+        return True
+
     def run(
         self, idle_timeout_s: float | None = None, max_records: int | None = None
     ) -> WorkerSummary:
         """Process until stopped (SIGTERM, SIGINT, :meth:`stop`), idle, or enough records.
 
-        Idle time counts from the last record or the last change of the assigned
-        partitions, so a slow group join or a rebalance does not look like the end
-        of the stream (see :class:`~stream.worker_state.IdleClock`); and an idle worker stops only
-        once its partitions are read to their end, so a broker that is away
-        does not look like one either.
+        Idle time counts from the last record or assignment change (a slow join is no
+        end of stream: :class:`~stream.worker_state.IdleClock`), and an idle worker
+        stops only once its partitions are read to their end (nor is a broker away).
 
         A stop request ends every wait for Kafka or Redis at once: the work since
         the last checkpoint is then left for the next run (offsets are committed
@@ -438,29 +444,24 @@ class Worker:
             started = time.monotonic()
             session_s = self.settings.kafka.session_timeout_ms / 1000
             idle = IdleClock(idle_timeout_s, session_s, started)
-            while not self._stop.is_set():
+            done, most = False, max_records if max_records is not None else math.inf
+            while not done and not self._stop.is_set():  # a refused last checkpoint is redone
                 try:
                     n = self.run_once()
+                    end = idle.expired(time.monotonic(), n, self._assignment)
+                    if (end and self._read_to_end()) or self.summary.records >= most:
+                        done = self._last_checkpoint()
                 except EdgeError as error:
                     refused = kafka_refusal(error, self.settings.kafka.bootstrap_servers)
                     if refused is not None:
                         raise refused from None
                     self._recover(error)
                     idle.rejoin(time.monotonic())
-                    continue
-                if idle.expired(time.monotonic(), n, self._assignment) and self._read_to_end():
-                    break
-                if max_records is not None and self.summary.records >= max_records:
-                    break
-            try:
-                if self.source is not None:
-                    self._finish_inflight()
-                if self.source is not None and self._uncommitted:
-                    self.checkpoint()
-            except EdgeError as error:
-                if not self._stop.is_set():
-                    raise
-                raise Stopped(self._kafka_at) from error
+            if not done:
+                try:
+                    self._last_checkpoint()
+                except EdgeError as error:
+                    raise Stopped(self._kafka_at) from error
         except Stopped as stopped:
             log.warning(
                 "%s: exiting without a last checkpoint (the next run redoes the work since the"
