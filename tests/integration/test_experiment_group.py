@@ -108,6 +108,13 @@ def test_two_workers_decide_once_for_the_group_and_follow_a_revert_from_the_comm
         assert done.exit_code == 0, done.output
         again = runner.invoke(app, ["experiment", "revert", "other", "--config", config])
         assert again.exit_code == 1  # the experiment has ended: nothing left to revert
+
+        def both_follow() -> bool:
+            followed = "the group decided revert other"
+            return all(followed in logs[n].read_text(errors="replace") for n in WORKERS)
+
+        # the workers follow at their next look: the later events come after it
+        _wait_for("both workers following the revert", both_follow)
         later = _world(62, 600, shift_ms=86_400_000)
         produce(settings, lines_of(later))
         for name, process in processes.items():
