@@ -71,6 +71,32 @@ def test_a_worker_joining_mid_stream_doubles_no_prediction_or_label(
     assert learned == labels, "each label learned by exactly one model"
 
 
+def describe(source: KafkaSource | RdKafkaSource) -> str:
+    """Where a source stands: positions, and for kafka-python what its fetcher holds back."""
+    text = f"at {source.positions()}, holding {source._order.first_offsets()}"
+    consumer = getattr(source, "consumer", None)
+    if isinstance(consumer, KafkaConsumer):
+        fetcher = consumer._fetcher
+        states = {
+            (tp.topic, tp.partition): (state.paused, state.highwater)
+            for tp, state in consumer._subscription.assignment.items()
+        }
+        text += (
+            f"; (paused, high) {states}; in line {fetcher._next_partition_records!r}"
+            f"; parked {list(fetcher._paused_partition_records)}"
+            f" and {list(fetcher._paused_completed_fetches)}"
+            f"; completed {len(fetcher._completed_fetches)}"
+            f"; pending nodes {fetcher._nodes_with_pending_fetch_requests}"
+            f"; futures {[f.is_done for f in fetcher._fetch_futures]}"
+            f"; reset {fetcher._reset_task}"
+            f"; fetchable {consumer._subscription.fetchable_partitions()}"
+            f"; group {consumer._coordinator.state} {consumer._coordinator._generation}"
+            f" rejoin {consumer._coordinator.rejoin_needed} {consumer._coordinator.rejoining}"
+            f" join {consumer._coordinator._join_task}"
+        )
+    return text
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_records_held_for_the_order_are_read_again_when_a_rebalance_gives_their_partitions_back(
@@ -134,7 +160,7 @@ def test_records_held_for_the_order_are_read_again_when_a_rebalance_gives_their_
             60,
             "every record",
             0.0,
-            explain=lambda: f"{len(everything - set(seen))} missing; at {source.positions()}",
+            explain=lambda: f"{len(everything - set(seen))} missing; {describe(source)}",
         )
     finally:
         stop.set()
