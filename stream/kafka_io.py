@@ -171,6 +171,7 @@ class KafkaSource:
         if timeout_ms is None:
             timeout_ms = self.config.poll_timeout_ms
         kafka_shim.unpark(self.consumer)
+        kafka_shim.keep_joining(self.consumer)
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
         order = self._order
         for tp, batch in polled.items():
@@ -259,6 +260,7 @@ class KafkaSource:
 
     def poll_held(self, timeout_ms: int = 100) -> None:
         """Poll with the partitions paused; rewind what a partition assigned meanwhile gave."""
+        kafka_shim.keep_joining(self.consumer)
         for tp, batch in self.consumer.poll(timeout_ms=timeout_ms).items():
             if batch:
                 self.consumer.seek(tp, batch[0].offset)

@@ -1,9 +1,9 @@
 """Every reach of streamlearn into kafka-python's private attributes, in one place.
 
 kafka-python leaves a few things out of its public API that the worker needs
-(bounded waits on transactional steps, the fetch state without a request, a
-fix of a parked-records bug). Each function below says why it reaches in.
-They were written against :data:`KAFKA_PYTHON_VERSION`; a unit test fails on
+(bounded waits on transactional steps, the fetch state without a request, fixes
+of a parked-records bug and of a group join left behind). Each function below
+says why it reaches in. They were written against :data:`KAFKA_PYTHON_VERSION`; a unit test fails on
 any other version until someone has checked each of them again
 (``tests/unit/stream/test_kafka_shim.py``).
 """
@@ -17,6 +17,7 @@ __all__ = [
     "KAFKA_PYTHON_VERSION",
     "fetch_states",
     "has_fatal_error",
+    "keep_joining",
     "transaction_manager",
     "unpark",
     "wake_sender",
@@ -87,3 +88,21 @@ def unpark(consumer: Any) -> None:
     inline = fetcher._next_partition_records
     if inline is not None and not inline and fetcher._paused_partition_records:
         fetcher._next_partition_records = None
+
+
+def keep_joining(consumer: Any) -> None:
+    """Make the next poll finish a group join that kafka-python would leave behind.
+
+    kafka-python 3.0 starts a join when its coordinator needs one (``need_rejoin()``)
+    and, when a poll's timeout ends first, awaits the join again at the next poll
+    only while ``need_rejoin()`` still holds. A join started because the group
+    leader's metadata changed (not by the ``rejoin_needed`` flag) stops needing one
+    while it is in flight: later polls never await it again, its assignment is never
+    taken, heartbeats stay off and the session expires; the consumer then fetches
+    nothing for good, in a group that has moved on without it. A join is in flight
+    from its preparation (``rejoining``) to its completion, which clears both flags
+    together; setting ``rejoin_needed`` in between makes the poll await it.
+    """
+    coordinator = consumer._coordinator
+    if coordinator.rejoining and not coordinator.rejoin_needed:
+        coordinator.request_rejoin()
