@@ -88,16 +88,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
 
 
 @pytest.fixture(scope="session")
-def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """A separate 3-node Kafka cluster (:mod:`stack.kafka_cluster`), for the tests that
-    lose a broker; ``kafka_cluster.config.kafka_bootstrap`` lists every broker."""
+def kafka_cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack of the opt-in 3-node Kafka cluster: started on first use, stopped at the end."""
     config = cluster_stack_config(tmp_path_factory.mktemp("kafka-cluster"), brokers=3)
     local = Stack(config)
     try:
         local.up(services=["kafka"])
-        yield KafkaCluster(config)
+        yield local
     finally:
         local.down()
+
+
+@pytest.fixture
+def kafka_cluster(kafka_cluster_stack: Stack) -> KafkaCluster:
+    """A separate 3-node Kafka cluster (:mod:`stack.kafka_cluster`), every node up: a
+    node an earlier test killed is started again. ``kafka_cluster.config.kafka_bootstrap``
+    lists every broker."""
+    kafka_cluster_stack.up(services=["kafka"])
+    return KafkaCluster(kafka_cluster_stack.config)
 
 
 def _address(stack: Stack | None, service: str) -> str:
