@@ -131,6 +131,15 @@ def up(
     controller_port: Annotated[
         int | None, typer.Option(help="KRaft controller port. (default 9093)")
     ] = None,
+    kafka_brokers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=9,
+            help="Kafka nodes; 3 or more give topics 3 replicas and min.insync.replicas=2,"
+            " node n on the ports 100·(n-1) above the first. (default 1)",
+        ),
+    ] = None,
     redis_port: Annotated[int | None, typer.Option(help="Redis port. (default 6390)")] = None,
     prometheus_port: Annotated[
         int | None, typer.Option(help="Prometheus port. (default 9090)")
@@ -189,6 +198,7 @@ def up(
             {
                 "kafka_port": kafka_port,
                 "kafka_controller_port": controller_port,
+                "kafka_brokers": kafka_brokers,
                 "redis_port": redis_port,
                 "prometheus_port": prometheus_port,
                 "alertmanager_port": alertmanager_port,

@@ -43,7 +43,10 @@ def run(
         float | None, typer.Option(help="Stop after this many seconds without records.")
     ] = None,
     max_records: Annotated[int | None, typer.Option(help="Stop after this many records.")] = None,
-    name: Annotated[str, typer.Option(help="Worker name, unique within the group.")] = "worker-0",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Worker name, unique within the group. (default: worker.name)"),
+    ] = None,
     verbose: bool = False,
 ) -> None:
     """Run a worker: consume events and labels, score, learn, publish predictions.
@@ -68,7 +71,7 @@ def run(
             raise typer.Exit(2) from None
         key = None
         console.print(f"[yellow]{KEY_ENV} is not set: no checkpoints, offsets committed per batch")
-    worker = Worker(settings, name=name, signing_key=key)
+    worker = Worker(settings, name=name or settings.worker.resolved_name(), signing_key=key)
     if worker.settings.metrics.port:
         serve_metrics_or_exit(worker)
     try:

@@ -5,6 +5,7 @@ Layout of the root folder (``.stack/`` by default)::
     stack.json                  effective StackConfig of the last ``up``
     run/<service>.json          pid, start time and command of each started process
     kafka/                      server.properties, log4j2.yaml, cluster_id, data/, logs/
+    kafka-<n>/                  the same for node n of a multi-broker cluster (kafka_brokers > 1)
     redis/                      redis.log, data files
     prometheus/                 prometheus.yml, targets/*.json (file_sd), data/, prometheus.log
     alertmanager/               alertmanager.yml (routes to the receiver), data/, alertmanager.log
@@ -74,7 +75,13 @@ class StackConfig(BaseModel):
     host
         Address every service binds to.
     kafka_port, kafka_controller_port
-        Broker (PLAINTEXT) and KRaft controller listener ports.
+        Broker (PLAINTEXT) and KRaft controller listener ports (of node 1).
+    kafka_brokers
+        Kafka nodes (combined broker and controller, :mod:`stack.kafka_cluster`); 1 by
+        default, 3 for a replicated cluster that survives the loss of a node.
+    kafka_node_ports
+        (broker, controller) ports of nodes 2..N; by default node n listens 100·(n-1)
+        above node 1's ports.
     redis_port, prometheus_port, alertmanager_port
         Listener ports of the other services.
     alerts_port
@@ -112,6 +119,8 @@ class StackConfig(BaseModel):
     host: str = "127.0.0.1"
     kafka_port: int = Field(9092, ge=1, le=65535)
     kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_brokers: int = Field(1, ge=1, le=9)
+    kafka_node_ports: tuple[tuple[int, int], ...] = ()
     redis_port: int = Field(6390, ge=1, le=65535)
     prometheus_port: int = Field(9090, ge=1, le=65535)
     alertmanager_port: int = Field(9094, ge=1, le=65535)
@@ -135,8 +144,22 @@ class StackConfig(BaseModel):
 
     @property
     def kafka_bootstrap(self) -> str:
-        """Bootstrap servers string of the broker."""
-        return f"{self.host}:{self.kafka_port}"
+        """Bootstrap servers string: every broker's address, comma separated.
+
+        >>> StackConfig(root="/tmp/s", kafka_brokers=3).kafka_bootstrap
+        '127.0.0.1:9092,127.0.0.1:9192,127.0.0.1:9292'
+        """
+        return ",".join(f"{self.host}:{broker}" for broker, _ in self.kafka_nodes)
+
+    @property
+    def kafka_nodes(self) -> tuple[tuple[int, int], ...]:
+        """(broker, controller) ports of each Kafka node, node 1 first."""
+        given = self.kafka_node_ports[: self.kafka_brokers - 1]
+        offsets = range(len(given) + 1, self.kafka_brokers)
+        implied = tuple(
+            (self.kafka_port + 100 * i, self.kafka_controller_port + 100 * i) for i in offsets
+        )
+        return ((self.kafka_port, self.kafka_controller_port), *given, *implied)
 
     @property
     def redis_url(self) -> str:

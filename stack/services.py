@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 import http.client
+import json
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,7 @@ __all__ = [
     "log_path",
     "port_open",
     "probe",
+    "read_record",
     "redis_ready",
     "run_checked",
     "service_url",
@@ -98,6 +100,21 @@ class Record:
             return proc
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
+
+
+def read_record(path: Path) -> Record | None:
+    """The :class:`Record` of a pid file, or None when it is missing or unreadable."""
+    try:
+        raw = json.loads(path.read_text())
+        return Record(
+            pid=int(raw["pid"]),
+            create_time=float(raw["create_time"]),
+            marker=str(raw["marker"]),
+            ports=tuple(raw["ports"]),
+            argv=tuple(raw["argv"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)

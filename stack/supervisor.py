@@ -53,6 +53,7 @@ from streamlearn.stack.install import (
     jars_resolved,
     kafka_version,
 )
+from streamlearn.stack.kafka_cluster import KafkaCluster
 from streamlearn.stack.services import (
     Record,
     Spec,
@@ -61,6 +62,7 @@ from streamlearn.stack.services import (
     log_path,
     port_open,
     probe,
+    read_record,
     run_checked,
     service_url,
     tail,
@@ -141,8 +143,11 @@ class Stack:
         cfg = self.config
         (cfg.root / "run").mkdir(parents=True, exist_ok=True)
         (cfg.root / "stack.json").write_text(cfg.model_dump_json(indent=2) + "\n")
-        if "kafka" in wanted:
-            self._ensure_jars()
+        jars = self._ensure_jars() if "kafka" in wanted else None
+        cluster = self._cluster() if jars and cfg.kafka_brokers > 1 else None
+        if cluster is not None and jars:  # several nodes: stack.kafka_cluster
+            order.remove("kafka")
+            cluster.launch(jars)
         specs: list[tuple[Spec, bool]] = []
         # Quick services first, so they start while Kafka formats its storage.
         for name in sorted(order, key=lambda s: s == "kafka"):
@@ -151,6 +156,8 @@ class Stack:
             specs.append((spec, started))
         for spec, started in sorted(specs, key=lambda item: ALL_SERVICES.index(item[0].name)):
             self._wait_ready(spec, started)
+        if cluster is not None:
+            cluster.wait_ready()
 
     def down(self) -> list[str]:
         """Stop the processes this root's pid files name: SIGTERM, then SIGKILL after a timeout.
@@ -163,6 +170,7 @@ class Stack:
             Names of the services that were stopped.
         """
         victims: list[tuple[str, psutil.Process]] = []
+        nodes = self._cluster().down()
         for name in reversed(ALL_SERVICES):
             record = self._record(name)
             proc = record.process() if record else None
@@ -187,12 +195,15 @@ class Stack:
             child = self._children.pop(proc.pid, None)
             if child is not None:
                 child.poll()
-        return [name for name, _ in victims]
+        return [name for name, _ in victims] + nodes
 
     def status(self) -> list[ServiceStatus]:
-        """Return one :class:`ServiceStatus` per known service."""
+        """Return one :class:`ServiceStatus` per known service (per node of a cluster)."""
         rows = []
         for name in ALL_SERVICES:
+            if name == "kafka" and self.config.kafka_brokers > 1:
+                rows.extend(self._cluster().status())
+                continue
             record = self._record(name)
             proc = record.process() if record else None
             state: Literal["up", "starting", "down"] = "down"
@@ -233,21 +244,14 @@ class Stack:
 
     # ---------------------------------------------------------------- internals
 
+    def _cluster(self) -> KafkaCluster:
+        return KafkaCluster(self.config, self._report)
+
     def _pidfile(self, name: str) -> Path:
         return self.config.root / "run" / f"{name}.json"
 
     def _record(self, name: str) -> Record | None:
-        try:
-            raw = json.loads(self._pidfile(name).read_text())
-            return Record(
-                pid=int(raw["pid"]),
-                create_time=float(raw["create_time"]),
-                marker=str(raw["marker"]),
-                ports=tuple(raw["ports"]),
-                argv=tuple(raw["argv"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return read_record(self._pidfile(name))
 
     def _ensure_jars(self) -> Path:
         if self.config.kafka_jars is not None:

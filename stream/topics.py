@@ -5,6 +5,8 @@ Examples
 >>> from streamlearn.stream.config import KafkaConfig
 >>> sorted(topic_plan(KafkaConfig()).items())
 [('dead-letter', 4), ('events', 4), ('labels', 4), ('predictions', 4)]
+>>> replication_for(1), replication_for(3)
+((1, {}), (3, {'min.insync.replicas': '2'}))
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from streamlearn.stream.config import KafkaConfig
 
-__all__ = ["bootstrap_option", "ensure_topics", "max_message_bytes", "topic_plan"]
+__all__ = [
+    "bootstrap_option",
+    "ensure_topics",
+    "max_message_bytes",
+    "replication_for",
+    "topic_plan",
+]
+
+#: The replication factor of streamlearn's topics on a cluster large enough for it.
+MAX_REPLICATION = 3
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +42,26 @@ def topic_plan(config: KafkaConfig) -> dict[str, int]:
     return {name: t.partitions for name in names if name is not None}
 
 
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """The replication factor and topic configs of a new topic on ``brokers`` brokers.
+
+    Three replicas with ``min.insync.replicas=2`` once the cluster has three brokers or
+    more (a write acknowledged by ``acks=all`` survives the loss of any one broker, and
+    writes go on while one is down); otherwise one replica per broker and the broker's
+    ``min.insync.replicas``. The internal topics of the local stack's brokers follow the
+    same rule (:mod:`stack.kafka_cluster`).
+
+    Examples
+    --------
+    >>> [replication_for(n)[0] for n in (1, 2, 3, 5)]
+    [1, 2, 3, 3]
+    >>> replication_for(2)
+    (2, {})
+    """
+    factor = max(1, min(MAX_REPLICATION, brokers))
+    return factor, ({"min.insync.replicas": str(factor - 1)} if factor >= 3 else {})
+
+
 def ensure_topics(
     config: KafkaConfig,
     topics: Mapping[str, int],
@@ -38,7 +69,10 @@ def ensure_topics(
     *,
     timeout_s: float = 30.0,
 ) -> list[str]:
-    """Create the missing topics (replication 1) and wait until every partition has a leader.
+    """Create the missing topics and wait until every partition has a leader.
+
+    The replication factor follows the cluster's size (:func:`replication_for`: one
+    replica on a single broker, three with ``min.insync.replicas=2`` from three brokers).
 
     The one topic creator: the worker, ``produce``, ``replay``, the demo, ``stack up
     --topic`` and the tests all call it. Existing topics are left as they are (their
@@ -79,14 +113,20 @@ def ensure_topics(
     )
     try:
         existing = set(admin.list_topics())
-        missing = {
-            name: {"num_partitions": int(partitions), "replication_factor": 1}
-            for name, partitions in topics.items()
-            if name not in existing
-        }
+        missing = [name for name in topics if name not in existing]
         created: set[str] = set()
         if missing:
-            result = admin.create_topics(missing, timeout_ms=timeout_ms, raise_errors=False)
+            brokers = len(admin.describe_cluster().get("brokers") or ()) or 1
+            factor, configs = replication_for(brokers)
+            new = {
+                name: {
+                    "num_partitions": int(topics[name]),
+                    "replication_factor": factor,
+                    **({"configs": configs} if configs else {}),
+                }
+                for name in missing
+            }
+            result = admin.create_topics(new, timeout_ms=timeout_ms, raise_errors=False)
             for topic in result["topics"]:
                 code = topic["error_code"]
                 if not code:

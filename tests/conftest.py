@@ -15,6 +15,10 @@ Servers given by environment variables are used instead of starting ours:
   for :func:`scrape_target`
 - ``STREAMLEARN_TEST_ALERTMANAGER``: Alertmanager base URL
 
+``kafka_cluster`` is opt-in: a separate cluster of three Kafka nodes (replicated
+topics, a quorum that survives a node's loss), started the first time a test asks
+for it and stopped at the session's end; the single-broker stack is not touched.
+
 Tests using any server fixture are marked ``integration`` automatically, so
 ``pytest -m "not integration"`` runs without servers.
 """
@@ -35,6 +39,7 @@ from kafka.errors import KafkaError
 
 from streamlearn.stack import Stack, StackConfig, fast_stack_config
 from streamlearn.stack.files import write_scrape_target
+from streamlearn.stack.kafka_cluster import KafkaCluster, cluster_stack_config
 from streamlearn.stream.config import KafkaConfig
 
 ENV = {
@@ -55,6 +60,7 @@ SERVER_FIXTURES = frozenset(
         "redis_client",
         "scrape_target",
         "alert_log",
+        "kafka_cluster",
     }
 )
 
@@ -79,6 +85,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
         yield local
     finally:
         local.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack of the opt-in 3-node Kafka cluster: started on first use, stopped at the end."""
+    config = cluster_stack_config(tmp_path_factory.mktemp("kafka-cluster"), brokers=3)
+    local = Stack(config)
+    try:
+        local.up(services=["kafka"])
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def kafka_cluster(kafka_cluster_stack: Stack) -> KafkaCluster:
+    """A separate 3-node Kafka cluster (:mod:`stack.kafka_cluster`), every node up: a
+    node an earlier test killed is started again. ``kafka_cluster.config.kafka_bootstrap``
+    lists every broker."""
+    kafka_cluster_stack.up(services=["kafka"])
+    return KafkaCluster(kafka_cluster_stack.config)
 
 
 def _address(stack: Stack | None, service: str) -> str:

@@ -68,6 +68,7 @@ from streamlearn.learners.decision_policy import DecisionConfig
 from streamlearn.metrics.thresholds import MonitoringConfig
 from streamlearn.stream.config.connections import KafkaConfig, RedisConfig, TopicsConfig
 from streamlearn.stream.config.experiment import ExperimentSettings, RollbackSettings
+from streamlearn.stream.config.identity import WorkerConfig
 from streamlearn.stream.config.masking import MaskingFormatter, mask_url
 from streamlearn.stream.config.sections import (
     CheckpointConfig,
@@ -91,6 +92,7 @@ __all__ = [
     "ServeConfig",
     "Settings",
     "TopicsConfig",
+    "WorkerConfig",
     "describe_error",
     "load_settings",
     "mask_url",
@@ -114,6 +116,7 @@ class Settings(BaseSettings):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     experiment: ExperimentSettings | None = None

@@ -280,10 +280,43 @@ def test_prometheus_scrapes_the_worker_where_it_serves_metrics(
     worker = _settings_of(compose["services"]["worker"], monkeypatch)
     assert worker.metrics.host == "0.0.0.0"
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
-    targets = [t for sc in jobs["streamlearn"]["static_configs"] for t in sc["targets"]]
-    assert targets == [f"worker:{worker.metrics.port}"]
+    (discovery,) = jobs["streamlearn"]["dns_sd_configs"]
+    assert discovery["names"] == ["worker"] and discovery.get("type", "SRV") == "A"
+    assert discovery["port"] == worker.metrics.port
     published = [str(p).rsplit(":", 1)[-1] for p in compose["services"]["worker"].get("ports", [])]
     assert set(published) <= {str(worker.metrics.port)}
+
+
+# --- workers that scale (`docker compose up --scale worker=3`) ---------------------
+
+
+def test_prometheus_finds_every_worker_replica_by_dns(prometheus: dict[str, Any]) -> None:
+    """Docker's DNS answers a service name with every replica's address (type A): a
+    static ``worker:9108`` target would scrape one replica, whichever DNS gave first."""
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert "static_configs" not in jobs["streamlearn"]
+    assert [c["names"] for c in jobs["streamlearn"]["dns_sd_configs"]] == [["worker"]]
+
+
+def test_worker_replicas_are_distinct_group_members(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = compose["services"]["worker"]
+    assert "container_name" not in worker and "hostname" not in worker  # both block scaling
+    settings = _settings_of(worker, monkeypatch)
+    assert "{hostname}" in settings.worker.name
+    names = {settings.worker.resolved_name(hostname=h) for h in ("3f9a1c2b7d4e", "8c0d2e6a1b5f")}
+    assert len(names) == 2, "each container its own name"
+    group = settings.kafka.group_id
+    assert len({f"{group}-{name}" for name in names}) == 2, "each its own transactional id"
+
+
+def test_worker_host_ports_do_not_collide_when_scaled(compose: dict[str, Any]) -> None:
+    """A fixed host port takes one replica; a range gives each replica the next free one."""
+    for port in compose["services"]["worker"].get("ports", []):
+        host = str(port).split(":")[1]
+        low, _, high = host.partition("-")
+        assert high and int(high) - int(low) + 1 >= 3, f"{port}: a fixed host port"
 
 
 def test_prometheus_alerts_to_the_alertmanager_service(
