@@ -50,6 +50,7 @@ __all__ = [
     "Record",
     "RecordStore",
     "in_force",
+    "missing_versions",
     "start_experiment",
 ]
 
@@ -123,6 +124,14 @@ class RecordStore:
     def board(self, settings: ExperimentSettings) -> RedisBoard:
         """The decision board of experiment ``settings`` for the group."""
         return RedisBoard(self.client, self.namespace, self.group, settings.decision_config())
+
+
+def missing_versions(store: RecordStore, settings: ExperimentSettings) -> list[str]:
+    """The registry versions ``settings``' arms name that the registry does not hold."""
+    snapshots = f"{store.namespace}:registry:snapshots"
+    sources = [settings.source_of(arm) for arm in settings.treatments]
+    wanted = [source[1] for source in sources if source is not None and source[0] == "version"]
+    return [v for v in wanted if not store.client.hexists(snapshots, v)]
 
 
 def _status(store: RecordStore, settings: ExperimentSettings) -> str:
