@@ -182,3 +182,48 @@ def test_a_started_experiment_is_followed_by_a_running_worker_and_survives_kill_
     # another experiment may start once this one stopped
     other = ["--arm", "other=logistic", "--id", "started-72", "--config", str(config)]
     assert runner.invoke(app, ["experiment", "start", *other]).exit_code == 0
+
+
+@pytest.mark.timeout(240)
+def test_a_retrained_version_is_started_as_a_challenger_on_the_workers_of_the_group(
+    kafka_bootstrap, redis_url, redis_client, unique_prefix, tmp_path
+):
+    env = {"STREAMLEARN_MODEL_KEY": KEY}
+    first = _world(81, 1500)
+    second = _world(82, 1000, shift_ms=86_400_000)
+    sections = {
+        "kafka": {"transactions": True, "max_poll_records": 100},
+        "checkpoint": {"every_labels": 200, "every_seconds": 1.0},
+    }
+    settings = settings_for(kafka_bootstrap, redis_url, unique_prefix, partitions=2, **sections)
+    topics = settings.kafka.topics.model_copy(update={"examples": f"{unique_prefix}.examples"})
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"topics": topics})}
+    )
+    produce(settings, lines_of(first))
+    config = write_config(settings, tmp_path / "worker.yaml")
+    worker = worker_process(config, "--idle-timeout", "4", env=env)
+    assert worker.wait(timeout=120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+    args = ["model", "train", "--from-log", "--since", "30d", "--json", "--start"]
+    args += ["--challenger", "retrained", "--share", "0.5", "--config", str(config)]
+    trained = CliRunner().invoke(app, args, env=env)
+    assert trained.exit_code == 0, trained.output
+    version = json.loads(trained.stdout)["registered"]
+    again = CliRunner().invoke(app, args, env=env)  # the first one runs: not started
+    assert again.exit_code == 1 and "experiment stop" in again.output, again.output
+
+    produce(settings, lines_of(second))
+    worker = worker_process(config, "--idle-timeout", "4", env=env)
+    assert worker.wait(timeout=120) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    published = [
+        orjson.loads(r.value) for r in drain(kafka_bootstrap, f"{unique_prefix}.predictions")
+    ]
+    per_event = Counter(p["event_id"] for p in published)
+    assert set(per_event.values()) == {1}
+    assert len(per_event) == sum(1 for r in first + second if "user_id" in r)
+    later = [p for p in published if p["event_id"].startswith("ev-82-")]
+    served = [int(p["model_version"]) for p in later if p.get("arm") == "retrained"]
+    assert served and served[0] == int(version) and min(served) == int(version)
+    starts = [e for e in AuditLog(redis_client, unique_prefix).entries() if e["action"] == "start"]
+    assert [e["experiment"] for e in starts] == [f"retrain-v{version}"]
