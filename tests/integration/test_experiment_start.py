@@ -179,6 +179,9 @@ def test_a_started_experiment_is_followed_by_a_running_worker_and_survives_kill_
     assert entry["experiment"] == "started-71" and entry["definition"]["models"] == {
         "tree": "hoeffding_tree"
     }
+    # the same definition again would meet its old decisions: another id is asked for
+    reused = runner.invoke(app, ["experiment", "start", *options, "--config", str(config)])
+    assert reused.exit_code == 2 and "another id (--id)" in reused.output, reused.output
     # another experiment may start once this one stopped
     other = ["--arm", "other=logistic", "--id", "started-72", "--config", str(config)]
     assert runner.invoke(app, ["experiment", "start", *other]).exit_code == 0

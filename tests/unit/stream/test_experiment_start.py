@@ -9,6 +9,7 @@ and Redis side is ``tests/integration/test_experiment_start.py``.)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -100,12 +101,14 @@ def test_a_running_worker_follows_a_started_experiment_and_a_restart_restores_it
     worker._connect()
     worker._restore()
     drain(worker)
+    worker.checkpoint()  # a boundary: nothing learned since
     assert list(slots(worker)) == ["logistic"] and worker.processor.experiment is None
     before = len(broker.outputs("predictions"))
 
     records.start(STARTED)
+    time.sleep(0.01)  # the worker's next look at the record (registry_poll_seconds)
     broker.append(config, events[100:150])
-    drain(worker)  # the arms join at the next checkpoint boundary
+    drain(worker)  # the arms join at the first look on the boundary
     assert list(slots(worker)) == ["logistic", "tree"]
     assert worker.processor.experiment is not None
     assert worker.outputs.shadow_arms == frozenset()
@@ -144,3 +147,32 @@ def test_an_experiment_started_before_the_worker_starts_is_in_force_at_once():
     predictions = [orjson.loads(v) for _, _, v, _ in broker.outputs("predictions")]
     assert {p["arm"] for p in predictions} == {"logistic", "tree"}
     assert slots(worker)["tree"].labels_learned == slots(worker)["logistic"].labels_learned > 0
+
+
+def test_a_new_start_after_a_stop_replaces_the_arms_at_the_next_boundary():
+    config = plain()
+    events, labels = world(120)
+    broker = MemoryBroker()
+    broker.append(config, events[:60])
+    records = Records()
+    records.start(STARTED)
+    worker = following(config, broker, MemoryCheckpoints(broker), MemoryRegistry(), records)
+    worker._connect()
+    worker._restore()
+    drain(worker)
+    worker.checkpoint()
+    assert list(slots(worker)) == ["logistic", "tree"]
+    replacing = ExperimentSettings(
+        id="started-2", arms={"live": 0.8, "forest": 0.2}, models={"forest": "arf"}
+    )
+    records.start(replacing)
+    time.sleep(0.01)
+    broker.append(config, events[60:] + labels)
+    drain(worker)
+    assert list(slots(worker)) == ["live", "forest"]
+    assert worker.processor.experiment.experiment.config.id == "started-2"
+    worker.checkpoint()
+    assert slots(worker)["forest"].labels_learned > 0
+    predictions = [orjson.loads(v) for _, _, v, _ in broker.outputs("predictions")]
+    assert {p["arm"] for p in predictions[-20:]} <= {"live", "forest"}
+    worker.close()
