@@ -23,7 +23,11 @@ memory); this module gives them the champion's guarantees around it:
 - **decided for the group**: with the registry in Redis, the experiment is decided once
   for the consumer group (:class:`stream.experiment_sync.ExperimentSync`): the arms'
   statistics are published at each checkpoint and restore, :meth:`WorkerArms.watch`
-  looks at the merged statistics and follows the recorded decision.
+  looks at the merged statistics and follows the recorded decision;
+- **started on running workers**: an experiment recorded for the group by ``experiment
+  start`` (:mod:`stream.experiment_record`) wins over the ``experiment`` section; its
+  arms join (in place of the experiment's before) at a checkpoint boundary: a restore,
+  a confirmed checkpoint, or a look while nothing was learned since the last one.
 
 Examples
 --------
