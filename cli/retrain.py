@@ -14,8 +14,10 @@ version on the later, held-out part (:mod:`learners.retrain`), and prints the co
   that enters the new version as an ``ab`` challenger beside the current model
   (``models: {ARM: "version:N"}``), writes it to ``--experiment-file`` when given, and
   records the request in the registry's audit log. Put the section in the workers'
-  configuration to start the experiment; its decisions (promote, revert) are the
-  experiment's.
+  configuration to start the experiment, or give ``--start``: the experiment is started
+  for the group at once (``streamlearn experiment start``, :mod:`stream.experiment_record`;
+  refused while another runs) and the running workers take the challenger at their next
+  checkpoint. Its decisions (promote, revert) are the experiment's.
 - ``--if-alert NAME`` (repeatable) trains only while Prometheus says that alert fires
   (feature drift, concept drift, a quality alert: the guide's triggered retraining), and
   ``--cooldown 1d`` skips a run within a day of the last retraining in the registry's
@@ -60,6 +62,13 @@ from streamlearn.learners.retrain import (
     retrain,
 )
 from streamlearn.stream.config import ExperimentSettings, Settings, mask_url
+from streamlearn.stream.config.experiment import checked_experiment
+from streamlearn.stream.experiment_record import (
+    ExperimentRunningError,
+    RecordStore,
+    in_force,
+    start_experiment,
+)
 from streamlearn.stream.retrain_trigger import (
     TriggerError,
     alerts_document,
@@ -214,6 +223,12 @@ def train(
     primary: Annotated[
         str | None, typer.Option(help="The experiment's primary metric (default: configured).")
     ] = None,
+    start_now: Annotated[
+        bool,
+        typer.Option(
+            "--start", help="Start the challenger's experiment on the running workers at once."
+        ),
+    ] = False,
     experiment_file: Annotated[
         Path | None,
         typer.Option(dir_okay=False, help="Write the experiment section there (YAML)."),
@@ -259,6 +274,8 @@ def train(
         return
     if warm_start is not None and spec is not None:
         raise _fail("--spec or --warm-start, not both", 2)
+    if start_now and challenger is None:
+        raise _fail("--start starts the challenger's experiment: give --challenger ARM too", 2)
     register = register or challenger is not None
     with _registry(settings) as registry:
         if cooldown_s is not None:
@@ -308,7 +325,7 @@ def train(
             if challenger is not None:
                 try:
                     section = challenger_section(
-                        challenger, version, share, settings.experiment, primary
+                        challenger, version, share, _in_force(registry, settings), primary
                     )
                 except ValueError as error:
                     raise _fail(
@@ -326,7 +343,35 @@ def train(
                         "experiment": section,
                     },
                 )
+                if start_now:
+                    _start(registry, settings, section, version)
     report(result, read, version, section, register and not registering, experiment_file, as_json)
+    if start_now and section is not None and not as_json:
+        _out.print(
+            f"experiment {section['id']} started: the running workers take v{version} as arm"
+            f" {challenger} at their next checkpoint (`streamlearn experiment status`)"
+        )
+
+
+def _in_force(registry: ModelRegistry, settings: Settings) -> ExperimentSettings | None:
+    """The group's experiment: the one started for it, else the configuration's."""
+    group = settings.kafka.group_id
+    return in_force(
+        RecordStore(registry.client, registry.namespace, group).read(), settings.experiment
+    )
+
+
+def _start(
+    registry: ModelRegistry, settings: Settings, section: dict[str, Any], version: str
+) -> None:
+    """Start the challenger's experiment for the group (``experiment start``)."""
+    store = RecordStore(registry.client, registry.namespace, settings.kafka.group_id)
+    try:
+        start_experiment(store, checked_experiment(section), settings.experiment)
+    except ExperimentRunningError as error:
+        raise _fail(f"v{version} registered, but its experiment not started: {error}", 1) from None
+    except (ValueError, RuntimeError) as error:
+        raise _fail(f"v{version} registered, but its experiment not started: {error}", 2) from None
 
 
 def _triggered(alerts: list[str] | None, prometheus: str) -> str | None:

@@ -162,7 +162,7 @@ class Worker:
             rollback=self.arms.rollback,
         )
         self.outputs = Outputs(kafka, self.metrics, self._stop)
-        self.outputs.shadow_arms = self.arms.shadow_arms
+        self.arms.attach(self.processor, self.outputs)
         self.summary = WorkerSummary()
         self._uncommitted: Offsets = {}
         every_labels = settings.checkpoint.every_labels if self.checkpointer else None

@@ -23,7 +23,11 @@ memory); this module gives them the champion's guarantees around it:
 - **decided for the group**: with the registry in Redis, the experiment is decided once
   for the consumer group (:class:`stream.experiment_sync.ExperimentSync`): the arms'
   statistics are published at each checkpoint and restore, :meth:`WorkerArms.watch`
-  looks at the merged statistics and follows the recorded decision.
+  looks at the merged statistics and follows the recorded decision;
+- **started on running workers**: an experiment recorded for the group by ``experiment
+  start`` (:mod:`stream.experiment_record`) wins over the ``experiment`` section; its
+  arms join (in place of the experiment's before) at a checkpoint boundary: a restore,
+  a confirmed checkpoint, or a look while nothing was learned since the last one.
 
 Examples
 --------
@@ -46,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -61,6 +66,8 @@ from streamlearn.learners.holdout import decider_of
 from streamlearn.learners.rollback import RollbackConfig, RollbackRule
 from streamlearn.metrics.experiment_metrics import ExperimentMetrics
 from streamlearn.stream.config import Settings
+from streamlearn.stream.config.experiment import ExperimentSettings
+from streamlearn.stream.experiment_record import Record, RecordStore
 from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun
 from streamlearn.stream.experiment_sync import ExperimentSync, RedisBoard
 from streamlearn.stream.model_guard import ModelSlot
@@ -68,6 +75,25 @@ from streamlearn.stream.model_guard import ModelSlot
 __all__ = ["WorkerArms"]
 
 log = logging.getLogger(__name__)
+
+
+class _Runner(Protocol):
+    """The processor's arms (:class:`stream.processor.Processor`)."""
+
+    slots: list[ModelSlot]
+    experiment: ExperimentRun | None
+
+
+class _Marked(Protocol):
+    """Where shadow predictions are marked (:class:`stream.publishing.Outputs`)."""
+
+    shadow_arms: frozenset[str]
+
+
+class _Records(Protocol):
+    """The group's started experiment (:class:`stream.experiment_record.RecordStore`)."""
+
+    def read(self) -> Record | None: ...
 
 
 class _Models(Protocol):
@@ -127,44 +153,139 @@ class WorkerArms:
         self.slots = [champion]
         self.experiment: ExperimentRun | None = None
         self.rollback: RollbackRun | None = None
-        section = settings.experiment
-        if section is not None:
-            champion.name = section.control
-            self.experiment = ExperimentRun(section.decision_config(), learn=section.learn)
-            for arm in section.treatments:
-                source = section.source_of(arm)
-                if source is not None and source[0] == "version" and models is None:
-                    raise ValueError(
-                        f"experiment arm {arm!r} is version:{source[1]}: a registry version"
-                        " needs the model registry (set STREAMLEARN_MODEL_KEY)"
-                    )
-                spec = source[1] if source is not None and source[0] == "spec" else ""
-                slot = ModelSlot(arm, settings.model.build(spec or None), spec or champion.spec)
-                self.slots.append(slot)
+        #: The experiment in force: the configuration's, or the one started for the group.
+        self.section: ExperimentSettings | None = None
+        self.metrics: ExperimentMetrics | None = None
+        self._registry = registry
+        self._client = audit
+        self._restored = False
+        #: The group's one decision (None: this worker decides alone, e.g. no registry).
+        self.sync: ExperimentSync | None = None
+        #: The experiment started for the group (:mod:`stream.experiment_record`; None:
+        #: this worker follows only its configuration, e.g. no registry, no checkpoints).
+        self.records: _Records | None = None
+        if audit is not None and models is not None and settings.checkpoint.enabled:
+            self.records = RecordStore(audit, settings.store.key_prefix, settings.kafka.group_id)
+        self._record_seq = 0
+        self._record_look: float | None = None
+        self._quiet_at: tuple[int, int] | None = None
+        self._processor: _Runner | None = None
+        self._outputs: _Marked | None = None
+        if settings.experiment is not None:
+            self._set_experiment(settings.experiment)
         if settings.rollback is not None:
             config = settings.rollback
             self.rollback = RollbackRun(config.rule_config(), champion.name, config.refresh_every)
             self.slots.append(self.rollback.reference_slot(champion))
-        self.metrics = ExperimentMetrics(registry) if len(self.slots) > 1 else None
-        if self.metrics is not None:  # each decision's series from zero: its first one alerts
-            expected = [("rollback", RollbackRun.reference)] if self.rollback is not None else []
-            if self.experiment is not None:
-                arms = self.experiment.experiment.config.treatments
-                expected += [(action, arm) for arm in arms for action in ("revert", "promote")]
-            for action, arm in expected:
-                self.metrics.decisions.labels(action=action, arm=arm)
-        self._restored = False
-        #: The group's one decision (None: this worker decides alone, e.g. no registry).
-        self.sync: ExperimentSync | None = None
-        if self.experiment is not None and self.audit is not None and audit is not None:
-            if settings.checkpoint.enabled:
-                group = settings.kafka.group_id
-                decided = self.experiment.experiment.config
-                board = RedisBoard(audit, settings.store.key_prefix, group, decided)
-                every = settings.checkpoint.registry_poll_seconds
-                self.sync = ExperimentSync(
-                    board, self.experiment, worker, every, self.versions, redis
+        self._set_up_metrics()
+
+    def _set_experiment(self, section: ExperimentSettings) -> None:
+        """Put ``section``'s arms beside the champion, in place of the experiment's before."""
+        old = set(self.experiment.experiment.config.treatments) if self.experiment else set()
+        self.slots[1:] = [slot for slot in self.slots[1:] if slot.name not in old]
+        self.section = section
+        self._rename_champion(section.control)
+        self.experiment = ExperimentRun(section.decision_config(), learn=section.learn)
+        for arm in section.treatments:
+            source = section.source_of(arm)
+            if source is not None and source[0] == "version" and self.models is None:
+                raise ValueError(
+                    f"experiment arm {arm!r} is version:{source[1]}: a registry version"
+                    " needs the model registry (set STREAMLEARN_MODEL_KEY)"
                 )
+            spec = source[1] if source is not None and source[0] == "spec" else ""
+            model = self.settings.model.build(spec or None)
+            self.slots.append(ModelSlot(arm, model, spec or self.champion.spec))
+        self.sync = None
+        settings = self.settings
+        if self.audit is not None and self._client is not None and settings.checkpoint.enabled:
+            group = settings.kafka.group_id
+            decided = self.experiment.experiment.config
+            board = RedisBoard(self._client, settings.store.key_prefix, group, decided)
+            every = settings.checkpoint.registry_poll_seconds
+            self.sync = ExperimentSync(
+                board, self.experiment, self.worker, every, self.versions, self.redis
+            )
+        self._attach()
+
+    def _rename_champion(self, name: str) -> None:
+        """The champion is the experiment's control arm (the rollback rule follows it)."""
+        old, self.champion.name = self.champion.name, name
+        guard = self.rollback
+        if guard is not None and old != name:
+            guard.stats[name] = guard.stats.pop(guard.champion)
+            guard.champion = name
+
+    def _set_up_metrics(self) -> None:
+        """The arms' series, each decision's from zero (its first one alerts)."""
+        if len(self.slots) < 2:
+            return
+        if self.metrics is None:
+            self.metrics = ExperimentMetrics(self._registry)
+        expected = [("rollback", RollbackRun.reference)] if self.rollback is not None else []
+        if self.experiment is not None:
+            arms = self.experiment.experiment.config.treatments
+            expected += [(action, arm) for arm in arms for action in ("revert", "promote")]
+        for action, arm in expected:
+            self.metrics.decisions.labels(action=action, arm=arm)
+
+    def attach(self, processor: _Runner, outputs: _Marked) -> None:
+        """Keep ``processor``'s arms and ``outputs``' shadow arms in step with these."""
+        self._processor, self._outputs = processor, outputs
+        self._attach()
+
+    def _attach(self) -> None:
+        if self._processor is not None:
+            self._processor.slots = list(self.slots)
+            self._processor.experiment = self.experiment
+        if self._outputs is not None:
+            self._outputs.shadow_arms = self.shadow_arms
+
+    # ------------------------------------------------------------------ started experiments
+
+    def _quiet(self) -> tuple[int, int]:
+        return self.champion.events_scored, self.champion.labels_learned
+
+    def _boundary(self) -> None:
+        """The arms are what the last checkpoint (saved or restored) holds."""
+        self._quiet_at = self._quiet()
+
+    def _pick_up(self, force: bool = False) -> bool:
+        """Follow the experiment started for the group, if a new one was recorded (a look
+        at most every poll interval, or ``force``); whether the arms changed. Call it at
+        a checkpoint boundary only: the new arms start from the last checkpoint."""
+        records = self.records
+        now = time.monotonic()
+        every = self.settings.checkpoint.registry_poll_seconds
+        if records is None or not (
+            force or self._record_look is None or now - self._record_look >= every
+        ):
+            return False
+        self._record_look = now
+        record = self.redis(records.read)
+        if record is None or record.seq == self._record_seq:
+            return False
+        self._record_seq = record.seq
+        if record.settings == self.section:
+            return False
+        log.warning(
+            "experiment %s started for the group (%s by %s): its arms %s join",
+            record.settings.id, record.at, record.by, ", ".join(record.settings.treatments),
+        )  # fmt: skip
+        self._set_experiment(record.settings)
+        self._set_up_metrics()
+        return True
+
+    def _started(self) -> None:
+        """A newly started experiment's arms, as defined, follow the group from now on."""
+        treatments = self.section.treatments if self.section is not None else []
+        for slot in self.slots[1:]:
+            if slot.name in treatments:
+                self._initial(slot)
+        if self.sync is not None:
+            self.sync.publish()
+            self._follow(self.sync.look(force=True))
+        self.publish()
 
     @property
     def active(self) -> bool:
@@ -188,6 +309,7 @@ class WorkerArms:
         if self._restored and not rewind:
             return
         self._restored = True
+        self._pick_up(force=True)
         saved = checkpoint.arms if checkpoint is not None else {}
         state = checkpoint.state if checkpoint is not None else {}
         for slot in self.slots[1:]:
@@ -208,6 +330,7 @@ class WorkerArms:
             self.sync.publish()
             self._follow(self.sync.look(force=True))
         self.publish()
+        self._boundary()
 
     def _load(self, slot: ModelSlot, version: str) -> None:
         models = self.models
@@ -218,7 +341,7 @@ class WorkerArms:
 
     def _initial(self, slot: ModelSlot) -> None:
         """A treatment as configured: a fresh model of its spec, or its registry version."""
-        section = self.settings.experiment
+        section = self.section
         source = section.source_of(slot.name) if section is not None else None
         if source is not None and source[0] == "version":
             self._load(slot, source[1])
@@ -301,6 +424,9 @@ class WorkerArms:
             slot.version = versions.get(slot.name, slot.version)
         if self.sync is not None:
             self.sync.publish()
+        self._boundary()
+        if self._pick_up():
+            self._started()
 
     # ------------------------------------------------------------------ decisions
 
@@ -330,7 +456,12 @@ class WorkerArms:
         self.publish()
 
     def watch(self) -> None:
-        """Follow the group's experiment decision (a look at most every poll interval)."""
+        """Follow the group's experiment decision (a look at most every poll interval), and
+        an experiment started for the group while nothing was learned since the last
+        checkpoint (a boundary: the new arms start from it)."""
+        if self._quiet_at == self._quiet() and self._pick_up():
+            self._started()
+            self._boundary()
         if self.sync is not None:
             self._follow(self.sync.look())
 
@@ -340,7 +471,7 @@ class WorkerArms:
         for decision in decisions:
             log.warning(
                 "experiment %s: the group decided %s %s (p=%s): %s",
-                self.settings.experiment.id if self.settings.experiment else "",
+                self.section.id if self.section is not None else "",
                 decision.action, decision.arm or "", decision.p_value, decision.reason,
             )  # fmt: skip
             if self.metrics is not None:

@@ -30,20 +30,42 @@ Examples
 Value error, experiment models name no treatment arm: ['c']
 >>> RollbackSettings(drop=0.1).refresh_every
 5000
+
+A definition given on the command line (``experiment start --arm tree=hoeffding_tree``)
+is checked by the same model; :func:`checked_experiment` says what to fix:
+
+>>> definition = definition_of(["tree=hoeffding_tree"], [0.2], control="live", id="e1")
+>>> definition["arms"], definition["models"]
+({'live': 0.8, 'tree': 0.2}, {'tree': 'hoeffding_tree'})
+>>> checked_experiment(definition).treatments
+['tree']
+>>> try:
+...     checked_experiment({"arms": {"a": 0.5, "b": 0.6}})
+... except ValueError as error:
+...     print(error)
+the experiment definition: ab arm shares must be > 0 and sum to 1, got {'a': 0.5, 'b': 0.6}
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from streamlearn.learners.experiment import ExperimentConfig
 from streamlearn.learners.models import PRESETS
 from streamlearn.learners.rollback import RollbackConfig
 
-__all__ = ["ExperimentSettings", "RollbackSettings", "Source"]
+__all__ = [
+    "ExperimentSettings",
+    "RollbackSettings",
+    "Source",
+    "checked_experiment",
+    "definition_of",
+    "parse_arm",
+]
 
 #: Where an arm's model comes from: ``("spec", name)`` or ``("version", number)``.
 Source = tuple[Literal["spec", "version"], str]
@@ -98,6 +120,69 @@ class ExperimentSettings(ExperimentConfig):
     def decision_config(self) -> ExperimentConfig:
         """The experiment's own configuration, without the worker's ``learn`` and ``models``."""
         return ExperimentConfig.model_validate(self.model_dump(exclude={"learn", "models"}))
+
+
+def checked_experiment(definition: Mapping[str, Any]) -> ExperimentSettings:
+    """``definition`` (an ``experiment:`` section) checked exactly as the configuration
+    file's; a ValueError names each field to fix and why."""
+    try:
+        return ExperimentSettings.model_validate(dict(definition))
+    except ValidationError as error:
+        problems = "; ".join(
+            ".".join(str(part) for part in e["loc"])
+            + (": " if e["loc"] else "")
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in error.errors()
+        )
+        raise ValueError(f"the experiment definition: {problems}") from None
+
+
+def parse_arm(text: str) -> tuple[str, str]:
+    """``NAME=SOURCE`` (a model spec or ``version:N``) as ``(name, source)``.
+
+    >>> parse_arm("retrained=version:12")
+    ('retrained', 'version:12')
+    >>> parse_arm("tree")
+    Traceback (most recent call last):
+    ...
+    ValueError: --arm 'tree': expected NAME=SPEC or NAME=version:N
+    """
+    name, sep, source = text.partition("=")
+    if not sep or not name.strip() or not source.strip():
+        raise ValueError(f"--arm {text!r}: expected NAME=SPEC or NAME=version:N")
+    return name.strip(), source.strip()
+
+
+def definition_of(
+    arms: Sequence[str],
+    shares: Sequence[float],
+    control: str = "champion",
+    **fields: Any,
+) -> dict[str, Any]:
+    """An ``experiment:`` section from command-line options (not yet checked).
+
+    ``arms``: the treatments, ``NAME=SOURCE`` each; ``shares``: one share for every
+    treatment, or one each in order; the control (the workers' own model) has the rest.
+    ``fields``: the section's other fields (``id``, ``mode``, ``primary``...; None: default).
+    """
+    if not arms:
+        raise ValueError("name at least one treatment: --arm NAME=SPEC or --arm NAME=version:N")
+    parsed = [parse_arm(arm) for arm in arms]
+    if len(shares) not in (1, len(parsed)):
+        raise ValueError(
+            f"--share: give one share for every arm or one per arm ({len(parsed)}),"
+            f" got {len(shares)}"
+        )
+    each = list(shares) * len(parsed) if len(shares) == 1 else list(shares)
+    treatments = {name: share for (name, _), share in zip(parsed, each, strict=True)}
+    if len(treatments) != len(parsed) or control in treatments:
+        raise ValueError(f"--arm: every arm needs its own name, not the control's {control!r}")
+    rest = round(1 - sum(treatments.values()), 12)
+    return {
+        **{k: v for k, v in fields.items() if v is not None},
+        "arms": {control: rest, **treatments},
+        "models": dict(parsed),
+    }
 
 
 class RollbackSettings(RollbackConfig):
