@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -105,6 +105,23 @@ class LabelLearning:
     calibration: RollingCalibration
     calibrator: PlattCalibrator | None
     calibrated: RollingCalibration
+
+    def set_slots(self, slots: Sequence[ModelSlot]) -> None:
+        """Score and learn with ``slots`` from now on (an experiment started or replaced).
+
+        The scores kept for events awaiting their labels follow their arms by name: an
+        arm gone drops its score, a new arm has none (it scored none of those events),
+        and the champion keeps the first place whatever its name.
+        """
+        old = [slot.name for slot in self.slots]
+        self.slots = list(slots)
+        new = [slot.name for slot in self.slots]
+        if new == old:
+            return
+        for event_id, scored in self._recent.items():
+            by_name = dict(zip(old[1:], scored.scores[1:], strict=False))
+            scores = [scored.scores[0], *(by_name.get(name) for name in new[1:])]
+            self._recent[event_id] = replace(scored, scores=scores)
 
     def _set_up_decisions(
         self, decider: Decider, window: int, metrics: WorkerMetrics | None

@@ -83,6 +83,8 @@ class _Runner(Protocol):
     slots: list[ModelSlot]
     experiment: ExperimentRun | None
 
+    def set_slots(self, slots: Sequence[ModelSlot]) -> None: ...
+
 
 class _Marked(Protocol):
     """Where shadow predictions are marked (:class:`stream.publishing.Outputs`)."""
@@ -236,7 +238,7 @@ class WorkerArms:
 
     def _attach(self) -> None:
         if self._processor is not None:
-            self._processor.slots = list(self.slots)
+            self._processor.set_slots(self.slots)
             self._processor.experiment = self.experiment
         if self._outputs is not None:
             self._outputs.shadow_arms = self.shadow_arms

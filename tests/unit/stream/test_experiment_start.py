@@ -176,3 +176,41 @@ def test_a_new_start_after_a_stop_replaces_the_arms_at_the_next_boundary():
     predictions = [orjson.loads(v) for _, _, v, _ in broker.outputs("predictions")]
     assert {p["arm"] for p in predictions[-20:]} <= {"live", "forest"}
     worker.close()
+
+
+@pytest.mark.parametrize("mode", ["shadow", "ab"])
+def test_labels_of_events_the_replaced_arms_served_are_credited_to_no_new_arm(mode):
+    """After a stop and a new start, a label of an event an arm gone served (or scored,
+    in shadow) neither stops the worker nor counts for an arm of the new experiment."""
+    config = plain()
+    events, labels = world(120)
+    broker = MemoryBroker()
+    broker.append(config, events)
+    records = Records()
+    records.start(STARTED)
+    worker = following(config, broker, MemoryCheckpoints(broker), MemoryRegistry(), records)
+    worker._connect()
+    worker._restore()
+    drain(worker)
+    worker.checkpoint()
+    served = {p["arm"] for p in (orjson.loads(v) for _, _, v, _ in broker.outputs("predictions"))}
+    assert served == {"logistic", "tree"}
+    records.start(
+        ExperimentSettings(
+            id="started-2",
+            mode=mode,
+            primary="log_loss",
+            arms={"live": 0.8, "forest": 0.2},
+            models={"forest": "arf"},
+        )
+    )
+    time.sleep(0.01)
+    drain(worker)
+    assert list(slots(worker)) == ["live", "forest"]
+    broker.append(config, labels)
+    drain(worker)
+    worker.checkpoint()
+    experiment = worker.processor.experiment.experiment
+    assert experiment.arms["forest"].primary.n == 0, "forest scored none of these events"
+    assert experiment.arms["live"].primary.n == (120 if mode == "shadow" else 0)
+    worker.close()
