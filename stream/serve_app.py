@@ -51,6 +51,8 @@ from streamlearn.learners.decision_policy import build_policy
 from streamlearn.learners.registry import ModelRegistry, SnapshotError, signing_key_from_env
 from streamlearn.metrics.serving import CHAMPION, ServeMetrics
 from streamlearn.stream.config import Settings, load_settings
+from streamlearn.stream.config.experiment import ExperimentSettings
+from streamlearn.stream.experiment_record import RecordStore, in_force
 from streamlearn.stream.experiment_sync import RedisBoard
 from streamlearn.stream.serve import (
     ApiError,
@@ -123,21 +125,50 @@ class ServeState:
         #: The decision policy's threshold in force: the newest checkpoint's (an adaptive
         #: policy checkpoints it), else the policy's own start, as a starting worker has.
         self.policy = build_policy(settings.decision, settings.model.threshold)
+        self.models = models
+        #: The experiment started for the group (``experiment start``), which the workers
+        #: run in place of the configured one; its ``seq`` says when it changes.
+        self.records = RecordStore(
+            self.sync_client, settings.store.key_prefix, settings.kafka.group_id
+        )
+        self._record_seq = 0
+        self.arms: ArmFollower | None = None
+        self._set_experiment(experiment)
+
+    def _set_experiment(self, experiment: ExperimentSettings | None) -> None:
+        """Serve ``experiment``'s arms (None: the champion alone)."""
         self.arms = None
-        if experiment is not None:
-            board = RedisBoard(
-                self.sync_client,
-                settings.store.key_prefix,
-                settings.kafka.group_id,
-                experiment.decision_config(),
-            )
-            self.arms = ArmFollower(settings, models, self.metrics, board)
+        if experiment is None:
+            return
+        settings = self.settings.model_copy(update={"experiment": experiment})
+        board = RedisBoard(
+            self.sync_client,
+            settings.store.key_prefix,
+            settings.kafka.group_id,
+            experiment.decision_config(),
+        )
+        self.metrics.arms = tuple(dict.fromkeys((*self.metrics.arms, *experiment.arms)))
+        self.arms = ArmFollower(settings, self.models, self.metrics, board)
+
+    def _follow_started(self) -> None:
+        """Take an experiment started for the group since the last look, as workers do."""
+        try:
+            record = self.records.read()
+        except redis.RedisError as error:
+            log.warning("could not read the group's started experiment: %s", error)
+            return
+        seq = record.seq if record is not None else 0
+        if seq != self._record_seq:
+            self._record_seq = seq
+            self._set_experiment(in_force(record, self.settings.experiment))
+            log.info("serving the experiment started for the group (record %d)", seq)
 
     def refresh(self) -> None:
         """Follow the workers: the champion, then the experiment's arms (blocking I/O)."""
         self.follower.refresh()
         latest = newest(self.follower.checkpoints)
         self.policy.restore(latest.state.get("decision") if latest is not None else None)
+        self._follow_started()
         if self.arms is not None:
             self.arms.refresh(self.follower.checkpoints)
 

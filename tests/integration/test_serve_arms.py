@@ -18,8 +18,12 @@ from streamlearn.learners.assignment import Assignment
 from streamlearn.learners.models import score
 from streamlearn.learners.registry import ModelRegistry
 from streamlearn.stream.config import Settings
+from streamlearn.stream.config.experiment import ExperimentSettings
+from streamlearn.stream.experiment_record import RecordStore, start_experiment
+from streamlearn.stream.experiment_sync import apply_command
 from streamlearn.stream.harness import settings_for
 from streamlearn.stream.synthetic import WorldConfig, generate_world
+from tests.integration.pipeline import wait_for
 from tests.integration.serving import api_server, checkpointed_worker
 
 KEY = b"serve arms integration key, 32 b"
@@ -116,3 +120,41 @@ def test_the_api_serves_each_unit_by_its_arm_with_the_arms_checkpointed_model(
     for arm, version in versions.items():
         assert f'streamlearn_serve_model_version{{arm="{arm}"}} {float(version)}' in metrics
         assert f'streamlearn_serve_model_age_seconds{{arm="{arm}"}}' in metrics
+
+
+def test_the_api_serves_the_arms_of_an_experiment_started_while_it_runs(
+    redis_url: str, redis_client: redis.Redis, unique_prefix: str
+) -> None:
+    """``experiment start`` on a running API: at its next refresh each unit is served by
+    its arm of the started experiment (the treatment untrained until a worker checkpoints
+    it), as the workers serve it; ``experiment stop`` leaves every unit to the control."""
+    settings = settings_for(
+        "127.0.0.1:1", redis_url, unique_prefix, partitions=1, serve={"refresh_seconds": 0.1}
+    )
+    started = ExperimentSettings(
+        id="started-in-api", arms=ARMS, models={"treatment": "hoeffding_tree"}
+    )
+    probes = [{"event_id": f"p{n}", "timestamp": 1_790_000_000_000, "user_id": f"u{n}", "item_id": "i"}
+              for n in range(40)]  # fmt: skip
+    assignment = Assignment(started.id, ARMS)
+    store = RecordStore(redis_client, settings.store.key_prefix, settings.kafka.group_id)
+    with api_server(settings, KEY) as url:
+        before = httpx.post(f"{url}/score", json=probes[0]).json()
+        start_experiment(store, started)
+        wait_for(lambda: "arms" in httpx.get(f"{url}/readyz").json(), 10, "the started arms")
+        answers = [httpx.post(f"{url}/score", json=probe).json() for probe in probes]
+        ready = httpx.get(f"{url}/readyz").json()
+        apply_command(store.board(started), started.decision_config(), "stop", None)
+        wait_for(
+            lambda: httpx.get(f"{url}/readyz").json()["experiment"]["status"] == "stopped",
+            10,
+            "the stop",
+        )
+        stopped = [httpx.post(f"{url}/score", json=probe).json() for probe in probes]
+
+    assert before.get("arm") is None, before
+    assert all("arm" in a for a in answers), answers[:2]
+    assert [a["arm"] for a in answers] == [assignment.arm_of(p["user_id"]) for p in probes]
+    assert {a["arm"] for a in answers} == set(ARMS)
+    assert ready["arms"]["treatment"]["source"] == "untrained", ready
+    assert {a["arm"] for a in stopped} == {"control"}
