@@ -48,6 +48,8 @@ from streamlearn.learners.assignment import Assignment, unit_of
 from streamlearn.learners.decision import Decision, finite_or_none
 from streamlearn.learners.experiment import Experiment, ExperimentConfig
 from streamlearn.learners.models import score
+from streamlearn.metrics.arm_monitoring import ArmMonitors, guardrail_limits, guardrail_values
+from streamlearn.metrics.monitor import Monitor
 from streamlearn.stream.model_guard import ModelSlot
 from streamlearn.stream.outputs import BatchOutput
 from streamlearn.stream.rollback_run import RollbackRun, follow_inputs
@@ -91,6 +93,9 @@ class ExperimentRun:
         #: Whether :meth:`after_batch` decides; False when the group decides
         #: (:mod:`stream.experiment_sync`) and this run follows.
         self.decides = True
+        #: Each arm's quality and prediction drift, fed what the arm is credited with
+        #: (set by the processor from the champion's monitoring settings).
+        self.monitors: ArmMonitors | None = None
 
     @property
     def arms(self) -> list[str]:
@@ -128,9 +133,14 @@ class ExperimentRun:
         self.last_event_ms = (
             event_ms if self.last_event_ms is None else max(self.last_event_ms, event_ms)
         )
+        shadow = self.experiment.config.mode == "shadow"
+        if self.monitors is not None:  # monitored after the experiment's end too
+            for arm in self.arms if shadow else (served,):
+                p = scores.get(arm)
+                if p is not None and math.isfinite(p):
+                    self.monitors.observe_prediction(arm, p, event_ms)
         if not self.running:
             return
-        shadow = self.experiment.config.mode == "shadow"
         for arm in self.arms if shadow else (served,):
             if arm in scores:
                 p = scores[arm]
@@ -152,13 +162,16 @@ class ExperimentRun:
     ) -> None:
         """A label credited to the arm that served its event (every scoring arm in shadow
         mode); ``arm`` None (not known) credits nothing. ``unit``: the event's unit."""
-        if arm is None or not self.running:
+        if arm is None:
             return
         shadow = self.experiment.config.mode == "shadow"
         for name in self.arms if shadow else (arm,):
             p = scores.get(name)
             if p is not None and math.isfinite(p):
-                self.experiment.observe_label(name, y_true, p, unit)
+                if self.monitors is not None:
+                    self.monitors.observe_label(name, p, y_true, self.last_event_ms)
+                if self.running:
+                    self.experiment.observe_label(name, y_true, p, unit)
 
     def after_batch(self, event_index: int) -> Decision | None:
         """Look once more; the decision when it is a new one (not ``continue``)."""
@@ -177,8 +190,18 @@ class ExperimentRun:
         }
 
     def summary(self) -> dict[str, Any]:
-        """``summary.json``'s ``experiment``: :meth:`learners.experiment.Experiment.summary`."""
-        return {**self.experiment.summary(), "learn": self.learn}
+        """``summary.json``'s ``experiment``: :meth:`learners.experiment.Experiment.summary`,
+        with each arm's ``guardrails`` values (:func:`metrics.arm_monitoring.guardrail_values`)
+        and ``monitor`` report when monitored, and the ``guardrail_limits`` in force."""
+        summary = {**self.experiment.summary(), "learn": self.learn}
+        guardrails = guardrail_values(self.experiment)
+        monitored = self.monitors.report() if self.monitors is not None else {}
+        for arm, stats in summary["arms"].items():
+            stats["guardrails"] = guardrails[arm]
+            if arm in monitored:
+                stats["monitor"] = monitored[arm]
+        summary["guardrail_limits"] = guardrail_limits(self.experiment.config.guardrails)
+        return summary
 
 
 class ServedArms:
@@ -191,6 +214,13 @@ class ServedArms:
     events_seen: int
     experiment: ExperimentRun | None
     rollback: RollbackRun | None
+
+    def _watch_arms(self, monitor: Monitor | None) -> None:
+        """Give the runs' arms their monitors, of the champion's ``monitor`` settings."""
+        for run in (self.experiment, self.rollback):
+            if monitor is not None and run is not None and run.monitors is None:
+                arms = run.arms if isinstance(run, ExperimentRun) else run.stats
+                run.monitors = ArmMonitors(monitor.config, monitor.threshold, arms)
 
     def _serving_arm(self, event: Event) -> int:
         """The index of the slot whose score is served for ``event`` (0: the champion)."""

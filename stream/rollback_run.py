@@ -41,13 +41,10 @@ from river.base.typing import FeatureName
 from streamlearn.learners.arm_stats import label_value
 from streamlearn.learners.decision import Decision, finite_or_none
 from streamlearn.learners.rollback import RollbackConfig, RollbackRule
+from streamlearn.metrics.arm_monitoring import ArmMonitors
 from streamlearn.stream.model_guard import ModelSlot
 
 __all__ = ["RollbackRun", "follow_inputs"]
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
 
 
 def follow_inputs(model: object, x: dict[str, Any]) -> None:
@@ -152,6 +149,8 @@ class RollbackRun:
         self._observed = 0
         self._since_copy = 0
         self._hold = 0
+        #: The two slots' quality and prediction drift (set by the processor).
+        self.monitors: ArmMonitors | None = None
 
     @property
     def frozen(self) -> frozenset[str]:
@@ -171,8 +170,11 @@ class RollbackRun:
             event_ms if self.last_event_ms is None else max(self.last_event_ms, event_ms)
         )
         for name, stats in self.stats.items():
-            if _finite(scores.get(name)):
+            p = scores.get(name)
+            if p is not None and math.isfinite(p):
                 stats.events += 1
+                if self.monitors is not None:
+                    self.monitors.observe_prediction(name, p, event_ms)
 
     def observe_label(self, scores: Mapping[str, float | None], y_true: bool) -> None:
         live, ref = scores.get(self.champion), scores.get(self.reference)
@@ -181,6 +183,8 @@ class RollbackRun:
         self.rule.observe_label(y_true, live, ref)
         config = self.rule.config
         for name, p in ((self.champion, live), (self.reference, ref)):
+            if self.monitors is not None:
+                self.monitors.observe_label(name, p, y_true, self.last_event_ms)
             stats = self.stats[name]
             stats.labels += 1
             stats.total += label_value(config.metric, y_true, p, config.log_loss_eps)
@@ -250,7 +254,7 @@ class RollbackRun:
         """``summary.json``'s ``experiment`` for the rollback rule alone (mode ``rollback``)."""
         test = self.rule.test
         interval = [finite_or_none(v) for v in test.interval] if test.n else None
-        arms = {
+        arms: dict[str, dict[str, Any]] = {
             name: {
                 "events": stats.events,
                 "labels": stats.labels,
@@ -260,6 +264,9 @@ class RollbackRun:
             }
             for name, stats in self.stats.items()
         }
+        if self.monitors is not None:
+            for name, report in self.monitors.report().items():
+                arms[name]["monitor"] = report
         return {
             "mode": "rollback",
             "primary": self.rule.config.metric,
