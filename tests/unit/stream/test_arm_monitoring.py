@@ -158,3 +158,30 @@ def test_the_shift_gauge_is_what_the_guardrail_judges(positives, reverted):
     decision = experiment.decide(at=1.0, event_index=200)
     assert (decision.action == "revert") is reverted
     assert shift is not None and (shift > config.guardrails.positive_rate_shift) is reverted
+
+
+def test_a_worker_exports_each_arms_series_beside_the_champions():
+    from tests.memory_edge import MemoryBroker, MemoryCheckpoints, MemoryRegistry
+    from tests.unit.stream.test_worker_arms import ARMS, settings, worker_of
+    from tests.unit.stream.test_worker_loop import run as run_worker
+    from tests.unit.stream.test_worker_loop import world
+
+    config = settings(monitoring={"drift_warmup_labels": 0, "evaluate_every": 10})
+    events, labels = world(300)
+    broker = MemoryBroker()
+    broker.append(config, events + labels)
+    worker = worker_of(config, broker, MemoryCheckpoints(broker), MemoryRegistry())
+    run_worker(worker, idle_timeout_s=0.2)
+
+    registry = worker.registry
+    log_loss, psi = ARM_MONITOR_SERIES["log_loss"][0], ARM_MONITOR_SERIES["psi"][0]
+    for arm in ARMS:
+        labels_of = {"run": "experiment", "arm": arm}
+        assert registry.get_sample_value(log_loss, labels_of) is not None, arm
+        latency = {**labels_of, "guardrail": "latency_p99_s"}
+        assert registry.get_sample_value(GUARDRAIL_VALUE, latency) > 0
+    assert {labels["arm"] for labels in label_sets(registry, psi)} <= set(ARMS)
+    # the champion's own series are there as before, without an arm
+    assert registry.get_sample_value("streamlearn_online_log_loss") is not None
+    limit = registry.get_sample_value(GUARDRAIL_LIMIT, {"guardrail": "error_ratio"})
+    assert limit == config.experiment.guardrails.error_ratio
