@@ -241,9 +241,13 @@ def experiment_panels(lay: Layout) -> None:
         [(EXPERIMENT_CI_LOWER, f"{legend} lower"), (EXPERIMENT_CI_UPPER, f"{legend} upper")],
     )
     lay.timeseries(
-        "Always-valid p-value by arm", [(EXPERIMENT_P_VALUE, legend)], min_value=0, max_value=1
+        "Always-valid p-value by arm",
+        [(EXPERIMENT_P_VALUE, legend)],
+        min_value=0,
+        max_value=1,
+        w=8,
     )
-    lay.timeseries("Labels judged by arm", [(EXPERIMENT_LABELS, legend)], min_value=0)
+    lay.timeseries("Labels judged by arm", [(EXPERIMENT_LABELS, legend)], min_value=0, w=8)
     lay.timeseries(
         f"Decisions by action ({DECISION_WINDOW})",
         [
@@ -253,6 +257,7 @@ def experiment_panels(lay: Layout) -> None:
             )
         ],
         min_value=0,
+        w=8,
     )
     guardrails = (
         ("Guardrail: p99 scoring latency by arm", "latency_p99_s", "s"),

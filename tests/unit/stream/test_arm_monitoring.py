@@ -185,3 +185,28 @@ def test_a_worker_exports_each_arms_series_beside_the_champions():
     assert registry.get_sample_value("streamlearn_online_log_loss") is not None
     limit = registry.get_sample_value(GUARDRAIL_LIMIT, {"guardrail": "error_ratio"})
     assert limit == config.experiment.guardrails.error_ratio
+
+
+def test_the_dashboards_experiment_row_draws_guardrails_against_limits_and_quality():
+    from streamlearn.metrics.dashboard import dashboard
+    from streamlearn.metrics.thresholds import AlertThresholds
+
+    row: list[dict[str, Any]] = []
+    for panel in dashboard(AlertThresholds())["panels"]:
+        if panel["type"] == "row":
+            if row:
+                break
+            row = [panel] if panel["title"] == "Experiment" else []
+        elif row:
+            row.append(panel)
+    queries = [[t["expr"] for t in panel["targets"]] for panel in row[1:]]
+    for guardrail in ("latency_p99_s", "latency_p99_ratio", "error_ratio", "positive_rate_shift"):
+        assert [
+            f'{GUARDRAIL_VALUE}{{guardrail="{guardrail}"}}',
+            f'max({GUARDRAIL_LIMIT}{{guardrail="{guardrail}"}})',
+        ] in queries
+    drawn = {expr for exprs in queries for expr in exprs}
+    for key in ("log_loss", "roc_auc", "brier", "positive_label_rate", "psi"):
+        assert ARM_MONITOR_SERIES[key][0] in drawn
+    titles = " | ".join(panel["title"] for panel in row)
+    assert "p-value" in titles and "Decisions" in titles and "Primary metric" in titles
