@@ -176,6 +176,7 @@ class ExperimentMetrics:
             ["guardrail"],
             registry=registry,
         )
+        self._series: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
         self.decisions = Counter(
             EXPERIMENT_DECISIONS,
             "Decisions of the experiment and of the rollback rule, by action and arm.",
@@ -199,34 +200,36 @@ class ExperimentMetrics:
                 "ci_upper": ci[1],
             }
             for key, value in values.items():
-                _set(self.gauges[key], value, run, arm)
+                self._set(self.gauges[key], value, run, arm)
             monitored = stats.get("monitor")
             if monitored is not None:
                 for key, gauge in self.monitored.items():
-                    _set(gauge, monitored.get(key), run, arm)
+                    self._set(gauge, monitored.get(key), run, arm)
             guardrails = stats.get("guardrails")
             if guardrails is not None:
                 for name in GUARDRAILS:
-                    _set(self.guardrail_value, guardrails.get(name), run, arm, name)
+                    self._set(self.guardrail_value, guardrails.get(name), run, arm, name)
         limits = summary.get("guardrail_limits")
         if limits is not None:
             for name in GUARDRAILS:
-                _set(self.guardrail_limit, limits.get(name), name)
+                self._set(self.guardrail_limit, limits.get(name), name)
+
+    def _set(self, gauge: Gauge, value: float | None, *labels: str) -> None:
+        """Set the series of ``labels`` to ``value``, or remove it when not known and
+        finite (the series set are kept: a batch's publish looks each up once)."""
+        key = (gauge, labels)
+        series = self._series.get(key)
+        if value is not None and math.isfinite(value):
+            if series is None:
+                series = self._series[key] = gauge.labels(*labels)
+            series.set(value)
+        elif series is not None:
+            del self._series[key]
+            gauge.remove(*labels)
 
     def decided(self, action: str, arm: str | None) -> None:
         """Count a decision."""
         self.decisions.labels(action=action, arm=arm or "").inc()
-
-
-def _set(gauge: Gauge, value: float | None, *labels: str) -> None:
-    """Set the series of ``labels`` to ``value``, or remove it when not known and finite."""
-    if value is not None and math.isfinite(value):
-        gauge.labels(*labels).set(value)
-        return
-    try:
-        gauge.remove(*labels)
-    except KeyError:
-        pass
 
 
 def experiment_panels(lay: Layout) -> None:

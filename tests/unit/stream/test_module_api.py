@@ -19,8 +19,8 @@ from streamlearn.stream import (
     replay_files,
     replay_pacing,
     report_plots,
-    rollback_run,
     report_text,
+    rollback_run,
     source_rows,
 )
 
