@@ -8,6 +8,14 @@ configured arms of the experiment, and for the rollback rule the live model's sl
 Decisions are counted by ``action`` (``promote``, ``ready_to_promote``, ``revert``,
 ``stop``, ``rollback``) and ``arm``.
 
+Each arm is also monitored as the champion is (:class:`metrics.arm_monitoring.ArmMonitors`):
+its online quality and prediction drift are the champion's series renamed by
+:func:`arm_series` (``streamlearn_online_log_loss`` becomes
+``streamlearn_experiment_online_log_loss{run,arm}``), with its Brier score and
+positive-label rate beside them (:data:`ARM_MONITOR_SERIES`). The guardrails' values are
+``streamlearn_experiment_guardrail_value{run,arm,guardrail}`` and the limits in force
+``streamlearn_experiment_guardrail_limit{guardrail}`` (:data:`metrics.arm_monitoring.GUARDRAILS`).
+
 A gauge is set only while its value is known and finite (an interval bound is
 infinite before the test has seen enough, a p-value does not exist before the first
 label): a NaN series would look like a broken statistic to the non-finite alert.
@@ -22,6 +30,17 @@ Examples
 >>> registry.get_sample_value("streamlearn_experiment_events", {"run": "experiment", "arm": "b"})
 7.0
 >>> registry.get_sample_value("streamlearn_experiment_ci_lower", {"run": "experiment", "arm": "b"})
+>>> m.publish({"arms": {"b": {"monitor": {"log_loss": 0.4, "roc_auc": None},
+...                           "guardrails": {"error_ratio": 0.02}}},
+...            "guardrail_limits": {"error_ratio": 0.01}})
+>>> registry.get_sample_value("streamlearn_experiment_online_log_loss",
+...                           {"run": "experiment", "arm": "b"})
+0.4
+>>> registry.get_sample_value("streamlearn_experiment_guardrail_value",
+...                           {"run": "experiment", "arm": "b", "guardrail": "error_ratio"})
+0.02
+>>> registry.get_sample_value(GUARDRAIL_LIMIT, {"guardrail": "error_ratio"})
+0.01
 >>> m.decided("revert", "b")
 >>> registry.get_sample_value("streamlearn_experiment_decisions_total",
 ...                           {"action": "revert", "arm": "b"})
@@ -39,10 +58,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamlearn.metrics.alert_rule import INSTANCE, AlertRule, Scenario, counter_values, selector
+from streamlearn.metrics.arm_monitoring import GUARDRAILS
 from streamlearn.metrics.dashboard_layout import Layout
+from streamlearn.metrics.monitoring_metrics import (
+    ONLINE_LOG_LOSS,
+    ONLINE_ROC_AUC,
+    POSITIVE_RATE,
+    POSITIVE_RATE_RATIO,
+    PREDICTION_KS,
+    PREDICTION_PSI,
+)
 from streamlearn.metrics.thresholds import AlertThresholds, duration_seconds
 
 __all__ = [
+    "ARM_MONITOR_SERIES",
     "EXPERIMENT_CI_LOWER",
     "EXPERIMENT_CI_UPPER",
     "EXPERIMENT_DECISIONS",
@@ -50,7 +79,10 @@ __all__ = [
     "EXPERIMENT_LABELS",
     "EXPERIMENT_PRIMARY",
     "EXPERIMENT_P_VALUE",
+    "GUARDRAIL_LIMIT",
+    "GUARDRAIL_VALUE",
     "ExperimentMetrics",
+    "arm_series",
     "experiment_panels",
     "experiment_rules",
 ]
@@ -64,6 +96,44 @@ EXPERIMENT_CI_UPPER = "streamlearn_experiment_ci_upper"
 EXPERIMENT_DECISIONS = "streamlearn_experiment_decisions_total"
 #: How long a decision keeps its alert firing (the counter's increase window).
 DECISION_WINDOW = "15m"
+GUARDRAIL_VALUE = "streamlearn_experiment_guardrail_value"
+GUARDRAIL_LIMIT = "streamlearn_experiment_guardrail_limit"
+
+
+def arm_series(name: str) -> str:
+    """The per-arm series of the champion's monitor series ``name``.
+
+    >>> arm_series(ONLINE_LOG_LOSS)
+    'streamlearn_experiment_online_log_loss'
+    """
+    return name.replace("streamlearn_", "streamlearn_experiment_", 1)
+
+
+#: An arm's monitored values (the keys of :meth:`metrics.arm_monitoring.ArmMonitors.report`)
+#: and their series, labelled ``run`` and ``arm``: the champion's where it has one.
+ARM_MONITOR_SERIES: dict[str, tuple[str, str]] = {
+    "log_loss": (arm_series(ONLINE_LOG_LOSS), "Log loss of an arm over its quality window."),
+    "roc_auc": (arm_series(ONLINE_ROC_AUC), "ROC AUC of an arm over its quality window."),
+    "brier": (
+        "streamlearn_experiment_online_brier",
+        "Brier score of an arm over its quality window.",
+    ),
+    "positive_label_rate": (
+        "streamlearn_experiment_positive_label_rate",
+        "Share of positive labels among those credited to an arm (in ab mode, of the events"
+        " it served), over its quality window.",
+    ),
+    "psi": (arm_series(PREDICTION_PSI), "PSI of an arm's current scores against its reference."),
+    "ks": (arm_series(PREDICTION_KS), "KS statistic of an arm's current against reference scores."),
+    "positive_rate": (
+        arm_series(POSITIVE_RATE),
+        "Share of an arm's current scores above model.threshold.",
+    ),
+    "positive_rate_ratio": (
+        arm_series(POSITIVE_RATE_RATIO),
+        "Current over reference share of an arm's scores above model.threshold.",
+    ),
+}
 
 
 class ExperimentMetrics:
@@ -91,6 +161,22 @@ class ExperimentMetrics:
                 "Upper bound of the always-valid interval of an arm's difference with the control.",
             ),
         }
+        self.monitored = {key: gauge(name, doc) for key, (name, doc) in ARM_MONITOR_SERIES.items()}
+        self.guardrail_value = Gauge(
+            GUARDRAIL_VALUE,
+            "What a guardrail judges of an arm: p99 scoring latency (s), its ratio to the"
+            " control's, error ratio, predicted-positive rate and its relative shift from the"
+            " control's.",
+            ["run", "arm", "guardrail"],
+            registry=registry,
+        )
+        self.guardrail_limit = Gauge(
+            GUARDRAIL_LIMIT,
+            "The limit in force of a guardrail (experiment.guardrails); none when not checked.",
+            ["guardrail"],
+            registry=registry,
+        )
+        self._series: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
         self.decisions = Counter(
             EXPERIMENT_DECISIONS,
             "Decisions of the experiment and of the rollback rule, by action and arm.",
@@ -100,7 +186,8 @@ class ExperimentMetrics:
 
     def publish(self, summary: Mapping[str, Any], run: str = "experiment") -> None:
         """Set the gauges from a run's summary (``arms``: events, labels, primary, ci,
-        p_value per arm); a value unknown or not finite removes its series. ``run`` is
+        p_value per arm, and when monitored its ``monitor`` and ``guardrails`` values;
+        ``guardrail_limits``); a value unknown or not finite removes its series. ``run`` is
         ``experiment`` or ``rollback`` (both may name the live model's arm)."""
         for arm, stats in summary.get("arms", {}).items():
             ci = stats.get("ci") or [None, None]
@@ -113,14 +200,32 @@ class ExperimentMetrics:
                 "ci_upper": ci[1],
             }
             for key, value in values.items():
-                gauge = self.gauges[key]
-                if value is not None and math.isfinite(value):
-                    gauge.labels(run=run, arm=arm).set(value)
-                else:
-                    try:
-                        gauge.remove(run, arm)
-                    except KeyError:
-                        pass
+                self._set(self.gauges[key], value, run, arm)
+            monitored = stats.get("monitor")
+            if monitored is not None:
+                for key, gauge in self.monitored.items():
+                    self._set(gauge, monitored.get(key), run, arm)
+            guardrails = stats.get("guardrails")
+            if guardrails is not None:
+                for name in GUARDRAILS:
+                    self._set(self.guardrail_value, guardrails.get(name), run, arm, name)
+        limits = summary.get("guardrail_limits")
+        if limits is not None:
+            for name in GUARDRAILS:
+                self._set(self.guardrail_limit, limits.get(name), name)
+
+    def _set(self, gauge: Gauge, value: float | None, *labels: str) -> None:
+        """Set the series of ``labels`` to ``value``, or remove it when not known and
+        finite (the series set are kept: a batch's publish looks each up once)."""
+        key = (gauge, labels)
+        series = self._series.get(key)
+        if value is not None and math.isfinite(value):
+            if series is None:
+                series = self._series[key] = gauge.labels(*labels)
+            series.set(value)
+        elif series is not None:
+            del self._series[key]
+            gauge.remove(*labels)
 
     def decided(self, action: str, arm: str | None) -> None:
         """Count a decision."""
@@ -128,18 +233,24 @@ class ExperimentMetrics:
 
 
 def experiment_panels(lay: Layout) -> None:
-    """The dashboard's row of the arms: primary metric, interval, p-value, labels, decisions."""
+    """The dashboard's row "Experiment": per arm (of the experiment and of the rollback
+    rule) the primary metric, its interval and p-value, labels, decisions, each guardrail's
+    value against its limit, and the arm's quality and prediction drift."""
     legend = "{{instance}} {{run}} {{arm}}"
-    lay.row("Experiments and rollback")
+    lay.row("Experiment")
     lay.timeseries("Primary metric by arm", [(EXPERIMENT_PRIMARY, legend)])
     lay.timeseries(
         "Always-valid interval of the difference with the control",
         [(EXPERIMENT_CI_LOWER, f"{legend} lower"), (EXPERIMENT_CI_UPPER, f"{legend} upper")],
     )
     lay.timeseries(
-        "Always-valid p-value by arm", [(EXPERIMENT_P_VALUE, legend)], min_value=0, max_value=1
+        "Always-valid p-value by arm",
+        [(EXPERIMENT_P_VALUE, legend)],
+        min_value=0,
+        max_value=1,
+        w=8,
     )
-    lay.timeseries("Labels judged by arm", [(EXPERIMENT_LABELS, legend)], min_value=0)
+    lay.timeseries("Labels judged by arm", [(EXPERIMENT_LABELS, legend)], min_value=0, w=8)
     lay.timeseries(
         f"Decisions by action ({DECISION_WINDOW})",
         [
@@ -149,7 +260,40 @@ def experiment_panels(lay: Layout) -> None:
             )
         ],
         min_value=0,
+        w=8,
     )
+    guardrails = (
+        ("Guardrail: p99 scoring latency by arm", "latency_p99_s", "s"),
+        ("Guardrail: p99 scoring latency over the control's", "latency_p99_ratio", "short"),
+        ("Guardrail: error ratio by arm", "error_ratio", "percentunit"),
+        (
+            "Guardrail: predicted-positive rate shift from the control",
+            "positive_rate_shift",
+            "short",
+        ),
+    )
+    for title, name, unit in guardrails:
+        lay.timeseries(
+            title,
+            [
+                (f'{GUARDRAIL_VALUE}{{guardrail="{name}"}}', legend),
+                (f'max({GUARDRAIL_LIMIT}{{guardrail="{name}"}})', f"limit {name}"),
+            ],
+            unit=unit,
+            min_value=0,
+            w=6,
+        )
+    quality: tuple[tuple[str, str, float | None], ...] = (
+        ("Log loss by arm", "log_loss", None),
+        ("ROC AUC by arm", "roc_auc", 1.0),
+        ("Brier score by arm", "brier", 1.0),
+        ("Positive-label rate by arm", "positive_label_rate", 1.0),
+        ("Prediction PSI by arm", "psi", None),
+        ("Predicted-positive rate by arm (current window)", "positive_rate", 1.0),
+    )
+    for title, key, top in quality:
+        name = ARM_MONITOR_SERIES[key][0]
+        lay.timeseries(title, [(name, legend)], min_value=0, max_value=top, w=8)
 
 
 def experiment_rules(t: AlertThresholds) -> list[AlertRule]:

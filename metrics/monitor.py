@@ -321,6 +321,13 @@ class Monitor:
         elif self._reference_quality.full:
             self.reference_roc_auc = self._reference_quality.roc_auc()
 
+    def reports(self) -> tuple[PredictionDriftReport, QualityReport]:
+        """The latest evaluation's prediction drift and quality (computed now if none yet)."""
+        if self._pred_report is None or self._quality_report is None:
+            self.evaluate()
+        assert self._pred_report is not None and self._quality_report is not None
+        return self._pred_report, self._quality_report
+
     def publish(self, refresh: bool = False) -> None:
         """Set the gauges from the latest evaluation (computed first if ``refresh`` or none yet)."""
         if refresh or self._pred_report is None:

@@ -178,6 +178,7 @@ class Processor(LabelLearning, ServedArms):
         self._slice_keys = champion.config.slices if champion is not None else ()
         window = champion.config.quality_window if champion is not None else 1000
         self._set_up_decisions(decider or Decider.fixed(threshold), window, metrics)
+        self._watch_arms(champion)  # each arm's quality and drift, as the champion's
 
     # ------------------------------------------------------------------ decode
 

@@ -1,7 +1,7 @@
 """The runtime's split modules keep their public names where callers import them.
 
-``stream.processor``, ``stream.report``, ``stream.replay`` and
-``stream.sources`` each define part of their API in modules beside them and
+``stream.processor``, ``stream.report``, ``stream.replay``, ``stream.sources`` and
+``stream.experiment_run`` each define part of their API in modules beside them and
 re-export it: the same objects, listed in ``__all__``.
 """
 
@@ -20,6 +20,7 @@ from streamlearn.stream import (
     replay_pacing,
     report_plots,
     report_text,
+    rollback_run,
     source_rows,
 )
 
@@ -56,6 +57,10 @@ REEXPORTED = {
         "parse_time": replay_pacing,
     },
     "streamlearn.stream.sources": {"BadRow": source_rows, "row_to_record": source_rows},
+    "streamlearn.stream.experiment_run": {
+        "RollbackRun": rollback_run,
+        "follow_inputs": rollback_run,
+    },
 }
 
 
