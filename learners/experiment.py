@@ -63,13 +63,32 @@ from streamlearn.learners.arm_stats import ArmStats, Primary, higher_is_better, 
 from streamlearn.learners.decision import Action, Decision, finite_or_none
 from streamlearn.metrics.sequential import AlwaysValid
 
-__all__ = ["Experiment", "ExperimentConfig", "GuardrailConfig"]
+__all__ = [
+    "RATE_FLOOR",
+    "Experiment",
+    "ExperimentConfig",
+    "GuardrailConfig",
+    "positive_rate_shift",
+]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
-#: Positives' worth below which a predicted-positive rate is not compared relatively.
-_RATE_FLOOR = 10
+#: Positives' worth below which a predicted-positive rate is not compared relatively:
+#: one positive more or less in the control would breach every treatment that has none.
+RATE_FLOOR = 10
+
+
+def positive_rate_shift(rate: float, control_rate: float, control_predictions: int) -> float:
+    """The relative shift of a treatment's predicted-positive ``rate`` from the control's,
+    the control's rate taken as at least :data:`RATE_FLOOR` over its predictions.
+
+    >>> positive_rate_shift(0.2, 0.1, 1000)
+    1.0
+    >>> positive_rate_shift(0.0, 0.001, 1000)  # one positive: judged against ten
+    0.1
+    """
+    return abs(rate - control_rate) / max(control_rate, RATE_FLOOR / max(1, control_predictions))
 
 
 class GuardrailConfig(BaseModel):
@@ -269,9 +288,7 @@ class Experiment:
         if limits.error_ratio is not None and error_ratio > limits.error_ratio:
             return f"guardrail error_ratio: {error_ratio:.4g} > {limits.error_ratio:g}", seen
         shift = limits.positive_rate_shift
-        # a rate judged on fewer than _RATE_FLOOR positives is noise: one more or less
-        # in the control would breach every treatment that predicts none
-        if shift is not None and abs(rate_t - rate_c) > shift * max(rate_c, _RATE_FLOOR / ok_c):
+        if shift is not None and positive_rate_shift(rate_t, rate_c, ok_c) > shift:
             return (
                 f"guardrail positive_rate_shift: predicted-positive rate {rate_t:.4g} against"
                 f" the control's {rate_c:.4g}, a shift over {shift:g}",

@@ -38,14 +38,13 @@ import math
 from collections import deque
 from collections.abc import Iterable
 
-from streamlearn.learners.experiment import Experiment, GuardrailConfig
+from streamlearn.learners.experiment import Experiment, GuardrailConfig, positive_rate_shift
 from streamlearn.metrics.monitor import Monitor
 from streamlearn.metrics.thresholds import MonitoringConfig
 
 __all__ = [
     "ARM_MONITOR_KEYS",
     "GUARDRAILS",
-    "RATE_FLOOR",
     "ArmMonitors",
     "LabelWindow",
     "guardrail_limits",
@@ -73,11 +72,6 @@ GUARDRAILS: tuple[str, ...] = (
     "predicted_positive_rate",
     "positive_rate_shift",
 )
-
-#: Positives' worth below which the control's predicted-positive rate is taken as this
-#: many over its predictions, as the positive-rate guardrail judges it
-#: (:meth:`learners.experiment.Experiment.decide`): one positive more or less is noise.
-RATE_FLOOR = 10
 
 
 def _finite(x: float | None) -> float | None:
@@ -215,7 +209,7 @@ def guardrail_values(experiment: Experiment) -> dict[str, dict[str, float | None
             if arm != experiment.config.control and control.predictions:
                 if p99 is not None and p99_c:
                     values["latency_p99_ratio"] = p99 / p99_c
-                values["positive_rate_shift"] = abs(rate - rate_c) / max(rate_c, RATE_FLOOR / ok_c)
+                values["positive_rate_shift"] = positive_rate_shift(rate, rate_c, ok_c)
         out[arm] = values
     return out
 

@@ -134,8 +134,11 @@ def test_the_api_serves_the_arms_of_an_experiment_started_while_it_runs(
     started = ExperimentSettings(
         id="started-in-api", arms=ARMS, models={"treatment": "hoeffding_tree"}
     )
-    probes = [{"event_id": f"p{n}", "timestamp": 1_790_000_000_000, "user_id": f"u{n}", "item_id": "i"}
-              for n in range(40)]  # fmt: skip
+    at = 1_790_000_000_000
+    probes = [
+        {"event_id": f"p{n}", "timestamp": at, "user_id": f"u{n}", "item_id": "i"}
+        for n in range(40)
+    ]
     assignment = Assignment(started.id, ARMS)
     store = RecordStore(redis_client, settings.store.key_prefix, settings.kafka.group_id)
     with api_server(settings, KEY) as url:
