@@ -53,6 +53,7 @@ from streamlearn.stack.install import (
     jars_resolved,
     kafka_version,
 )
+from streamlearn.stack.redis_cluster import RedisClusterNodes
 from streamlearn.stack.services import (
     Record,
     Spec,
@@ -151,6 +152,8 @@ class Stack:
             specs.append((spec, started))
         for spec, started in sorted(specs, key=lambda item: ALL_SERVICES.index(item[0].name)):
             self._wait_ready(spec, started)
+        if cfg.redis_cluster:
+            RedisClusterNodes(cfg, reporter=self._report).up()
 
     def down(self) -> list[str]:
         """Stop the processes this root's pid files name: SIGTERM, then SIGKILL after a timeout.
@@ -187,7 +190,8 @@ class Stack:
             child = self._children.pop(proc.pid, None)
             if child is not None:
                 child.poll()
-        return [name for name, _ in victims]
+        cluster = RedisClusterNodes(self.config, reporter=self._report).down()
+        return [name for name, _ in victims] + (["redis-cluster"] if cluster else [])
 
     def status(self) -> list[ServiceStatus]:
         """Return one :class:`ServiceStatus` per known service."""
