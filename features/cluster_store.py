@@ -87,7 +87,7 @@ from streamlearn.features.cluster_plan import (
 from streamlearn.features.interactions import EntityState, InteractionConfig
 from streamlearn.features.store import BatchOutcome, EventOp, LabelOp, StoreConfig
 
-__all__ = ["CHECK_AND_SET", "ClusterStore", "store_client"]
+__all__ = ["CHECK_AND_SET", "Client", "ClusterStore", "store_client"]
 
 #: The one script: set an entity's fields if its version is the one read, else return it.
 CHECK_AND_SET = """
@@ -104,8 +104,17 @@ Client = redis.Redis | RedisCluster
 
 
 def store_client(url: str, cluster: bool, **options: Any) -> Client:
-    """A client for ``url``: redis-py's cluster client when ``cluster``."""
-    if cluster:
+    """A client for ``url``: with ``cluster``, redis-py's cluster client when the server
+    runs in cluster mode, and a plain client on a single Redis (the same store runs on
+    both)."""
+    single = redis.Redis.from_url(url, **options)
+    if not cluster:
+        return single
+    try:
+        enabled = bool(single.info("cluster").get("cluster_enabled"))
+    finally:
+        single.close()
+    if enabled:
         return RedisCluster.from_url(url, **options)
     return redis.Redis.from_url(url, **options)
 
@@ -178,27 +187,52 @@ class ClusterStore:
             open_label=b"lp" in fields,
         )
 
-    def _read(
+    def _queue(
         self,
+        pipe: Any,
         snaps: Iterable[str],
         entities: Iterable[str],
         views: Views,
         known: dict[str, Entity],
-    ) -> None:
+    ) -> tuple[list[str], list[str]]:
+        """Queue the reads of the event ids' and entities' hashes not read yet."""
         snaps = [e for e in dict.fromkeys(snaps) if e not in views.snaps]
         entities = [k for k in dict.fromkeys(entities) if k not in known]
-        if not snaps and not entities:
-            return
-        pipe = self._pipe()
         for event_id in snaps:
             pipe.hgetall(self.snapshot_key(event_id))
         for key in entities:
             pipe.hgetall(key)
-        replies = pipe.execute()
-        for event_id, fields in zip(snaps, replies, strict=False):
-            views.snaps[event_id] = self._snap(_byte_map(fields))
-        for key, fields in zip(entities, replies[len(snaps) :], strict=True):
-            known[key] = Entity.parse(_byte_map(fields), self.features)
+        return snaps, entities
+
+    def _take(
+        self,
+        replies: list[Any],
+        queued: tuple[list[str], list[str]],
+        views: Views,
+        known: dict[str, Entity],
+    ) -> None:
+        snaps, entities = queued
+        for event_id in snaps:
+            views.snaps[event_id] = self._snap(_byte_map(replies.pop(0)))
+        for key in entities:
+            known[key] = Entity.parse(_byte_map(replies.pop(0)), self.features)
+
+    def _read(
+        self, snaps: Iterable[str], entities: Iterable[str], views: Views, known: dict[str, Entity]
+    ) -> None:
+        pipe = self._pipe()
+        queued = self._queue(pipe, snaps, entities, views, known)
+        if queued[0] or queued[1]:
+            self._take(list(pipe.execute()), queued, views, known)
+
+    def _reached(self, views: Views) -> list[str]:
+        """The entities of the snapshots read: a label or a sweep may reach them."""
+        return [
+            self.key(kind, entity)
+            for snap in views.snaps.values()
+            if snap.source
+            for kind, entity in snap.entities
+        ]
 
     def _views(
         self,
@@ -207,23 +241,25 @@ class ClusterStore:
         marks: Sequence[tuple[int, int]],
         clock_ms: int,
     ) -> tuple[Views, dict[str, Entity]]:
+        """Read what the batch needs: one pipeline, then one or two more for the event
+        ids the sorted sets name and the entities of snapshots read."""
         config, views = self.config, Views()
         known: dict[str, Entity] = {}
-        ranges = self._pipe()
+        pipe = self._pipe()
         ttl_ms = int(config.pending_ttl_s * 1000)
         for partition, mark in marks:
-            ranges.zrangebyscore(
+            pipe.zrangebyscore(
                 self._zset(f"cpz:{partition}"), "-inf", mark - ttl_ms, withscores=True
             )
         if clock_ms >= 0:
-            ranges.zrangebyscore(
+            pipe.zrangebyscore(
                 self._zset("cpz:all"), "-inf", clock_ms - config.max_wait_ms, withscores=True
             )
-        ranges.zcard(self._zset("cpz:all"))
-        ranges.zrange(self._zset("cpz:all"), 0, len(ops), withscores=True)
+        pipe.zcard(self._zset("cpz:all"))
+        pipe.zrange(self._zset("cpz:all"), 0, len(ops), withscores=True)
         if config.implicit_negative_after_s:
             for partition, mark in marks:
-                ranges.zrangebyscore(
+                pipe.zrangebyscore(
                     self._zset(f"cdl:{partition}"),
                     "-inf",
                     mark,
@@ -231,46 +267,34 @@ class ClusterStore:
                     num=config.sweep_max,
                     withscores=True,
                 )
-        replies = list(ranges.execute())
-        for partition, _ in marks:
-            views.stale[partition] = _entries(replies.pop(0))
-        if clock_ms >= 0:
-            views.stale_all = _entries(replies.pop(0))
-        views.total = int(replies.pop(0))
-        views.oldest = _entries(replies.pop(0))
-        need = views.total - config.pending_max + len(ops) + 1
-        if need > len(views.oldest):
-            views.oldest = _entries(
-                self.client.zrange(self._zset("cpz:all"), 0, need, withscores=True)
-            )
-        if config.implicit_negative_after_s:
-            for partition, _ in marks:
-                views.due[partition] = _entries(replies.pop(0))
         batch_ids = [op.event_id for op in ops] + list(scores)
-        named = [
-            eid
-            for entries in (
-                *views.stale.values(),
-                views.stale_all,
-                views.oldest,
-                *views.due.values(),
-            )
-            for _, eid in entries
-        ]
         event_keys = [
             self.key(kind, entity)
             for op in ops
             if isinstance(op, EventOp)
             for kind, entity in op.entities
         ]
-        self._read([*batch_ids, *named], event_keys, views, known)
-        reached = [
-            self.key(kind, entity)
-            for snap in views.snaps.values()
-            if snap.source
-            for kind, entity in snap.entities
-        ]
-        self._read([], reached, views, known)
+        queued = self._queue(pipe, batch_ids, event_keys, views, known)
+        replies = list(pipe.execute())
+        for partition, _ in marks:
+            views.stale[partition] = _entries(replies.pop(0))
+        if clock_ms >= 0:
+            views.stale_all = _entries(replies.pop(0))
+        views.total = int(replies.pop(0))
+        views.oldest = _entries(replies.pop(0))
+        if config.implicit_negative_after_s:
+            for partition, _ in marks:
+                views.due[partition] = _entries(replies.pop(0))
+        self._take(replies, queued, views, known)
+        need = views.total - config.pending_max + len(ops) + 1
+        if need > len(views.oldest) > len(ops):  # more than pending_max wait already
+            views.oldest = _entries(
+                self.client.zrange(self._zset("cpz:all"), 0, need, withscores=True)
+            )
+        ranges = (*views.stale.values(), views.stale_all, views.oldest, *views.due.values())
+        named = [event_id for entries in ranges for _, event_id in entries]
+        self._read(named, self._reached(views), views, known)
+        self._read([], self._reached(views), views, known)
         return views, known
 
     def apply(
