@@ -68,12 +68,14 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from streamlearn.features.cluster_batch import BatchPlan, Views
 from streamlearn.features.cluster_plan import (
@@ -98,6 +100,7 @@ if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
 
+_SHA = hashlib.sha1(CHECK_AND_SET.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
 _RETRIES = 50
 
 Client = redis.Redis | RedisCluster
@@ -163,6 +166,14 @@ class ClusterStore:
         """What the cluster holds for one entity (for inspection)."""
         fields = _byte_map(self.client.hgetall(self.key(kind, entity)))
         return Entity.parse(fields, self.features).state
+
+    def _route(self, key: str) -> dict[str, Any]:
+        """The node of ``key`` for a cluster pipeline: redis-py would otherwise ask the
+        server for a script call's keys (``COMMAND GETKEYS``), one round trip each."""
+        if isinstance(self.client, RedisCluster):
+            node = self.client.get_node_from_key(key)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            return {"target_nodes": node}
+        return {}
 
     def _pipe(self) -> Any:
         return self.client.pipeline(transaction=False)
@@ -376,14 +387,19 @@ class ClusterStore:
             pipe = self._pipe()
             keys = list(todo)
             for key in keys:
-                pipe.execute_command(
-                    "EVAL", CHECK_AND_SET, 1, key, known[key].version, self._state_ttl, *todo[key]
-                )
-            conflicts = {}
-            for key, reply in zip(keys, pipe.execute(), strict=True):
-                if reply != 1:
+                args = (_SHA, 1, key, known[key].version, self._state_ttl, *todo[key])
+                pipe.execute_command("EVALSHA", *args, **self._route(key))
+            conflicts, unknown = {}, {}
+            for key, reply in zip(keys, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, NoScriptError):  # a node that restarted or took over
+                    unknown[key] = todo[key]
+                elif isinstance(reply, Exception):
+                    raise reply
+                elif reply != 1:
                     conflicts[key] = Entity.parse(_pairs(reply), self.features)
-            todo = {}
+            if unknown:
+                self.client.script_load(CHECK_AND_SET)
+            todo = unknown
             for key, fresh in conflicts.items():
                 known[key] = fresh
                 after = plan.settle(key, fresh)

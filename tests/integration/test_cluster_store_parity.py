@@ -107,7 +107,7 @@ def test_cluster_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
     assert {2, 3} <= waited
 
 
-def test_scores_and_held_labels(client_of, unique_prefix):
+def test_scores_held_labels_and_a_node_that_forgot_the_script(client_of, unique_prefix):
     features = InteractionConfig()
     store = _store(client_of, StoreConfig(key_prefix=unique_prefix), features)
     entities = entity_ids("u1", "i1", None)
@@ -117,6 +117,7 @@ def test_scores_and_held_labels(client_of, unique_prefix):
     ]
     store.apply(events, {}, {})
     store.apply([], {"e1": 0.25, "e2": 0.75}, {})
+    client_of.script_flush()  # as after a restart or a failover: the script is loaded again
     held = LabelOp("e1", "lb:0:1", 1.0, 1.0, 2000, held=True)
     fetched = LabelOp("e2", "lb:0:2", 1.0, 1.0, 2000)
     outcomes = store.apply([held, fetched], {}, {}).outcomes
