@@ -81,7 +81,7 @@ class BatchPlan:
         #: Per event id, the fields of its hash written (``None``: deleted).
         self.writes: dict[str, dict[str, bytes | str | None]] = {}
         self.created: set[str] = set()
-        #: Event ids whose ``ep``/``lp`` mark is cleared once their entities are written.
+        #: Event ids whose deltas were sent; their ``lp`` mark is cleared once written.
         self.opened: set[str] = set()
         self.deltas: dict[str, list[Delta]] = {}
         self.deadlines: dict[int, dict[str, int]] = {}
@@ -158,9 +158,10 @@ class BatchPlan:
             if snap.source != op.source:
                 return EventOutcome("duplicate")
             relearn = snap.label if snap.label_at == "event" else None
-            if snap.open_event and op.event_id not in self.opened:
-                # A crash may have come between its hash and its entities: apply them again
-                # (each entity's watermark tells whether it already took the event).
+            if op.event_id not in self.opened:
+                # A crash may have come between its hash and its entities: send them again
+                # (each entity's watermark tells whether it took the event; nothing is
+                # written when all did).
                 value = relearn.value if relearn is not None else None
                 delta = Observe(op.partition, op.offset, op.timestamp_ms, value, None)
                 for kind, entity in snap.entities:
@@ -169,7 +170,6 @@ class BatchPlan:
             return EventOutcome("replay", snap.states, relearn)
         snap.source, snap.payload, snap.entities = op.source, op.payload, list(op.entities)
         snap.states = [(kind, EntityState()) for kind, _ in op.entities]  # filled by settle
-        snap.open_event = True
         self.created.add(op.event_id)
         self.opened.add(op.event_id)
         applied = None
@@ -278,7 +278,6 @@ class BatchPlan:
         swept = []
         for _, event_id in due:
             self.swept.setdefault(partition, []).append(event_id)
-            self.deadlines.get(partition, {}).pop(event_id, None)
             snap = self.snaps.get(event_id)
             if snap is None or not snap.source:
                 continue

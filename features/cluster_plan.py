@@ -191,8 +191,7 @@ class Snap:
     label_at: str = ""
     label_source: str = ""
     pending: AppliedLabel | None = None
-    #: The event's (``ep``) or its label's (``lp``) entity updates are not confirmed yet.
-    open_event: bool = False
+    #: Its label's entity updates (``lp``) are not confirmed yet.
     open_label: bool = False
 
 

@@ -18,7 +18,7 @@ hash tag is needed, and no script ever touches two keys)::
     P:cs:<event id>    an event id: its snapshot once the event came (src, ev payload,
                        st the packed states it saw, k its entities, sc score, lab/la/lat
                        the label applied, its source, when), p the label waiting for it
-                       before; ep/lp: its entity updates are not confirmed yet
+                       before; lp: its label's entity updates are not confirmed yet
     P:cpz:<p>          waiting labels of labels partition p (sorted set by event time)
     P:cpz:all          every waiting label (for store.pending_max and max_wait)
     P:cdl:<p>          implicit-label deadlines of events partition p
@@ -36,28 +36,30 @@ Per batch
    giving each entity's new hash and the state each event saw. Nothing is decoded
    from JSON in Redis, and no arithmetic runs there.
 3. *Write the event ids' hashes and the sorted sets* (one pipeline): snapshots with
-   the states their events saw, labels applied, waiting labels; marked ``ep``/``lp``.
+   the states their events saw, labels applied (marked ``lp``), waiting labels.
 4. *Check and set each entity* (one pipeline of :data:`CHECK_AND_SET`, one key each):
    the new fields are written only if the entity's version ``n`` is still the one
    read; otherwise the script returns the entity as it is now, the worker runs that
    entity's deltas again on it (optimistic concurrency: several workers on one item
    stay exact) and sends it again, and rewrites the snapshots whose states changed.
-5. *Confirm* (one pipeline): clear ``ep``/``lp``, remove the swept deadlines.
+5. *Confirm* (one pipeline): clear ``lp``, remove the swept deadlines.
 
 Guarantees across keys
 ----------------------
 Each entity's update is idempotent on its own: an event is counted at most once
 per entity by its watermark ``w<p>`` (its label at event time goes with it), and a
-label once by its token in ``t``. A crash between steps 3 and 4 leaves an event id
-marked ``ep``/``lp``: when its record is processed again (a replay), the event's or
-label's deltas are sent again and each entity takes what it had not taken, so
-nothing is lost or doubled; a crash between 4 and 5 leaves a due deadline, swept
-again the same way. What a replayed event returns is the snapshot written in step 3,
-the states it saw the first time. Limits: a label's token is forgotten after 64 later
-labels of the same entity, so a label re-applied after a crash once 64 others reached
-one of its entities in between is counted twice there; under concurrent writers a
-snapshot holds the state read, rewritten in step 5 if the check-and-set had to retry
-(a crash in that window leaves the state read, not the one updated).
+label once by its token in ``t``. A replayed event sends its deltas again (each
+entity's watermark drops those it took, and nothing is written when all did); a
+crash between steps 3 and 4 leaves a label's event id marked ``lp``, and when its
+record is processed again the label's deltas are sent again and each entity takes
+what it had not taken, so nothing is lost or doubled; a crash between 4 and 5
+leaves a due deadline, swept again the same way. A replayed event returns the
+snapshot written in step 3, the states it saw the first time. Limits: a label's
+token is forgotten after 64 later labels of the same entity, so a label re-applied
+after a crash once 64 others reached one of its entities in between is counted
+twice there; under concurrent writers a snapshot holds the state read, rewritten in
+step 5 if the check-and-set had to retry (a crash in that window leaves the state
+read, not the one updated).
 
 Examples
 --------
@@ -194,7 +196,6 @@ class ClusterStore:
             label_at=fields.get(b"lat", b"").decode(),
             label_source=fields.get(b"lab", b"").decode(),
             pending=parse_label(fields.get(b"p")),
-            open_event=b"ep" in fields,
             open_label=b"lp" in fields,
         )
 
@@ -326,7 +327,8 @@ class ClusterStore:
         rewrite = self._check_and_set(plan, known, settled)
         confirm = self._pipe()
         for event_id in plan.opened:
-            confirm.hdel(self.snapshot_key(event_id), "ep", "lp")
+            if plan.snaps[event_id].open_label:
+                confirm.hdel(self.snapshot_key(event_id), "lp")
         for event_id in rewrite:
             confirm.hset(self.snapshot_key(event_id), "st", self._packed(plan.snaps[event_id]))
         for partition, swept in plan.swept.items():
@@ -347,7 +349,6 @@ class ClusterStore:
                 ev=snap.payload,
                 st=self._packed(snap),
                 k=orjson.dumps(snap.entities),
-                ep="1",
             )
         for event_id, fields in plan.writes.items():
             key = self.snapshot_key(event_id)
