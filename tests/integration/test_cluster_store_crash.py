@@ -79,3 +79,38 @@ def test_a_batch_applied_again_after_a_crash_counts_each_event_and_label_once(
             assert mine.states == theirs.states
     for kind, entity in [("user", f"u{i}") for i in range(3)] + [("item", "i1"), ("author", "a0")]:
         assert store.state(kind, entity) == memory.entities[f"{kind}:{entity}"], (kind, entity)
+
+
+def test_two_writers_on_the_same_entities_keep_the_counts_exact(
+    client_of: object, unique_prefix: str
+) -> None:
+    """Two workers (two partitions) update the same users and items at once: each
+    entity's check-and-set retries on the other's writes, and no event is lost."""
+    import threading
+
+    config = StoreConfig(key_prefix=unique_prefix)
+    stores = [ClusterStore(client_of, config, FEATURES) for _ in range(2)]  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def work(partition: int) -> None:
+        try:
+            for start in range(0, 400, 20):
+                batch: list[EventOp | LabelOp] = []
+                for i in range(start, start + 20):
+                    entities = entity_ids(f"u{i % 2}", f"i{i % 3}", None)
+                    event = f"p{partition}e{i}"
+                    source = f"ev:{partition}:{i}"
+                    batch.append(EventOp(event, source, partition, i, i, entities, b"{}", 1.0, 1.0))
+                stores[partition].apply(batch, {}, {})
+        except BaseException as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [stores[0].state("user", f"u{u}").count for u in range(2)] == [400, 400]
+    assert [stores[0].state("item", f"i{i}").count for i in range(3)] == [268, 266, 266]
+    assert stores[0].state("user", "u0").positives == 400.0
