@@ -57,15 +57,19 @@ def test_cluster_up_ok_and_down_leaves_nothing(tmp_path: Path) -> None:
     assert not list((config.root / "run").glob("redis-cluster-*"))
 
 
-def test_stack_down_stops_the_cluster(tmp_path: Path) -> None:
+def test_stack_up_starts_the_cluster_beside_redis_and_down_stops_both(tmp_path: Path) -> None:
     config = private_stack_config(tmp_path / "stack", redis_cluster=3)
     stack = Stack(config)
     nodes = RedisClusterNodes(config)
     try:
-        nodes.up()
+        stack.up(services=["redis"])
+        assert redis.Redis.from_url(config.redis_url).ping()
+        assert len(nodes.pids()) == 6
+        assert nodes.cluster_info(nodes.ports[0])["cluster_state"] == "ok"
         assert redis.Redis.from_url(config.redis_cluster_url).ping()
     finally:
-        assert "redis-cluster" in stack.down()
+        stopped = stack.down()
+    assert stopped == ["redis", "redis-cluster"]
     assert nodes.pids() == {}
     assert not (config.root / "redis-cluster").exists()
 
