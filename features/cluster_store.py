@@ -61,6 +61,17 @@ twice there; under concurrent writers a snapshot holds the state read, rewritten
 step 5 if the check-and-set had to retry (a crash in that window leaves the state
 read, not the one updated).
 
+Cost on Redis
+-------------
+Measured with Redis's own CPU counters (``INFO cpu``) over a 10,000-event backtest
+(labels from the labels topic, implicit negatives on), 2026-12-03 on the shared
+2-core machine, three invocations: ``RedisStore`` 72-84 µs per event; this store
+43-47 on one Redis, and on a 3-master cluster 65 on the masters together plus 27 on
+their replicas. Per event it runs about 3.6 check-and-set calls (one per entity whose
+state changed in the batch; about 40 % of its Redis time), 7.3 ``HGETALL`` and 5.6
+``HSET``. Not yet the goal of 30: the reads of step 1 and the per-entity script are
+what is left to cut.
+
 Examples
 --------
 >>> store = ClusterStore(redis.Redis(), StoreConfig(key_prefix="app"), InteractionConfig())
