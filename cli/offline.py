@@ -86,6 +86,13 @@ def backtest(
     redis: Annotated[
         str | None, typer.Option("--redis", help="Keep interaction state in this Redis URL.")
     ] = None,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="The --redis URL is a node of a Redis Cluster: the state shards over it.",
+        ),
+    ] = False,
     key_prefix: Annotated[
         str | None,
         typer.Option(
@@ -159,6 +166,8 @@ def backtest(
     fresh = redis is not None and key_prefix is None
     if redis is not None:
         overrides["store"] = {"key_prefix": key_prefix or fresh_key_prefix()}
+        if redis_cluster:
+            overrides["redis"] = {"cluster": True}
     elif key_prefix is not None:
         console.print("[yellow]--key-prefix is for --redis; the state stays in memory")
     tune_interpreter()
@@ -338,13 +347,15 @@ def _clear_backtest_state(redis_url: str | None, settings: Settings) -> None:
     """Delete the backtest's keys; a Redis that is away only gets a message."""
     import redis as redis_client
 
+    from streamlearn.features.cluster_store import store_client
     from streamlearn.stream.backtest import clear_state
 
     if redis_url is None:
         return
     prefix = settings.store.key_prefix
     try:
-        client = redis_client.Redis.from_url(redis_url, **settings.redis.client_options())
+        options = settings.redis.client_options()
+        client = store_client(redis_url, settings.redis.cluster, **options)
         deleted = clear_state(client, prefix)
     except redis_client.RedisError as error:
         console.print(

@@ -154,6 +154,13 @@ def up(
     appendonly: Annotated[
         bool | None, typer.Option("--appendonly/--no-appendonly", help="Redis AOF persistence.")
     ] = None,
+    redis_cluster: Annotated[
+        int | None,
+        typer.Option(
+            help="Also start a Redis Cluster of N masters, each with a replica"
+            " (ports 7000+, bus 17000+). (default 0: none)"
+        ),
+    ] = None,
     alertmanager: Annotated[
         bool,
         typer.Option(
@@ -204,6 +211,7 @@ def up(
                 "alertmanager_port": alertmanager_port,
                 "alerts_port": alerts_port,
                 "redis_appendonly": appendonly,
+                "redis_cluster": redis_cluster,
                 "scrape_interval": scrape_interval,
                 "evaluation_interval": scrape_interval,
                 "scrape_targets": tuple(target) if target else None,

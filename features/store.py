@@ -6,7 +6,16 @@ Two stores share one contract, :class:`InteractionStore`'s :meth:`apply`:
   Lua script call (one round trip, atomic, so several workers touching the same
   item stay exact);
 * :class:`features.memory_store.MemoryStore` does the same in process, for
-  backtests and unit tests.
+  backtests and unit tests;
+* :class:`features.cluster_store.ClusterStore` (``redis.cluster: true``) shards the
+  state over a Redis Cluster, and runs on a single Redis too.
+
+The rules a store keeps to shard (the cluster store's docstring has its key layout):
+every script declares its keys and every atomic unit lives in one hash slot (one key,
+or keys sharing a hash tag); a batch is split by node and pipelined, never one round
+trip per event; what spans entities (a label updates the positives of up to five) is
+idempotent per entity, guarded by the entity's own watermark or record of the labels
+it took, so a crash between two entities' updates loses and doubles nothing.
 
 This module holds what they share: their configuration (:class:`StoreConfig`),
 the operations of a batch (:class:`EventOp`, :class:`LabelOp`) and their

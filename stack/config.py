@@ -7,6 +7,7 @@ Layout of the root folder (``.stack/`` by default)::
     kafka/                      server.properties, log4j2.yaml, cluster_id, data/, logs/
     kafka-<n>/                  the same for node n of a multi-broker cluster (kafka_brokers > 1)
     redis/                      redis.log, data files
+    redis-cluster/<port>/       nodes.conf, redis.log of each Redis Cluster node (removed by down)
     prometheus/                 prometheus.yml, targets/*.json (file_sd), data/, prometheus.log
     alertmanager/               alertmanager.yml (routes to the receiver), data/, alertmanager.log
     alerts/                     alerts.jsonl (`streamlearn alerts list`), alerts.log
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamlearn.stack.install import REPO_ROOT
 
@@ -141,6 +142,15 @@ class StackConfig(BaseModel):
     alertmanager_config: Path | None = None
     startup_timeout: float = Field(120.0, gt=0)
     stop_timeout: float = Field(20.0, gt=0)
+    redis_cluster: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Masters of a local Redis Cluster, each with a replica (0: none, else 3+).",
+    )
+    redis_cluster_ports: tuple[int, ...] = Field(
+        (), description="Its nodes' client ports, then their bus ports (default 7000+, 17000+)."
+    )
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -165,6 +175,21 @@ class StackConfig(BaseModel):
     def redis_url(self) -> str:
         """Redis URL (database 0)."""
         return f"redis://{self.host}:{self.redis_port}/0"
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _three_masters(cls, value: int) -> int:
+        if 0 < value < 3:
+            raise ValueError(f"redis_cluster: a Redis Cluster needs 3 masters or more, not {value}")
+        return value
+
+    @property
+    def redis_cluster_url(self) -> str:
+        """URL of the local Redis Cluster's first node (empty without one)."""
+        if not self.redis_cluster:
+            return ""
+        port = self.redis_cluster_ports[0] if self.redis_cluster_ports else 7000
+        return f"redis://{self.host}:{port}"
 
     @property
     def prometheus_url(self) -> str:
@@ -261,6 +286,8 @@ def private_stack_config(root: Path, **overrides: Any) -> StackConfig:
         "redis_appendonly": False,
         "startup_timeout": 180.0,
     }
+    if overrides.get("redis_cluster"):
+        settings["redis_cluster_ports"] = tuple(free_ports(4 * overrides["redis_cluster"]))
     return StackConfig(**{**settings, **overrides})
 
 

@@ -54,6 +54,7 @@ from streamlearn.stack.install import (
     kafka_version,
 )
 from streamlearn.stack.kafka_cluster import KafkaCluster
+from streamlearn.stack.redis_cluster import RedisClusterNodes
 from streamlearn.stack.services import (
     Record,
     Spec,
@@ -158,6 +159,8 @@ class Stack:
             self._wait_ready(spec, started)
         if cluster is not None:
             cluster.wait_ready()
+        if cfg.redis_cluster:
+            RedisClusterNodes(cfg, reporter=self._report).up()
 
     def down(self) -> list[str]:
         """Stop the processes this root's pid files name: SIGTERM, then SIGKILL after a timeout.
@@ -195,7 +198,8 @@ class Stack:
             child = self._children.pop(proc.pid, None)
             if child is not None:
                 child.poll()
-        return [name for name, _ in victims] + nodes
+        redis_nodes = RedisClusterNodes(self.config, reporter=self._report).down()
+        return [name for name, _ in victims] + nodes + (["redis-cluster"] if redis_nodes else [])
 
     def status(self) -> list[ServiceStatus]:
         """Return one :class:`ServiceStatus` per known service (per node of a cluster)."""

@@ -46,10 +46,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import redis
 
+from streamlearn.features.cluster_store import Client
 from streamlearn.features.memory_store import MemoryStore
-from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.schema import line_kind, to_epoch_ms
 from streamlearn.features.store import InteractionStore
 from streamlearn.learners.calibration import PlattCalibrator
@@ -63,6 +62,7 @@ from streamlearn.stream.experiment_run import ExperimentRun, RollbackRun
 from streamlearn.stream.feedback import FeedbackLoop, feedback_batches
 from streamlearn.stream.processor import BatchOutput, DeadLetter, ModelSlot, Processor, Record
 from streamlearn.stream.sources import BadRow, read_records
+from streamlearn.stream.stores import open_store
 
 __all__ = [
     "BacktestResult",
@@ -223,7 +223,7 @@ def fresh_key_prefix(now: float | None = None) -> str:
     return f"backtest-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def clear_state(client: redis.Redis, prefix: str, chunk: int = 500) -> int:
+def clear_state(client: Client, prefix: str, chunk: int = 500) -> int:
     """Delete every key under ``prefix:`` (a backtest's state); returns how many.
 
     Glob characters in the prefix are matched literally.
@@ -244,8 +244,7 @@ def clear_state(client: redis.Redis, prefix: str, chunk: int = 500) -> int:
 def _store(settings: Settings, redis_url: str | None) -> InteractionStore:
     if redis_url is None:
         return MemoryStore(settings.store, settings.features.interactions)
-    client = redis.Redis.from_url(redis_url, **settings.redis.client_options())
-    return RedisStore(client, settings.store, settings.features.interactions)
+    return open_store(settings, url=redis_url)
 
 
 def _slot_names(specs: Iterable[str]) -> list[str]:

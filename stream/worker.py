@@ -27,7 +27,6 @@ from typing import Any
 import redis
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from streamlearn.features.redis_store import RedisStore
 from streamlearn.features.store import InteractionStore
 from streamlearn.learners.registry import NonFiniteModelError
 from streamlearn.metrics.instruments import COMMIT_STAGE, POLL_STAGE, WorkerMetrics
@@ -49,6 +48,7 @@ from streamlearn.stream.processor import BatchOutput, ModelSlot, Prediction, Pro
 from streamlearn.stream.publishing import Outputs
 from streamlearn.stream.retrying import REDIS_ERRORS, RedisWaits, RetryingStore, backoff_delays
 from streamlearn.stream.runtime import tune_interpreter
+from streamlearn.stream.stores import open_store
 from streamlearn.stream.waits import Refused, StopFlag, Stopped, kafka_refusal
 from streamlearn.stream.worker_arms import WorkerArms
 from streamlearn.stream.worker_state import (
@@ -84,7 +84,7 @@ class Worker:
         Build the source and the sink, at start and after each reconnection;
         by default those of the configured Kafka client (:mod:`stream.kafka_clients`).
     store_factory
-        Builds the interaction store; by default a ``RedisStore`` on ``redis.url``.
+        Builds the interaction store; by default :func:`open_store`'s on ``redis.url``.
     prepare_topics
         Creates the topics if so configured, before the clients open; returns the dead
         letter topic's ``max.message.bytes`` (None: unknown).
@@ -130,11 +130,7 @@ class Worker:
             if model_services is not None
             else lifecycle.model_services(self.redis, settings, name, signing_key, self._redis)
         )
-        store = (
-            store_factory()
-            if store_factory is not None
-            else RedisStore(self.redis, settings.store, settings.features.interactions)
-        )
+        store = store_factory() if store_factory is not None else open_store(settings, self.redis)
         monitor = Monitor(
             settings.monitoring, MonitoringMetrics(self.registry), settings.model.threshold
         )

@@ -14,6 +14,9 @@ Servers given by environment variables are used instead of starting ours:
   ``file_sd`` folder it watches may be given by ``STREAMLEARN_TEST_PROMETHEUS_TARGETS``
   for :func:`scrape_target`
 - ``STREAMLEARN_TEST_ALERTMANAGER``: Alertmanager base URL
+- ``STREAMLEARN_TEST_REDIS_CLUSTER``: a Redis Cluster node's URL, for the opt-in
+  ``redis_cluster_url`` fixture (else a local cluster of 3 masters and 3 replicas
+  starts the first time a test asks for it)
 
 ``kafka_cluster`` is opt-in: a separate cluster of three Kafka nodes (replicated
 topics, a quorum that survives a node's loss), started the first time a test asks
@@ -61,8 +64,10 @@ SERVER_FIXTURES = frozenset(
         "scrape_target",
         "alert_log",
         "kafka_cluster",
+        "redis_cluster_url",
     }
 )
+CLUSTER_ENV = "STREAMLEARN_TEST_REDIS_CLUSTER"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -152,6 +157,28 @@ def alert_log(stack: Stack | None, alertmanager_url: str) -> Path:
     if os.environ.get(ENV["alertmanager"]) or stack is None:
         pytest.skip(f"external Alertmanager ({ENV['alertmanager']}): its receiver is not ours")
     return stack.config.alerts_log
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a node of the test Redis Cluster (3 masters, 3 replicas, private ports).
+
+    Opt-in: started the first time a test asks for it, stopped at the session's end.
+    """
+    external = os.environ.get(CLUSTER_ENV)
+    if external:
+        yield external
+        return
+    from streamlearn.stack.config import private_stack_config
+    from streamlearn.stack.redis_cluster import RedisClusterNodes
+
+    root = tmp_path_factory.mktemp("redis-cluster")
+    nodes = RedisClusterNodes(private_stack_config(root, redis_cluster=3))
+    try:
+        nodes.up()
+        yield nodes.url
+    finally:
+        nodes.down()
 
 
 @pytest.fixture

@@ -249,6 +249,11 @@ class RedisConfig(BaseModel):
     password: SecretStr | None = Field(default=None, description="Environment only.")
     ssl_ca_certs: Path | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    cluster: bool = Field(
+        default=False,
+        description="The url is a node of a Redis Cluster: interaction state shards over it"
+        " (features.cluster_store.ClusterStore, which runs on a single Redis too).",
+    )
 
     @model_validator(mode="after")
     def _tls(self) -> RedisConfig:
