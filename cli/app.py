@@ -16,6 +16,7 @@ import typer
 
 from streamlearn.cli.alerts import alerts_app
 from streamlearn.cli.experiment import experiment_app
+from streamlearn.cli.forget import forget
 from streamlearn.cli.metrics import metrics_app
 from streamlearn.cli.model import model_app
 from streamlearn.cli.offline import backtest, dataset, generate, rank_eval, replay
@@ -48,6 +49,7 @@ app.command("rank-eval")(rank_eval)
 app.command("dataset")(dataset)
 app.command()(replay)
 app.command()(demo)
+app.command()(forget)
 
 
 def main() -> None:

@@ -99,6 +99,7 @@ from streamlearn.features.cluster_plan import (
     parse_label,
     unpack_states,
 )
+from streamlearn.features.forget import Forgotten, forget
 from streamlearn.features.interactions import EntityState, InteractionConfig
 from streamlearn.features.store import BatchOutcome, EventOp, LabelOp, StoreConfig
 
@@ -174,6 +175,16 @@ class ClusterStore:
 
     def pending_count(self) -> int:
         return int(self.client.zcard(self._zset("cpz:all")))
+
+    def forget(self, kind: str, entity: str) -> Forgotten:
+        """Delete ``entity``'s state, its pairs' and the snapshots that touched them, on
+        every node (:func:`features.forget.forget`)."""
+
+        def entities_of(raw: bytes) -> list[tuple[str, str]]:
+            return [(str(k), str(i)) for k, i in orjson.loads(raw)]
+
+        prefix = self._prefix
+        return forget(self.client, f"{prefix}:ce", f"{prefix}:cs", kind, entity, entities_of)
 
     def state(self, kind: str, entity: str) -> EntityState:
         """What the cluster holds for one entity (for inspection)."""

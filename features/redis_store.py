@@ -16,6 +16,7 @@ from importlib import resources
 import orjson
 import redis
 
+from streamlearn.features.forget import Forgotten, forget
 from streamlearn.features.interactions import EntityState, InteractionConfig
 from streamlearn.features.store import (
     AppliedLabel,
@@ -119,6 +120,18 @@ class RedisStore:
 
     def key(self, kind: str, entity: str) -> str:
         return f"{self.config.key_prefix}:e:{kind}:{entity}"
+
+    def forget(self, kind: str, entity: str) -> Forgotten:
+        """Delete ``entity``'s state, its pairs' and the snapshots that touched them
+        (:func:`features.forget.forget`)."""
+        prefix = self.config.key_prefix
+        head = len(prefix) + 3  # "<prefix>:e:"
+
+        def entities_of(raw: bytes) -> list[tuple[str, str]]:
+            keys: list[str] = orjson.loads(raw)
+            return [(key[head:].partition(":")[0], key[head:].partition(":")[2]) for key in keys]
+
+        return forget(self.client, f"{prefix}:e", f"{prefix}:s", kind, entity, entities_of)
 
     def state(self, kind: str, entity: str) -> EntityState:
         """What Redis holds for one entity (for inspection; the script reads it itself)."""
