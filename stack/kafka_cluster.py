@@ -33,7 +33,6 @@ Examples
 from __future__ import annotations
 
 import base64
-import json
 import signal
 import subprocess
 import time
@@ -48,7 +47,15 @@ import psutil
 from streamlearn.stack.config import ServiceStatus, StackConfig, free_ports, private_stack_config
 from streamlearn.stack.files import kafka_log4j2_config, kafka_server_properties
 from streamlearn.stack.install import StackError
-from streamlearn.stack.services import Record, port_open, read_record, tail
+from streamlearn.stack.services import (
+    Record,
+    port_open,
+    read_record,
+    stop_processes,
+    tail,
+    terminate,
+    write_record,
+)
 from streamlearn.stream.topics import replication_for
 
 __all__ = [
@@ -257,26 +264,13 @@ class KafkaCluster:
         victims: list[tuple[str, psutil.Process]] = []
         for pidfile in sorted((self.config.root / "run").glob("kafka-*.json")):
             node_id = pidfile.stem.removeprefix("kafka-")
-            record = read_record(pidfile)
-            proc = record.process() if record else None
-            if proc is not None and node_id.isdigit():
-                self._report(f"{pidfile.stem}: stopping pid {proc.pid}")
-                try:
-                    proc.send_signal(signal.SIGTERM)
-                    victims.append((pidfile.stem, proc))
-                except psutil.NoSuchProcess:
-                    pass
+            record = read_record(pidfile) if node_id.isdigit() else None
+            proc = terminate(pidfile.stem, record, self._report)
+            if proc is not None:
+                victims.append((pidfile.stem, proc))
             pidfile.unlink(missing_ok=True)
-        deadline = time.monotonic() + self.config.stop_timeout
-        for name, proc in victims:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except psutil.TimeoutExpired:
-                self._report(f"{name}: did not exit after SIGTERM, killing")
-                proc.kill()
-                proc.wait(timeout=10)
-            except psutil.NoSuchProcess:
-                pass
+        stop_processes(victims, self.config.stop_timeout, self._report)
+        for _, proc in victims:
             child = self._children.pop(proc.pid, None)
             if child is not None:
                 child.poll()
@@ -353,18 +347,8 @@ class KafkaCluster:
                 start_new_session=True,
             )
         self._children[child.pid] = child
-        try:
-            create_time = psutil.Process(child.pid).create_time()
-        except psutil.NoSuchProcess:
-            create_time = time.time()
-        record = {
-            "pid": child.pid,
-            "create_time": create_time,
-            "marker": str(node.properties),
-            "ports": [node.port, node.controller_port],
-            "argv": list(argv),
-        }
-        self._pidfile(node).write_text(json.dumps(record, indent=2) + "\n")
+        ports = (node.port, node.controller_port)
+        write_record(self._pidfile(node), child.pid, str(node.properties), ports, argv)
 
     def _format(self, nodes: list[KafkaNode], jars: Path) -> None:
         """Write each node's properties and format the storage of those not formatted yet,

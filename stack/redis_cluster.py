@@ -24,9 +24,7 @@ Examples
 
 from __future__ import annotations
 
-import json
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -37,7 +35,16 @@ import psutil
 
 from streamlearn.stack.config import StackConfig
 from streamlearn.stack.install import StackError
-from streamlearn.stack.services import Record, port_open, run_checked, tail
+from streamlearn.stack.services import (
+    Record,
+    port_open,
+    read_record,
+    run_checked,
+    stop_processes,
+    tail,
+    terminate,
+    write_record,
+)
 
 __all__ = ["RedisClusterNodes", "cluster_ports"]
 
@@ -120,25 +127,12 @@ class RedisClusterNodes:
         """Stop the nodes this root's pid files name and remove their folder; their ports."""
         victims: list[tuple[int, psutil.Process]] = []
         for port in self.ports:
-            record = self._record(port)
-            proc = record.process() if record else None
+            proc = terminate(f"redis-cluster {port}", self._record(port), self._report)
             if proc is not None:
-                self._report(f"redis-cluster: stopping pid {proc.pid} (port {port})")
-                try:
-                    proc.send_signal(signal.SIGTERM)
-                    victims.append((port, proc))
-                except psutil.NoSuchProcess:
-                    pass
+                victims.append((port, proc))
             self._pidfile(port).unlink(missing_ok=True)
-        deadline = time.monotonic() + self.config.stop_timeout
-        for _, proc in victims:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except psutil.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            except psutil.NoSuchProcess:
-                pass
+        named = [(f"redis-cluster {port}", proc) for port, proc in victims]
+        stop_processes(named, self.config.stop_timeout, self._report)
         for child in self._children:
             child.poll()
         self._children.clear()
@@ -165,17 +159,7 @@ class RedisClusterNodes:
         return self.config.root / "run" / f"redis-cluster-{port}.json"
 
     def _record(self, port: int) -> Record | None:
-        try:
-            raw = json.loads(self._pidfile(port).read_text())
-            return Record(
-                pid=int(raw["pid"]),
-                create_time=float(raw["create_time"]),
-                marker=str(raw["marker"]),
-                ports=tuple(raw["ports"]),
-                argv=tuple(raw["argv"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return read_record(self._pidfile(port))
 
     def _launch(self, port: int, bus: int) -> bool:
         """Start the node on ``port`` unless ours runs; return True when started."""
@@ -226,18 +210,7 @@ class RedisClusterNodes:
             start_new_session=True,
         )
         self._children.append(child)
-        try:
-            create_time = psutil.Process(child.pid).create_time()
-        except psutil.NoSuchProcess:
-            create_time = time.time()
-        record_json = {
-            "pid": child.pid,
-            "create_time": create_time,
-            "marker": _MARKER,
-            "ports": [port, bus],
-            "argv": list(argv),
-        }
-        self._pidfile(port).write_text(json.dumps(record_json, indent=2) + "\n")
+        write_record(self._pidfile(port), child.pid, _MARKER, (port, bus), argv)
         return True
 
     def _wait(self, port: int, deadline: float, ready: Callable[[], bool]) -> None:

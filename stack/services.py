@@ -19,10 +19,12 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +46,10 @@ __all__ = [
     "redis_ready",
     "run_checked",
     "service_url",
+    "stop_processes",
     "tail",
+    "terminate",
+    "write_record",
 ]
 
 
@@ -115,6 +120,59 @@ def read_record(path: Path) -> Record | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def write_record(
+    path: Path, pid: int, marker: str, ports: Iterable[int], argv: Iterable[str]
+) -> None:
+    """Write the pid file of a process just started (:class:`Record`): its start time
+    and ``marker`` in its command line recognise it later, whatever reused its pid."""
+    try:
+        create_time = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        create_time = time.time()
+    record = {
+        "pid": pid,
+        "create_time": create_time,
+        "marker": marker,
+        "ports": list(ports),
+        "argv": list(argv),
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def terminate(
+    name: str, record: Record | None, report: Callable[[str], None]
+) -> psutil.Process | None:
+    """Send SIGTERM to the process of ``record`` if it is still ours; the process, if so."""
+    proc = record.process() if record else None
+    if proc is None:
+        return None
+    report(f"{name}: stopping pid {proc.pid}")
+    try:
+        proc.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return None
+    return proc
+
+
+def stop_processes(
+    victims: Sequence[tuple[str, psutil.Process]],
+    timeout_s: float,
+    report: Callable[[str], None],
+) -> None:
+    """Wait for ``victims`` (sent SIGTERM) until ``timeout_s`` has passed in all, then
+    SIGKILL each one left."""
+    deadline = time.monotonic() + timeout_s
+    for name, proc in victims:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except psutil.TimeoutExpired:
+            report(f"{name}: did not exit after SIGTERM, killing")
+            proc.kill()
+            proc.wait(timeout=10)
+        except psutil.NoSuchProcess:
+            pass
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ Examples
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -66,7 +64,10 @@ from streamlearn.stack.services import (
     read_record,
     run_checked,
     service_url,
+    stop_processes,
     tail,
+    terminate,
+    write_record,
 )
 
 __all__ = ["Stack"]
@@ -175,26 +176,12 @@ class Stack:
         victims: list[tuple[str, psutil.Process]] = []
         nodes = self._cluster().down()
         for name in reversed(ALL_SERVICES):
-            record = self._record(name)
-            proc = record.process() if record else None
+            proc = terminate(name, self._record(name), self._report)
             if proc is not None:
-                self._report(f"{name}: stopping pid {proc.pid}")
-                try:
-                    proc.send_signal(signal.SIGTERM)
-                    victims.append((name, proc))
-                except psutil.NoSuchProcess:
-                    pass
+                victims.append((name, proc))
             self._pidfile(name).unlink(missing_ok=True)
-        deadline = time.monotonic() + self.config.stop_timeout
-        for victim, proc in victims:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except psutil.TimeoutExpired:
-                self._report(f"{victim}: did not exit after SIGTERM, killing")
-                proc.kill()
-                proc.wait(timeout=10)
-            except psutil.NoSuchProcess:
-                pass
+        stop_processes(victims, self.config.stop_timeout, self._report)
+        for _, proc in victims:
             child = self._children.pop(proc.pid, None)
             if child is not None:
                 child.poll()
@@ -409,23 +396,7 @@ class Stack:
                 start_new_session=True,
             )
         self._children[child.pid] = child
-        try:
-            create_time = psutil.Process(child.pid).create_time()
-        except psutil.NoSuchProcess:
-            create_time = time.time()
-        self._pidfile(spec.name).write_text(
-            json.dumps(
-                {
-                    "pid": child.pid,
-                    "create_time": create_time,
-                    "marker": spec.marker,
-                    "ports": list(ports),
-                    "argv": list(spec.argv),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_record(self._pidfile(spec.name), child.pid, spec.marker, ports, spec.argv)
         return True
 
     def _format_kafka(self) -> None:
