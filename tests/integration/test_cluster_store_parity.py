@@ -3,7 +3,6 @@ state, expiry and sweep: on a single Redis and on a real 3-master Redis Cluster.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
 import orjson
@@ -11,9 +10,11 @@ import pytest
 
 from streamlearn.features.cluster_store import ClusterStore, store_client
 from streamlearn.features.interactions import InteractionConfig, entity_ids
-from streamlearn.features.memory_store import MemoryStore
-from streamlearn.features.store import EventOp, LabelOp, LabelOutcome, StoreConfig, split_source
-from tests.integration.test_store_parity import pending_ops, random_ops
+from streamlearn.features.store import EventOp, LabelOp, StoreConfig
+from tests.integration.test_store_parity import (
+    agree_on_outcomes_states_and_sweeps,
+    agree_on_the_pending_bound_and_every_expiry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,40 +34,9 @@ def _store(client: object, config: StoreConfig, features: InteractionConfig) -> 
 
 
 def test_cluster_and_memory_stores_agree_on_outcomes_states_and_sweeps(client_of, unique_prefix):
-    rng = random.Random(1)
-    features = InteractionConfig()
     config = StoreConfig(key_prefix=unique_prefix, pending_ttl_s=50, implicit_negative_after_s=30)
-    memory = MemoryStore(config, features)
-    remote = _store(client_of, config, features)
-    ops = random_ops(rng, 3000)
-    seen: set[str] = set()
-    start = 0
-    while start < len(ops):
-        batch = ops[start : start + rng.randrange(1, 60)]
-        start += len(batch)
-        marks = {0: max(op.timestamp_ms for op in batch)}
-        expected, actual = memory.apply(batch, {}, marks), remote.apply(batch, {}, marks)
-        for mine, theirs in zip(expected.outcomes, actual.outcomes, strict=True):
-            assert (mine.status, mine.states) == (theirs.status, theirs.states)
-            seen.add(f"{type(mine).__name__}:{mine.status}")
-            if isinstance(mine, LabelOutcome):
-                assert (mine.payload, mine.score) == (theirs.payload, theirs.score)
-            if hasattr(mine, "label"):
-                assert mine.label == theirs.label
-        assert expected.expired == actual.expired
-        assert [(i.event_id, i.states, i.payload) for i in expected.implicit] == [
-            (i.event_id, i.states, i.payload) for i in actual.implicit
-        ]
-    assert seen >= {
-        "EventOutcome:new",
-        "EventOutcome:replay",
-        "EventOutcome:duplicate",
-        "LabelOutcome:learn",
-        "LabelOutcome:pending",
-        "LabelOutcome:duplicate",
-        "LabelOutcome:late",
-        "LabelOutcome:relearn",
-    }
+    remote = _store(client_of, config, InteractionConfig())
+    memory = agree_on_outcomes_states_and_sweeps(remote, config)
     for kind, entity in (("user", "u3"), ("item", "i7"), ("author", "a1")):
         assert remote.state(kind, entity) == memory.entities[f"{kind}:{entity}"]
 
@@ -74,37 +44,12 @@ def test_cluster_and_memory_stores_agree_on_outcomes_states_and_sweeps(client_of
 def test_cluster_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
     client_of, unique_prefix
 ):
-    rng = random.Random(7)
-    features = InteractionConfig()
     config = StoreConfig(
         key_prefix=unique_prefix, pending_max=60, pending_ttl_s=30, pending_max_wait_s=90
     )
-    memory = MemoryStore(config, features)
-    remote = _store(client_of, config, features)
-    ops = pending_ops(rng, 4000)
-    causes: set[str] = set()
-    waited: set[int] = set()
-    start = 0
-    while start < len(ops):
-        batch = ops[start : start + rng.randrange(1, 80)]
-        start += len(batch)
-        times = [op.timestamp_ms for op in batch]
-        marks = {0: max(times) - 30_000, 1: min(times)} if rng.random() < 0.9 else {}
-        clock = min(marks.values()) if marks else -1
-        expected = memory.apply(batch, {}, marks, clock)
-        actual = remote.apply(batch, {}, marks, clock)
-        for mine, theirs in zip(expected.outcomes, actual.outcomes, strict=True):
-            assert (mine.status, mine.states) == (theirs.status, theirs.states)
-        assert expected.expired == actual.expired
-        causes |= {e.cause for e in expected.expired}
-        waited |= {
-            split_source(e.label.source)[1]
-            for e in expected.expired
-            if e.label and e.cause == "max_wait"
-        }
-        assert memory.pending_count() == remote.pending_count() <= config.pending_max
-    assert causes == {"ttl", "max_wait", "overflow"}
-    assert {2, 3} <= waited
+    agree_on_the_pending_bound_and_every_expiry(
+        _store(client_of, config, InteractionConfig()), config
+    )
 
 
 def test_scores_held_labels_and_a_node_that_forgot_the_script(client_of, unique_prefix):

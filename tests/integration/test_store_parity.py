@@ -11,7 +11,14 @@ import redis
 from streamlearn.features.interactions import InteractionConfig, entity_ids
 from streamlearn.features.memory_store import MemoryStore
 from streamlearn.features.redis_store import RedisStore
-from streamlearn.features.store import EventOp, LabelOp, LabelOutcome, StoreConfig, split_source
+from streamlearn.features.store import (
+    EventOp,
+    InteractionStore,
+    LabelOp,
+    LabelOutcome,
+    StoreConfig,
+    split_source,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +58,14 @@ def random_ops(rng: random.Random, n: int) -> list[EventOp | LabelOp]:
     return ops
 
 
-def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, unique_prefix):
+def agree_on_outcomes_states_and_sweeps(
+    remote: InteractionStore, config: StoreConfig
+) -> MemoryStore:
+    """``remote`` and a MemoryStore give the same outcomes, states, expiries and implicit
+    labels over 3,000 random operations, replays and duplicates among them; the
+    MemoryStore after them."""
     rng = random.Random(1)
-    features = InteractionConfig()
-    config = StoreConfig(key_prefix=unique_prefix, pending_ttl_s=50, implicit_negative_after_s=30)
-    memory = MemoryStore(config, features)
-    remote = RedisStore(redis.Redis.from_url(redis_url), config, features)
+    memory = MemoryStore(config, InteractionConfig())
     ops = random_ops(rng, 3000)
     seen: set[str] = set()
     start = 0
@@ -72,9 +81,9 @@ def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, 
                 assert (mine.payload, mine.score) == (theirs.payload, theirs.score)
             if hasattr(mine, "label"):
                 assert mine.label == theirs.label
-        assert [e.event_id for e in expected.expired] == [e.event_id for e in actual.expired]
-        assert [(i.event_id, i.states) for i in expected.implicit] == [
-            (i.event_id, i.states) for i in actual.implicit
+        assert expected.expired == actual.expired
+        assert [(i.event_id, i.states, i.payload) for i in expected.implicit] == [
+            (i.event_id, i.states, i.payload) for i in actual.implicit
         ]
     assert seen >= {
         "EventOutcome:new",
@@ -86,6 +95,13 @@ def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, 
         "LabelOutcome:late",
         "LabelOutcome:relearn",
     }
+    return memory
+
+
+def test_redis_and_memory_stores_agree_on_outcomes_states_and_sweeps(redis_url, unique_prefix):
+    config = StoreConfig(key_prefix=unique_prefix, pending_ttl_s=50, implicit_negative_after_s=30)
+    remote = RedisStore(redis.Redis.from_url(redis_url), config, InteractionConfig())
+    agree_on_outcomes_states_and_sweeps(remote, config)
 
 
 def test_a_held_label_is_answered_without_the_events_payload_and_states(redis_url, unique_prefix):
@@ -144,16 +160,13 @@ def pending_ops(rng: random.Random, n: int) -> list[EventOp | LabelOp]:
     return ops
 
 
-def test_redis_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
-    redis_url, unique_prefix
-):
+def agree_on_the_pending_bound_and_every_expiry(
+    remote: InteractionStore, config: StoreConfig
+) -> None:
+    """``remote`` and a MemoryStore keep the same waiting labels within
+    ``store.pending_max`` and expire them alike, by every cause."""
     rng = random.Random(7)
-    features = InteractionConfig()
-    config = StoreConfig(
-        key_prefix=unique_prefix, pending_max=60, pending_ttl_s=30, pending_max_wait_s=90
-    )
-    memory = MemoryStore(config, features)
-    remote = RedisStore(redis.Redis.from_url(redis_url), config, features)
+    memory = MemoryStore(config, InteractionConfig())
     ops = pending_ops(rng, 4000)
     causes: set[str] = set()
     waited: set[int] = set()
@@ -178,6 +191,16 @@ def test_redis_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
         assert memory.pending_count() == remote.pending_count() <= config.pending_max
     assert causes == {"ttl", "max_wait", "overflow"}
     assert {2, 3} <= waited, "labels:2 and labels:3 (no events partition) expire too"
+
+
+def test_redis_and_memory_stores_agree_on_the_pending_bound_and_every_expiry(
+    redis_url, unique_prefix
+):
+    config = StoreConfig(
+        key_prefix=unique_prefix, pending_max=60, pending_ttl_s=30, pending_max_wait_s=90
+    )
+    remote = RedisStore(redis.Redis.from_url(redis_url), config, InteractionConfig())
+    agree_on_the_pending_bound_and_every_expiry(remote, config)
 
 
 def test_labels_left_waiting_without_the_set_of_them_all_are_bounded_and_expire(
